@@ -1,0 +1,477 @@
+// Command capi is libhashevict: built with -buildmode=c-shared, it exports
+// the functions of include/hashevict.h. It is the only package that imports
+// "C". Every export validates its arguments, describes failures through the
+// thread-local last error, and recovers panics into HASHEVICT_ERR_INTERNAL.
+package main
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../include -O2 -Wall
+#include <stdlib.h>
+#include "hashevict.h"
+void hev_set_last_error(const char *msg, size_t n);
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/hashevict/hashevict/policy"
+	"github.com/hashevict/hashevict/simd"
+)
+
+func main() {}
+
+// handle is what an opaque hashevict_engine* stands for.
+type handle struct {
+	eng      *policy.Engine
+	poisoned atomic.Bool
+	// panicIn names an export that panics on purpose; set from
+	// HASHEVICT_TEST_PANIC at create so tests can exercise the recover path.
+	panicIn string
+}
+
+// Handles are numbers with the top bits set: no user-space pointer looks
+// like one, and a freed number is never reused, so a stale or foreign
+// pointer is recognised instead of dereferenced.
+const handleTag = uintptr(0x4845) << 48
+
+var (
+	handlesMu  sync.RWMutex
+	handles    = map[uintptr]*handle{}
+	nextHandle uintptr
+)
+
+type status = C.hashevict_status
+
+func setLastError(msg string) {
+	if msg == "" {
+		msg = "unknown error"
+	}
+	b := []byte(msg)
+	C.hev_set_last_error((*C.char)(unsafe.Pointer(&b[0])), C.size_t(len(b)))
+}
+
+// fail records err as the thread's last error and returns its status.
+func fail(err error) status {
+	var pe *policy.Error
+	if errors.As(err, &pe) {
+		setLastError(pe.Msg)
+		return status(pe.Code)
+	}
+	setLastError(err.Error())
+	return C.HASHEVICT_ERR_INTERNAL
+}
+
+func failf(code policy.Code, format string, args ...any) status {
+	return fail(&policy.Error{Code: code, Msg: fmt.Sprintf(format, args...)})
+}
+
+// guard runs fn, turning a panic into HASHEVICT_ERR_INTERNAL and poisoning
+// the engine it was working on (its state may be half-updated).
+func guard(h *handle, fn func() status) (st status) {
+	defer func() {
+		if r := recover(); r != nil {
+			if h != nil {
+				h.poisoned.Store(true)
+			}
+			msg := fmt.Sprintf("internal error (engine poisoned; free it): %v", r)
+			if os.Getenv("HASHEVICT_DEBUG") != "" {
+				msg += "\n" + string(debug.Stack())
+			}
+			setLastError(msg)
+			st = C.HASHEVICT_ERR_INTERNAL
+		}
+	}()
+	return fn()
+}
+
+// lookup validates an engine handle.
+func lookup(e C.uintptr_t, fn string) (*handle, status) {
+	if e == 0 {
+		return nil, failf(policy.CodeInvalidHandle, "%s: engine is NULL", fn)
+	}
+	handlesMu.RLock()
+	h := handles[uintptr(e)]
+	handlesMu.RUnlock()
+	if h == nil {
+		return nil, failf(policy.CodeInvalidHandle, "%s: engine %#x is not a live engine of this library (freed, or a foreign pointer)", fn, uintptr(e))
+	}
+	if h.poisoned.Load() {
+		return nil, failf(policy.CodeInternal, "%s: engine is poisoned by an earlier internal error; free it and create a new one", fn)
+	}
+	return h, C.HASHEVICT_OK
+}
+
+// call is the common shape of an export on an engine: validate the handle,
+// then run fn under guard, mapping its error.
+func call(e C.uintptr_t, fn string, body func(h *handle) error) status {
+	var h *handle
+	return guard(nil, func() status {
+		var st status
+		h, st = lookup(e, fn)
+		if st != C.HASHEVICT_OK {
+			return st
+		}
+		return guard(h, func() status {
+			if h.panicIn == fn {
+				panic("injected by HASHEVICT_TEST_PANIC=" + fn)
+			}
+			if err := body(h); err != nil {
+				return fail(err)
+			}
+			return C.HASHEVICT_OK
+		})
+	})
+}
+
+// paramsV1Size is sizeof(hashevict_params) in ABI version 1: callers must
+// pass at least that much.
+const paramsV1Size = C.sizeof_hashevict_params
+
+//export hevgo_default_params
+func hevgo_default_params(out *C.hashevict_params) {
+	d := policy.DefaultParams()
+	out.size = C.uint32_t(paramsV1Size)
+	writeParams(out, d)
+}
+
+func writeParams(out *C.hashevict_params, p policy.Params) {
+	out.mode = C.int32_t(p.Mode)
+	out.policy = C.int32_t(p.Policy)
+	out.probe = C.int32_t(p.Probe)
+	out.score = C.int32_t(p.Score)
+	out.n_layers = C.int32_t(p.Layers)
+	out.n_kv_heads = C.int32_t(p.KVHeads)
+	out.n_q_heads = C.int32_t(p.QHeads)
+	out.head_dim = C.int32_t(p.HeadDim)
+	out.hash_bits = C.int32_t(p.Bits)
+	out.budget = C.int32_t(p.Budget)
+	out.n_sink = C.int32_t(p.Sinks)
+	out.n_recent = C.int32_t(p.Recent)
+	out.max_seqs = C.int32_t(p.MaxSeqs)
+	out.decay = C.float(p.Decay)
+	out.seed = C.uint64_t(p.Seed)
+	out.memory_cap_bytes = C.uint64_t(p.MemoryCapBytes)
+}
+
+func readParams(in *C.hashevict_params) policy.Params {
+	return policy.Params{
+		Mode:           policy.Mode(in.mode),
+		Policy:         policy.Policy(in.policy),
+		Probe:          policy.Probe(in.probe),
+		Score:          policy.Score(in.score),
+		Layers:         int(in.n_layers),
+		KVHeads:        int(in.n_kv_heads),
+		QHeads:         int(in.n_q_heads),
+		HeadDim:        int(in.head_dim),
+		Bits:           int(in.hash_bits),
+		Budget:         int(in.budget),
+		Sinks:          int(in.n_sink),
+		Recent:         int(in.n_recent),
+		MaxSeqs:        int(in.max_seqs),
+		Decay:          float32(in.decay),
+		Seed:           uint64(in.seed),
+		MemoryCapBytes: uint64(in.memory_cap_bytes),
+	}
+}
+
+//export hevgo_engine_create
+func hevgo_engine_create(params *C.hashevict_params, hasOut C.int, out *C.uintptr_t) status {
+	return guard(nil, func() status {
+		if hasOut == 0 {
+			return failf(policy.CodeInvalidArgument, "hashevict_engine_create: out is NULL")
+		}
+		if params == nil {
+			return failf(policy.CodeInvalidArgument, "hashevict_engine_create: params is NULL (start from hashevict_default_params())")
+		}
+		if params.size < paramsV1Size {
+			return failf(policy.CodeInvalidArgument, "hashevict_engine_create: params->size = %d, want at least %d (set it from hashevict_default_params())", params.size, paramsV1Size)
+		}
+		eng, err := policy.NewEngine(readParams(params))
+		if err != nil {
+			return fail(err)
+		}
+		h := &handle{eng: eng, panicIn: os.Getenv("HASHEVICT_TEST_PANIC")}
+		handlesMu.Lock()
+		nextHandle++
+		id := handleTag | nextHandle<<4
+		handles[id] = h
+		handlesMu.Unlock()
+		*out = C.uintptr_t(id)
+		return C.HASHEVICT_OK
+	})
+}
+
+//export hevgo_engine_free
+func hevgo_engine_free(e C.uintptr_t) {
+	guard(nil, func() status {
+		handlesMu.Lock()
+		delete(handles, uintptr(e))
+		handlesMu.Unlock()
+		return C.HASHEVICT_OK
+	})
+}
+
+//export hevgo_engine_params
+func hevgo_engine_params(e C.uintptr_t, out *C.hashevict_params) status {
+	return call(e, "hashevict_engine_params", func(h *handle) error {
+		if out == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_engine_params: out is NULL"}
+		}
+		size := uintptr(out.size)
+		if size < unsafe.Sizeof(out.size) {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_engine_params: out->size is not set"}
+		}
+		var full C.hashevict_params
+		full.size = C.uint32_t(paramsV1Size)
+		writeParams(&full, h.eng.P)
+		copyPrefix(unsafe.Pointer(out), unsafe.Pointer(&full), size, unsafe.Sizeof(full))
+		return nil
+	})
+}
+
+// copyPrefix copies min(have, want) bytes, keeping the caller's size field.
+func copyPrefix(dst, src unsafe.Pointer, have, want uintptr) {
+	n := min(have, want)
+	size := *(*C.uint32_t)(dst)
+	copy(unsafe.Slice((*byte)(dst), n), unsafe.Slice((*byte)(src), n))
+	*(*C.uint32_t)(dst) = size
+}
+
+//export hevgo_kernels
+func hevgo_kernels() C.int {
+	switch simd.Active().Name {
+	case "avx512":
+		return 2
+	case "avx2":
+		return 1
+	}
+	return 0
+}
+
+//export hevgo_seq_op
+func hevgo_seq_op(e C.uintptr_t, op C.int, a, b C.int32_t) status {
+	names := [...]string{"hashevict_seq_add", "hashevict_seq_remove", "hashevict_seq_reset", "hashevict_seq_fork"}
+	return call(e, names[op], func(h *handle) error {
+		switch op {
+		case 0:
+			return h.eng.AddSeq(int(a))
+		case 1:
+			return h.eng.RemoveSeq(int(a))
+		case 2:
+			return h.eng.ResetSeq(int(a))
+		default:
+			return h.eng.ForkSeq(int(a), int(b))
+		}
+	})
+}
+
+// rows turns a tensor descriptor into a policy view over the caller's
+// memory. what names the argument in messages.
+func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if t.data == nil {
+		return nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: what + "->data is NULL"}
+	}
+	switch t.device {
+	case C.HASHEVICT_DEVICE_HOST:
+	case C.HASHEVICT_DEVICE_CUDA:
+		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: what + " is on a CUDA device, but this build has no CUDA path yet; copy it to host memory"}
+	default:
+		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: fmt.Sprintf("%s->device = %d is not a hashevict_device", what, t.device)}
+	}
+	for _, v := range []C.int64_t{t.head_dim, t.n_heads, t.n_tokens} {
+		if v < 1 || v > math.MaxInt32 {
+			return nil, &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s has shape [%d tokens][%d heads][%d]: every dimension must be in 1..2^31-1", what, t.n_tokens, t.n_heads, t.head_dim)}
+		}
+	}
+	dt := policy.DType(t.dtype)
+	ext, err := policy.Extent(dt, int(t.head_dim), int(t.n_heads), int(t.n_tokens), int64(t.head_stride), int64(t.token_stride))
+	if err != nil {
+		var pe *policy.Error
+		if errors.As(err, &pe) {
+			pe.Msg = what + ": " + pe.Msg
+		}
+		return nil, err
+	}
+	return &policy.Rows{
+		Data:        unsafe.Slice((*byte)(t.data), ext),
+		DType:       dt,
+		Dim:         int(t.head_dim),
+		Heads:       int(t.n_heads),
+		Tokens:      int(t.n_tokens),
+		HeadStride:  int64(t.head_stride),
+		TokenStride: int64(t.token_stride),
+	}, nil
+}
+
+func int32s(p *C.int32_t, n int) []int32 {
+	if n == 0 {
+		return []int32{}
+	}
+	return unsafe.Slice((*int32)(unsafe.Pointer(p)), n)
+}
+
+//export hevgo_step
+func hevgo_step(e C.uintptr_t, token C.int, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, outSlots, outEvicted *C.int32_t) status {
+	fn := "hashevict_place"
+	if token != 0 {
+		fn = "hashevict_observe"
+	}
+	return call(e, fn, func(h *handle) error {
+		p := &h.eng.P
+		if n < 1 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: n_tokens = %d, want at least 1", fn, n)}
+		}
+		if positions == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": positions is NULL"}
+		}
+		if k == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": k is NULL"}
+		}
+		qr, err := rows(q, "q")
+		if err != nil {
+			return err
+		}
+		kr, err := rows(k, "k")
+		if err != nil {
+			return err
+		}
+		pos := int32s(positions, int(n))
+		if token != 0 {
+			return h.eng.Observe(int(seq), int(layer), qr, kr, pos)
+		}
+		if outSlots == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": out_slots is NULL"}
+		}
+		if int64(n)*int64(p.KVHeads) > math.MaxInt32 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": n_tokens * n_kv_heads overflows"}
+		}
+		m := int(n) * p.KVHeads
+		var ev []int32
+		if outEvicted != nil {
+			ev = int32s(outEvicted, m)
+		}
+		return h.eng.Place(int(seq), int(layer), qr, kr, pos, int32s(outSlots, m), ev)
+	})
+}
+
+//export hevgo_slot_positions
+func hevgo_slot_positions(e C.uintptr_t, seq, layer, head C.int32_t, out *C.int32_t, capacity C.int32_t) status {
+	return call(e, "hashevict_slot_positions", func(h *handle) error {
+		if out == nil || capacity < 0 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_slot_positions: out_positions is NULL or capacity negative"}
+		}
+		return h.eng.SlotPositions(int(seq), int(layer), int(head), int32s(out, int(capacity)))
+	})
+}
+
+//export hevgo_evictions
+func hevgo_evictions(e C.uintptr_t, seq C.int32_t, out *C.int32_t, capacity C.int32_t, count *C.int32_t) status {
+	return call(e, "hashevict_evictions", func(h *handle) error {
+		if out == nil || count == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_evictions: out_positions or out_count is NULL"}
+		}
+		*count = 0
+		if capacity < 1 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("hashevict_evictions: capacity = %d, want at least 1", capacity)}
+		}
+		k, err := h.eng.Evictions(int(seq), int32s(out, int(capacity)))
+		*count = C.int32_t(k)
+		return err
+	})
+}
+
+//export hevgo_token_positions
+func hevgo_token_positions(e C.uintptr_t, seq C.int32_t, out *C.int32_t, capacity C.int32_t, count *C.int32_t) status {
+	return call(e, "hashevict_token_positions", func(h *handle) error {
+		if count == nil || (out == nil && capacity > 0) || capacity < 0 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_token_positions: out_count is NULL, or out_positions NULL with capacity > 0, or capacity negative"}
+		}
+		pos, err := h.eng.TokenPositions(int(seq))
+		if err != nil {
+			return err
+		}
+		*count = C.int32_t(len(pos))
+		if len(pos) > int(capacity) {
+			return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("hashevict_token_positions: %d positions held, capacity %d", len(pos), capacity)}
+		}
+		copy(int32s(out, int(capacity)), pos)
+		return nil
+	})
+}
+
+//export hevgo_hash
+func hevgo_hash(e C.uintptr_t, layer C.int32_t, x *C.hashevict_tensor, out *C.uint64_t, capacity C.int64_t) status {
+	return call(e, "hashevict_hash", func(h *handle) error {
+		if x == nil || out == nil || capacity < 0 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_hash: x or out is NULL, or capacity negative"}
+		}
+		xr, err := rows(x, "x")
+		if err != nil {
+			return err
+		}
+		if capacity > math.MaxInt32 {
+			capacity = math.MaxInt32
+		}
+		return h.eng.Hash(int(layer), xr, unsafe.Slice((*uint64)(unsafe.Pointer(out)), int(capacity)))
+	})
+}
+
+//export hevgo_projection
+func hevgo_projection(e C.uintptr_t, layer C.int32_t, out *C.float, capacity C.int64_t) status {
+	return call(e, "hashevict_projection", func(h *handle) error {
+		if out == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_projection: out is NULL"}
+		}
+		r, err := h.eng.ProjectionOf(int(layer))
+		if err != nil {
+			return err
+		}
+		if int64(capacity) < int64(len(r)) {
+			return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("hashevict_projection: capacity %d floats, need hash_bits*head_dim = %d", capacity, len(r))}
+		}
+		copy(unsafe.Slice((*float32)(unsafe.Pointer(out)), len(r)), r)
+		return nil
+	})
+}
+
+//export hevgo_stats
+func hevgo_stats(e C.uintptr_t, seq C.int32_t, out *C.hashevict_stats) status {
+	return call(e, "hashevict_stats_get", func(h *handle) error {
+		if out == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_stats_get: out is NULL"}
+		}
+		if uintptr(out.size) < unsafe.Sizeof(out.size) {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_stats_get: out->size is not set"}
+		}
+		var st policy.Stats
+		if seq == -1 {
+			st = h.eng.EngineStats()
+		} else {
+			var err error
+			if st, err = h.eng.SeqStats(int(seq)); err != nil {
+				return err
+			}
+		}
+		var full C.hashevict_stats
+		full.size = C.uint32_t(C.sizeof_hashevict_stats)
+		full.n_sequences = C.int32_t(st.Sequences)
+		full.state_bytes = C.uint64_t(st.StateBytes)
+		full.steps = C.uint64_t(st.Steps)
+		full.tokens = C.uint64_t(st.Tokens)
+		full.evictions = C.uint64_t(st.Evictions)
+		full.cached = C.uint64_t(st.Cached)
+		copyPrefix(unsafe.Pointer(out), unsafe.Pointer(&full), uintptr(out.size), unsafe.Sizeof(full))
+		return nil
+	})
+}

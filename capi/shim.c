@@ -1,0 +1,154 @@
+// The public C names of libhashevict. Each one forwards to a Go export
+// (hevgo_*) with the same arguments; this file exists so that the exported
+// symbols carry the exact signatures of the hand-written header (cgo cannot
+// express const pointers), and so that the static strings and the
+// thread-local last error live in plain C.
+#include <string.h>
+
+#include "hashevict.h"
+#include "_cgo_export.h"
+
+static _Thread_local char last_error[1024];
+
+void hev_set_last_error(const char *msg, size_t n) {
+    if (n >= sizeof last_error) n = sizeof last_error - 1;
+    memcpy(last_error, msg, n);
+    last_error[n] = '\0';
+}
+
+const char *hashevict_last_error(void) { return last_error; }
+
+const char *hashevict_status_string(hashevict_status status) {
+    switch (status) {
+    case HASHEVICT_OK: return "HASHEVICT_OK";
+    case HASHEVICT_ERR_INVALID_ARGUMENT: return "HASHEVICT_ERR_INVALID_ARGUMENT";
+    case HASHEVICT_ERR_INVALID_HANDLE: return "HASHEVICT_ERR_INVALID_HANDLE";
+    case HASHEVICT_ERR_OUT_OF_RANGE: return "HASHEVICT_ERR_OUT_OF_RANGE";
+    case HASHEVICT_ERR_INVALID_PARAMS: return "HASHEVICT_ERR_INVALID_PARAMS";
+    case HASHEVICT_ERR_UNSUPPORTED: return "HASHEVICT_ERR_UNSUPPORTED";
+    case HASHEVICT_ERR_SHAPE: return "HASHEVICT_ERR_SHAPE";
+    case HASHEVICT_ERR_NONFINITE: return "HASHEVICT_ERR_NONFINITE";
+    case HASHEVICT_ERR_UNKNOWN_SEQUENCE: return "HASHEVICT_ERR_UNKNOWN_SEQUENCE";
+    case HASHEVICT_ERR_SEQUENCE_EXISTS: return "HASHEVICT_ERR_SEQUENCE_EXISTS";
+    case HASHEVICT_ERR_CHUNK_TOO_LARGE: return "HASHEVICT_ERR_CHUNK_TOO_LARGE";
+    case HASHEVICT_ERR_BUFFER_TOO_SMALL: return "HASHEVICT_ERR_BUFFER_TOO_SMALL";
+    case HASHEVICT_ERR_MEMORY_CAP: return "HASHEVICT_ERR_MEMORY_CAP";
+    case HASHEVICT_ERR_POSITION: return "HASHEVICT_ERR_POSITION";
+    case HASHEVICT_ERR_WRONG_MODE: return "HASHEVICT_ERR_WRONG_MODE";
+    case HASHEVICT_ERR_INTERNAL: return "HASHEVICT_ERR_INTERNAL";
+    }
+    return "HASHEVICT_ERR_UNKNOWN_STATUS";
+}
+
+const char *hashevict_version(void) { return HASHEVICT_VERSION_STRING; }
+
+int32_t hashevict_abi_version(void) { return HASHEVICT_ABI_VERSION; }
+
+hashevict_params hashevict_default_params(void) {
+    hashevict_params p;
+    memset(&p, 0, sizeof p);
+    hevgo_default_params(&p);
+    return p;
+}
+
+hashevict_status hashevict_engine_create(const hashevict_params *params,
+                                         hashevict_engine **out) {
+    uintptr_t h = 0;
+    hashevict_status st = hevgo_engine_create((hashevict_params *)params, out != NULL, &h);
+    if (out != NULL) *out = (hashevict_engine *)h;
+    return st;
+}
+
+void hashevict_engine_free(hashevict_engine *engine) {
+    if (engine != NULL) hevgo_engine_free((uintptr_t)engine);
+}
+
+hashevict_status hashevict_engine_params(const hashevict_engine *engine,
+                                         hashevict_params *out) {
+    return hevgo_engine_params((uintptr_t)engine, out);
+}
+
+const char *hashevict_kernels(void) {
+    switch (hevgo_kernels()) {
+    case 2: return "avx512";
+    case 1: return "avx2";
+    }
+    return "generic";
+}
+
+hashevict_status hashevict_seq_add(hashevict_engine *engine, int32_t seq) {
+    return hevgo_seq_op((uintptr_t)engine, 0, seq, 0);
+}
+
+hashevict_status hashevict_seq_remove(hashevict_engine *engine, int32_t seq) {
+    return hevgo_seq_op((uintptr_t)engine, 1, seq, 0);
+}
+
+hashevict_status hashevict_seq_reset(hashevict_engine *engine, int32_t seq) {
+    return hevgo_seq_op((uintptr_t)engine, 2, seq, 0);
+}
+
+hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
+                                    int32_t dst) {
+    return hevgo_seq_op((uintptr_t)engine, 3, src, dst);
+}
+
+hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
+                                 int32_t layer, const hashevict_tensor *q,
+                                 const hashevict_tensor *k,
+                                 const int32_t *positions, int32_t n_tokens,
+                                 int32_t *out_slots, int32_t *out_evicted) {
+    return hevgo_step((uintptr_t)engine, 0, seq, layer, (hashevict_tensor *)q,
+                      (hashevict_tensor *)k, (int32_t *)positions, n_tokens,
+                      out_slots, out_evicted);
+}
+
+hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
+                                   int32_t layer, const hashevict_tensor *q,
+                                   const hashevict_tensor *k,
+                                   const int32_t *positions, int32_t n_tokens) {
+    return hevgo_step((uintptr_t)engine, 1, seq, layer, (hashevict_tensor *)q,
+                      (hashevict_tensor *)k, (int32_t *)positions, n_tokens,
+                      NULL, NULL);
+}
+
+hashevict_status hashevict_slot_positions(hashevict_engine *engine,
+                                          int32_t seq, int32_t layer,
+                                          int32_t kv_head,
+                                          int32_t *out_positions,
+                                          int32_t capacity) {
+    return hevgo_slot_positions((uintptr_t)engine, seq, layer, kv_head,
+                                out_positions, capacity);
+}
+
+hashevict_status hashevict_evictions(hashevict_engine *engine, int32_t seq,
+                                     int32_t *out_positions, int32_t capacity,
+                                     int32_t *out_count) {
+    return hevgo_evictions((uintptr_t)engine, seq, out_positions, capacity,
+                           out_count);
+}
+
+hashevict_status hashevict_token_positions(hashevict_engine *engine,
+                                           int32_t seq, int32_t *out_positions,
+                                           int32_t capacity,
+                                           int32_t *out_count) {
+    return hevgo_token_positions((uintptr_t)engine, seq, out_positions,
+                                 capacity, out_count);
+}
+
+hashevict_status hashevict_hash(hashevict_engine *engine, int32_t layer,
+                                const hashevict_tensor *x, uint64_t *out,
+                                int64_t capacity) {
+    return hevgo_hash((uintptr_t)engine, layer, (hashevict_tensor *)x, out,
+                      capacity);
+}
+
+hashevict_status hashevict_projection(hashevict_engine *engine, int32_t layer,
+                                      float *out, int64_t capacity) {
+    return hevgo_projection((uintptr_t)engine, layer, out, capacity);
+}
+
+hashevict_status hashevict_stats_get(hashevict_engine *engine, int32_t seq,
+                                     hashevict_stats *out) {
+    return hevgo_stats((uintptr_t)engine, seq, out);
+}

@@ -1,0 +1,3 @@
+module github.com/hashevict/hashevict
+
+go 1.26

@@ -1,0 +1,389 @@
+/*
+ * hashevict.h — the C contract of libhashevict.
+ *
+ * HashEvict (arXiv 2412.16187) decides, before attention runs, which cached
+ * token a KV cache drops: every cached key carries a short binary code (the
+ * signs of a Gaussian projection), every step hashes a probe (the query by
+ * default), and the cached token whose code is farthest in Hamming distance
+ * from the probe is evicted. No attention weights are needed.
+ *
+ * This header is hand-written and is the documentation. Every function states
+ * its thread rules and who owns the memory it touches.
+ *
+ * General rules
+ *  - Every function returning hashevict_status returns HASHEVICT_OK (0) on
+ *    success and never aborts the process: a bug inside the library is
+ *    reported as HASHEVICT_ERR_INTERNAL and poisons that engine.
+ *  - On failure, hashevict_last_error() gives a message for the calling
+ *    thread. Failing calls leave the engine and the sequence unchanged unless
+ *    the function says otherwise.
+ *  - Pointers passed in are borrowed for the duration of the call only; the
+ *    library never keeps them.
+ *  - Thread safety: all functions may be called from any thread. Calls on
+ *    different sequences of one engine run in parallel; calls on the same
+ *    sequence are serialised by the library. hashevict_engine_free must not
+ *    race with other calls on the same engine: calls that start after it
+ *    return HASHEVICT_ERR_INVALID_HANDLE.
+ */
+#ifndef HASHEVICT_H
+#define HASHEVICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HASHEVICT_VERSION_MAJOR 0
+#define HASHEVICT_VERSION_MINOR 1
+#define HASHEVICT_VERSION_PATCH 0
+#define HASHEVICT_VERSION_STRING "0.1.0"
+/* Bumped on every incompatible change of a struct or a signature. */
+#define HASHEVICT_ABI_VERSION 1
+
+/* ------------------------------------------------------------------------ */
+/* Status codes. Values are pinned: never renumbered, never reused.         */
+/* ------------------------------------------------------------------------ */
+typedef int32_t hashevict_status;
+
+#define HASHEVICT_OK                      0
+/* A required pointer is NULL or a scalar argument is out of its domain. */
+#define HASHEVICT_ERR_INVALID_ARGUMENT    1
+/* The engine handle is NULL, already freed, or not from this library. */
+#define HASHEVICT_ERR_INVALID_HANDLE      2
+/* A layer, head or sequence id is outside [0, count). */
+#define HASHEVICT_ERR_OUT_OF_RANGE        3
+/* hashevict_params rejected by hashevict_engine_create (message says why). */
+#define HASHEVICT_ERR_INVALID_PARAMS      4
+/* A dtype, device or feature this build or machine does not support. */
+#define HASHEVICT_ERR_UNSUPPORTED         5
+/* A tensor descriptor's shape or strides disagree with the engine. */
+#define HASHEVICT_ERR_SHAPE               6
+/* An input vector holds NaN or +-Inf. */
+#define HASHEVICT_ERR_NONFINITE           7
+/* The sequence id is in range but was never added (or was removed). */
+#define HASHEVICT_ERR_UNKNOWN_SEQUENCE    8
+/* hashevict_seq_add / _fork onto an id that already exists. */
+#define HASHEVICT_ERR_SEQUENCE_EXISTS     9
+/* A chunk has more tokens than there are free plus evictable slots. */
+#define HASHEVICT_ERR_CHUNK_TOO_LARGE    10
+/* An output buffer is too small; the message gives the size needed. */
+#define HASHEVICT_ERR_BUFFER_TOO_SMALL   11
+/* The state would exceed params.memory_cap_bytes. */
+#define HASHEVICT_ERR_MEMORY_CAP         12
+/* Positions are negative, not strictly increasing, or not after the
+ * positions already cached for that layer. */
+#define HASHEVICT_ERR_POSITION           13
+/* A slot-mode call on a token-mode engine or the reverse. */
+#define HASHEVICT_ERR_WRONG_MODE         14
+/* A bug in the library (a recovered panic). The engine is poisoned: every
+ * later call on it except hashevict_engine_free returns this status. */
+#define HASHEVICT_ERR_INTERNAL           99
+
+/* A static, never-freed English name for a status ("HASHEVICT_OK", ...).
+ * Unknown values give "HASHEVICT_ERR_UNKNOWN_STATUS". Thread-safe. */
+const char *hashevict_status_string(hashevict_status status);
+
+/* The message of the most recent call on the calling thread that returned a
+ * status other than HASHEVICT_OK ("" if none). The pointer is owned by the
+ * library and stays valid until the next hashevict_* call on the same
+ * thread. Thread-safe (the message is thread-local). */
+const char *hashevict_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The library's version string, e.g. "0.1.0" (static storage). */
+const char *hashevict_version(void);
+/* The library's HASHEVICT_ABI_VERSION. Callers compare it with the macro
+ * they were compiled against and refuse to run on a mismatch. */
+int32_t hashevict_abi_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Enumerations (values pinned)                                             */
+/* ------------------------------------------------------------------------ */
+
+/* How the runtime stores its cache. */
+typedef enum hashevict_mode {
+    /* The runtime keeps `budget` slots per (sequence, layer, KV head);
+     * hashevict_place tells where each new token goes. */
+    HASHEVICT_MODE_SLOT = 0,
+    /* The runtime drops whole positions across all layers and heads (stock
+     * llama.cpp); hashevict_observe + hashevict_evictions. */
+    HASHEVICT_MODE_TOKEN = 1
+} hashevict_mode;
+
+typedef enum hashevict_policy {
+    /* HashEvict: evict the largest Hamming distance to the probe. */
+    HASHEVICT_POLICY_HASH = 0,
+    /* StreamingLLM: sinks + recent window; evicts the oldest position. */
+    HASHEVICT_POLICY_SINK_RECENT = 1,
+    /* Knorm (Devoto et al. 2024): evicts the largest key L2 norm
+     * (summed over the group's KV heads in token mode). */
+    HASHEVICT_POLICY_KNORM = 2,
+    /* Uniformly random among the evictable, from params.seed. */
+    HASHEVICT_POLICY_RANDOM = 3,
+    /* Attention oracle (H2O-like): accumulated exact softmax attention of
+     * the probes' queries over the cached keys; evicts the smallest. Keeps
+     * every cached key in f32; CPU only; meant for evaluation. */
+    HASHEVICT_POLICY_ORACLE = 4
+} hashevict_policy;
+
+typedef enum hashevict_probe {
+    /* Hash the current queries (the paper). With GQA, distances are summed
+     * over the query heads of the KV head's group. */
+    HASHEVICT_PROBE_QUERY = 0,
+    /* Hash the current key (the authors' public code). */
+    HASHEVICT_PROBE_KEY = 1
+} hashevict_probe;
+
+typedef enum hashevict_score {
+    /* Distance to this step's probe only (the paper). */
+    HASHEVICT_SCORE_INSTANT = 0,
+    /* Mean distance over every step since the token was cached. */
+    HASHEVICT_SCORE_ACCUMULATED = 1,
+    /* Exponential moving average: s = decay*s + (1-decay)*d. */
+    HASHEVICT_SCORE_DECAYED = 2
+} hashevict_score;
+
+typedef enum hashevict_dtype {
+    HASHEVICT_DTYPE_F32 = 0,
+    HASHEVICT_DTYPE_F16 = 1,
+    HASHEVICT_DTYPE_BF16 = 2
+} hashevict_dtype;
+
+typedef enum hashevict_device {
+    HASHEVICT_DEVICE_HOST = 0,
+    /* Device memory of the CUDA context current on the calling thread. */
+    HASHEVICT_DEVICE_CUDA = 1
+} hashevict_device;
+
+/* ------------------------------------------------------------------------ */
+/* Engine parameters                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct hashevict_params {
+    /* sizeof(hashevict_params) as the caller compiled it. Must be first. */
+    uint32_t size;
+    int32_t mode;         /* hashevict_mode, default SLOT */
+    int32_t policy;       /* hashevict_policy, default HASH */
+    int32_t probe;        /* hashevict_probe, default QUERY */
+    int32_t score;        /* hashevict_score, default INSTANT */
+    int32_t n_layers;     /* >= 1, no default (0) */
+    int32_t n_kv_heads;   /* >= 1, no default (0) */
+    int32_t n_q_heads;    /* multiple of n_kv_heads, no default (0) */
+    int32_t head_dim;     /* 1 .. 4096, no default (0) */
+    int32_t hash_bits;    /* 8, 16, 32, 64, 128 or 256; default 16 */
+    /* Slot mode: slots per (sequence, layer, KV head). Token mode: positions
+     * kept per sequence after hashevict_evictions. Must exceed
+     * n_sink + n_recent. No default (0). */
+    int32_t budget;
+    int32_t n_sink;       /* positions 0 .. n_sink-1 never evicted; default 4 */
+    /* positions >= t - n_recent (t: newest position) never evicted;
+     * default 10 */
+    int32_t n_recent;
+    int32_t max_seqs;     /* sequence ids are 0 .. max_seqs-1; default 64 */
+    float decay;          /* SCORE_DECAYED factor in (0, 1); default 0.9 */
+    uint64_t seed;        /* projections and the random policy; default 0 */
+    /* Refuse parameters or sequences whose state would exceed this many
+     * bytes; 0 = no cap (default). */
+    uint64_t memory_cap_bytes;
+} hashevict_params;
+
+/* Defaults as documented field by field above; the shape fields are 0 and
+ * must be set by the caller. Thread-safe. */
+hashevict_params hashevict_default_params(void);
+
+/* ------------------------------------------------------------------------ */
+/* Tensor descriptors                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* A read-only view of rows [token][head][head_dim]. Elements inside a row are
+ * contiguous; strides are in bytes and must be positive multiples of the
+ * element size. Example for a contiguous [n_tokens][n_heads][head_dim] f32
+ * array: head_stride = head_dim*4, token_stride = n_heads*head_dim*4. */
+typedef struct hashevict_tensor {
+    const void *data;
+    int32_t dtype;          /* hashevict_dtype */
+    int32_t device;         /* hashevict_device */
+    int64_t head_dim;       /* must equal params.head_dim */
+    int64_t n_heads;        /* n_q_heads for queries, n_kv_heads for keys */
+    int64_t n_tokens;       /* must equal the call's n_tokens */
+    int64_t head_stride;    /* bytes between heads of one token */
+    int64_t token_stride;   /* bytes between tokens */
+    void *stream;           /* CUDA stream (CUstream) for DEVICE_CUDA, else NULL */
+} hashevict_tensor;
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct hashevict_engine hashevict_engine;
+
+/* Creates an engine. `params` is copied. On success *out is a new handle
+ * owned by the caller (free it with hashevict_engine_free); on failure *out
+ * is set to NULL when out is not NULL. Statuses: INVALID_ARGUMENT (NULL
+ * params or out, or params->size too small), INVALID_PARAMS, MEMORY_CAP.
+ * Thread-safe. */
+hashevict_status hashevict_engine_create(const hashevict_params *params,
+                                         hashevict_engine **out);
+
+/* Frees the engine and every sequence in it. NULL is a no-op. Freeing an
+ * already freed or foreign handle is also a no-op (it is not dereferenced).
+ * Must not race with other calls on the same engine. */
+void hashevict_engine_free(hashevict_engine *engine);
+
+/* Copies the engine's parameters (with defaults resolved) to *out.
+ * out->size must be set by the caller; at most out->size bytes are written.
+ * Thread-safe. */
+hashevict_status hashevict_engine_params(const hashevict_engine *engine,
+                                         hashevict_params *out);
+
+/* The name of the CPU kernel set in use: "avx512", "avx2" or "generic"
+ * (static storage). Thread-safe. */
+const char *hashevict_kernels(void);
+
+/* ------------------------------------------------------------------------ */
+/* Sequences                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Adds an empty sequence. Statuses: OUT_OF_RANGE (seq outside
+ * [0, max_seqs)), SEQUENCE_EXISTS, MEMORY_CAP. */
+hashevict_status hashevict_seq_add(hashevict_engine *engine, int32_t seq);
+
+/* Removes a sequence and frees its state. UNKNOWN_SEQUENCE if absent. */
+hashevict_status hashevict_seq_remove(hashevict_engine *engine, int32_t seq);
+
+/* Empties a sequence (as if removed and added again). */
+hashevict_status hashevict_seq_reset(hashevict_engine *engine, int32_t seq);
+
+/* Copies sequence src into a new sequence dst (beam search,
+ * llama_memory_seq_cp). dst must not exist. The copy is deep: later calls on
+ * one never affect the other. */
+hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
+                                    int32_t dst);
+
+/* ------------------------------------------------------------------------ */
+/* Slot mode                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Places n_tokens new tokens of sequence `seq` into layer `layer`'s slots.
+ * Call once per layer per step, after Q and K are rotated, before attention.
+ *
+ * q: queries, n_heads = n_q_heads (may be NULL when params.probe is KEY and
+ *    the policy is not ORACLE); k: keys, n_heads = n_kv_heads; both with
+ *    n_tokens rows. positions: n_tokens positions, >= 0, strictly increasing,
+ *    and greater than every position already placed in this (seq, layer).
+ *
+ * out_slots (n_tokens * n_kv_heads, written [token][kv_head]) receives the
+ * slot in [0, budget) where each token's key/value for each KV head must be
+ * written. out_evicted (same size, may be NULL) receives the position that
+ * was in that slot, or -1 for a free slot.
+ *
+ * Semantics of one call (a "step"), per KV head h:
+ *  1. the probe set is the codes of the chunk's queries of h's group (or
+ *     its keys, with PROBE_KEY); the step distance of a code c is
+ *     sum over probes of popcount(c xor probe) / n_tokens;
+ *  2. every cached slot's score is updated with its step distance;
+ *  3. slots holding a position < n_sink or >= t - n_recent (t: the chunk's
+ *     last position) are protected;
+ *  4. tokens take free slots in ascending order, then the evictable slots of
+ *     largest score (ties: lowest slot), in token order;
+ *  5. each new token's score starts at its own step distance.
+ * The tokens of one chunk never evict each other. With n_tokens = 1 this is
+ * exactly the paper's decode step. CHUNK_TOO_LARGE if the chunk does not fit
+ * in free plus evictable slots (nothing is changed then).
+ *
+ * Statuses besides the general ones: WRONG_MODE, OUT_OF_RANGE (layer, seq),
+ * UNKNOWN_SEQUENCE, SHAPE, UNSUPPORTED (dtype, device), NONFINITE, POSITION,
+ * CHUNK_TOO_LARGE. */
+hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
+                                 int32_t layer, const hashevict_tensor *q,
+                                 const hashevict_tensor *k,
+                                 const int32_t *positions, int32_t n_tokens,
+                                 int32_t *out_slots, int32_t *out_evicted);
+
+/* Copies the positions held by the slots of (seq, layer, kv_head) into
+ * out_positions (budget entries; -1 for a free slot). */
+hashevict_status hashevict_slot_positions(hashevict_engine *engine,
+                                          int32_t seq, int32_t layer,
+                                          int32_t kv_head,
+                                          int32_t *out_positions,
+                                          int32_t capacity);
+
+/* ------------------------------------------------------------------------ */
+/* Token mode                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Records layer `layer`'s queries and keys for n_tokens new positions of
+ * `seq` and updates the scores of every position this layer holds (step
+ * semantics as in hashevict_place, steps 1, 2 and 5). Every layer must be
+ * observed for every position, in increasing position order per layer; a
+ * position is a candidate for eviction only once all layers observed it.
+ * Arguments as in hashevict_place. */
+hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
+                                   int32_t layer, const hashevict_tensor *q,
+                                   const hashevict_tensor *k,
+                                   const int32_t *positions, int32_t n_tokens);
+
+/* Decides which positions of `seq` to drop so that at most `budget` remain.
+ * A position's score is the sum over layers and KV heads of its per-head
+ * score; positions < n_sink or >= t - n_recent (t: newest observed position)
+ * are protected; the largest scores go first (ties: lowest position). At
+ * most `capacity` positions are chosen; they are forgotten by the engine and
+ * written to out_positions in ascending order; *out_count receives how many.
+ * Call again if *out_count == capacity, there may be more. The caller drops
+ * each from its cache (llama_memory_seq_rm(mem, seq, p, p + 1)). */
+hashevict_status hashevict_evictions(hashevict_engine *engine, int32_t seq,
+                                     int32_t *out_positions, int32_t capacity,
+                                     int32_t *out_count);
+
+/* Copies the positions a token-mode sequence holds, ascending, into
+ * out_positions; *out_count receives the number held (even when larger than
+ * capacity, in which case BUFFER_TOO_SMALL is returned and nothing copied). */
+hashevict_status hashevict_token_positions(hashevict_engine *engine,
+                                           int32_t seq, int32_t *out_positions,
+                                           int32_t capacity,
+                                           int32_t *out_count);
+
+/* ------------------------------------------------------------------------ */
+/* Inspection                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Writes the hash codes of vectors: x holds rows [n_tokens][n_heads]
+ * [head_dim] as in hashevict_place, out receives n_tokens * n_heads codes of
+ * words_per_code = ceil(hash_bits / 64) uint64 words each, row-major; bit j
+ * of a code is bit (j % 64) of word (j / 64). capacity counts uint64 words.
+ * Useful for references and tests. */
+hashevict_status hashevict_hash(hashevict_engine *engine, int32_t layer,
+                                const hashevict_tensor *x, uint64_t *out,
+                                int64_t capacity);
+
+/* Copies layer `layer`'s projection matrix, stored transposed as
+ * [hash_bits][head_dim] f32 (row j is the direction of bit j). capacity
+ * counts floats. The generator is specified in docs/algorithm.md. */
+hashevict_status hashevict_projection(hashevict_engine *engine, int32_t layer,
+                                      float *out, int64_t capacity);
+
+typedef struct hashevict_stats {
+    uint32_t size;            /* sizeof(hashevict_stats); must be first */
+    int32_t n_sequences;      /* sequences alive */
+    uint64_t state_bytes;     /* bytes of state held (sequence tables) */
+    uint64_t steps;           /* place/observe calls that succeeded */
+    uint64_t tokens;          /* tokens placed or observed (per layer) */
+    uint64_t evictions;       /* victims chosen (per slot or per position) */
+    uint64_t cached;          /* tokens cached now (slots used, or positions) */
+} hashevict_stats;
+
+/* Counters of one sequence (seq >= 0) or of the whole engine (seq = -1).
+ * out->size must be set by the caller. */
+hashevict_status hashevict_stats_get(hashevict_engine *engine, int32_t seq,
+                                     hashevict_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HASHEVICT_H */

@@ -1,0 +1,366 @@
+package policy
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Engine holds the parameters, the projections and the sequences.
+//
+// Concurrency: the sequence directory is guarded by mu; each sequence has
+// its own mutex, so calls on different sequences run in parallel and calls
+// on one sequence are serialised.
+type Engine struct {
+	P    Params
+	proj [][]float32 // per layer, R^T as [bits][dim]
+
+	mu   sync.RWMutex
+	seqs []*Sequence
+
+	nSeqs      atomic.Int64
+	stateBytes atomic.Int64
+	steps      atomic.Uint64
+	tokens     atomic.Uint64
+	evictions  atomic.Uint64
+	cached     atomic.Int64
+}
+
+// Sequence is the eviction state of one sequence across all layers.
+type Sequence struct {
+	mu     sync.Mutex
+	id     int
+	dead   bool
+	layers []layerState
+	tok    *tokenState // token mode only
+
+	bytes     int64
+	steps     uint64
+	tokens    uint64
+	evictions uint64
+	cached    int64
+
+	sc scratch
+}
+
+// layerState is one layer's tables, one per KV head.
+type layerState struct {
+	lastPos int32 // last position placed or observed, -1 when none
+	steps   uint64
+	heads   []table
+}
+
+// table holds, per slot, a code, a score and the number of steps scored.
+// In slot mode it also holds the slot's position (-1: free); in token mode
+// positions live in tokenState and are shared by every table.
+type table struct {
+	used  int // slot mode: slots [0, used) are occupied
+	pos   []int32
+	codes []uint64
+	score []float32
+	count []uint32
+	keys  []float32 // oracle: the cached keys, [slot][dim]
+}
+
+// NewEngine validates p (after defaults are resolved by the caller) and
+// derives the projections.
+func NewEngine(p Params) (*Engine, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{P: p, seqs: make([]*Sequence, p.MaxSeqs)}
+	e.proj = make([][]float32, p.Layers)
+	for l := range e.proj {
+		e.proj[l] = Projection(p.Seed, l, p.HeadDim, p.Bits)
+	}
+	return e, nil
+}
+
+// ProjectionOf returns layer's R^T (shared; do not modify).
+func (e *Engine) ProjectionOf(layer int) ([]float32, error) {
+	if layer < 0 || layer >= e.P.Layers {
+		return nil, errf(CodeOutOfRange, "layer %d is outside [0, %d)", layer, e.P.Layers)
+	}
+	return e.proj[layer], nil
+}
+
+func (e *Engine) checkSeqID(id int) error {
+	if id < 0 || id >= e.P.MaxSeqs {
+		return errf(CodeOutOfRange, "sequence %d is outside [0, max_seqs = %d)", id, e.P.MaxSeqs)
+	}
+	return nil
+}
+
+// seq returns the live sequence id, locked. The caller must unlock it.
+func (e *Engine) seq(id int) (*Sequence, error) {
+	if err := e.checkSeqID(id); err != nil {
+		return nil, err
+	}
+	e.mu.RLock()
+	s := e.seqs[id]
+	e.mu.RUnlock()
+	if s == nil {
+		return nil, errf(CodeUnknownSequence, "sequence %d does not exist (add it first)", id)
+	}
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		return nil, errf(CodeUnknownSequence, "sequence %d was removed", id)
+	}
+	return s, nil
+}
+
+func (e *Engine) newSequence(id int) *Sequence {
+	s := &Sequence{id: id, layers: make([]layerState, e.P.Layers)}
+	for l := range s.layers {
+		s.layers[l].lastPos = -1
+		s.layers[l].heads = make([]table, e.P.KVHeads)
+	}
+	if e.P.Mode == ModeSlot {
+		for l := range s.layers {
+			for h := range s.layers[l].heads {
+				s.layers[l].heads[h] = e.newTable(e.P.Budget, true)
+			}
+		}
+	} else {
+		s.tok = &tokenState{index: map[int32]int32{}, maxPos: -1}
+	}
+	s.bytes = s.sizeBytes()
+	return s
+}
+
+func (e *Engine) newTable(slots int, withPos bool) table {
+	t := table{
+		codes: make([]uint64, slots*e.P.Words()),
+		score: make([]float32, slots),
+		count: make([]uint32, slots),
+	}
+	if withPos {
+		t.pos = make([]int32, slots)
+		for i := range t.pos {
+			t.pos[i] = -1
+		}
+	}
+	if e.P.Policy == PolicyOracle {
+		t.keys = make([]float32, slots*e.P.HeadDim)
+	}
+	return t
+}
+
+func (t *table) bytes() int64 {
+	return int64(len(t.pos)*4 + len(t.codes)*8 + len(t.score)*4 + len(t.count)*4 + len(t.keys)*4)
+}
+
+func (s *Sequence) sizeBytes() int64 {
+	var b int64
+	for l := range s.layers {
+		for h := range s.layers[l].heads {
+			b += s.layers[l].heads[h].bytes()
+		}
+	}
+	if s.tok != nil {
+		b += int64(len(s.tok.pos)*4+cap(s.tok.free)*4) + int64(len(s.tok.index))*16
+	}
+	return b
+}
+
+// reserve accounts for delta more bytes, refusing when the cap would be
+// exceeded.
+func (e *Engine) reserve(delta int64) error {
+	if delta <= 0 || e.P.MemoryCapBytes == 0 {
+		e.stateBytes.Add(delta)
+		return nil
+	}
+	for {
+		cur := e.stateBytes.Load()
+		if uint64(cur+delta) > e.P.MemoryCapBytes {
+			return errf(CodeMemoryCap, "%d more bytes of state would exceed memory_cap_bytes = %d (in use: %d)", delta, e.P.MemoryCapBytes, cur)
+		}
+		if e.stateBytes.CompareAndSwap(cur, cur+delta) {
+			return nil
+		}
+	}
+}
+
+// AddSeq creates an empty sequence.
+func (e *Engine) AddSeq(id int) error {
+	if err := e.checkSeqID(id); err != nil {
+		return err
+	}
+	s := e.newSequence(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.seqs[id] != nil {
+		return errf(CodeSequenceExists, "sequence %d already exists", id)
+	}
+	if err := e.reserve(s.bytes); err != nil {
+		return err
+	}
+	e.seqs[id] = s
+	e.nSeqs.Add(1)
+	return nil
+}
+
+// detach removes id from the directory and marks it dead.
+func (e *Engine) detach(id int) (*Sequence, error) {
+	if err := e.checkSeqID(id); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	s := e.seqs[id]
+	if s == nil {
+		e.mu.Unlock()
+		return nil, errf(CodeUnknownSequence, "sequence %d does not exist", id)
+	}
+	e.seqs[id] = nil
+	e.mu.Unlock()
+	s.mu.Lock()
+	s.dead = true
+	e.stateBytes.Add(-s.bytes)
+	e.cached.Add(-s.cached)
+	e.nSeqs.Add(-1)
+	s.mu.Unlock()
+	return s, nil
+}
+
+// RemoveSeq frees a sequence.
+func (e *Engine) RemoveSeq(id int) error {
+	_, err := e.detach(id)
+	return err
+}
+
+// ResetSeq empties a sequence.
+func (e *Engine) ResetSeq(id int) error {
+	s, err := e.seq(id)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	fresh := e.newSequence(id)
+	if err := e.reserve(fresh.bytes - s.bytes); err != nil {
+		return err
+	}
+	e.cached.Add(-s.cached)
+	s.layers, s.tok, s.bytes, s.cached = fresh.layers, fresh.tok, fresh.bytes, 0
+	return nil
+}
+
+// ForkSeq deep-copies src into a new sequence dst.
+func (e *Engine) ForkSeq(src, dst int) error {
+	if err := e.checkSeqID(dst); err != nil {
+		return err
+	}
+	if src == dst {
+		return errf(CodeSequenceExists, "cannot fork sequence %d onto itself", src)
+	}
+	s, err := e.seq(src)
+	if err != nil {
+		return err
+	}
+	c := s.clone(dst)
+	s.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.seqs[dst] != nil {
+		return errf(CodeSequenceExists, "sequence %d already exists", dst)
+	}
+	if err := e.reserve(c.bytes); err != nil {
+		return err
+	}
+	e.seqs[dst] = c
+	e.nSeqs.Add(1)
+	e.cached.Add(c.cached)
+	return nil
+}
+
+func (s *Sequence) clone(id int) *Sequence {
+	c := &Sequence{id: id, layers: make([]layerState, len(s.layers)), bytes: s.bytes, cached: s.cached}
+	for l, ls := range s.layers {
+		c.layers[l] = layerState{lastPos: ls.lastPos, steps: ls.steps, heads: make([]table, len(ls.heads))}
+		for h, t := range ls.heads {
+			c.layers[l].heads[h] = table{
+				used:  t.used,
+				pos:   clone(t.pos),
+				codes: clone(t.codes),
+				score: clone(t.score),
+				count: clone(t.count),
+				keys:  clone(t.keys),
+			}
+		}
+	}
+	if s.tok != nil {
+		c.tok = s.tok.clone()
+	}
+	return c
+}
+
+func clone[T any](x []T) []T {
+	if x == nil {
+		return nil
+	}
+	return append(make([]T, 0, len(x)), x...)
+}
+
+// Stats are the counters of hashevict_stats.
+type Stats struct {
+	Sequences  int
+	StateBytes uint64
+	Steps      uint64
+	Tokens     uint64
+	Evictions  uint64
+	Cached     uint64
+}
+
+// EngineStats sums over every sequence, including removed ones for the
+// cumulative counters.
+func (e *Engine) EngineStats() Stats {
+	return Stats{
+		Sequences:  int(e.nSeqs.Load()),
+		StateBytes: uint64(e.stateBytes.Load()),
+		Steps:      e.steps.Load(),
+		Tokens:     e.tokens.Load(),
+		Evictions:  e.evictions.Load(),
+		Cached:     uint64(e.cached.Load()),
+	}
+}
+
+// SeqStats returns one sequence's counters.
+func (e *Engine) SeqStats(id int) (Stats, error) {
+	s, err := e.seq(id)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer s.mu.Unlock()
+	return Stats{
+		Sequences:  1,
+		StateBytes: uint64(s.bytes),
+		Steps:      s.steps,
+		Tokens:     s.tokens,
+		Evictions:  s.evictions,
+		Cached:     uint64(s.cached),
+	}, nil
+}
+
+// SeqIDs lists the live sequences, ascending.
+func (e *Engine) SeqIDs() []int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var ids []int
+	for i, s := range e.seqs {
+		if s != nil {
+			ids = append(ids, i)
+		}
+	}
+	return ids
+}
+
+func (e *Engine) countStep(s *Sequence, tokens, evicted, cachedDelta int) {
+	s.steps++
+	s.tokens += uint64(tokens)
+	s.evictions += uint64(evicted)
+	s.cached += int64(cachedDelta)
+	e.steps.Add(1)
+	e.tokens.Add(uint64(tokens))
+	e.evictions.Add(uint64(evicted))
+	e.cached.Add(int64(cachedDelta))
+}

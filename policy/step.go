@@ -1,0 +1,360 @@
+package policy
+
+import (
+	"math"
+	"sort"
+
+	"github.com/hashevict/hashevict/simd"
+)
+
+// scratch holds per-sequence buffers reused across steps.
+type scratch struct {
+	row    []float32
+	kcodes []uint64  // [token][kv head][words]
+	qcodes []uint64  // [token][q head][words]
+	knorm  []float32 // [token][kv head]
+	kvec   []float32 // oracle: [token][kv head][dim]
+	qvec   []float32 // oracle: [token][q head][dim]
+	probes []uint64
+	newc   []uint64
+	ones   []uint32
+	dist   []uint32
+	ndist  []uint32
+	cand   []int
+	acc    []float64
+	idx    []int
+}
+
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
+}
+
+// input is one step's decoded input.
+type input struct {
+	n         int
+	positions []int32
+	needQ     bool
+}
+
+func (e *Engine) needsQuery() bool {
+	return e.P.Policy == PolicyOracle || (e.P.Policy == PolicyHash && e.P.Probe == ProbeQuery)
+}
+
+// read validates q and k and decodes what the policy needs into the
+// sequence's scratch. It changes no state, so a failure leaves the sequence
+// as it was.
+func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n int) error {
+	p := &e.P
+	if kr == nil {
+		return errf(CodeInvalidArgument, "k is NULL: every call needs the new keys")
+	}
+	if err := kr.check("k", p.HeadDim, p.KVHeads, n); err != nil {
+		return err
+	}
+	if q == nil && e.needsQuery() {
+		return errf(CodeInvalidArgument, "q is NULL but policy %d with probe %d needs the queries", p.Policy, p.Probe)
+	}
+	if q != nil {
+		if err := q.check("q", p.HeadDim, p.QHeads, n); err != nil {
+			return err
+		}
+	}
+	sc := &s.sc
+	sc.row = grow(sc.row, p.HeadDim)
+	W := p.Words()
+	rt := e.proj[layer]
+	hashK := p.Policy == PolicyHash
+	hashQ := hashK && p.Probe == ProbeQuery
+	sc.kcodes = grow(sc.kcodes, n*p.KVHeads*W)
+	if p.Policy == PolicyKnorm {
+		sc.knorm = grow(sc.knorm, n*p.KVHeads)
+	}
+	if p.Policy == PolicyOracle {
+		sc.kvec = grow(sc.kvec, n*p.KVHeads*p.HeadDim)
+		sc.qvec = grow(sc.qvec, n*p.QHeads*p.HeadDim)
+	}
+	for t := 0; t < n; t++ {
+		for h := 0; h < p.KVHeads; h++ {
+			x, ok := kr.row(k, t, h, sc.row)
+			if !ok {
+				return errf(CodeNonFinite, "k row of token %d, head %d holds NaN or Inf", t, h)
+			}
+			i := t*p.KVHeads + h
+			if hashK {
+				k.Hash(sc.kcodes[i*W:(i+1)*W], x, rt)
+			}
+			switch p.Policy {
+			case PolicyKnorm:
+				var ss float64
+				for _, v := range x {
+					ss += float64(v) * float64(v)
+				}
+				sc.knorm[i] = float32(math.Sqrt(ss))
+			case PolicyOracle:
+				copy(sc.kvec[i*p.HeadDim:(i+1)*p.HeadDim], x)
+			}
+		}
+	}
+	if q == nil {
+		return nil
+	}
+	if hashQ {
+		sc.qcodes = grow(sc.qcodes, n*p.QHeads*W)
+	}
+	for t := 0; t < n; t++ {
+		for h := 0; h < p.QHeads; h++ {
+			x, ok := q.row(k, t, h, sc.row)
+			if !ok {
+				return errf(CodeNonFinite, "q row of token %d, head %d holds NaN or Inf", t, h)
+			}
+			i := t*p.QHeads + h
+			if hashQ {
+				k.Hash(sc.qcodes[i*W:(i+1)*W], x, rt)
+			}
+			if p.Policy == PolicyOracle {
+				copy(sc.qvec[i*p.HeadDim:(i+1)*p.HeadDim], x)
+			}
+		}
+	}
+	return nil
+}
+
+// gatherProbes collects KV head h's probe codes for the step into sc.probes
+// and the new tokens' key codes into sc.newc.
+func (e *Engine) gatherProbes(sc *scratch, h, n int) {
+	p := &e.P
+	W := p.Words()
+	sc.newc = grow(sc.newc, n*W)
+	for t := 0; t < n; t++ {
+		i := t*p.KVHeads + h
+		copy(sc.newc[t*W:(t+1)*W], sc.kcodes[i*W:(i+1)*W])
+	}
+	if p.Probe == ProbeKey {
+		sc.probes = append(sc.probes[:0], sc.newc...)
+		return
+	}
+	g := p.Group()
+	sc.probes = grow(sc.probes, n*g*W)
+	for t := 0; t < n; t++ {
+		src := (t*p.QHeads + h*g) * W
+		copy(sc.probes[t*g*W:(t+1)*g*W], sc.qcodes[src:src+g*W])
+	}
+}
+
+// distances sets dst[i] to the summed Hamming distance between code i of
+// codes and every probe in sc.probes.
+func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []uint64) {
+	W := e.P.Words()
+	np := len(sc.probes) / W
+	if np*W <= e.P.Bits {
+		k.Hamming(dst, codes, W, sc.probes)
+		return
+	}
+	// Many probes: count each bit once over the probes instead.
+	sc.ones = grow(sc.ones, e.P.Bits)
+	for j := range sc.ones {
+		sc.ones[j] = 0
+	}
+	for p := 0; p < np; p++ {
+		pr := sc.probes[p*W : (p+1)*W]
+		for j := range sc.ones {
+			sc.ones[j] += uint32(pr[j>>6] >> (uint(j) & 63) & 1)
+		}
+	}
+	k.BitCount(dst, codes, W, sc.ones, uint32(np))
+}
+
+// stepDistance turns a distance sum into the step distance of one token.
+func stepDistance(d uint32, n int) float32 {
+	return float32(d) * (1 / float32(n))
+}
+
+// randomScore is the random policy's score of slot i at a given step.
+func randomScore(seed uint64, seq, layer, head int, step uint64, i int) float32 {
+	return float32(mix(seed, uint64(seq), uint64(layer), uint64(head), step, uint64(i))>>40) / (1 << 24)
+}
+
+// rescore folds this step into the scores of entries `entries` of t (all
+// entries [0, m) when entries is nil) and computes the new tokens' initial
+// scores into init. For the oracle, entries must list exactly the cached
+// keys the queries attend over.
+func (e *Engine) rescore(k *simd.Kernels, s *Sequence, layer, h int, t *table, m int, entries []int, positions []int32, init []float32) {
+	p := &e.P
+	sc := &s.sc
+	n := len(positions)
+	switch p.Policy {
+	case PolicyHash:
+		W := p.Words()
+		e.gatherProbes(sc, h, n)
+		sc.dist = grow(sc.dist, m)
+		e.distances(k, sc, sc.dist, t.codes[:m*W])
+		k.Update(t.score[:m], t.count[:m], sc.dist, uint32(n), int(p.Score), p.Decay)
+		sc.ndist = grow(sc.ndist, n)
+		e.distances(k, sc, sc.ndist, sc.newc)
+		for i := range init {
+			init[i] = stepDistance(sc.ndist[i], n)
+		}
+	case PolicyKnorm:
+		for i := range init {
+			init[i] = sc.knorm[i*p.KVHeads+h]
+		}
+	case PolicyRandom:
+		step := s.layers[layer].steps
+		for i := 0; i < m; i++ {
+			t.score[i] = randomScore(p.Seed, s.id, layer, h, step, i)
+		}
+	case PolicyOracle:
+		e.oracle(sc, t, h, entries, positions, init)
+	}
+}
+
+// oracle adds this step's exact softmax attention (scale 1/sqrt(dim), causal
+// inside the chunk, summed over the group's query heads) to the cached
+// entries; scores hold minus the accumulated mass so that the largest score
+// is the least attended entry.
+func (e *Engine) oracle(sc *scratch, t *table, h int, entries []int, positions []int32, init []float32) {
+	p := &e.P
+	d, g, n := p.HeadDim, p.Group(), len(positions)
+	scale := 1 / math.Sqrt(float64(d))
+	m := len(entries)
+	sc.acc = grow(sc.acc, m+n)
+	gained := sc.acc
+	for i := range gained {
+		gained[i] = 0
+	}
+	logits := make([]float64, m+n)
+	dot := func(a, b []float32) float64 {
+		var s float64
+		for i := range a {
+			s += float64(a[i]) * float64(b[i])
+		}
+		return s
+	}
+	for tok := 0; tok < n; tok++ {
+		for j := 0; j < g; j++ {
+			qi := tok*p.QHeads + h*g + j
+			qv := sc.qvec[qi*d : (qi+1)*d]
+			mx := math.Inf(-1)
+			cnt := m + tok + 1
+			for i, slot := range entries {
+				logits[i] = dot(qv, t.keys[slot*d:(slot+1)*d]) * scale
+			}
+			for u := 0; u <= tok; u++ {
+				ki := u*p.KVHeads + h
+				logits[m+u] = dot(qv, sc.kvec[ki*d:(ki+1)*d]) * scale
+			}
+			for i := 0; i < cnt; i++ {
+				mx = math.Max(mx, logits[i])
+			}
+			var z float64
+			for i := 0; i < cnt; i++ {
+				logits[i] = math.Exp(logits[i] - mx)
+				z += logits[i]
+			}
+			for i := 0; i < cnt; i++ {
+				gained[i] += logits[i] / z
+			}
+		}
+	}
+	for i, slot := range entries {
+		t.score[slot] -= float32(gained[i])
+	}
+	for u := range init {
+		init[u] = -float32(gained[m+u])
+	}
+}
+
+// pickVictims returns up to need indices of entries with positions in
+// [lo, hi): the largest scores first, ties to the lowest index; for the
+// sink+recent policy, the lowest positions.
+func (e *Engine) pickVictims(k *simd.Kernels, sc *scratch, score []float32, pos []int32, lo, hi int32, need int) []int {
+	if need <= 0 {
+		return nil
+	}
+	if need == 1 && e.P.Policy != PolicySinkRecent {
+		v := k.ArgmaxIn(score, pos, lo, hi)
+		if v < 0 {
+			return nil
+		}
+		sc.cand = append(sc.cand[:0], v)
+		return sc.cand
+	}
+	sc.cand = sc.cand[:0]
+	for i, q := range pos {
+		if q >= lo && q < hi {
+			sc.cand = append(sc.cand, i)
+		}
+	}
+	c := sc.cand
+	if e.P.Policy == PolicySinkRecent {
+		sort.Slice(c, func(a, b int) bool { return pos[c[a]] < pos[c[b]] })
+	} else {
+		sort.Slice(c, func(a, b int) bool {
+			sa, sb := score[c[a]], score[c[b]]
+			if sa != sb {
+				return sa > sb
+			}
+			return c[a] < c[b]
+		})
+	}
+	if len(c) > need {
+		c = c[:need]
+	}
+	return c
+}
+
+// countIn counts positions in [lo, hi).
+func countIn(pos []int32, lo, hi int32) int {
+	n := 0
+	for _, q := range pos {
+		if q >= lo && q < hi {
+			n++
+		}
+	}
+	return n
+}
+
+// window returns the evictable position range [lo, hi) when t is the newest
+// position: positions below n_sink and at or after t - n_recent are kept.
+func (e *Engine) window(t int32) (lo, hi int32) {
+	lo = int32(e.P.Sinks)
+	h := int64(t) - int64(e.P.Recent)
+	if h < int64(lo) {
+		h = int64(lo)
+	}
+	return lo, int32(h)
+}
+
+// checkPositions verifies that positions are >= 0, strictly increasing and
+// after last.
+func checkPositions(positions []int32, last int32, where string) error {
+	prev := last
+	for i, q := range positions {
+		if q < 0 {
+			return errf(CodePosition, "positions[%d] = %d is negative", i, q)
+		}
+		if q <= prev {
+			if i == 0 {
+				return errf(CodePosition, "positions[0] = %d is not after position %d, the last one %s", q, last, where)
+			}
+			return errf(CodePosition, "positions[%d] = %d is not after positions[%d] = %d: positions must strictly increase", i, q, i-1, prev)
+		}
+		prev = q
+	}
+	return nil
+}
+
+// gather fills dst with the positions-per-slot array when the oracle needs a
+// list of entries.
+func entriesWhere(dst []int, n int, ok func(i int) bool) []int {
+	dst = dst[:0]
+	for i := 0; i < n; i++ {
+		if ok(i) {
+			dst = append(dst, i)
+		}
+	}
+	return dst
+}
