@@ -53,7 +53,7 @@ $(DEPS_ENV): scripts/fetch-deps.sh
 # headers of the same llama.cpp release (see deps.env).
 llamacpp: $(LLAMA_BIN)/hashevict-run
 
-$(LLAMA_BIN)/%: integrations/llamacpp/%.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
+$(LLAMA_BIN)/hashevict-run: integrations/llamacpp/hashevict_run.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
 	@mkdir -p $(LLAMA_BIN)
 	. $(DEPS_ENV) && $(CXX) -O2 -std=c++17 -Wall -Wextra -Iinclude -Iintegrations/llamacpp $$LLAMA_CFLAGS \
 		integrations/llamacpp/hashevict_llama.cpp $< -o $@ \

@@ -207,13 +207,24 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 				}
 			}
 		}
-		sort.Slice(c, func(a, b int) bool {
-			ta, tb := total[c[a]], total[c[b]]
-			if ta != tb {
-				return ta > tb
+		better := func(x, y int) bool {
+			if total[x] != total[y] {
+				return total[x] > total[y]
 			}
-			return ts.pos[c[a]] < ts.pos[c[b]]
-		})
+			return ts.pos[x] < ts.pos[y]
+		}
+		if min(excess, len(out)) == 1 && len(c) > 0 {
+			// A decode step drops one position: a scan, not a sort.
+			best := 0
+			for i := 1; i < len(c); i++ {
+				if better(c[i], c[best]) {
+					best = i
+				}
+			}
+			c[0], c[best] = c[best], c[0]
+		} else {
+			sort.Slice(c, func(a, b int) bool { return better(c[a], c[b]) })
+		}
 	}
 	k := min(excess, len(out), len(c))
 	for i := 0; i < k; i++ {

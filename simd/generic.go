@@ -55,6 +55,18 @@ func hashGeneric(code []uint64, x, rt []float32) {
 // hammingGeneric sets dist[i] to the sum over probes of the Hamming distance
 // between code i of table and the probe; codes are `words` uint64 long.
 func hammingGeneric(dist []uint32, table []uint64, words int, probes []uint64) {
+	if words == 1 {
+		// Codes of up to 64 bits: one word each, no inner slicing.
+		table = table[:len(dist)]
+		for i, c := range table {
+			var d int
+			for _, pr := range probes {
+				d += bits.OnesCount64(c ^ pr)
+			}
+			dist[i] = uint32(d)
+		}
+		return
+	}
 	np := len(probes) / words
 	for i := range dist {
 		c := table[i*words : (i+1)*words]

@@ -370,12 +370,15 @@ int main(int argc, char **argv) {
                      "\"budget\": %d, \"context\": %d, \"keep\": %.4f, \"ppl_full\": %.6f, \"ppl_evict\": %.6f, "
                      "\"n_ctx_full\": %u, \"n_ctx_evict\": %u, \"state_bytes_full\": %zu, \"state_bytes_evict\": %zu, "
                      "\"prompt_tps_full\": %.3f, \"prompt_tps_evict\": %.3f, \"gen_tps_full\": %.3f, \"gen_tps_evict\": %.3f, "
-                     "\"greedy_prefix_match\": %d, \"observe_ms_per_step\": %.4f, \"evict_ms_per_step\": %.4f}\n",
+                     "\"greedy_prefix_match\": %d, \"observe_ms_per_step\": %.4f, \"evict_ms_per_step\": %.4f, "
+                     "\"max_held_full\": %d, \"max_held_evict\": %d, \"positions_dropped\": %llu, \"baseline\": %s}\n",
                      desc, policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                      o.budget, need, (double) o.budget / need, full.ppl(), ev.ppl(), full.n_ctx, ev.n_ctx,
                      full.state_bytes, ev.state_bytes, tps(o.prompt, full.prefill_s), tps(o.prompt, ev.prefill_s),
                      tps(o.gen, full.gen_s), tps(o.gen, ev.gen_s), same,
-                     steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0);
+                     steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0,
+                     full.max_held, ev.max_held, (unsigned long long) ev.stats.positions_dropped,
+                     o.baseline ? "true" : "false");
         std::fclose(f);
     }
     llama_model_free(model);
