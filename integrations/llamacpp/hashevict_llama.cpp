@@ -24,7 +24,6 @@ uint64_t now_ns() {
 struct rows {
     std::vector<float> data;
     int64_t dim = 0, heads = 0, tokens = 0;
-    bool valid = false;
 };
 
 }  // namespace
@@ -39,8 +38,9 @@ struct hev_llama {
     bool active = false;
     llama_seq_id seq = -1;
     std::vector<llama_pos> positions;
-    std::vector<int64_t> cursor;         // per layer: tokens of the batch consumed
-    std::vector<rows> pending_q, pending_k;
+    // Per layer, the Q and K rows of each ubatch of the current batch,
+    // copied out of the graph; fed to the engine after llama_decode.
+    std::vector<std::vector<rows>> pending_q, pending_k;
     std::vector<bool> seq_added;
 
     hev_llama_stats stats{};
@@ -109,7 +109,6 @@ bool copy_rows(const ggml_tensor *t, rows *out) {
             }
         }
     }
-    out->valid = true;
     return true;
 }
 
@@ -126,29 +125,42 @@ hashevict_tensor describe(const rows &r) {
     return t;
 }
 
-// Feeds layer il's pending Q and K to the engine once both arrived.
-void flush_layer(hev_llama *hl, int il) {
-    rows &q = hl->pending_q[il];
-    rows &k = hl->pending_k[il];
-    if (!q.valid || !k.valid) return;
-    uint64_t t0 = now_ns();
-    int64_t n = k.tokens;
-    int64_t from = hl->cursor[il];
-    if (q.tokens != n || from + n > (int64_t) hl->positions.size()) {
-        set_error(hl, "layer %d: graph has %lld tokens but hev_llama_begin declared %zu (one sequence per batch)",
-                  il, (long long) n, hl->positions.size() - (size_t) from);
-    } else {
+// Feeds layer il's captured rows to the engine, ubatch by ubatch. This runs
+// after llama_decode returned, never inside the graph callback: calling into
+// the Go runtime while ggml's worker threads spin-wait between graph splits
+// made single-token decode ~10x slower on 2 cores (docs/llamacpp.md).
+bool observe_layer(hev_llama *hl, int il) {
+    auto &qs = hl->pending_q[il];
+    auto &ks = hl->pending_k[il];
+    if (qs.size() != ks.size()) {
+        set_error(hl, "layer %d: captured %zu Q and %zu K nodes", il, qs.size(), ks.size());
+        return false;
+    }
+    size_t from = 0;
+    for (size_t u = 0; u < ks.size(); u++) {
+        const rows &q = qs[u], &k = ks[u];
+        size_t n = (size_t) k.tokens;
+        if (q.tokens != k.tokens || from + n > hl->positions.size()) {
+            set_error(hl, "layer %d: the graph saw more tokens than hev_llama_begin declared (%zu); one sequence per batch",
+                      il, hl->positions.size());
+            return false;
+        }
         hashevict_tensor qt = describe(q), kt = describe(k);
-        hashevict_status st = hashevict_observe(hl->engine, hl->seq, il, &qt, &kt,
-                                                hl->positions.data() + from, (int32_t) n);
+        hashevict_status st = hashevict_observe(hl->engine, hl->seq, il, &qt, &kt, hl->positions.data() + from,
+                                                (int32_t) n);
         if (st != HASHEVICT_OK) {
             set_error(hl, "hashevict_observe(layer %d): %s: %s", il, hashevict_status_string(st),
                       hashevict_last_error());
+            return false;
         }
-        hl->cursor[il] = from + n;
+        from += n;
     }
-    q.valid = k.valid = false;
-    hl->stats.observe_ns += now_ns() - t0;
+    if (from != hl->positions.size()) {
+        set_error(hl, "layer %d observed %zu of %zu tokens: is the graph callback attached, and did llama_decode succeed?",
+                  il, from, hl->positions.size());
+        return false;
+    }
+    return true;
 }
 
 bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
@@ -160,13 +172,12 @@ bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
     if (!wanted) return true;
     hl->stats.nodes_observed++;
     uint64_t t0 = now_ns();
-    rows &dst = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
-    if (!copy_rows(t, &dst)) {
+    auto &list = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
+    list.emplace_back();
+    if (!copy_rows(t, &list.back())) {
         set_error(hl, "%s: unsupported node type %s or shape", t->name, ggml_type_name(t->type));
-        return true;
     }
     hl->stats.observe_ns += now_ns() - t0;
-    flush_layer(hl, il);
     return true;  // never abort the graph: errors surface in hev_llama_evict
 }
 
@@ -207,7 +218,6 @@ hev_llama *hev_llama_new(const llama_model *model, const hashevict_params *param
         delete hl;
         return fail(msg);
     }
-    hl->cursor.assign(hl->n_layer, 0);
     hl->pending_q.resize(hl->n_layer);
     hl->pending_k.resize(hl->n_layer);
     hl->seq_added.assign(hl->params.max_seqs, false);
@@ -241,9 +251,8 @@ int hev_llama_begin(hev_llama *hl, llama_seq_id seq, const llama_pos *positions,
     }
     hl->seq = seq;
     hl->positions.assign(positions, positions + n_tokens);
-    hl->cursor.assign(hl->n_layer, 0);
-    for (auto &r : hl->pending_q) r.valid = false;
-    for (auto &r : hl->pending_k) r.valid = false;
+    for (auto &l : hl->pending_q) l.clear();
+    for (auto &l : hl->pending_k) l.clear();
     hl->error.clear();
     hl->active = true;
     return 0;
@@ -254,14 +263,13 @@ int hev_llama_evict(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t
     hl->stats.decodes++;
     if (n_dropped) *n_dropped = 0;
     if (!hl->error.empty()) return -1;
-    for (int il = 0; il < hl->n_layer; il++) {
-        if (hl->cursor[il] != (int64_t) hl->positions.size()) {
-            set_error(hl, "layer %d observed %lld of %zu tokens: is the graph callback attached, and did llama_decode succeed?",
-                      il, (long long) hl->cursor[il], hl->positions.size());
-            return -1;
-        }
-    }
     uint64_t t0 = now_ns();
+    for (int il = 0; il < hl->n_layer; il++) {
+        if (!observe_layer(hl, il)) return -1;
+    }
+    uint64_t t1 = now_ns();
+    hl->stats.observe_ns += t1 - t0;
+    t0 = t1;
     llama_memory_t mem = llama_get_memory(ctx);
     int32_t total = 0;
     for (;;) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "hashevict_llama.h"
 #include "llama.h"
 
@@ -35,6 +36,7 @@ struct options {
     int threads = 2;
     bool baseline = true;
     bool quiet = false;
+    bool threadpool = true;
     hashevict_params hp = hashevict_default_params();
 };
 
@@ -66,6 +68,7 @@ void usage() {
         "  --chunk N         tokens per decode call (64)\n"
         "  --threads N       (2)\n"
         "  --no-baseline     skip the full-cache run\n"
+        "  --no-threadpool   let ggml start threads per graph split (llama.cpp's default)\n"
         "  --json FILE       also write the figures as JSON\n"
         "  --quiet           no progress on stderr\n");
 }
@@ -111,6 +114,7 @@ options parse(int argc, char **argv) {
         else if (a == "--probe") o.hp.probe = pick(next(), {"query", "key"}, "--probe");
         else if (a == "--score") o.hp.score = pick(next(), {"instant", "accumulated", "decayed"}, "--score");
         else if (a == "--no-baseline") o.baseline = false;
+        else if (a == "--no-threadpool") o.threadpool = false;
         else if (a == "--quiet") o.quiet = true;
         else if (a == "-h" || a == "--help") { usage(); std::exit(0); }
         else die("unknown option %s (try --help)", a.c_str());
@@ -147,6 +151,28 @@ struct run_result {
     hev_llama_stats stats{};
     double ppl() const { return std::exp(nll / std::max(1, n_scored)); }
 };
+
+// A threadpool that lives as long as the context. Without one, ggml's CPU
+// backend starts and joins its worker threads for every graph split, and the
+// graph callback splits the graph at every observed node (2 per layer).
+// The CPU backend is a loaded module, so the function comes by name.
+ggml_threadpool *make_threadpool(int n_threads) {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!dev) return nullptr;
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    auto tp_new = (ggml_threadpool *(*)(ggml_threadpool_params *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    if (!tp_new) return nullptr;
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    return tp_new(&tpp);
+}
+
+void free_threadpool(ggml_threadpool *tp) {
+    if (!tp) return;
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    auto tp_free = (void (*)(ggml_threadpool *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
+    if (tp_free) tp_free(tp);
+}
 
 std::vector<llama_token> tokenize(const llama_vocab *vocab, const std::string &text) {
     int n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, true, false);
@@ -211,6 +237,8 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
     llama_context *ctx = llama_init_from_model(model, cp);
     if (!ctx) die("llama_init_from_model failed (n_ctx too large for memory?)");
     r.n_ctx = llama_n_ctx(ctx);
+    ggml_threadpool *tp = o.threadpool ? make_threadpool(o.threads) : nullptr;
+    if (tp) llama_attach_threadpool(ctx, tp, tp);
     llama_batch batch = llama_batch_init(o.chunk, 0, 1);
 
     // Decodes toks[start, start+n) as one step, evicting afterwards.
@@ -283,6 +311,7 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
     if (hl) r.stats = hev_llama_get_stats(hl);
     llama_batch_free(batch);
     llama_free(ctx);
+    free_threadpool(tp);
     hev_llama_free(hl);
     return r;
 }
