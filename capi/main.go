@@ -8,6 +8,9 @@ package main
 #cgo CFLAGS: -I${SRCDIR}/../include -O2 -Wall
 #include <stdlib.h>
 #include "hashevict.h"
+// The process environment as C sees it now: Go's os.Getenv only sees a copy
+// taken when the library was loaded, missing later setenv calls.
+static inline const char *hev_getenv(const char *name) { return getenv(name); }
 void hev_set_last_error(const char *msg, size_t n);
 */
 import "C"
@@ -16,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -50,6 +52,15 @@ var (
 
 type status = C.hashevict_status
 
+func cgetenv(name string) string {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if v := C.hev_getenv(cs); v != nil {
+		return C.GoString(v)
+	}
+	return ""
+}
+
 func setLastError(msg string) {
 	if msg == "" {
 		msg = "unknown error"
@@ -82,7 +93,7 @@ func guard(h *handle, fn func() status) (st status) {
 				h.poisoned.Store(true)
 			}
 			msg := fmt.Sprintf("internal error (engine poisoned; free it): %v", r)
-			if os.Getenv("HASHEVICT_DEBUG") != "" {
+			if cgetenv("HASHEVICT_DEBUG") != "" {
 				msg += "\n" + string(debug.Stack())
 			}
 			setLastError(msg)
@@ -198,7 +209,7 @@ func hevgo_engine_create(params *C.hashevict_params, hasOut C.int, out *C.uintpt
 		if err != nil {
 			return fail(err)
 		}
-		h := &handle{eng: eng, panicIn: os.Getenv("HASHEVICT_TEST_PANIC")}
+		h := &handle{eng: eng, panicIn: cgetenv("HASHEVICT_TEST_PANIC")}
 		handlesMu.Lock()
 		nextHandle++
 		id := handleTag | nextHandle<<4
@@ -345,6 +356,13 @@ func hevgo_step(e C.uintptr_t, token C.int, seq, layer C.int32_t, q, k *C.hashev
 		kr, err := rows(k, "k")
 		if err != nil {
 			return err
+		}
+		// Check the tensors' token counts before reading positions, so a
+		// wrong n_tokens is a SHAPE error rather than a read past the array.
+		for _, t := range []*policy.Rows{qr, kr} {
+			if t != nil && t.Tokens != int(n) {
+				return &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s: tensor has %d tokens but n_tokens = %d", fn, t.Tokens, n)}
+			}
 		}
 		pos := int32s(positions, int(n))
 		if token != 0 {

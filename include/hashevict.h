@@ -202,7 +202,7 @@ hashevict_params hashevict_default_params(void);
 
 /* A read-only view of rows [token][head][head_dim]. Elements inside a row are
  * contiguous; strides are in bytes and must be positive multiples of the
- * element size. Example for a contiguous [n_tokens][n_heads][head_dim] f32
+ * element size (rows may overlap: they are only read). Example for a contiguous [n_tokens][n_heads][head_dim] f32
  * array: head_stride = head_dim*4, token_stride = n_heads*head_dim*4. */
 typedef struct hashevict_tensor {
     const void *data;
@@ -235,7 +235,7 @@ hashevict_status hashevict_engine_create(const hashevict_params *params,
  * Must not race with other calls on the same engine. */
 void hashevict_engine_free(hashevict_engine *engine);
 
-/* Copies the engine's parameters (with defaults resolved) to *out.
+/* Copies the engine's parameters to *out.
  * out->size must be set by the caller; at most out->size bytes are written.
  * Thread-safe. */
 hashevict_status hashevict_engine_params(const hashevict_engine *engine,
@@ -272,8 +272,9 @@ hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
 /* Places n_tokens new tokens of sequence `seq` into layer `layer`'s slots.
  * Call once per layer per step, after Q and K are rotated, before attention.
  *
- * q: queries, n_heads = n_q_heads (may be NULL when params.probe is KEY and
- *    the policy is not ORACLE); k: keys, n_heads = n_kv_heads; both with
+ * q: queries, n_heads = n_q_heads; may be NULL unless the policy reads
+ *    them (HASH with PROBE_QUERY, or ORACLE); k: keys, n_heads = n_kv_heads;
+ *    both with
  *    n_tokens rows. positions: n_tokens positions, >= 0, strictly increasing,
  *    and greater than every position already placed in this (seq, layer).
  *
@@ -319,7 +320,9 @@ hashevict_status hashevict_slot_positions(hashevict_engine *engine,
 
 /* Records layer `layer`'s queries and keys for n_tokens new positions of
  * `seq` and updates the scores of every position this layer holds (step
- * semantics as in hashevict_place, steps 1, 2 and 5). Every layer must be
+ * semantics as in hashevict_place, steps 1, 2 and 5). The sequence's tables
+ * grow with the positions held between evictions; MEMORY_CAP if that would
+ * exceed params.memory_cap_bytes (nothing is changed then). Every layer must be
  * observed for every position, in increasing position order per layer; a
  * position is a candidate for eviction only once all layers observed it.
  * Arguments as in hashevict_place. */

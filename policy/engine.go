@@ -240,7 +240,10 @@ func (e *Engine) ResetSeq(id int) error {
 		return err
 	}
 	e.cached.Add(-s.cached)
+	// As if removed and added again: the sequence's own counters restart;
+	// the engine's cumulative counters keep what happened.
 	s.layers, s.tok, s.bytes, s.cached = fresh.layers, fresh.tok, fresh.bytes, 0
+	s.steps, s.tokens, s.evictions = 0, 0, 0
 	return nil
 }
 
@@ -249,12 +252,13 @@ func (e *Engine) ForkSeq(src, dst int) error {
 	if err := e.checkSeqID(dst); err != nil {
 		return err
 	}
-	if src == dst {
-		return errf(CodeSequenceExists, "cannot fork sequence %d onto itself", src)
-	}
 	s, err := e.seq(src)
 	if err != nil {
 		return err
+	}
+	if src == dst {
+		s.mu.Unlock()
+		return errf(CodeSequenceExists, "cannot fork sequence %d onto itself", src)
 	}
 	c := s.clone(dst)
 	s.mu.Unlock()

@@ -42,8 +42,8 @@ const (
 	ScoreDecayed     Score = 2
 )
 
-// Params configures an engine. The zero value of each optional field means
-// "default"; Resolve fills the defaults in.
+// Params configures an engine. Start from DefaultParams: a zero field is
+// taken literally (and refused where zero is invalid), not as "default".
 type Params struct {
 	Mode           Mode
 	Policy         Policy
@@ -148,7 +148,7 @@ func (p *Params) Validate() error {
 		return paramErr("decay = %v, want a value in (0, 1)", p.Decay)
 	}
 	if p.MemoryCapBytes != 0 {
-		if need := p.SeqBytes(p.Budget); need > p.MemoryCapBytes {
+		if need := p.budgetBytes(); need > p.MemoryCapBytes {
 			return errf(CodeMemoryCap, "one sequence at full budget needs %d bytes, above memory_cap_bytes = %d", need, p.MemoryCapBytes)
 		}
 	}
@@ -168,6 +168,23 @@ func (p *Params) slotBytes() uint64 {
 		b += uint64(p.HeadDim) * 4
 	}
 	return b
+}
+
+// tokenSlotBytes is what token mode accounts per slot: every table's entry
+// plus the per-layer observed flags, the seen count, the free list entry
+// and the position index.
+func (p *Params) tokenSlotBytes() uint64 {
+	return p.SeqBytes(1) + uint64(p.Layers) + 4 + 4 + 16
+}
+
+// budgetBytes is the state of one sequence at full budget, as accounted by
+// its mode; an engine whose cap cannot hold it is refused at create. Token
+// mode holds budget + 1 positions between a decode step and its eviction.
+func (p *Params) budgetBytes() uint64 {
+	if p.Mode == ModeToken {
+		return p.tokenSlotBytes() * uint64(p.Budget+1)
+	}
+	return p.SeqBytes(p.Budget)
 }
 
 // SeqBytes estimates the state of one sequence holding `tokens` tokens.

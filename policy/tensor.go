@@ -122,8 +122,5 @@ func (r *Rows) check(what string, dim, heads, tokens int) error {
 	if ext > int64(len(r.Data)) {
 		return errf(CodeShape, "%s spans %d bytes but its buffer holds %d", what, ext, len(r.Data))
 	}
-	if r.HeadStride < int64(dim)*r.DType.Size() && heads > 1 {
-		return errf(CodeShape, "%s head stride %d is shorter than a row (%d bytes)", what, r.HeadStride, int64(dim)*r.DType.Size())
-	}
 	return nil
 }

@@ -47,8 +47,7 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 	}
 	p := &e.P
 	W := p.Words()
-	// Per slot: every table's entry, the obs flags, seen, free and index.
-	add := int64(capacity-old) * (int64(p.SeqBytes(1)) + int64(p.Layers) + 4 + 4 + 16)
+	add := int64(capacity-old) * int64(p.tokenSlotBytes())
 	if err := e.reserve(add); err != nil {
 		return err
 	}
@@ -115,9 +114,13 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 		}
 	}
 	if fresh > len(ts.free) {
-		want := max(2*len(ts.pos), ts.live+fresh, 64)
-		if err := e.growTo(s, want); err != nil {
-			return err
+		// Grow geometrically, but settle for exactly what is needed when the
+		// memory cap cannot hold the larger table.
+		need := ts.live + fresh
+		if err := e.growTo(s, max(2*len(ts.pos), need, 64)); err != nil {
+			if err := e.growTo(s, need); err != nil {
+				return err
+			}
 		}
 	}
 	// Entries this layer observed before the step: the oracle attends over
