@@ -2,7 +2,7 @@
 # `make test` is what CI runs (see README).
 GO        ?= go
 BUILD     ?= build
-SONAME    := libhashevict.so.0
+SONAME    := libhashevict.so.1
 GOFLAGS_SO = -trimpath -buildmode=c-shared -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME)'
 GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h') go.mod
 
@@ -22,7 +22,7 @@ $(BUILD)/hashevict.h: include/hashevict.h
 	@mkdir -p $(BUILD)
 	cp $< $@
 
-test: test-go test-c test-consumer
+test: test-go test-c test-consumer test-readme test-llamacpp
 
 test-go:
 	$(GO) vet ./...
@@ -36,6 +36,13 @@ test-c:
 
 test-consumer:
 	bash tests/consumer/run.sh
+
+test-readme: build
+	bash tests/readme_example.sh
+
+# A short run of a real model through the real llama.cpp with eviction on.
+test-llamacpp: llamacpp
+	python3 -m pytest -q tests/integration
 
 # --- llama.cpp integration (issue: real runtime, real weights) ---------------
 # Everything heavy (prebuilt llama.cpp, model weights, the text) comes from
