@@ -6,7 +6,7 @@ SONAME    := libhashevict.so.1
 GOFLAGS_SO = -trimpath -buildmode=c-shared -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME)'
 GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h') go.mod
 
-.PHONY: all build test test-go test-c test-consumer test-llamacpp bench deps llamacpp demo clean
+.PHONY: all build test test-go test-c test-consumer test-readme test-llamacpp bench deps llamacpp demo eval eval-quick clean
 
 all: build
 
@@ -50,7 +50,8 @@ test-llamacpp: llamacpp
 CACHE     ?= $(CURDIR)/.cache
 DEPS_ENV  := $(CACHE)/deps.env
 LLAMA_BIN := $(BUILD)/llamacpp
-LLAMA_SRC := integrations/llamacpp/hashevict_llama.cpp integrations/llamacpp/hashevict_llama.h
+LLAMA_LIB_SRC := integrations/llamacpp/hashevict_llama.cpp integrations/llamacpp/session.cpp
+LLAMA_SRC := $(LLAMA_LIB_SRC) integrations/llamacpp/hashevict_llama.h integrations/llamacpp/session.h
 
 deps: $(DEPS_ENV)
 $(DEPS_ENV): scripts/fetch-deps.sh
@@ -58,12 +59,12 @@ $(DEPS_ENV): scripts/fetch-deps.sh
 
 # The integration links the prebuilt libllama of the npm package and the
 # headers of the same llama.cpp release (see deps.env).
-llamacpp: $(LLAMA_BIN)/hashevict-run
+llamacpp: $(LLAMA_BIN)/hashevict-run $(LLAMA_BIN)/hashevict-eval
 
-$(LLAMA_BIN)/hashevict-run: integrations/llamacpp/hashevict_run.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
+$(LLAMA_BIN)/hashevict-%: integrations/llamacpp/hashevict_%.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
 	@mkdir -p $(LLAMA_BIN)
 	. $(DEPS_ENV) && $(CXX) -O2 -std=c++17 -Wall -Wextra -Iinclude -Iintegrations/llamacpp $$LLAMA_CFLAGS \
-		integrations/llamacpp/hashevict_llama.cpp $< -o $@ \
+		$(LLAMA_LIB_SRC) $< -o $@ \
 		-L$(BUILD) -lhashevict -Wl,-rpath,$(abspath $(BUILD)) $$LLAMA_LDFLAGS \
 		-DHEV_LLAMA_LIB_DIR="\"$$LLAMA_LIB_DIR\""
 
@@ -72,6 +73,14 @@ $(LLAMA_BIN)/hashevict-run: integrations/llamacpp/hashevict_run.cpp $(LLAMA_SRC)
 DEMO_ARGS ?= --prompt 2048 --scored 256 --gen 32 --keep 0.5
 demo: llamacpp
 	. $(DEPS_ENV) && $(LLAMA_BIN)/hashevict-run --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(DEMO_ARGS)
+
+# Quality of every policy on both models (about an hour or more on 2 cores;
+# resumable): docs/eval/results.md, quality.png, recall_per_layer.png.
+eval: llamacpp
+	python3 bench/eval/run_eval.py
+
+eval-quick: llamacpp
+	python3 bench/eval/run_eval.py --quick
 
 clean:
 	rm -rf $(BUILD)

@@ -14,14 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "ggml-backend.h"
-#include "ggml-cpu.h"
-#include "hashevict_llama.h"
-#include "llama.h"
-
-#ifndef HEV_LLAMA_LIB_DIR
-#define HEV_LLAMA_LIB_DIR ""
-#endif
+#include "session.h"
 
 namespace {
 
@@ -140,7 +133,6 @@ const char *score_name(int s) {
 }
 
 struct run_result {
-    bool evict = false;
     uint32_t n_ctx = 0;
     double prefill_s = 0, scored_s = 0, gen_s = 0;
     double nll = 0;
@@ -152,215 +144,8 @@ struct run_result {
     double ppl() const { return std::exp(nll / std::max(1, n_scored)); }
 };
 
-// A threadpool that lives as long as the context. Without one, ggml's CPU
-// backend starts and joins its worker threads for every graph split, and the
-// graph callback splits the graph at every observed node (2 per layer).
-// The CPU backend is a loaded module, so the function comes by name.
-ggml_threadpool *make_threadpool(int n_threads) {
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (!dev) return nullptr;
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-    auto tp_new = (ggml_threadpool *(*)(ggml_threadpool_params *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
-    if (!tp_new) return nullptr;
-    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-    return tp_new(&tpp);
-}
-
-void free_threadpool(ggml_threadpool *tp) {
-    if (!tp) return;
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-    auto tp_free = (void (*)(ggml_threadpool *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
-    if (tp_free) tp_free(tp);
-}
-
-std::vector<llama_token> tokenize(const llama_vocab *vocab, const std::string &text) {
-    int n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, true, false);
-    std::vector<llama_token> toks(n);
-    if (llama_tokenize(vocab, text.data(), (int32_t) text.size(), toks.data(), n, true, false) < 0)
-        die("tokenization failed");
-    return toks;
-}
-
-std::string detok(const llama_vocab *vocab, const std::vector<llama_token> &toks) {
-    std::string out;
-    char buf[256];
-    for (llama_token t : toks) {
-        int n = llama_token_to_piece(vocab, t, buf, sizeof buf, 0, false);
-        if (n > 0) out.append(buf, n);
-    }
-    return out;
-}
-
-double log_softmax_at(const float *logits, int n_vocab, llama_token target) {
-    float mx = logits[0];
-    for (int i = 1; i < n_vocab; i++) mx = std::max(mx, logits[i]);
-    double z = 0;
-    for (int i = 0; i < n_vocab; i++) z += std::exp((double) logits[i] - mx);
-    return (double) logits[target] - mx - std::log(z);
-}
-
-llama_token argmax(const float *logits, int n_vocab) {
-    return (llama_token) (std::max_element(logits, logits + n_vocab) - logits);
-}
-
-// Positions the engine holds for seq 0 (what llama.cpp keeps after seq_rm).
-int held_positions(hev_llama *hl) {
-    int32_t n = 0;
-    hashevict_token_positions(hev_llama_engine(hl), 0, nullptr, 0, &n);
-    return n;
-}
-
-run_result run(const options &o, llama_model *model, const std::vector<llama_token> &toks, bool evict) {
-    run_result r;
-    r.evict = evict;
-    const llama_vocab *vocab = llama_model_get_vocab(model);
-    const int n_vocab = llama_vocab_n_tokens(vocab);
-    const int context = o.prompt + o.scored;
-    const int total = context + o.gen;
-
-    hev_llama *hl = nullptr;
-    llama_context_params cp = llama_context_default_params();
-    cp.n_threads = cp.n_threads_batch = o.threads;
-    cp.n_batch = cp.n_ubatch = (uint32_t) o.chunk;
-    cp.n_seq_max = 1;
-    cp.no_perf = true;
-    if (evict) {
-        char err[512];
-        hl = hev_llama_new(model, &o.hp, err, sizeof err);
-        if (!hl) die("%s", err);
-        hev_llama_attach(hl, &cp);
-        cp.n_ctx = (uint32_t) (o.budget + o.chunk);
-    } else {
-        cp.n_ctx = (uint32_t) total;
-    }
-    llama_context *ctx = llama_init_from_model(model, cp);
-    if (!ctx) die("llama_init_from_model failed (n_ctx too large for memory?)");
-    r.n_ctx = llama_n_ctx(ctx);
-    ggml_threadpool *tp = o.threadpool ? make_threadpool(o.threads) : nullptr;
-    if (tp) llama_attach_threadpool(ctx, tp, tp);
-    llama_batch batch = llama_batch_init(o.chunk, 0, 1);
-
-    // Decodes toks[start, start+n) as one step, evicting afterwards.
-    auto step = [&](const llama_token *tk, int start, int n, bool all_logits) {
-        batch.n_tokens = n;
-        std::vector<llama_pos> pos(n);
-        for (int i = 0; i < n; i++) {
-            batch.token[i] = tk[i];
-            batch.pos[i] = pos[i] = start + i;
-            batch.n_seq_id[i] = 1;
-            batch.seq_id[i][0] = 0;
-            batch.logits[i] = all_logits || i == n - 1;
-        }
-        if (hl && hev_llama_begin(hl, 0, pos.data(), n) != 0) die("%s", hev_llama_error(hl));
-        if (llama_decode(ctx, batch) != 0) die("llama_decode failed (KV cache full: is n_ctx >= budget + chunk?)");
-        if (hl) {
-            if (hev_llama_evict(hl, ctx, 0, nullptr) != 0) die("%s", hev_llama_error(hl));
-            r.max_held = std::max(r.max_held, held_positions(hl));
-        } else {
-            r.max_held = start + n;
-        }
-    };
-    auto progress = [&](const char *phase, int done) {
-        if (o.quiet) return;
-        std::fprintf(stderr, "\r  %-5s cache: %-8s %5d/%d tokens", evict ? "evict" : "full", phase, done, total);
-        std::fflush(stderr);
-    };
-
-    // 1. Prompt, in chunks.
-    auto t0 = std::chrono::steady_clock::now();
-    for (int s = 0; s < o.prompt; s += o.chunk) {
-        int n = std::min(o.chunk, o.prompt - s);
-        step(&toks[s], s, n, false);
-        progress("prompt", s + n);
-    }
-    r.prefill_s = seconds_since(t0);
-
-    // 2. Scored continuation: teacher-forced, NLL of every next token.
-    t0 = std::chrono::steady_clock::now();
-    std::vector<float> last(llama_get_logits_ith(ctx, -1), llama_get_logits_ith(ctx, -1) + n_vocab);
-    for (int s = o.prompt; s < context; s += o.chunk) {
-        int n = std::min(o.chunk, context - s);
-        // the logits before this chunk predict its first token
-        r.nll -= log_softmax_at(last.data(), n_vocab, toks[s]);
-        r.n_scored++;
-        step(&toks[s], s, n, true);
-        for (int i = 0; i + 1 < n; i++) {
-            r.nll -= log_softmax_at(llama_get_logits_ith(ctx, i), n_vocab, toks[s + i + 1]);
-            r.n_scored++;
-        }
-        const float *lg = llama_get_logits_ith(ctx, n - 1);
-        std::copy(lg, lg + n_vocab, last.begin());
-        progress("scored", s + n);
-    }
-    r.scored_s = seconds_since(t0);
-
-    // 3. Greedy generation, one token per step.
-    t0 = std::chrono::steady_clock::now();
-    llama_token next = argmax(last.data(), n_vocab);
-    for (int g = 0; g < o.gen; g++) {
-        r.generated.push_back(next);
-        step(&next, context + g, 1, false);
-        next = argmax(llama_get_logits_ith(ctx, -1), n_vocab);
-        progress("generate", context + g + 1);
-    }
-    r.gen_s = seconds_since(t0);
-    if (!o.quiet) std::fprintf(stderr, "\n");
-
-    r.state_bytes = llama_state_seq_get_size(ctx, 0);
-    if (hl) r.stats = hev_llama_get_stats(hl);
-    llama_batch_free(batch);
-    llama_free(ctx);
-    free_threadpool(tp);
-    hev_llama_free(hl);
-    return r;
-}
-
-std::string read_file(const std::string &path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) die("cannot read %s", path.c_str());
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-void quiet_log(ggml_log_level level, const char *text, void *) {
-    if (level >= GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
-}
-
-}  // namespace
-
-int main(int argc, char **argv) {
-    options o = parse(argc, argv);
-    llama_log_set(quiet_log, nullptr);
-    const char *lib_dir = std::getenv("LLAMA_LIB_DIR");
-    ggml_backend_load_all_from_path(lib_dir && *lib_dir ? lib_dir : HEV_LLAMA_LIB_DIR);
-    llama_backend_init();
-
-    llama_model_params mp = llama_model_default_params();
-    llama_model *model = llama_model_load_from_file(o.model.c_str(), mp);
-    if (!model) die("cannot load model %s", o.model.c_str());
-    const llama_vocab *vocab = llama_model_get_vocab(model);
-    std::vector<llama_token> toks = tokenize(vocab, read_file(o.text));
+void report(const options &o, const char *desc, const llama_vocab *vocab, const run_result &full, const run_result &ev) {
     const int need = o.prompt + o.scored;
-    if ((int) toks.size() < need) {
-        std::fprintf(stderr, "hashevict-run: the text has %zu tokens, need %d\n", toks.size(), need);
-        return 1;
-    }
-    char desc[256];
-    llama_model_desc(model, desc, sizeof desc);
-    std::printf("model      %s (%s)\n", desc, o.model.c_str());
-    std::printf("text       %s: %zu tokens; context %d + scored %d + generated %d\n", o.text.c_str(),
-                toks.size(), o.prompt, o.scored, o.gen);
-    std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s\n",
-                policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
-                o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels());
-
-    run_result full, ev;
-    if (o.baseline) full = run(o, model, toks, false);
-    ev = run(o, model, toks, true);
-
-    const int n_layer = llama_model_n_layer(model);
     auto tps = [](int n, double s) { return s > 0 ? n / s : 0.0; };
     std::printf("\n%-28s %14s %14s %10s\n", "", "full cache", "hashevict", "ratio");
     auto row = [&](const char *name, double a, double b, const char *fmt) {
@@ -386,10 +171,9 @@ int main(int argc, char **argv) {
     std::printf("integration cost: %llu Q/K nodes observed (%d per layer-step), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
                 (unsigned long long) ev.stats.nodes_observed, 2, steps ? ev.stats.observe_ns / 1e6 / steps : 0.0,
                 steps ? ev.stats.evict_ns / 1e6 / steps : 0.0, (unsigned long long) ev.stats.positions_dropped);
-    (void) n_layer;
     if (o.gen > 0) {
-        if (o.baseline) std::printf("full cache : %s\n", detok(vocab, full.generated).c_str());
-        std::printf("hashevict  : %s\n", detok(vocab, ev.generated).c_str());
+        if (o.baseline) std::printf("full cache : %s\n", hev::detokenize(vocab, full.generated).c_str());
+        std::printf("hashevict  : %s\n", hev::detokenize(vocab, ev.generated).c_str());
     }
     if (!o.json.empty()) {
         FILE *f = std::fopen(o.json.c_str(), "w");
@@ -410,7 +194,106 @@ int main(int argc, char **argv) {
                      o.baseline ? "true" : "false");
         std::fclose(f);
     }
-    llama_model_free(model);
-    llama_backend_free();
+}
+
+run_result run(const options &o, llama_model *model, const std::vector<llama_token> &toks, bool evict) {
+    run_result r;
+    const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    const int context = o.prompt + o.scored;
+    const int total = context + o.gen;
+    hev::session_options so;
+    so.chunk = o.chunk;
+    so.threads = o.threads;
+    so.threadpool = o.threadpool;
+    so.n_ctx = total;
+    so.evict = evict ? &o.hp : nullptr;
+    hev::session s(model, so);
+    r.n_ctx = s.n_ctx();
+
+    auto step = [&](const llama_token *tk, int start, int n, bool all) {
+        s.step(tk, start, n, all);
+        r.max_held = std::max(r.max_held, s.held());
+    };
+    auto progress = [&](const char *phase, int done) {
+        if (o.quiet) return;
+        std::fprintf(stderr, "\r  %-5s cache: %-8s %5d/%d tokens", evict ? "evict" : "full", phase, done, total);
+        std::fflush(stderr);
+    };
+
+    // 1. Prompt, in chunks.
+    auto t0 = std::chrono::steady_clock::now();
+    for (int p = 0; p < o.prompt; p += o.chunk) {
+        int n = std::min(o.chunk, o.prompt - p);
+        step(&toks[p], p, n, false);
+        progress("prompt", p + n);
+    }
+    r.prefill_s = seconds_since(t0);
+
+    // 2. Scored continuation: teacher-forced, NLL of every next token.
+    t0 = std::chrono::steady_clock::now();
+    std::vector<float> last(s.logits(-1), s.logits(-1) + n_vocab);
+    for (int p = o.prompt; p < context; p += o.chunk) {
+        int n = std::min(o.chunk, context - p);
+        r.nll -= hev::log_softmax_at(last.data(), n_vocab, toks[p]);  // the logits before the chunk
+        r.n_scored++;
+        step(&toks[p], p, n, true);
+        for (int i = 0; i + 1 < n; i++) {
+            r.nll -= hev::log_softmax_at(s.logits(i), n_vocab, toks[p + i + 1]);
+            r.n_scored++;
+        }
+        std::copy(s.logits(n - 1), s.logits(n - 1) + n_vocab, last.begin());
+        progress("scored", p + n);
+    }
+    r.scored_s = seconds_since(t0);
+
+    // 3. Greedy generation, one token per step.
+    t0 = std::chrono::steady_clock::now();
+    llama_token next = hev::argmax(last.data(), n_vocab);
+    for (int g = 0; g < o.gen; g++) {
+        r.generated.push_back(next);
+        step(&next, context + g, 1, false);
+        next = hev::argmax(s.logits(-1), n_vocab);
+        progress("generate", context + g + 1);
+    }
+    r.gen_s = seconds_since(t0);
+    if (!o.quiet) std::fprintf(stderr, "\n");
+    r.state_bytes = s.state_bytes();
+    r.stats = s.stats();
+    return r;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    options o = parse(argc, argv);
+    try {
+        hev::init_llama();
+        llama_model *model = hev::load_model(o.model);
+        const llama_vocab *vocab = llama_model_get_vocab(model);
+        std::vector<llama_token> toks = hev::tokenize(vocab, hev::read_file(o.text), true);
+        const int need = o.prompt + o.scored;
+        if ((int) toks.size() < need) {
+            std::fprintf(stderr, "hashevict-run: the text has %zu tokens, need %d\n", toks.size(), need);
+            return 1;
+        }
+        char desc[256];
+        llama_model_desc(model, desc, sizeof desc);
+        std::printf("model      %s (%s)\n", desc, o.model.c_str());
+        std::printf("text       %s: %zu tokens; context %d + scored %d + generated %d\n", o.text.c_str(),
+                    toks.size(), o.prompt, o.scored, o.gen);
+        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s\n",
+                    policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
+                    o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels());
+
+        run_result full, ev;
+        if (o.baseline) full = run(o, model, toks, false);
+        ev = run(o, model, toks, true);
+        report(o, desc, vocab, full, ev);
+        llama_model_free(model);
+        llama_backend_free();
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "hashevict-run: %s\n", e.what());
+        return 1;
+    }
     return 0;
 }

@@ -1,0 +1,74 @@
+// session.h — what hashevict-run and hashevict-eval share: loading llama.cpp
+// and a model, and one llama_context that decodes a token stream in steps,
+// optionally with HashEvict capping its cache.
+#ifndef HASHEVICT_LLAMA_SESSION_H
+#define HASHEVICT_LLAMA_SESSION_H
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "hashevict_llama.h"
+#include "llama.h"
+
+namespace hev {
+
+// Loads the ggml backends (from $LLAMA_LIB_DIR or the directory compiled in)
+// and silences llama.cpp's log below errors. Call once.
+void init_llama();
+
+llama_model *load_model(const std::string &path);
+std::string read_file(const std::string &path);
+std::vector<llama_token> tokenize(const llama_vocab *vocab, const std::string &text, bool add_bos);
+std::string detokenize(const llama_vocab *vocab, const std::vector<llama_token> &toks);
+double log_softmax_at(const float *logits, int n_vocab, llama_token target);
+llama_token argmax(const float *logits, int n_vocab);
+
+struct session_options {
+    int chunk = 64;          // most tokens per step (n_batch = n_ubatch)
+    int threads = 2;
+    bool threadpool = true;  // one ggml threadpool for the context's life
+    int n_ctx = 0;           // full cache: the stream length; evicting: ignored
+    const hashevict_params *evict = nullptr;  // NULL: full cache
+    // Optional extra graph callback, called for every node (ask and data)
+    // before the eviction integration's own.
+    ggml_backend_sched_eval_callback extra_cb = nullptr;
+    void *extra_cb_data = nullptr;
+};
+
+// One llama_context on sequence 0. Throws std::runtime_error on failure.
+class session {
+  public:
+    session(llama_model *model, const session_options &opts);
+    ~session();
+    session(const session &) = delete;
+    session &operator=(const session &) = delete;
+
+    // Decodes tk[0..n) at positions start.. as one step (n <= chunk), then
+    // evicts when eviction is on. Logits for every token when all_logits,
+    // else for the last only.
+    void step(const llama_token *tk, int start, int n, bool all_logits);
+    const float *logits(int i) const { return llama_get_logits_ith(ctx_, i); }
+
+    int held() const;  // positions held after the last step
+    uint32_t n_ctx() const { return llama_n_ctx(ctx_); }
+    size_t state_bytes() const { return llama_state_seq_get_size(ctx_, 0); }
+    hev_llama_stats stats() const;
+    bool evicting() const { return hl_ != nullptr; }
+
+  private:
+    static bool dispatch_cb(ggml_tensor *t, bool ask, void *self);
+    session_options opts_;
+    hev_llama *hl_ = nullptr;
+    llama_context *ctx_ = nullptr;
+    ggml_threadpool *tp_ = nullptr;
+    llama_batch batch_{};
+    int fed_ = 0;
+    ggml_backend_sched_eval_callback hl_cb_ = nullptr;
+    void *hl_cb_data_ = nullptr;
+};
+
+}  // namespace hev
+
+#endif
