@@ -3,8 +3,10 @@
 GO        ?= go
 BUILD     ?= build
 SONAME    := libhashevict.so.1
-GOFLAGS_SO = -trimpath -buildmode=c-shared -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME)'
-GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h') go.mod
+# The version script keeps every symbol but the public hashevict_* API local.
+GOFLAGS_SO = -trimpath -buildmode=c-shared \
+             -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
+GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.map') go.mod
 
 .PHONY: all build test test-go test-c test-consumer test-readme test-llamacpp bench deps llamacpp demo eval eval-quick clean
 
