@@ -21,33 +21,16 @@ func (e *Engine) checkMode(want Mode, fn string) error {
 // hashevict_place). outSlots and outEvicted (optional) receive
 // len(positions)*KVHeads entries, [token][kv head].
 func (e *Engine) Place(id, layer int, q, kr *Rows, positions []int32, outSlots, outEvicted []int32) error {
-	if err := e.checkMode(ModeSlot, "hashevict_place"); err != nil {
-		return err
-	}
-	if err := e.checkLayer(layer); err != nil {
-		return err
-	}
-	n := len(positions)
-	if n < 1 {
-		return errf(CodeInvalidArgument, "n_tokens = %d, want at least 1", n)
-	}
-	p := &e.P
+	n, p := len(positions), &e.P
 	if len(outSlots) < n*p.KVHeads || (outEvicted != nil && len(outEvicted) < n*p.KVHeads) {
 		return errf(CodeInvalidArgument, "output arrays must hold n_tokens*n_kv_heads = %d entries", n*p.KVHeads)
 	}
-	s, err := e.seq(id)
+	s, k, err := e.beginStep(ModeSlot, "hashevict_place", id, layer, q, kr, positions)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
 	ls := &s.layers[layer]
-	if err := checkPositions(positions, ls.lastPos, "placed in this layer"); err != nil {
-		return err
-	}
-	k := simd.Active()
-	if err := e.read(&k, s, layer, q, kr, n); err != nil {
-		return err
-	}
 	newest := positions[n-1]
 	lo, hi := e.window(newest)
 	for h := range ls.heads {
@@ -70,11 +53,11 @@ func (e *Engine) Place(id, layer int, q, kr *Rows, positions []int32, outSlots, 
 			sc.idx = entriesWhere(sc.idx, t.used, func(int) bool { return true })
 			entries = sc.idx
 		}
-		e.rescore(&k, s, layer, h, t, t.used, entries, positions, init)
+		e.rescore(k, s, layer, h, t, t.used, entries, positions, init)
 		free := p.Budget - t.used
 		var victims []int
 		if n > free {
-			victims = e.pickVictims(&k, sc, t.score[:t.used], t.pos[:t.used], lo, hi, n-free)
+			victims = e.pickVictims(k, sc, t.score[:t.used], t.pos[:t.used], lo, hi, n-free)
 		}
 		for tok := 0; tok < n; tok++ {
 			var slot int

@@ -122,6 +122,37 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 	return nil
 }
 
+// beginStep validates a place or observe call and decodes its input into
+// the sequence's scratch. On success the sequence is returned locked (the
+// caller unlocks it) with the kernels to use; on failure nothing changed.
+func (e *Engine) beginStep(mode Mode, fn string, id, layer int, q, kr *Rows, positions []int32) (*Sequence, *simd.Kernels, error) {
+	if err := e.checkMode(mode, fn); err != nil {
+		return nil, nil, err
+	}
+	if err := e.checkLayer(layer); err != nil {
+		return nil, nil, err
+	}
+	n := len(positions)
+	if n < 1 {
+		return nil, nil, errf(CodeInvalidArgument, "n_tokens = %d, want at least 1", n)
+	}
+	s, err := e.seq(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	verb := map[Mode]string{ModeSlot: "placed in", ModeToken: "observed by"}[mode]
+	if err := checkPositions(positions, s.layers[layer].lastPos, verb+" this layer"); err != nil {
+		s.mu.Unlock()
+		return nil, nil, err
+	}
+	k := simd.Active()
+	if err := e.read(&k, s, layer, q, kr, n); err != nil {
+		s.mu.Unlock()
+		return nil, nil, err
+	}
+	return s, &k, nil
+}
+
 // gatherProbes collects KV head h's probe codes for the step into sc.probes
 // and the new tokens' key codes into sc.newc.
 func (e *Engine) gatherProbes(sc *scratch, h, n int) {

@@ -1,10 +1,6 @@
 package policy
 
-import (
-	"sort"
-
-	"github.com/hashevict/hashevict/simd"
-)
+import "sort"
 
 // tokenState is the token-mode bookkeeping of a sequence: positions live in
 // slots shared by every (layer, KV head) table, so one decision drops a
@@ -82,30 +78,13 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 
 // Observe runs one token-mode step for one layer (see hashevict_observe).
 func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
-	if err := e.checkMode(ModeToken, "hashevict_observe"); err != nil {
-		return err
-	}
-	if err := e.checkLayer(layer); err != nil {
-		return err
-	}
-	n := len(positions)
-	if n < 1 {
-		return errf(CodeInvalidArgument, "n_tokens = %d, want at least 1", n)
-	}
-	p := &e.P
-	s, err := e.seq(id)
+	s, k, err := e.beginStep(ModeToken, "hashevict_observe", id, layer, q, kr, positions)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
+	n, p := len(positions), &e.P
 	ls := &s.layers[layer]
-	if err := checkPositions(positions, ls.lastPos, "observed by this layer"); err != nil {
-		return err
-	}
-	k := simd.Active()
-	if err := e.read(&k, s, layer, q, kr, n); err != nil {
-		return err
-	}
 	ts := s.tok
 	fresh := 0
 	for _, q := range positions {
@@ -147,7 +126,7 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 	init := make([]float32, n)
 	for h := range ls.heads {
 		t := &ls.heads[h]
-		e.rescore(&k, s, layer, h, t, len(ts.pos), entries, positions, init)
+		e.rescore(k, s, layer, h, t, len(ts.pos), entries, positions, init)
 		for tok := 0; tok < n; tok++ {
 			e.store(s, t, slots[tok], tok, h, positions[tok], init[tok])
 		}
