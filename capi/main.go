@@ -493,3 +493,44 @@ func hevgo_stats(e C.uintptr_t, seq C.int32_t, out *C.hashevict_stats) status {
 		return nil
 	})
 }
+
+//export hevgo_state
+func hevgo_state(e C.uintptr_t, op C.int, seq C.int32_t, buf unsafe.Pointer, size C.size_t, out *C.size_t) status {
+	names := [...]string{"hashevict_seq_state_size", "hashevict_seq_state_save", "hashevict_seq_state_load"}
+	return call(e, names[op], func(h *handle) error {
+		fn := names[op]
+		if op == 2 {
+			if buf == nil && size > 0 {
+				return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
+			}
+			if uint64(size) > math.MaxInt32*8 {
+				return &policy.Error{Code: policy.CodeCorruptState, Msg: fmt.Sprintf("%s: %d bytes is larger than any state", fn, size)}
+			}
+			var blob []byte
+			if size > 0 {
+				blob = unsafe.Slice((*byte)(buf), int(size))
+			}
+			return h.eng.LoadSeq(int(seq), blob)
+		}
+		if op == 0 && out == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": out_size is NULL"}
+		}
+		if op == 1 && buf == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
+		}
+		blob, err := h.eng.SaveSeq(int(seq))
+		if err != nil {
+			return err
+		}
+		if out != nil {
+			*out = C.size_t(len(blob))
+		}
+		if op == 1 {
+			if uint64(len(blob)) > uint64(size) {
+				return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("%s: the state needs %d bytes, capacity is %d", fn, len(blob), size)}
+			}
+			copy(unsafe.Slice((*byte)(buf), len(blob)), blob)
+		}
+		return nil
+	})
+}

@@ -35,6 +35,8 @@ const char *hashevict_status_string(hashevict_status status) {
     case HASHEVICT_ERR_MEMORY_CAP: return "HASHEVICT_ERR_MEMORY_CAP";
     case HASHEVICT_ERR_POSITION: return "HASHEVICT_ERR_POSITION";
     case HASHEVICT_ERR_WRONG_MODE: return "HASHEVICT_ERR_WRONG_MODE";
+    case HASHEVICT_ERR_CORRUPT_STATE: return "HASHEVICT_ERR_CORRUPT_STATE";
+    case HASHEVICT_ERR_INCOMPATIBLE_STATE: return "HASHEVICT_ERR_INCOMPATIBLE_STATE";
     case HASHEVICT_ERR_INTERNAL: return "HASHEVICT_ERR_INTERNAL";
     }
     return "HASHEVICT_ERR_UNKNOWN_STATUS";
@@ -151,4 +153,22 @@ hashevict_status hashevict_projection(hashevict_engine *engine, int32_t layer,
 hashevict_status hashevict_stats_get(hashevict_engine *engine, int32_t seq,
                                      hashevict_stats *out) {
     return hevgo_stats((uintptr_t)engine, seq, out);
+}
+
+hashevict_status hashevict_seq_state_size(hashevict_engine *engine,
+                                          int32_t seq, size_t *out_size) {
+    return hevgo_state((uintptr_t)engine, 0, seq, NULL, 0, out_size);
+}
+
+hashevict_status hashevict_seq_state_save(hashevict_engine *engine,
+                                          int32_t seq, void *buf,
+                                          size_t capacity,
+                                          size_t *out_written) {
+    return hevgo_state((uintptr_t)engine, 1, seq, buf, capacity, out_written);
+}
+
+hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
+                                          int32_t seq, const void *buf,
+                                          size_t size) {
+    return hevgo_state((uintptr_t)engine, 2, seq, (void *)buf, size, NULL);
 }

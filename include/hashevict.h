@@ -36,9 +36,9 @@ extern "C" {
 #endif
 
 #define HASHEVICT_VERSION_MAJOR 0
-#define HASHEVICT_VERSION_MINOR 1
+#define HASHEVICT_VERSION_MINOR 2
 #define HASHEVICT_VERSION_PATCH 0
-#define HASHEVICT_VERSION_STRING "0.1.0"
+#define HASHEVICT_VERSION_STRING "0.2.0"
 /* Bumped on every incompatible change of a struct or a signature. */
 #define HASHEVICT_ABI_VERSION 1
 
@@ -77,6 +77,11 @@ typedef int32_t hashevict_status;
 #define HASHEVICT_ERR_POSITION           13
 /* A slot-mode call on a token-mode engine or the reverse. */
 #define HASHEVICT_ERR_WRONG_MODE         14
+/* A saved state blob is truncated, corrupted or not a hashevict state. */
+#define HASHEVICT_ERR_CORRUPT_STATE      15
+/* A saved state blob comes from another format version, or from an engine
+ * with other parameters (shape, policy, budget, protections, decay, seed). */
+#define HASHEVICT_ERR_INCOMPATIBLE_STATE 16
 /* A bug in the library (a recovered panic). The engine is poisoned: every
  * later call on it except hashevict_engine_free returns this status. */
 #define HASHEVICT_ERR_INTERNAL           99
@@ -264,6 +269,30 @@ hashevict_status hashevict_seq_reset(hashevict_engine *engine, int32_t seq);
  * one never affect the other. */
 hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
                                     int32_t dst);
+
+/* Saved state: a sequence travels with the runtime's own saved state
+ * (llama_state_seq_get_data / _set_data). The blob is versioned and
+ * checksummed and only loads into an engine with the same parameters. */
+
+/* The size in bytes of sequence seq's saved state, as of now. */
+hashevict_status hashevict_seq_state_size(hashevict_engine *engine,
+                                          int32_t seq, size_t *out_size);
+
+/* Writes sequence seq's state into buf (capacity bytes, owned by the
+ * caller); *out_written (optional) receives its size. BUFFER_TOO_SMALL,
+ * with the size needed in the message and in *out_written, when it does not
+ * fit (nothing is written then). */
+hashevict_status hashevict_seq_state_save(hashevict_engine *engine,
+                                          int32_t seq, void *buf,
+                                          size_t capacity,
+                                          size_t *out_written);
+
+/* Restores a saved state into sequence seq, replacing it if it exists and
+ * adding it otherwise. CORRUPT_STATE, INCOMPATIBLE_STATE or MEMORY_CAP leave
+ * the engine unchanged. buf is only read during the call. */
+hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
+                                          int32_t seq, const void *buf,
+                                          size_t size);
 
 /* ------------------------------------------------------------------------ */
 /* Slot mode                                                                */

@@ -7,21 +7,23 @@ import "fmt"
 type Code int32
 
 const (
-	CodeInvalidArgument Code = 1
-	CodeInvalidHandle   Code = 2
-	CodeOutOfRange      Code = 3
-	CodeInvalidParams   Code = 4
-	CodeUnsupported     Code = 5
-	CodeShape           Code = 6
-	CodeNonFinite       Code = 7
-	CodeUnknownSequence Code = 8
-	CodeSequenceExists  Code = 9
-	CodeChunkTooLarge   Code = 10
-	CodeBufferTooSmall  Code = 11
-	CodeMemoryCap       Code = 12
-	CodePosition        Code = 13
-	CodeWrongMode       Code = 14
-	CodeInternal        Code = 99
+	CodeInvalidArgument   Code = 1
+	CodeInvalidHandle     Code = 2
+	CodeOutOfRange        Code = 3
+	CodeInvalidParams     Code = 4
+	CodeUnsupported       Code = 5
+	CodeShape             Code = 6
+	CodeNonFinite         Code = 7
+	CodeUnknownSequence   Code = 8
+	CodeSequenceExists    Code = 9
+	CodeChunkTooLarge     Code = 10
+	CodeBufferTooSmall    Code = 11
+	CodeMemoryCap         Code = 12
+	CodePosition          Code = 13
+	CodeWrongMode         Code = 14
+	CodeCorruptState      Code = 15
+	CodeIncompatibleState Code = 16
+	CodeInternal          Code = 99
 )
 
 // Error is every error the policy package returns.

@@ -776,10 +776,13 @@ static void test_status_strings(void) {
         {HASHEVICT_ERR_MEMORY_CAP, "HASHEVICT_ERR_MEMORY_CAP"},
         {HASHEVICT_ERR_POSITION, "HASHEVICT_ERR_POSITION"},
         {HASHEVICT_ERR_WRONG_MODE, "HASHEVICT_ERR_WRONG_MODE"},
+        {HASHEVICT_ERR_CORRUPT_STATE, "HASHEVICT_ERR_CORRUPT_STATE"},
+        {HASHEVICT_ERR_INCOMPATIBLE_STATE, "HASHEVICT_ERR_INCOMPATIBLE_STATE"},
         {HASHEVICT_ERR_INTERNAL, "HASHEVICT_ERR_INTERNAL"},
     };
     /* pinned values */
     CHECK(HASHEVICT_OK == 0 && HASHEVICT_ERR_INVALID_ARGUMENT == 1 && HASHEVICT_ERR_WRONG_MODE == 14 &&
+              HASHEVICT_ERR_CORRUPT_STATE == 15 && HASHEVICT_ERR_INCOMPATIBLE_STATE == 16 &&
               HASHEVICT_ERR_INTERNAL == 99,
           "status values are not the pinned ones");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -788,7 +791,7 @@ static void test_status_strings(void) {
               (int)names[i].code, s ? s : "(null)", names[i].name);
         CHECK(hashevict_status_string(names[i].code) == s, "status_string(%d) is not static", (int)names[i].code);
     }
-    const int unknown[] = {-1, 15, 16, 50, 98, 100, 1000, INT32_MIN, INT32_MAX};
+    const int unknown[] = {-1, 17, 50, 98, 100, 1000, INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = hashevict_status_string(unknown[i]);
         CHECK(s != NULL && strcmp(s, "HASHEVICT_ERR_UNKNOWN_STATUS") == 0, "status_string(%d) = \"%s\"",
