@@ -8,7 +8,7 @@ GOFLAGS_SO = -trimpath -buildmode=c-shared \
              -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
 GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.map') go.mod
 
-.PHONY: all build test test-go test-c test-consumer test-readme test-llamacpp bench deps llamacpp demo eval eval-quick clean
+.PHONY: all build test test-go test-c test-consumer test-readme test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
@@ -45,6 +45,22 @@ test-readme: build
 # A short run of a real model through the real llama.cpp with eviction on.
 test-llamacpp: llamacpp
 	python3 -m pytest -q tests/integration
+
+# --- reliability (docs/reliability.md) ----------------------------------------
+# The long forms of what `make test` runs short.
+SOAK_STEPS ?= 1000000
+FUZZTIME   ?= 60s
+soak: test-c
+	$(BUILD)/cmake/tests/c/test_soak $(SOAK_STEPS)
+
+fuzz:
+	$(GO) test -run xxx -fuzz FuzzLoadSeq -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run xxx -fuzz FuzzDecodePayload -fuzztime $(FUZZTIME) ./policy
+
+# Regenerates the bad-input table of docs/reliability.md from the C test.
+docs-bad-input: test-c
+	HASHEVICT_BAD_INPUT_TABLE=$(BUILD)/bad-input.md $(BUILD)/cmake/tests/c/test_bad_input >/dev/null
+	python3 bench/splice_table.py docs/reliability.md $(BUILD)/bad-input.md
 
 # --- llama.cpp integration (issue: real runtime, real weights) ---------------
 # Everything heavy (prebuilt llama.cpp, model weights, the text) comes from

@@ -37,10 +37,34 @@ static int contains_ci(const char *hay, const char *needle) {
  * mentions `word` (case-insensitive). */
 #define EXPECT_ERR(call, want, word) expect_err_at(__FILE__, __LINE__, #call, (call), (want), (word))
 
+/* With HASHEVICT_BAD_INPUT_TABLE=<file>, every expected error is also written
+ * there as a markdown row: docs/reliability.md is made from it. */
+static FILE *table;
+static const char *current_case = "";
+
+static void table_cell(const char *s) {
+    fputc(' ', table);
+    for (; *s; s++) {
+        if (*s == '|') fputc('\\', table);
+        fputc(*s == '\n' ? ' ' : *s, table);
+    }
+    fputs(" |", table);
+}
+
 static int expect_err_at(const char *file, int line, const char *text, hashevict_status got,
                          hashevict_status want, const char *word) {
     int ok = check_status_at(file, line, text, got, want);
     const char *msg = hashevict_last_error();
+    if (table) {
+        fputc('|', table);
+        table_cell(current_case);
+        fputs(" `", table);
+        for (const char *c = text; *c; c++) fputc(*c == '|' ? '/' : *c, table);
+        fputs("` |", table);
+        table_cell(hashevict_status_string(got));
+        table_cell(msg ? msg : "");
+        fputc('\n', table);
+    }
     check_count++;
     if (msg == NULL || msg[0] == '\0') {
         check_fail_at(file, line, "%s: empty hashevict_last_error()", text);
@@ -1246,11 +1270,22 @@ static const test_case cases[] = {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     unsetenv("HASHEVICT_TEST_PANIC");
+    const char *table_path = getenv("HASHEVICT_BAD_INPUT_TABLE");
+    if (table_path && *table_path) {
+        table = fopen(table_path, "w");
+        if (!table) {
+            perror(table_path);
+            return 1;
+        }
+        fputs("| case | call | status | message (hashevict_last_error) |\n|---|---|---|---|\n", table);
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
+        current_case = cases[i].name;
         int before = check_failures;
         cases[i].fn();
         printf("%-36s %s\n", cases[i].name, check_failures == before ? "ok" : "FAILED");
     }
+    if (table) fclose(table);
     return check_report("test_bad_input");
 }
