@@ -8,7 +8,7 @@ GOFLAGS_SO = -trimpath -buildmode=c-shared \
              -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
 GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.map') go.mod
 
-.PHONY: all build test test-go test-c test-consumer test-readme test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
+.PHONY: all build test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
@@ -24,7 +24,7 @@ $(BUILD)/hashevict.h: include/hashevict.h
 	@mkdir -p $(BUILD)
 	cp $< $@
 
-test: test-go test-c test-consumer test-readme test-llamacpp
+test: test-go test-c test-consumer test-readme test-python test-llamacpp
 
 test-go:
 	$(GO) vet ./...
@@ -38,6 +38,14 @@ test-c:
 
 test-consumer:
 	bash tests/consumer/run.sh
+
+# The Python package, installed with pip the way a user would (it builds
+# its own copy of the library with go build), then its tests.
+PYVENV ?= $(BUILD)/venv-py
+test-python:
+	python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy
+	$(PYVENV)/bin/python -m pytest -q bindings/python/tests
 
 test-readme: build
 	bash tests/readme_example.sh
@@ -56,6 +64,7 @@ soak: test-c
 fuzz:
 	$(GO) test -run xxx -fuzz FuzzLoadSeq -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run xxx -fuzz FuzzDecodePayload -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run xxx -fuzz FuzzPolicySteps -fuzztime $(FUZZTIME) ./policy
 
 # Regenerates the bad-input table of docs/reliability.md from the C test.
 docs-bad-input: test-c

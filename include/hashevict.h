@@ -315,7 +315,8 @@ hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
  * Semantics of one call (a "step"), per KV head h:
  *  1. the probe set is the codes of the chunk's queries of h's group (or
  *     its keys, with PROBE_KEY); the step distance of a code c is
- *     sum over probes of popcount(c xor probe) / n_tokens;
+ *     float32(S) * (1 / float32(n_tokens)), S = sum over probes of
+ *     popcount(c xor probe) (exact float32 formulas: docs/algorithm.md);
  *  2. every cached slot's score is updated with its step distance;
  *  3. slots holding a position < n_sink or >= t - n_recent (t: the chunk's
  *     last position) are protected;
