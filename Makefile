@@ -65,6 +65,7 @@ fuzz:
 	$(GO) test -run xxx -fuzz FuzzLoadSeq -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run xxx -fuzz FuzzDecodePayload -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run xxx -fuzz FuzzPolicySteps -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run xxx -fuzz FuzzABI -fuzztime $(FUZZTIME) ./capi
 
 # Regenerates the bad-input table of docs/reliability.md from the C test.
 docs-bad-input: test-c
