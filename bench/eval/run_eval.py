@@ -157,8 +157,8 @@ def describe(results):
     titles = {}
     if "ppl" in meta:
         m = meta["ppl"]
-        titles["ppl"] = (f"Perplexity of the last {'/'.join(map(str, sorted(m['scored'])))} tokens of a "
-                         f"{'/'.join(map(str, sorted(m['windows'])))}-token window (lower is better)")
+        titles["ppl"] = (f"Perplexity of the last {'/'.join(map(str, sorted(m['scored'])))} tokens of a window of "
+                         f"{'/'.join(map(str, sorted(m['windows'])))} tokens (lower is better)")
     if "passkey" in meta:
         ls = sorted(meta["passkey"]["lengths"])
         titles["passkey"] = (f"Passkey retrieval accuracy, prompts of {ls[0]}-{ls[-1]} tokens "
@@ -166,7 +166,7 @@ def describe(results):
     if "recall" in meta:
         m = meta["recall"]
         titles["recall"] = (f"Attention-mass recall, mean over layers, {'/'.join(map(str, sorted(m['samples'])))} "
-                            f"queries in the second half of a {'/'.join(map(str, sorted(m['windows'])))}-token window "
+                            f"queries in the second half of a window of {'/'.join(map(str, sorted(m['windows'])))} tokens "
                             "(higher is better)")
     return titles
 
