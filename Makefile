@@ -6,9 +6,9 @@ SONAME    := libhashevict.so.1
 # The version script keeps every symbol but the public hashevict_* API local.
 GOFLAGS_SO = -trimpath -buildmode=c-shared \
              -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
-GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.map') go.mod
+GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.s' -o -name '*.map') go.mod go.sum
 
-.PHONY: all build test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
+.PHONY: all build bench-kernels test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
@@ -26,10 +26,18 @@ $(BUILD)/hashevict.h: include/hashevict.h
 
 test: test-go test-c test-consumer test-readme test-python test-llamacpp
 
+# Go tests on every kernel path this CPU has (HASHEVICT_KERNELS picks the
+# set the policy uses; the simd tests compare every set with generic
+# themselves), the noasm build, the race detector, the other architecture,
+# and the check that the committed assembly is what _gen generates.
 test-go:
 	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./simd ./policy ./bench ./cmd/...
 	$(GO) test -count=1 ./...
+	for k in avx2 generic; do HASHEVICT_KERNELS=$$k $(GO) test -count=1 ./policy ./capi || exit 1; done
+	$(GO) test -count=1 -tags noasm ./simd ./policy ./bench
 	$(GO) test -count=1 -race -short ./policy ./simd
+	bash bench/check-generated.sh
 
 test-c:
 	cmake -S . -B $(BUILD)/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -42,10 +50,13 @@ test-consumer:
 # The Python package, installed with pip the way a user would (it builds
 # its own copy of the library with go build), then its tests.
 PYVENV ?= $(BUILD)/venv-py
+# torch (CPU tensors, bf16) is a 2.5 GB download with its CUDA wheels:
+# tried, and when it cannot be installed its tests skip with a warning.
 test-python:
 	python3 -m venv $(PYVENV)
 	$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy
-	$(PYVENV)/bin/python -m pytest -q bindings/python/tests
+	$(PYVENV)/bin/pip install --quiet torch || echo "WARNING: torch not installed: the torch tests will be SKIPPED"
+	$(PYVENV)/bin/python -m pytest -q -rs bindings/python/tests
 
 test-readme: build
 	bash tests/readme_example.sh
@@ -53,6 +64,11 @@ test-readme: build
 # A short run of a real model through the real llama.cpp with eviction on.
 test-llamacpp: llamacpp
 	python3 -m pytest -q tests/integration
+
+# Kernel throughput against memory bandwidth and the generic loop, and the
+# policy's cost per decode step against attention (docs/kernels.md).
+bench-kernels:
+	$(GO) run ./cmd/hashevict-bench
 
 # --- reliability (docs/reliability.md) ----------------------------------------
 # The long forms of what `make test` runs short.

@@ -37,7 +37,7 @@ func (e *Engine) Place(id, layer int, q, kr *Rows, positions []int32, outSlots, 
 		t := &ls.heads[h]
 		free := p.Budget - t.used
 		if n > free {
-			if ev := countIn(t.pos[:t.used], lo, hi); n > free+ev {
+			if ev := countInUpTo(t.pos[:t.used], lo, hi, n-free); n > free+ev {
 				return errf(CodeChunkTooLarge, "chunk of %d tokens does not fit kv head %d of layer %d: %d free and %d evictable slots (budget %d, n_sink %d, n_recent %d)", n, h, layer, free, ev, p.Budget, p.Sinks, p.Recent)
 			}
 		}
@@ -53,11 +53,16 @@ func (e *Engine) Place(id, layer int, q, kr *Rows, positions []int32, outSlots, 
 			sc.idx = entriesWhere(sc.idx, t.used, func(int) bool { return true })
 			entries = sc.idx
 		}
-		e.rescore(k, s, layer, h, t, t.used, entries, positions, init)
 		free := p.Budget - t.used
 		var victims []int
-		if n > free {
-			victims = e.pickVictims(k, sc, t.score[:t.used], t.pos[:t.used], lo, hi, n-free)
+		if v, ok := e.fusedVictim(k, s, h, t, n, free, positions, init, lo, hi); ok {
+			sc.cand = append(sc.cand[:0], v)
+			victims = sc.cand
+		} else {
+			e.rescore(k, s, layer, h, t, t.used, entries, positions, init)
+			if n > free {
+				victims = e.pickVictims(k, sc, t.score[:t.used], t.pos[:t.used], lo, hi, n-free)
+			}
 		}
 		for tok := 0; tok < n; tok++ {
 			var slot int

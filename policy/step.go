@@ -337,15 +337,47 @@ func (e *Engine) pickVictims(k *simd.Kernels, sc *scratch, score []float32, pos 
 	return c
 }
 
-// countIn counts positions in [lo, hi).
-func countIn(pos []int32, lo, hi int32) int {
+// countInUpTo counts positions in [lo, hi), stopping at limit: the
+// chunk-fits check only needs to know whether enough entries are
+// evictable, and in a decode step one is enough.
+func countInUpTo(pos []int32, lo, hi int32, limit int) int {
 	n := 0
 	for _, q := range pos {
 		if q >= lo && q < hi {
-			n++
+			if n++; n >= limit {
+				break
+			}
 		}
 	}
 	return n
+}
+
+// fusedVictim runs rescore and pickVictims of a hash-policy step that
+// evicts exactly one entry of t as one kernel, simd ScoreStep (Hamming,
+// Update and ArgmaxIn in L1-sized blocks: the codes, scores, counts and
+// positions are read once instead of up to three times). It returns
+// ok = false, having changed no state, when the step does not qualify: another
+// policy, free slots or several victims, or more probe words than code
+// bits (distances then counts bits).
+func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, free int, positions []int32, init []float32, lo, hi int32) (victim int, ok bool) {
+	p := &e.P
+	if p.Policy != PolicyHash || n-free != 1 {
+		return 0, false
+	}
+	sc := &s.sc
+	W := p.Words()
+	e.gatherProbes(sc, h, n)
+	if len(sc.probes) > p.Bits {
+		return 0, false
+	}
+	m := t.used
+	victim = k.ScoreStep(t.score[:m], t.count[:m], t.codes[:m*W], W, sc.probes, uint32(n), int(p.Score), p.Decay, t.pos[:m], lo, hi)
+	sc.ndist = grow(sc.ndist, n)
+	e.distances(k, sc, sc.ndist, sc.newc)
+	for i := range init {
+		init[i] = stepDistance(sc.ndist[i], n)
+	}
+	return victim, true
 }
 
 // window returns the evictable position range [lo, hi) when t is the newest

@@ -24,6 +24,9 @@ type Kernels struct {
 	F16ToF32  func(dst []float32, src []uint16) bool
 	BF16ToF32 func(dst []float32, src []uint16) bool
 	FiniteF32 func(x []float32) bool
+	// ScoreStep is Hamming, then Update, then ArgmaxIn on the updated
+	// scores, fused (see scoreStepGeneric).
+	ScoreStep func(score []float32, count []uint32, table []uint64, words int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int
 }
 
 // Generic is the portable implementation and the reference for the others.
@@ -37,6 +40,7 @@ var Generic = Kernels{
 	F16ToF32:  f16ToF32Generic,
 	BF16ToF32: bf16ToF32Generic,
 	FiniteF32: finiteGeneric,
+	ScoreStep: scoreStepGeneric,
 }
 
 var (

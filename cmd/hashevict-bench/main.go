@@ -1,0 +1,566 @@
+// Command hashevict-bench measures, on one core, in one run:
+//
+//  1. the machine's single-core memory-read bandwidth (a read loop over a
+//     buffer much larger than the last-level cache; see bench.ReadMethod);
+//  2. every kernel of every available set (package simd) on tables larger
+//     than the caches, as a fraction of that bandwidth, and on
+//     cache-resident tables, as a multiple of the generic Go kernel;
+//  3. the policy's cost per decode step (policy.Engine.Place in slot mode,
+//     1 layer, 8 KV heads, 32 query heads, head_dim 128, 16-bit codes) for
+//     4k, 32k and 128k cached tokens, next to the f32 attention that the
+//     step would run over the same cache (package bench, bench.AttendMethod).
+//
+// Usage:
+//
+//	go run ./cmd/hashevict-bench            # full run (needs ~3 GiB of RAM)
+//	go run ./cmd/hashevict-bench -quick     # smaller sizes, a smoke test
+//
+// Times are the minimum over repetitions (the least disturbed run), except
+// the policy cost per step, which is also given as a median.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unsafe"
+
+	"github.com/klauspost/cpuid/v2"
+
+	"github.com/hashevict/hashevict/bench"
+	"github.com/hashevict/hashevict/policy"
+	"github.com/hashevict/hashevict/simd"
+)
+
+var (
+	flagMem    = flag.Int("mem", 0, "bytes of the large buffers (0: max(1 GiB, 2 × L3))")
+	flagSmall  = flag.Int("small", 16<<10, "bytes of the cache-resident tables")
+	flagTokens = flag.String("tokens", "4096,32768,131072", "cached tokens of the policy/attention comparison")
+	flagQuick  = flag.Bool("quick", false, "small sizes: a smoke test, not a measurement")
+	flagMinT   = flag.Duration("mintime", 300*time.Millisecond, "minimum time spent per measurement")
+	flagSkip   = flag.Bool("policy-only", false, "only the policy/attention comparison")
+	flagKern   = flag.String("kernels", "", "only the kernels whose name matches this regular expression (and no policy section)")
+	flagProf   = flag.String("cpuprofile", "", "write a CPU profile of the policy section to this file")
+)
+
+func main() {
+	flag.Parse()
+	runtime.LockOSThread()
+	debug.SetGCPercent(-1) // no collector work inside the timings; buffers are reused
+
+	large := *flagMem
+	if large == 0 {
+		large = max(1<<30, 2*cpuid.CPU.Cache.L3)
+	}
+	tokens := parseInts(*flagTokens)
+	if *flagQuick {
+		large = 64 << 20
+		tokens = []int{4096, 32768}
+		*flagMinT = 50 * time.Millisecond
+	}
+
+	fmt.Printf("# hashevict-bench\n\n")
+	fmt.Printf("CPU: %s; %d logical cores; L1d %s, L2 %s, L3 %s (cpuid)\n", cpuid.CPU.BrandName,
+		runtime.NumCPU(), size(cpuid.CPU.Cache.L1D), size(cpuid.CPU.Cache.L2), size(cpuid.CPU.Cache.L3))
+	fmt.Printf("Go %s %s/%s; kernel sets: %s (active: %s)\n", runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		strings.Join(simd.Available(), ", "), simd.Active().Name)
+	fmt.Printf("command: %s\n\n", strings.Join(os.Args, " "))
+
+	if !*flagSkip {
+		buf := makeBuffer(large)
+		fmt.Printf("## Memory-read bandwidth (one core)\n\n")
+		fmt.Printf("Each read loop over %s, best pass in %v; the bandwidth is the fastest loop's.\n\n", size(large), *flagMinT*3)
+		bw := 0.0
+		for _, l := range bench.ReadLoops {
+			r := memoryBandwidth(buf, l.Sum)
+			fmt.Printf("- %.2f GB/s: %s\n", r/1e9, l.Name)
+			bw = max(bw, r)
+		}
+		fmt.Printf("\nMemory-read bandwidth: %.2f GB/s\n\n", bw/1e9)
+		kernelTable(buf, bw, *flagSmall)
+		buf = nil
+		runtime.GC()
+	}
+	if *flagProf != "" {
+		f, err := os.Create(*flagProf)
+		if err != nil {
+			panic(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if *flagKern == "" {
+		policyTable(tokens)
+	}
+}
+
+func parseInts(s string) []int {
+	var r []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bad -tokens entry %q\n", f)
+			os.Exit(2)
+		}
+		r = append(r, n)
+	}
+	return r
+}
+
+func size(b int) string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", b>>30)
+	case b >= 1<<20:
+		return fmt.Sprintf("%d MiB", b>>20)
+	case b >= 1<<10:
+		return fmt.Sprintf("%d KiB", b>>10)
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// makeBuffer returns n bytes (as uint64) of random bits in which bit 14 of
+// every 16-bit half is clear and bit 29 of every 32-bit word set: read as
+// f16 or bf16 every value is finite, and read as f32 every value is a
+// normal number of magnitude in [2^-63, 2) (no denormal products, which
+// would run at microcode speed), so every kernel takes its normal path.
+func makeBuffer(n int) []uint64 {
+	b := make([]uint64, n/8)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range b {
+		b[i] = rng.Uint64()&^0x4000400040004000 | 0x2000000020000000
+	}
+	return b
+}
+
+// measure calls f until minTime has passed (at least twice) and returns
+// the shortest call.
+func measure(minTime time.Duration, f func()) time.Duration {
+	best := time.Duration(math.MaxInt64)
+	start := time.Now()
+	for n := 0; n < 2 || time.Since(start) < minTime; n++ {
+		t := time.Now()
+		f()
+		best = min(best, time.Since(t))
+	}
+	return best
+}
+
+// perCall runs f in batches long enough to time (≥ 1 ms) and returns the
+// best time of one call.
+func perCall(minTime time.Duration, f func()) time.Duration {
+	reps := 1
+	for {
+		t := time.Now()
+		for i := 0; i < reps; i++ {
+			f()
+		}
+		if time.Since(t) >= time.Millisecond || reps >= 1<<24 {
+			break
+		}
+		reps *= 2
+	}
+	d := measure(minTime, func() {
+		for i := 0; i < reps; i++ {
+			f()
+		}
+	})
+	return d / time.Duration(reps)
+}
+
+var sink uint64
+
+func memoryBandwidth(buf []uint64, sum func([]uint64) uint64) float64 {
+	d := measure(3**flagMinT, func() { sink += sum(buf) })
+	return float64(8*len(buf)) / d.Seconds()
+}
+
+// Views of the buffer as other element types.
+func u32s(b []uint64) []uint32  { return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), 2*len(b)) }
+func f32s(b []uint64) []float32 { return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), 2*len(b)) }
+func i32s(b []uint64) []int32   { return unsafe.Slice((*int32)(unsafe.Pointer(&b[0])), 2*len(b)) }
+func u16s(b []uint64) []uint16  { return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), 4*len(b)) }
+
+// A kernelCase prepares a run of one kernel over `bytes` bytes of input
+// taken from buf, and returns the call to time (and the input bytes it
+// reads). out is scratch for outputs, at least as large as buf.
+type kernelCase struct {
+	name string
+	// maxLarge caps the large input of compute-bound kernels (whose speed
+	// does not depend on where the data is) so that the generic runs stay
+	// short; 0: no cap.
+	maxLarge int
+	prep     func(k simd.Kernels, buf, out []uint64, bytes int) (run func(), in, written int)
+}
+
+func hammingCase(bits, probes int) kernelCase {
+	words := (bits + 63) / 64
+	return kernelCase{
+		name: fmt.Sprintf("Hamming %d-bit codes, %d probe(s)", bits, probes),
+		prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+			n := bytes / 8 / words
+			pr := make([]uint64, probes*words)
+			for i := range pr {
+				pr[i] = uint64(0x9E3779B97F4A7C15) * uint64(i+1)
+			}
+			table, dist := buf[:n*words], u32s(out)[:n]
+			return func() { k.Hamming(dist, table, words, pr) }, 8 * n * words, 4 * n
+		},
+	}
+}
+
+func kernelCases() []kernelCase {
+	cases := []kernelCase{
+		hammingCase(16, 1),
+		hammingCase(16, 4),
+		hammingCase(64, 4),
+		hammingCase(128, 4),
+		hammingCase(256, 1),
+		hammingCase(256, 4),
+	}
+	for _, nb := range []int{16, 256} {
+		cases = append(cases, kernelCase{
+			name:     fmt.Sprintf("Hash f32 rows, dim 128, %d bits", nb),
+			maxLarge: 32 << 20,
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				const dim = 128
+				rows := bytes / 4 / dim
+				x := f32s(buf)[:rows*dim]
+				rt := make([]float32, nb*dim)
+				for i := range rt {
+					rt[i] = float32(math.Sin(float64(i)))
+				}
+				code := out[:rows*((nb+63)/64)]
+				w := (nb + 63) / 64
+				return func() {
+					for r := 0; r < rows; r++ {
+						k.Hash(code[r*w:(r+1)*w], x[r*dim:(r+1)*dim], rt)
+					}
+				}, rows * dim * 4, 8 * len(code)
+			},
+		})
+	}
+	cases = append(cases,
+		kernelCase{
+			name: "ArgmaxIn (score + position)",
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				n := bytes / 8
+				score, pos := f32s(buf)[:n], i32s(buf)[n:2*n]
+				return func() { sink += uint64(k.ArgmaxIn(score, pos, 4, 1<<29)) }, 8 * n, 0
+			},
+		},
+	)
+	for _, mode := range []int{simd.ScoreInstant, simd.ScoreAccumulated, simd.ScoreDecayed} {
+		name := []string{"Update instant (dist)", "Update accumulated (dist, score, count)", "Update decayed (dist, score)"}[mode]
+		cases = append(cases, kernelCase{
+			name: name,
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				arrays := []int{1, 3, 2}[mode]
+				n := bytes / 4 / arrays
+				dist := u32s(buf)[:n]
+				score := f32s(out)[:n]
+				var count []uint32
+				if mode == simd.ScoreAccumulated {
+					count = u32s(out)[n : 2*n]
+				}
+				return func() { k.Update(score, count, dist, 4, mode, 0.9) }, 4 * n * arrays, 4 * n * (arrays + 1) / 2
+			},
+		})
+	}
+	for _, kind := range []string{"F16ToF32", "BF16ToF32"} {
+		cases = append(cases, kernelCase{
+			name: kind + " rows of 128",
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				const dim = 128
+				rows := bytes / 4 / dim // the float32 output must fit in out
+				src, dst := u16s(buf)[:rows*dim], f32s(out)[:rows*dim]
+				conv := k.F16ToF32
+				if kind == "BF16ToF32" {
+					conv = k.BF16ToF32
+				}
+				return func() {
+					for r := 0; r < rows; r++ {
+						if !conv(dst[r*dim:(r+1)*dim], src[r*dim:(r+1)*dim]) {
+							panic("non-finite benchmark data")
+						}
+					}
+				}, 2 * rows * dim, 4 * rows * dim
+			},
+		})
+	}
+	cases = append(cases,
+		kernelCase{
+			name: "FiniteF32 rows of 128",
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				const dim = 128
+				rows := bytes / 4 / dim
+				x := f32s(buf)[:rows*dim]
+				return func() {
+					for r := 0; r < rows; r++ {
+						if !k.FiniteF32(x[r*dim : (r+1)*dim]) {
+							panic("non-finite benchmark data")
+						}
+					}
+				}, 4 * rows * dim, 0
+			},
+		},
+		kernelCase{
+			name:     "BitCount 16-bit codes (prefill)",
+			maxLarge: 128 << 20,
+			prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+				n := bytes / 8
+				ones := make([]uint32, 16)
+				for j := range ones {
+					ones[j] = uint32(j * 7)
+				}
+				table, dist := buf[:n], u32s(out)[:n]
+				return func() { k.BitCount(dist, table, 1, ones, 200) }, 8 * n, 4 * n
+			},
+		},
+	)
+	return cases
+}
+
+func kernelTable(buf []uint64, bw float64, small int) {
+	sets := simd.Available()
+	kernels := map[string]simd.Kernels{}
+	for _, name := range sets {
+		if err := simd.Use(name); err != nil {
+			panic(err)
+		}
+		kernels[name] = simd.Active()
+	}
+	simd.Use(sets[0])
+	out := make([]uint64, len(buf))
+	for i := range out {
+		out[i] = buf[len(buf)-1-i] // fault the pages in
+	}
+	smallBuf, smallOut := buf[:small/8], out[:small/8]
+
+	fmt.Printf("## Kernels\n\n")
+	fmt.Printf("GB/s of input bytes (the table, the rows, the scores and positions, the distances…), and of input plus output bytes (in+out).\n")
+	fmt.Printf("Large: up to %s of input, beyond the caches, as %% of the memory-read bandwidth (compute-bound kernels use less).\n", size(8*len(buf)))
+	fmt.Printf("Small: %s of input (cache-resident), and the speed-up over the generic Go kernel on the same input.\n\n", size(small))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "| kernel\t set\t large input\t large GB/s\t % of mem BW\t in+out GB/s\t % of mem BW\t small GB/s\t × generic\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	var only *regexp.Regexp
+	if *flagKern != "" {
+		only = regexp.MustCompile(*flagKern)
+	}
+	for _, c := range kernelCases() {
+		if only != nil && !only.MatchString(c.name) {
+			continue
+		}
+		genericSmall := 0.0
+		rows := map[string][6]float64{}
+		for _, name := range slices.Backward(sets) { // generic first
+			k := kernels[name]
+			lb := 8 * len(buf)
+			if c.maxLarge > 0 {
+				lb = min(lb, c.maxLarge)
+			}
+			run, in, written := c.prep(k, buf, out, lb)
+			dl := measure(*flagMinT, run)
+			runS, inS, _ := c.prep(k, smallBuf, smallOut, small)
+			ds := perCall(*flagMinT, runS)
+			large := float64(in) / dl.Seconds()
+			smallRate := float64(inS) / ds.Seconds()
+			if name == "generic" {
+				genericSmall = smallRate
+			}
+			moved := float64(in+written) / dl.Seconds()
+			rows[name] = [6]float64{large, large / bw, smallRate, smallRate / genericSmall, float64(in), moved}
+		}
+		for _, name := range sets {
+			r := rows[name]
+			fmt.Fprintf(tw, "| %s\t %s\t %s\t %.2f\t %.0f %%\t %.2f\t %.0f %%\t %.2f\t %.1f\t\n", c.name, name, size(int(r[4])), r[0]/1e9, 100*r[1], r[5]/1e9, 100*r[5]/bw, r[2]/1e9, r[3])
+		}
+	}
+	tw.Flush()
+	fmt.Println()
+}
+
+// rowsOf wraps x, [tokens][heads][dim] float32, as policy rows.
+func rowsOf(x []float32, tokens, heads, dim int) *policy.Rows {
+	return &policy.Rows{
+		Data:        unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x)),
+		DType:       policy.F32,
+		Dim:         dim,
+		Heads:       heads,
+		Tokens:      tokens,
+		HeadStride:  int64(4 * dim),
+		TokenStride: int64(4 * heads * dim),
+	}
+}
+
+func gauss(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	return x
+}
+
+const (
+	kvHeads = 8
+	qHeads  = 32
+	headDim = 128
+)
+
+type engineRun struct {
+	e     *policy.Engine
+	pos   int32
+	q, k  [][]float32 // per decode step variant
+	slots []int32
+}
+
+func newEngineRun(tokens int, rng *rand.Rand) *engineRun {
+	p := policy.DefaultParams()
+	p.Mode, p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Bits = policy.ModeSlot, 1, kvHeads, qHeads, headDim, 16
+	p.Budget, p.MaxSeqs = tokens, 1
+	e, err := policy.NewEngine(p)
+	if err != nil {
+		panic(err)
+	}
+	if err := e.AddSeq(0); err != nil {
+		panic(err)
+	}
+	r := &engineRun{e: e, slots: make([]int32, 512*kvHeads)}
+	// Prefill in chunks of 512 tokens until the cache is full.
+	const chunk = 512
+	q := gauss(rng, chunk*qHeads*headDim)
+	k := gauss(rng, chunk*kvHeads*headDim)
+	for filled := 0; filled < tokens; {
+		n := min(chunk, tokens-filled)
+		positions := make([]int32, n)
+		for i := range positions {
+			positions[i] = r.pos
+			r.pos++
+		}
+		if err := e.Place(0, 0, rowsOf(q, n, qHeads, headDim), rowsOf(k, n, kvHeads, headDim), positions, r.slots, nil); err != nil {
+			panic(err)
+		}
+		filled += n
+	}
+	for i := 0; i < 16; i++ {
+		r.q = append(r.q, gauss(rng, qHeads*headDim))
+		r.k = append(r.k, gauss(rng, kvHeads*headDim))
+	}
+	return r
+}
+
+// step runs one decode step (one new token, full cache: one eviction per
+// KV head) and returns its duration.
+func (r *engineRun) step() time.Duration {
+	i := int(r.pos) % len(r.q)
+	q, k := rowsOf(r.q[i], 1, qHeads, headDim), rowsOf(r.k[i], 1, kvHeads, headDim)
+	pos := []int32{r.pos}
+	t := time.Now()
+	if err := r.e.Place(0, 0, q, k, pos, r.slots, nil); err != nil {
+		panic(err)
+	}
+	d := time.Since(t)
+	r.pos++
+	return d
+}
+
+func (r *engineRun) steps(n int) (minD, median time.Duration) {
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		ds[i] = r.step()
+	}
+	slices.Sort(ds)
+	return ds[0], ds[n/2]
+}
+
+type attention struct {
+	q, out, scratch []float32
+	k, v            [][]float32 // per KV head, [tokens][headDim]
+	tokens          int
+}
+
+func newAttention(tokens int, rng *rand.Rand) *attention {
+	a := &attention{tokens: tokens, q: gauss(rng, qHeads*headDim), out: make([]float32, qHeads*headDim),
+		scratch: make([]float32, bench.Group*tokens)}
+	for h := 0; h < kvHeads; h++ {
+		k := make([]float32, tokens*headDim)
+		v := make([]float32, tokens*headDim)
+		for i := range k {
+			k[i] = float32(math.Sin(float64(i+h))) * 0.1
+			v[i] = float32(math.Cos(float64(i-h))) * 0.1
+		}
+		a.k, a.v = append(a.k, k), append(a.v, v)
+	}
+	return a
+}
+
+// step runs the attention of one decode step: the 32 query heads over the
+// cache of every KV head (GQA 4).
+func (a *attention) step() time.Duration {
+	t := time.Now()
+	for h := 0; h < kvHeads; h++ {
+		o := h * bench.Group * headDim
+		bench.Attend(a.out[o:o+bench.Group*headDim], a.q[o:o+bench.Group*headDim], a.k[h], a.v[h], a.tokens, a.scratch)
+	}
+	return time.Since(t)
+}
+
+func policyTable(tokens []int) {
+	best := simd.Available()[0]
+	fmt.Printf("## Policy cost per decode step vs. the attention of that step\n\n")
+	fmt.Printf("Policy: policy.Engine.Place, slot mode, 1 layer, %d KV heads, %d query heads (GQA %d), head_dim %d, 16-bit codes,\n",
+		kvHeads, qHeads, qHeads/kvHeads, headDim)
+	fmt.Printf("full cache of N tokens (one eviction per KV head per step); f32 inputs. Median (min) over the steps.\n")
+	fmt.Printf("\"after attention\": the policy step timed right after an attention step, whose K/V stream has evicted its tables from the caches.\n")
+	fmt.Printf("Attention: %d query heads over N cached f32 keys and values per KV head (%s per step at N tokens: K and V), %s.\n\n",
+		qHeads, "2·8·N·512 B", bench.AttendMethod)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintf(tw, "| N tokens\t policy, %s\t policy, generic\t attention\t policy/attention (%s)\t after attention: policy, %s\t ratio\t policy/attention (generic)\t\n", best, best, best)
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t")
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, n := range tokens {
+		simd.Use(best)
+		r := newEngineRun(n, rng)
+		steps := max(20, min(400, 4<<20/n))
+		r.steps(steps / 4) // warm up
+		pMin, pMed := r.steps(steps)
+		simd.Use("generic")
+		gMin, gMed := r.steps(max(10, steps/4))
+		simd.Use(best)
+
+		a := newAttention(n, rng)
+		a.step()
+		aBest := measure(*flagMinT, func() { a.step() })
+		// Interleaved: attention, then a policy step.
+		var after []time.Duration
+		for i := 0; i < max(5, min(40, steps/8)); i++ {
+			a.step()
+			after = append(after, r.step())
+		}
+		slices.Sort(after)
+		aMed := after[len(after)/2]
+		fmt.Fprintf(tw, "| %d\t %s (%s)\t %s (%s)\t %s\t %.3f %%\t %s\t %.3f %%\t %.2f %%\t\n", n,
+			us(pMed), us(pMin), us(gMed), us(gMin), ms(aBest),
+			100*pMed.Seconds()/aBest.Seconds(), us(aMed), 100*aMed.Seconds()/aBest.Seconds(),
+			100*gMed.Seconds()/aBest.Seconds())
+		r, a = nil, nil
+		runtime.GC()
+	}
+	tw.Flush()
+	fmt.Println()
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1e3) }
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Nanoseconds())/1e6) }
