@@ -149,11 +149,13 @@ def describe(results):
     meta = {}
     for line in results.read_text().splitlines():
         r = json.loads(line)
-        m = meta.setdefault(r["task"], {"windows": set(), "scored": set(), "lengths": set(), "samples": set()})
+        m = meta.setdefault(r["task"], {"windows": set(), "scored": set(), "lengths": set(), "samples": set(),
+                                        "depths": set()})
         m["windows"].add(r.get("window"))
         m["scored"].add(r.get("scored"))
         m["lengths"].add(r.get("length"))
         m["samples"].add(r.get("samples"))
+        m["depths"].add(r.get("depth"))
     titles = {}
     if "ppl" in meta:
         m = meta["ppl"]
@@ -161,8 +163,9 @@ def describe(results):
                          f"{'/'.join(map(str, sorted(m['windows'])))} tokens (lower is better)")
     if "passkey" in meta:
         ls = sorted(meta["passkey"]["lengths"])
-        titles["passkey"] = (f"Passkey retrieval accuracy, prompts of {ls[0]}-{ls[-1]} tokens "
-                             "(higher is better; trials per cell in brackets)")
+        ds = sorted(meta["passkey"]["depths"])
+        titles["passkey"] = (f"Passkey retrieval accuracy, prompts of {ls[0]}-{ls[-1]} tokens, needle depths "
+                             f"{ds[0]:.2f}-{ds[-1]:.2f} of the context (higher is better; trials per cell in brackets)")
     if "recall" in meta:
         m = meta["recall"]
         titles["recall"] = (f"Attention-mass recall, mean over layers, {'/'.join(map(str, sorted(m['samples'])))} "
