@@ -145,32 +145,30 @@ def run_jobs(deps, jobs, results, log):
 
 
 def describe(results):
-    """task -> a title built from what the runs recorded."""
+    """(task, model) -> a title built from what that model's runs recorded."""
     meta = {}
     for line in results.read_text().splitlines():
         r = json.loads(line)
-        m = meta.setdefault(r["task"], {"windows": set(), "scored": set(), "lengths": set(), "samples": set(),
-                                        "depths": set()})
-        m["windows"].add(r.get("window"))
-        m["scored"].add(r.get("scored"))
-        m["lengths"].add(r.get("length"))
-        m["samples"].add(r.get("samples"))
-        m["depths"].add(r.get("depth"))
+        m = meta.setdefault((r["task"], r["label_model"]), {k: set() for k in
+                                                            ("windows", "scored", "lengths", "samples", "depths")})
+        for k, field in (("windows", "window"), ("scored", "scored"), ("lengths", "length"),
+                         ("samples", "samples"), ("depths", "depth")):
+            m[k].add(r.get(field))
+    join = lambda xs: "/".join(map(str, sorted(xs)))
     titles = {}
-    if "ppl" in meta:
-        m = meta["ppl"]
-        titles["ppl"] = (f"Perplexity of the last {'/'.join(map(str, sorted(m['scored'])))} tokens of a window of "
-                         f"{'/'.join(map(str, sorted(m['windows'])))} tokens (lower is better)")
-    if "passkey" in meta:
-        ls = sorted(meta["passkey"]["lengths"])
-        ds = sorted(meta["passkey"]["depths"])
-        titles["passkey"] = (f"Passkey retrieval accuracy, prompts of {ls[0]}-{ls[-1]} tokens, needle depths "
-                             f"{ds[0]:.2f}-{ds[-1]:.2f} of the context (higher is better; trials per cell in brackets)")
-    if "recall" in meta:
-        m = meta["recall"]
-        titles["recall"] = (f"Attention-mass recall, mean over layers, {'/'.join(map(str, sorted(m['samples'])))} "
-                            f"queries in the second half of a window of {'/'.join(map(str, sorted(m['windows'])))} tokens "
-                            "(higher is better)")
+    for (task, model), m in meta.items():
+        if task == "ppl":
+            titles[(task, model)] = (f"Perplexity of the last {join(m['scored'])} tokens of a window of "
+                                     f"{join(m['windows'])} tokens (lower is better)")
+        elif task == "passkey":
+            ls, ds = sorted(m["lengths"]), sorted(m["depths"])
+            titles[(task, model)] = (f"Passkey retrieval accuracy, prompts of {ls[0]}-{ls[-1]} tokens, needle "
+                                     f"depths {ds[0]:.2f}-{ds[-1]:.2f} of the context (higher is better; "
+                                     "trials per cell in brackets)")
+        else:
+            titles[(task, model)] = (f"Attention-mass recall, mean over layers, {join(m['samples'])} queries in "
+                                     f"the second half of a window of {join(m['windows'])} tokens "
+                                     "(higher is better)")
     return titles
 
 
@@ -206,7 +204,7 @@ def write_markdown(summary, results, out, command):
             cells = {k: v for k, v in summary.items() if k[0] == m and k[1] == task}
             if not cells:
                 continue
-            lines += [f"## {m}: {titles[task]}", "",
+            lines += [f"## {m}: {titles[(task, m)]}", "",
                       "| policy | " + " | ".join(f"keep {k:.1f}" for k in keeps) + " |",
                       "|---|" + "---|" * len(keeps)]
             full = cells.get((m, task, "full", 1.0))
