@@ -79,4 +79,7 @@ func genSimd() {
 	genUpdateAVX2()
 	genConvertAVX512()
 	genConvertAVX2()
+	genNarrowAll()
+	genMaxU32(true)
+	genMaxU32(false)
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -59,6 +61,74 @@ type table struct {
 	score []float32
 	count []uint32
 	keys  []float32 // oracle: the cached keys, [slot][dim]
+	guard
+}
+
+// guard names the slots that can hold protected positions (slot mode), so
+// that a decode step passes a few slots to the kernel instead of reading
+// every slot's position: the slots of the positions below n_sink, which
+// are never evicted, and a ring of the slots of the last n_recent tokens
+// stored. Positions strictly increase, so the at most n_recent cached
+// positions at or after t - n_recent are among those last n_recent.
+type guard struct {
+	sinks  []int32 // capacity n_sink
+	recent []int32 // ring of n_recent slots, -1 when unset
+	next   int     // recent[next] is the oldest
+}
+
+func newGuard(sinks, recent int) guard {
+	g := guard{sinks: make([]int32, 0, sinks), recent: make([]int32, recent)}
+	for i := range g.recent {
+		g.recent[i] = -1
+	}
+	return g
+}
+
+// stored records that slot now holds pos.
+func (g *guard) stored(slot int, pos int32, sinks int) {
+	if int(pos) < sinks {
+		g.sinks = append(g.sinks, int32(slot))
+	}
+	if len(g.recent) > 0 {
+		g.recent[g.next] = int32(slot)
+		g.next = (g.next + 1) % len(g.recent)
+	}
+}
+
+// rebuild derives the guard from the positions of slots [0, used), as
+// stored in order: after a load.
+func (g *guard) rebuild(pos []int32, used, sinks, recent int) {
+	order := make([]int32, used)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(pos[a], pos[b]) })
+	*g = newGuard(sinks, recent)
+	for _, slot := range order[max(0, used-len(g.recent)):] {
+		g.stored(int(slot), pos[slot], -1)
+	}
+	for _, slot := range order {
+		if int(pos[slot]) >= sinks {
+			break
+		}
+		g.sinks = append(g.sinks, slot)
+	}
+}
+
+// skip lists the slots of t that hold positions outside [lo, hi), where
+// lo = n_sink < hi; every other slot of [0, used) is evictable.
+func (t *table) skip(dst []int32, hi int32) []int32 {
+	dst = append(dst[:0], t.sinks...)
+	for _, slot := range t.recent {
+		if slot >= 0 && t.pos[slot] >= hi {
+			dst = append(dst, slot)
+		}
+	}
+	return dst
+}
+
+func (g guard) clone() guard {
+	return guard{sinks: append(make([]int32, 0, cap(g.sinks)), g.sinks...), recent: clone(g.recent), next: g.next}
 }
 
 // NewEngine validates p (after defaults are resolved by the caller) and
@@ -130,7 +200,7 @@ func (e *Engine) newSequence(id int) *Sequence {
 
 func (e *Engine) newTable(slots int, withPos bool) table {
 	t := table{
-		codes: make([]uint64, slots*e.P.Words()),
+		codes: make([]uint64, e.P.codeWords(slots)),
 		score: make([]float32, slots),
 		count: make([]uint32, slots),
 	}
@@ -139,6 +209,7 @@ func (e *Engine) newTable(slots int, withPos bool) table {
 		for i := range t.pos {
 			t.pos[i] = -1
 		}
+		t.guard = newGuard(e.P.Sinks, e.P.Recent)
 	}
 	if e.P.Policy == PolicyOracle {
 		t.keys = make([]float32, slots*e.P.HeadDim)
@@ -147,7 +218,8 @@ func (e *Engine) newTable(slots int, withPos bool) table {
 }
 
 func (t *table) bytes() int64 {
-	return int64(len(t.pos)*4 + len(t.codes)*8 + len(t.score)*4 + len(t.count)*4 + len(t.keys)*4)
+	return int64(len(t.pos)*4 + len(t.codes)*8 + len(t.score)*4 + len(t.count)*4 + len(t.keys)*4 +
+		cap(t.sinks)*4 + len(t.recent)*4)
 }
 
 func (s *Sequence) sizeBytes() int64 {
@@ -289,6 +361,7 @@ func (s *Sequence) clone(id int) *Sequence {
 				score: clone(t.score),
 				count: clone(t.count),
 				keys:  clone(t.keys),
+				guard: t.guard.clone(),
 			}
 		}
 	}

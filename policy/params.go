@@ -4,7 +4,11 @@
 // ABI lives in package capi and the hot loops in package simd.
 package policy
 
-import "math"
+import (
+	"math"
+
+	"github.com/hashevict/hashevict/simd"
+)
 
 // Mode is how the runtime stores its cache.
 type Mode int32
@@ -161,14 +165,22 @@ func (p *Params) Words() int { return (p.Bits + 63) / 64 }
 // Group is the number of query heads per KV head.
 func (p *Params) Group() int { return p.QHeads / p.KVHeads }
 
-// slotBytes is the state of one cached token for one (layer, KV head).
+// slotBytes is the state of one cached token for one (layer, KV head); a
+// table of n slots takes n·slotBytes rounded up to whole words of codes.
 func (p *Params) slotBytes() uint64 {
-	b := uint64(p.Words())*8 + 4 /*score*/ + 4 /*count*/ + 4 /*position*/
+	code := uint64(p.Words()) * 8
+	if simd.Narrow(p.Bits) {
+		code = uint64(p.Bits / 8) // narrow codes share words
+	}
+	b := code + 4 /*score*/ + 4 /*count*/ + 4 /*position*/
 	if p.Policy == PolicyOracle {
 		b += uint64(p.HeadDim) * 4
 	}
 	return b
 }
+
+// codeWords is the number of words of a table of n codes.
+func (p *Params) codeWords(n int) int { return simd.CodeWords(p.Bits, n) }
 
 // tokenSlotBytes is what token mode accounts per slot: every table's entry
 // plus the per-layer observed flags, the seen count, the free list entry
@@ -184,7 +196,9 @@ func (p *Params) budgetBytes() uint64 {
 	if p.Mode == ModeToken {
 		return p.tokenSlotBytes() * uint64(p.Budget+1)
 	}
-	return p.SeqBytes(p.Budget)
+	// Plus each slot table's guard (the slots of sinks and recent tokens).
+	guards := uint64(p.Sinks+p.Recent) * 4 * uint64(p.Layers) * uint64(p.KVHeads)
+	return p.SeqBytes(p.Budget) + guards
 }
 
 // SeqBytes estimates the state of one sequence holding `tokens` tokens.
@@ -193,5 +207,13 @@ func (p *Params) SeqBytes(tokens int) uint64 {
 	if per != 0 && uint64(tokens) > math.MaxUint64/per {
 		return math.MaxUint64
 	}
-	return per * uint64(tokens)
+	// Narrow tables round their codes up to whole words.
+	pad := uint64(0)
+	if simd.Narrow(p.Bits) && tokens*p.Bits%64 != 0 {
+		pad = uint64(8-tokens*p.Bits%64/8) * uint64(p.Layers) * uint64(p.KVHeads)
+	}
+	if per*uint64(tokens) > math.MaxUint64-pad {
+		return math.MaxUint64
+	}
+	return per*uint64(tokens) + pad
 }

@@ -96,8 +96,9 @@ func (e *Engine) store(s *Sequence, t *table, slot, tok, h int, pos int32, score
 	i := tok*p.KVHeads + h
 	if t.pos != nil {
 		t.pos[slot] = pos
+		t.stored(slot, pos, p.Sinks)
 	}
-	copy(t.codes[slot*W:(slot+1)*W], s.sc.kcodes[i*W:(i+1)*W])
+	simd.PutCode(t.codes, s.sc.kcodes[i*W:(i+1)*W], p.Bits, slot)
 	t.score[slot] = score
 	t.count[slot] = 1
 	if t.keys != nil {

@@ -15,9 +15,13 @@ import (
 // the state, so a blob only loads into an engine that would have produced
 // it. The payload is decoded with every length and invariant checked, so a
 // truncated, corrupted or foreign blob is refused, never half-applied.
+// Code tables are saved in their memory layout (simd.CodeWords words).
+//
+// Format 2: codes of 8, 16 and 32 bits are packed 64/bits to a word (format
+// 1 held one word per code); a format 1 blob is refused as incompatible.
 const (
 	stateMagic   = "HEVS"
-	stateFormat  = 1
+	stateFormat  = 2
 	stateHeader  = 4 + 4 + 8 + 8
 	stateTrailer = 4
 )
@@ -268,7 +272,6 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 	r := &reader{b: body[stateHeader:]}
 	s := &Sequence{id: id, layers: make([]layerState, p.Layers)}
 	s.steps, s.tokens, s.evictions = r.u64(), r.u64(), r.u64()
-	W := p.Words()
 	capacity := r.length(MaxBudget, "slot tables")
 	if r.err == nil && p.Mode == ModeSlot && capacity != p.Budget {
 		r.fail("slot tables of %d slots, budget is %d", capacity, p.Budget)
@@ -290,7 +293,7 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 				return nil, r.err
 			}
 			t.used = int(used)
-			t.codes = r.u64s(capacity*W, "codes")
+			t.codes = r.u64s(p.codeWords(capacity), "codes")
 			t.score = r.f32s(capacity, "scores")
 			t.count = r.u32s(capacity, "counts")
 			keys := 0
@@ -317,6 +320,7 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 					}
 					seen[q] = true
 				}
+				t.rebuild(t.pos, t.used, p.Sinks, p.Recent)
 				s.cached += int64(t.used)
 			} else if used != 0 {
 				r.fail("token-mode table claims %d used slots", used)

@@ -128,7 +128,8 @@ func TestLoadRefusesBadBlobs(t *testing.T) {
 		"one byte short": {blob[:len(blob)-1], CodeCorruptState},
 		"foreign":        {bytes.Repeat([]byte("x"), 200), CodeCorruptState},
 		"bit flip":       {flip(blob, len(blob)/3), CodeCorruptState},
-		"format":         {withFormat(blob, 2), CodeIncompatibleState},
+		"format":         {withFormat(blob, stateFormat+1), CodeIncompatibleState},
+		"old format":     {withFormat(blob, 1), CodeIncompatibleState},
 	}
 	for name, c := range cases {
 		if err := target.LoadSeq(1, c.blob); CodeOf(err) != c.code {

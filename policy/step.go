@@ -11,6 +11,8 @@ import (
 type scratch struct {
 	row    []float32
 	kcodes []uint64  // [token][kv head][words]
+	wide   []uint64  // a narrow table's codes, one word each
+	skip   []int32   // the slots a decode step must not evict
 	qcodes []uint64  // [token][q head][words]
 	knorm  []float32 // [token][kv head]
 	kvec   []float32 // oracle: [token][kv head][dim]
@@ -198,6 +200,21 @@ func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []u
 	k.BitCount(dst, codes, W, sc.ones, uint32(np))
 }
 
+// wideCodes returns the first m codes of t in the wide layout (one word
+// each for narrow codes, unpacked into scratch) for the kernels that take
+// only that: the chunked and the many-probe steps, not the decode step.
+func (e *Engine) wideCodes(sc *scratch, t *table, m int) []uint64 {
+	bits := e.P.Bits
+	if !simd.Narrow(bits) {
+		return t.codes[:m*e.P.Words()]
+	}
+	sc.wide = grow(sc.wide, m)
+	for i := 0; i < m; i++ {
+		simd.GetCode(sc.wide[i:i+1], t.codes, bits, i)
+	}
+	return sc.wide
+}
+
 // stepDistance turns a distance sum into the step distance of one token.
 func stepDistance(d uint32, n int) float32 {
 	return float32(d) * (1 / float32(n))
@@ -218,10 +235,9 @@ func (e *Engine) rescore(k *simd.Kernels, s *Sequence, layer, h int, t *table, m
 	n := len(positions)
 	switch p.Policy {
 	case PolicyHash:
-		W := p.Words()
 		e.gatherProbes(sc, h, n)
 		sc.dist = grow(sc.dist, m)
-		e.distances(k, sc, sc.dist, t.codes[:m*W])
+		e.distances(k, sc, sc.dist, e.wideCodes(sc, t, m))
 		k.Update(t.score[:m], t.count[:m], sc.dist, uint32(n), int(p.Score), p.Decay)
 		sc.ndist = grow(sc.ndist, n)
 		e.distances(k, sc, sc.ndist, sc.newc)
@@ -352,26 +368,40 @@ func countInUpTo(pos []int32, lo, hi int32, limit int) int {
 	return n
 }
 
+// noFusedSteps makes every step take rescore and pickVictims: the tests
+// compare the fused steps against them.
+var noFusedSteps = false
+
 // fusedVictim runs rescore and pickVictims of a hash-policy step that
 // evicts exactly one entry of t as one kernel, simd ScoreStep (Hamming,
 // Update and ArgmaxIn in L1-sized blocks: the codes, scores, counts and
-// positions are read once instead of up to three times). It returns
+// positions are read once instead of up to three times), or simd Farthest
+// for the instant score (codes and positions only). It returns
 // ok = false, having changed no state, when the step does not qualify: another
 // policy, free slots or several victims, or more probe words than code
 // bits (distances then counts bits).
 func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, free int, positions []int32, init []float32, lo, hi int32) (victim int, ok bool) {
 	p := &e.P
-	if p.Policy != PolicyHash || n-free != 1 {
+	if p.Policy != PolicyHash || n-free != 1 || noFusedSteps {
 		return 0, false
 	}
 	sc := &s.sc
-	W := p.Words()
 	e.gatherProbes(sc, h, n)
 	if len(sc.probes) > p.Bits {
 		return 0, false
 	}
 	m := t.used
-	victim = k.ScoreStep(t.score[:m], t.count[:m], t.codes[:m*W], W, sc.probes, uint32(n), int(p.Score), p.Decay, t.pos[:m], lo, hi)
+	codes := t.codes[:p.codeWords(m)]
+	if p.Score == ScoreInstant {
+		// An instant score is this step's distance times 1/n, so the
+		// farthest code is the victim and no score needs writing: the
+		// stored scores of an instant table are rewritten by every step
+		// that reads them (rescore), and read by nothing else.
+		sc.skip = t.skip(sc.skip, hi)
+		victim = k.Farthest(codes, p.Bits, sc.probes, m, sc.skip)
+	} else {
+		victim = k.ScoreStep(t.score[:m], t.count[:m], codes, p.Bits, sc.probes, uint32(n), int(p.Score), p.Decay, t.pos[:m], lo, hi)
+	}
 	sc.ndist = grow(sc.ndist, n)
 	e.distances(k, sc, sc.ndist, sc.newc)
 	for i := range init {

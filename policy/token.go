@@ -42,7 +42,6 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 		return nil
 	}
 	p := &e.P
-	W := p.Words()
 	add := int64(capacity-old) * int64(p.tokenSlotBytes())
 	if err := e.reserve(add); err != nil {
 		return err
@@ -50,7 +49,7 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 	for l := range s.layers {
 		for h := range s.layers[l].heads {
 			t := &s.layers[l].heads[h]
-			t.codes = append(t.codes, make([]uint64, (capacity-old)*W)...)
+			t.codes = append(t.codes, make([]uint64, p.codeWords(capacity)-len(t.codes))...)
 			t.score = append(t.score, make([]float32, capacity-old)...)
 			t.count = append(t.count, make([]uint32, capacity-old)...)
 			if p.Policy == PolicyOracle {

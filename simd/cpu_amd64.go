@@ -14,6 +14,10 @@ var (
 	// hasAVX512 enables the "avx512" set: AVX-512 F/BW/VL and the vector
 	// popcount VPOPCNTQ (VPOPCNTDQ).
 	hasAVX512 = hasAVX2 && cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512BW, cpuid.AVX512VL, cpuid.AVX512VPOPCNTDQ)
+	// hasBITALG selects the avx512 set's narrow Hamming kernels that count
+	// bits per byte and word (VPOPCNTB/W, AVX512_BITALG); without it the set
+	// zero-extends 8- and 16-bit codes to dwords for VPOPCNTD.
+	hasBITALG = hasAVX512 && cpuid.CPU.Supports(cpuid.AVX512BITALG)
 )
 
 // Registered during package variable initialisation, before simd.go's init

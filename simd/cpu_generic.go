@@ -7,6 +7,7 @@ package simd
 var (
 	hasAVX2   = false
 	hasAVX512 = false
+	hasBITALG = false
 )
 
 func registerCPUSets() bool { return true }

@@ -16,31 +16,35 @@ import (
 
 func avx512Kernels() Kernels {
 	return Kernels{
-		ScoreStep: scoreStepAVX512Go,
-		Name:      "avx512",
-		Hash:      hashAVX512Go,
-		Hamming:   hammingAVX512Go,
-		BitCount:  bitCountFast,
-		ArgmaxIn:  argmaxAVX512Go,
-		Update:    updateAVX512Go,
-		F16ToF32:  f16ToF32AVX512Go,
-		BF16ToF32: bf16ToF32AVX512Go,
-		FiniteF32: finiteAVX512Go,
+		ScoreStep:     scoreStepAVX512Go,
+		Farthest:      farthestAVX512Go,
+		Name:          "avx512",
+		Hash:          hashAVX512Go,
+		Hamming:       hammingAVX512Go,
+		HammingNarrow: hammingNarrowAVX512Go,
+		BitCount:      bitCountFast,
+		ArgmaxIn:      argmaxAVX512Go,
+		Update:        updateAVX512Go,
+		F16ToF32:      f16ToF32AVX512Go,
+		BF16ToF32:     bf16ToF32AVX512Go,
+		FiniteF32:     finiteAVX512Go,
 	}
 }
 
 func avx2Kernels() Kernels {
 	return Kernels{
-		ScoreStep: scoreStepAVX2Go,
-		Name:      "avx2",
-		Hash:      hashAVX2Go,
-		Hamming:   hammingAVX2Go,
-		BitCount:  bitCountFast,
-		ArgmaxIn:  argmaxAVX2Go,
-		Update:    updateAVX2Go,
-		F16ToF32:  f16ToF32AVX2Go,
-		BF16ToF32: bf16ToF32AVX2Go,
-		FiniteF32: finiteAVX2Go,
+		ScoreStep:     scoreStepAVX2Go,
+		Farthest:      farthestAVX2Go,
+		Name:          "avx2",
+		Hash:          hashAVX2Go,
+		Hamming:       hammingAVX2Go,
+		HammingNarrow: hammingNarrowAVX2Go,
+		BitCount:      bitCountFast,
+		ArgmaxIn:      argmaxAVX2Go,
+		Update:        updateAVX2Go,
+		F16ToF32:      f16ToF32AVX2Go,
+		BF16ToF32:     bf16ToF32AVX2Go,
+		FiniteF32:     finiteAVX2Go,
 	}
 }
 
@@ -96,11 +100,13 @@ func hammingWith(dist []uint32, table []uint64, words int, probes []uint64, bloc
 		kern[words](&dist[0], &table[0], blocks, &probes[0], np)
 	}
 	if done := blocks * per; done < n {
-		var tb [32]uint64
-		var db [32]uint32
+		sc := blockScratchPool.Get().(*blockScratch)
+		tb, db := &sc.tailCodes, &sc.tailDist
+		*tb = [32]uint64{}
 		copy(tb[:], table[done*words:n*words])
 		kern[words](&db[0], &tb[0], 1, &probes[0], np)
 		copy(dist[done:], db[:n-done])
+		blockScratchPool.Put(sc)
 	}
 }
 
@@ -245,18 +251,19 @@ func argmaxAVX2Go(score []float32, pos []int32, lo, hi int32) int {
 // the argmax lane state carries over between blocks. Unusual calls go to
 // the generic composition.
 func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (AVX2)
-	ham func([]uint32, []uint64, int, []uint64),
+	ham, narrow func([]uint32, []uint64, int, []uint64),
 	upd func([]float32, []uint32, []uint32, uint32, int, float32),
 	argmax argmaxAsm,
-	score []float32, count []uint32, table []uint64, words int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
+	score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
 	m := len(score)
-	if words < 1 || words > 4 || words == 3 || len(table) < m*words || (mode == ScoreAccumulated && len(count) < m) ||
+	if !blockLayout(bits) || len(table) < CodeWords(bits, m) || (mode == ScoreAccumulated && len(count) < m) ||
 		(pos != nil && len(pos) != m) || m > math.MaxInt32-scoreBlock {
-		return scoreStepGeneric(score, count, table, words, probes, n, mode, decay, pos, lo, hi)
+		return scoreStepGeneric(score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
 	}
-	var buf [scoreBlock]uint32
-	var stBuf [96]uint32
-	st := stBuf[:3*lanes]
+	sc := blockScratchPool.Get().(*blockScratch)
+	defer blockScratchPool.Put(sc)
+	buf := &sc.dist
+	st := sc.lanes[:3*lanes]
 	initLanes(st)
 	done := 0 // entries scanned by the argmax kernel
 	for b0 := 0; b0 < m; b0 += scoreBlock {
@@ -267,7 +274,8 @@ func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (A
 			// step are usually not in the caches. (One prefetch per line
 			// costs more than it saves when they are.)
 			c := min(scoreBlock, m-b1)
-			prefetchT1((*byte)(unsafe.Pointer(&table[b1*words])), 8*c*words, 4096)
+			next := codeSpan(table, bits, b1, b1+c)
+			prefetchT1((*byte)(unsafe.Pointer(&next[0])), 8*len(next), 4096)
 			prefetchT1((*byte)(unsafe.Pointer(&score[b1])), 4*c, 4096)
 			if pos != nil {
 				prefetchT1((*byte)(unsafe.Pointer(&pos[b1])), 4*c, 4096)
@@ -277,7 +285,7 @@ func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (A
 			}
 		}
 		dist := buf[:b1-b0]
-		ham(dist, table[b0*words:b1*words], words, probes)
+		hammingCodes(ham, narrow, dist, codeSpan(table, bits, b0, b1), bits, probes)
 		var cnt []uint32
 		if mode == ScoreAccumulated {
 			cnt = count[b0:b1]
@@ -300,12 +308,68 @@ func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (A
 	return reduceLanes(st, score, pos, lo, hi, done)
 }
 
-func scoreStepAVX512Go(score []float32, count []uint32, table []uint64, words int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
-	return scoreStepWith(32, hammingAVX512Go, updateAVX512Go, argmax32, score, count, table, words, probes, n, mode, decay, pos, lo, hi)
+func scoreStepAVX512Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
+	return scoreStepWith(32, hammingAVX512Go, hammingNarrowAVX512Go, updateAVX512Go, argmax32, score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
 }
 
-func scoreStepAVX2Go(score []float32, count []uint32, table []uint64, words int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
-	return scoreStepWith(16, hammingAVX2Go, updateAVX2Go, argmax16, score, count, table, words, probes, n, mode, decay, pos, lo, hi)
+func scoreStepAVX2Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
+	return scoreStepWith(16, hammingAVX2Go, hammingNarrowAVX2Go, updateAVX2Go, argmax16, score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
+}
+
+// blockLayout reports whether the block-wise steps take bits-bit codes:
+// narrow ones, and wide ones of 1, 2 or 4 words.
+func blockLayout(bits int) bool {
+	switch bits {
+	case 8, 16, 32, 64, 128, 256:
+		return true
+	}
+	return false
+}
+
+// The narrow Hamming kernels of the accelerated sets, by code width (index
+// bits/16 for 8, 16 and 32 bits). Without AVX512_BITALG (VPOPCNTB/W) the
+// AVX-512 set zero-extends 8- and 16-bit codes to dwords for VPOPCNTD.
+var (
+	hammingNarrowKernAVX512      = [3]hammingAsm{hammingN8AVX512, hammingN16AVX512, hammingN32AVX512}
+	hammingNarrowKernAVX512Widen = [3]hammingAsm{hammingN8WidenAVX512, hammingN16WidenAVX512, hammingN32AVX512}
+	hammingNarrowKernAVX2        = [3]hammingAsm{hammingN8AVX2, hammingN16AVX2, hammingN32AVX2}
+)
+
+// hammingNarrowWith runs a narrow kernel on the whole blocks (blockWords
+// words of table) and on a zero-padded copy of the last partial block.
+func hammingNarrowWith(dist []uint32, table []uint64, bits int, probes []uint64, blockWords int, kern *[3]hammingAsm) {
+	n := len(dist)
+	if (bits != 8 && bits != 16 && bits != 32) || n == 0 || len(probes) == 0 || len(table) < CodeWords(bits, n) {
+		hammingNarrowGeneric(dist, table, bits, probes)
+		return
+	}
+	k := kern[bits/16]
+	per := blockWords * 64 / bits
+	blocks := n / per
+	if blocks > 0 {
+		k(&dist[0], &table[0], blocks, &probes[0], len(probes))
+	}
+	if done := blocks * per; done < n {
+		sc := blockScratchPool.Get().(*blockScratch)
+		tb, db := &sc.tailCodes, &sc.tailDist
+		*tb = [32]uint64{}
+		copy(tb[:], table[blocks*blockWords:CodeWords(bits, n)])
+		k(&db[0], &tb[0], 1, &probes[0], len(probes))
+		copy(dist[done:], db[:n-done])
+		blockScratchPool.Put(sc)
+	}
+}
+
+func hammingNarrowAVX512Go(dist []uint32, table []uint64, bits int, probes []uint64) {
+	kern := &hammingNarrowKernAVX512Widen
+	if hasBITALG {
+		kern = &hammingNarrowKernAVX512
+	}
+	hammingNarrowWith(dist, table, bits, probes, 8, kern)
+}
+
+func hammingNarrowAVX2Go(dist []uint32, table []uint64, bits int, probes []uint64) {
+	hammingNarrowWith(dist, table, bits, probes, 4, &hammingNarrowKernAVX2)
 }
 
 func updateAVX512Go(score []float32, count []uint32, dist []uint32, n uint32, mode int, decay float32) {

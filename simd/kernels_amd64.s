@@ -1952,3 +1952,1900 @@ done:
 	MOVB   AL, ok+16(FP)
 	VZEROUPPER
 	RET
+
+DATA onesB<>+0(SB)/1, $0x01
+DATA onesB<>+1(SB)/1, $0x01
+DATA onesB<>+2(SB)/1, $0x01
+DATA onesB<>+3(SB)/1, $0x01
+DATA onesB<>+4(SB)/1, $0x01
+DATA onesB<>+5(SB)/1, $0x01
+DATA onesB<>+6(SB)/1, $0x01
+DATA onesB<>+7(SB)/1, $0x01
+DATA onesB<>+8(SB)/1, $0x01
+DATA onesB<>+9(SB)/1, $0x01
+DATA onesB<>+10(SB)/1, $0x01
+DATA onesB<>+11(SB)/1, $0x01
+DATA onesB<>+12(SB)/1, $0x01
+DATA onesB<>+13(SB)/1, $0x01
+DATA onesB<>+14(SB)/1, $0x01
+DATA onesB<>+15(SB)/1, $0x01
+DATA onesB<>+16(SB)/1, $0x01
+DATA onesB<>+17(SB)/1, $0x01
+DATA onesB<>+18(SB)/1, $0x01
+DATA onesB<>+19(SB)/1, $0x01
+DATA onesB<>+20(SB)/1, $0x01
+DATA onesB<>+21(SB)/1, $0x01
+DATA onesB<>+22(SB)/1, $0x01
+DATA onesB<>+23(SB)/1, $0x01
+DATA onesB<>+24(SB)/1, $0x01
+DATA onesB<>+25(SB)/1, $0x01
+DATA onesB<>+26(SB)/1, $0x01
+DATA onesB<>+27(SB)/1, $0x01
+DATA onesB<>+28(SB)/1, $0x01
+DATA onesB<>+29(SB)/1, $0x01
+DATA onesB<>+30(SB)/1, $0x01
+DATA onesB<>+31(SB)/1, $0x01
+GLOBL onesB<>(SB), RODATA|NOPTR, $32
+
+DATA onesW<>+0(SB)/2, $0x0001
+DATA onesW<>+2(SB)/2, $0x0001
+DATA onesW<>+4(SB)/2, $0x0001
+DATA onesW<>+6(SB)/2, $0x0001
+DATA onesW<>+8(SB)/2, $0x0001
+DATA onesW<>+10(SB)/2, $0x0001
+DATA onesW<>+12(SB)/2, $0x0001
+DATA onesW<>+14(SB)/2, $0x0001
+DATA onesW<>+16(SB)/2, $0x0001
+DATA onesW<>+18(SB)/2, $0x0001
+DATA onesW<>+20(SB)/2, $0x0001
+DATA onesW<>+22(SB)/2, $0x0001
+DATA onesW<>+24(SB)/2, $0x0001
+DATA onesW<>+26(SB)/2, $0x0001
+DATA onesW<>+28(SB)/2, $0x0001
+DATA onesW<>+30(SB)/2, $0x0001
+GLOBL onesW<>(SB), RODATA|NOPTR, $32
+
+DATA lowByteD<>+0(SB)/4, $0x000000ff
+DATA lowByteD<>+4(SB)/4, $0x000000ff
+DATA lowByteD<>+8(SB)/4, $0x000000ff
+DATA lowByteD<>+12(SB)/4, $0x000000ff
+DATA lowByteD<>+16(SB)/4, $0x000000ff
+DATA lowByteD<>+20(SB)/4, $0x000000ff
+DATA lowByteD<>+24(SB)/4, $0x000000ff
+DATA lowByteD<>+28(SB)/4, $0x000000ff
+DATA lowByteD<>+32(SB)/4, $0x000000ff
+DATA lowByteD<>+36(SB)/4, $0x000000ff
+DATA lowByteD<>+40(SB)/4, $0x000000ff
+DATA lowByteD<>+44(SB)/4, $0x000000ff
+DATA lowByteD<>+48(SB)/4, $0x000000ff
+DATA lowByteD<>+52(SB)/4, $0x000000ff
+DATA lowByteD<>+56(SB)/4, $0x000000ff
+DATA lowByteD<>+60(SB)/4, $0x000000ff
+GLOBL lowByteD<>(SB), RODATA|NOPTR, $64
+
+DATA permD8Z<>+0(SB)/4, $0x00000000
+DATA permD8Z<>+4(SB)/4, $0x00000004
+DATA permD8Z<>+8(SB)/4, $0x00000008
+DATA permD8Z<>+12(SB)/4, $0x0000000c
+DATA permD8Z<>+16(SB)/4, $0x00000001
+DATA permD8Z<>+20(SB)/4, $0x00000005
+DATA permD8Z<>+24(SB)/4, $0x00000009
+DATA permD8Z<>+28(SB)/4, $0x0000000d
+DATA permD8Z<>+32(SB)/4, $0x00000002
+DATA permD8Z<>+36(SB)/4, $0x00000006
+DATA permD8Z<>+40(SB)/4, $0x0000000a
+DATA permD8Z<>+44(SB)/4, $0x0000000e
+DATA permD8Z<>+48(SB)/4, $0x00000003
+DATA permD8Z<>+52(SB)/4, $0x00000007
+DATA permD8Z<>+56(SB)/4, $0x0000000b
+DATA permD8Z<>+60(SB)/4, $0x0000000f
+GLOBL permD8Z<>(SB), RODATA|NOPTR, $64
+
+DATA permD8Y<>+0(SB)/4, $0x00000000
+DATA permD8Y<>+4(SB)/4, $0x00000002
+DATA permD8Y<>+8(SB)/4, $0x00000004
+DATA permD8Y<>+12(SB)/4, $0x00000006
+DATA permD8Y<>+16(SB)/4, $0x00000001
+DATA permD8Y<>+20(SB)/4, $0x00000003
+DATA permD8Y<>+24(SB)/4, $0x00000005
+DATA permD8Y<>+28(SB)/4, $0x00000007
+GLOBL permD8Y<>(SB), RODATA|NOPTR, $32
+
+DATA transB4x4<>+0(SB)/1, $0x00
+DATA transB4x4<>+1(SB)/1, $0x04
+DATA transB4x4<>+2(SB)/1, $0x08
+DATA transB4x4<>+3(SB)/1, $0x0c
+DATA transB4x4<>+4(SB)/1, $0x01
+DATA transB4x4<>+5(SB)/1, $0x05
+DATA transB4x4<>+6(SB)/1, $0x09
+DATA transB4x4<>+7(SB)/1, $0x0d
+DATA transB4x4<>+8(SB)/1, $0x02
+DATA transB4x4<>+9(SB)/1, $0x06
+DATA transB4x4<>+10(SB)/1, $0x0a
+DATA transB4x4<>+11(SB)/1, $0x0e
+DATA transB4x4<>+12(SB)/1, $0x03
+DATA transB4x4<>+13(SB)/1, $0x07
+DATA transB4x4<>+14(SB)/1, $0x0b
+DATA transB4x4<>+15(SB)/1, $0x0f
+DATA transB4x4<>+16(SB)/1, $0x00
+DATA transB4x4<>+17(SB)/1, $0x04
+DATA transB4x4<>+18(SB)/1, $0x08
+DATA transB4x4<>+19(SB)/1, $0x0c
+DATA transB4x4<>+20(SB)/1, $0x01
+DATA transB4x4<>+21(SB)/1, $0x05
+DATA transB4x4<>+22(SB)/1, $0x09
+DATA transB4x4<>+23(SB)/1, $0x0d
+DATA transB4x4<>+24(SB)/1, $0x02
+DATA transB4x4<>+25(SB)/1, $0x06
+DATA transB4x4<>+26(SB)/1, $0x0a
+DATA transB4x4<>+27(SB)/1, $0x0e
+DATA transB4x4<>+28(SB)/1, $0x03
+DATA transB4x4<>+29(SB)/1, $0x07
+DATA transB4x4<>+30(SB)/1, $0x0b
+DATA transB4x4<>+31(SB)/1, $0x0f
+DATA transB4x4<>+32(SB)/1, $0x00
+DATA transB4x4<>+33(SB)/1, $0x04
+DATA transB4x4<>+34(SB)/1, $0x08
+DATA transB4x4<>+35(SB)/1, $0x0c
+DATA transB4x4<>+36(SB)/1, $0x01
+DATA transB4x4<>+37(SB)/1, $0x05
+DATA transB4x4<>+38(SB)/1, $0x09
+DATA transB4x4<>+39(SB)/1, $0x0d
+DATA transB4x4<>+40(SB)/1, $0x02
+DATA transB4x4<>+41(SB)/1, $0x06
+DATA transB4x4<>+42(SB)/1, $0x0a
+DATA transB4x4<>+43(SB)/1, $0x0e
+DATA transB4x4<>+44(SB)/1, $0x03
+DATA transB4x4<>+45(SB)/1, $0x07
+DATA transB4x4<>+46(SB)/1, $0x0b
+DATA transB4x4<>+47(SB)/1, $0x0f
+DATA transB4x4<>+48(SB)/1, $0x00
+DATA transB4x4<>+49(SB)/1, $0x04
+DATA transB4x4<>+50(SB)/1, $0x08
+DATA transB4x4<>+51(SB)/1, $0x0c
+DATA transB4x4<>+52(SB)/1, $0x01
+DATA transB4x4<>+53(SB)/1, $0x05
+DATA transB4x4<>+54(SB)/1, $0x09
+DATA transB4x4<>+55(SB)/1, $0x0d
+DATA transB4x4<>+56(SB)/1, $0x02
+DATA transB4x4<>+57(SB)/1, $0x06
+DATA transB4x4<>+58(SB)/1, $0x0a
+DATA transB4x4<>+59(SB)/1, $0x0e
+DATA transB4x4<>+60(SB)/1, $0x03
+DATA transB4x4<>+61(SB)/1, $0x07
+DATA transB4x4<>+62(SB)/1, $0x0b
+DATA transB4x4<>+63(SB)/1, $0x0f
+GLOBL transB4x4<>(SB), RODATA|NOPTR, $64
+
+// func hammingN8AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, CMOV
+TEXT ·hammingN8AVX512(SB), NOSPLIT, $0-40
+	MOVQ      dist+0(FP), AX
+	MOVQ      table+8(FP), CX
+	MOVQ      blocks+16(FP), DX
+	MOVQ      probes+24(FP), BX
+	MOVQ      np+32(FP), SI
+	VMOVDQU32 permD8Z<>+0(SB), Z0
+	VMOVDQU32 transB4x4<>+0(SB), Z1
+	VMOVDQU32 lowByteD<>+0(SB), Z2
+
+loop4:
+	CMPQ         DX, $0x04
+	JB           done4
+	VPERMD       (CX), Z0, Z3
+	VPSHUFB      Z1, Z3, Z3
+	VPERMD       64(CX), Z0, Z4
+	VPSHUFB      Z1, Z4, Z4
+	VPERMD       128(CX), Z0, Z5
+	VPSHUFB      Z1, Z5, Z5
+	VPERMD       192(CX), Z0, Z6
+	VPSHUFB      Z1, Z6, Z6
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Z10
+	VPXORQ       Z10, Z3, Z7
+	VPOPCNTB     Z7, Z7
+	VPXORQ       Z10, Z4, Z8
+	VPOPCNTB     Z8, Z8
+	VPXORQ       Z10, Z5, Z9
+	VPOPCNTB     Z9, Z9
+	VPXORQ       Z10, Z6, Z10
+	VPOPCNTB     Z10, Z10
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena4
+
+probea4:
+	VPBROADCASTB (DI), Z11
+	VPXORQ       Z11, Z3, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z7, Z7
+	VPXORQ       Z11, Z4, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z8, Z8
+	VPXORQ       Z11, Z5, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z9, Z9
+	VPXORQ       Z11, Z6, Z11
+	VPOPCNTB     Z11, Z11
+	VPADDB       Z11, Z10, Z10
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea4
+
+widena4:
+	VPANDD    Z2, Z7, Z11
+	VMOVDQU32 Z11, (AX)
+	VPSRLD    $0x08, Z7, Z11
+	VPANDD    Z2, Z11, Z11
+	VMOVDQU32 Z11, 64(AX)
+	VPSRLD    $0x10, Z7, Z11
+	VPANDD    Z2, Z11, Z11
+	VMOVDQU32 Z11, 128(AX)
+	VPSRLD    $0x18, Z7, Z7
+	VMOVDQU32 Z7, 192(AX)
+	VPANDD    Z2, Z8, Z7
+	VMOVDQU32 Z7, 256(AX)
+	VPSRLD    $0x08, Z8, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 320(AX)
+	VPSRLD    $0x10, Z8, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 384(AX)
+	VPSRLD    $0x18, Z8, Z7
+	VMOVDQU32 Z7, 448(AX)
+	VPANDD    Z2, Z9, Z7
+	VMOVDQU32 Z7, 512(AX)
+	VPSRLD    $0x08, Z9, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 576(AX)
+	VPSRLD    $0x10, Z9, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 640(AX)
+	VPSRLD    $0x18, Z9, Z7
+	VMOVDQU32 Z7, 704(AX)
+	VPANDD    Z2, Z10, Z7
+	VMOVDQU32 Z7, 768(AX)
+	VPSRLD    $0x08, Z10, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 832(AX)
+	VPSRLD    $0x10, Z10, Z7
+	VPANDD    Z2, Z7, Z7
+	VMOVDQU32 Z7, 896(AX)
+	VPSRLD    $0x18, Z10, Z7
+	VMOVDQU32 Z7, 960(AX)
+	TESTQ     R8, R8
+	JZ        end4
+
+more4:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Z10
+	VPXORQ       Z10, Z3, Z7
+	VPOPCNTB     Z7, Z7
+	VPXORQ       Z10, Z4, Z8
+	VPOPCNTB     Z8, Z8
+	VPXORQ       Z10, Z5, Z9
+	VPOPCNTB     Z9, Z9
+	VPXORQ       Z10, Z6, Z10
+	VPOPCNTB     Z10, Z10
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb4
+
+probeb4:
+	VPBROADCASTB (DI), Z11
+	VPXORQ       Z11, Z3, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z7, Z7
+	VPXORQ       Z11, Z4, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z8, Z8
+	VPXORQ       Z11, Z5, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z9, Z9
+	VPXORQ       Z11, Z6, Z11
+	VPOPCNTB     Z11, Z11
+	VPADDB       Z11, Z10, Z10
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb4
+
+widenb4:
+	VPANDD    Z2, Z7, Z11
+	VPADDD    (AX), Z11, Z11
+	VMOVDQU32 Z11, (AX)
+	VPSRLD    $0x08, Z7, Z11
+	VPANDD    Z2, Z11, Z11
+	VPADDD    64(AX), Z11, Z11
+	VMOVDQU32 Z11, 64(AX)
+	VPSRLD    $0x10, Z7, Z11
+	VPANDD    Z2, Z11, Z11
+	VPADDD    128(AX), Z11, Z11
+	VMOVDQU32 Z11, 128(AX)
+	VPSRLD    $0x18, Z7, Z7
+	VPADDD    192(AX), Z7, Z7
+	VMOVDQU32 Z7, 192(AX)
+	VPANDD    Z2, Z8, Z7
+	VPADDD    256(AX), Z7, Z7
+	VMOVDQU32 Z7, 256(AX)
+	VPSRLD    $0x08, Z8, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    320(AX), Z7, Z7
+	VMOVDQU32 Z7, 320(AX)
+	VPSRLD    $0x10, Z8, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    384(AX), Z7, Z7
+	VMOVDQU32 Z7, 384(AX)
+	VPSRLD    $0x18, Z8, Z7
+	VPADDD    448(AX), Z7, Z7
+	VMOVDQU32 Z7, 448(AX)
+	VPANDD    Z2, Z9, Z7
+	VPADDD    512(AX), Z7, Z7
+	VMOVDQU32 Z7, 512(AX)
+	VPSRLD    $0x08, Z9, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    576(AX), Z7, Z7
+	VMOVDQU32 Z7, 576(AX)
+	VPSRLD    $0x10, Z9, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    640(AX), Z7, Z7
+	VMOVDQU32 Z7, 640(AX)
+	VPSRLD    $0x18, Z9, Z7
+	VPADDD    704(AX), Z7, Z7
+	VMOVDQU32 Z7, 704(AX)
+	VPANDD    Z2, Z10, Z7
+	VPADDD    768(AX), Z7, Z7
+	VMOVDQU32 Z7, 768(AX)
+	VPSRLD    $0x08, Z10, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    832(AX), Z7, Z7
+	VMOVDQU32 Z7, 832(AX)
+	VPSRLD    $0x10, Z10, Z7
+	VPANDD    Z2, Z7, Z7
+	VPADDD    896(AX), Z7, Z7
+	VMOVDQU32 Z7, 896(AX)
+	VPSRLD    $0x18, Z10, Z7
+	VPADDD    960(AX), Z7, Z7
+	VMOVDQU32 Z7, 960(AX)
+	TESTQ     R8, R8
+	JNZ       more4
+
+end4:
+	ADDQ $0x00000400, AX
+	ADDQ $0x00000100, CX
+	SUBQ $0x04, DX
+	JMP  loop4
+
+done4:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	VPERMD       (CX), Z0, Z3
+	VPSHUFB      Z1, Z3, Z3
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Z4
+	VPXORQ       Z4, Z3, Z4
+	VPOPCNTB     Z4, Z4
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena1
+
+probea1:
+	VPBROADCASTB (DI), Z5
+	VPXORQ       Z5, Z3, Z5
+	VPOPCNTB     Z5, Z5
+	VPADDB       Z5, Z4, Z4
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea1
+
+widena1:
+	VPANDD    Z2, Z4, Z5
+	VMOVDQU32 Z5, (AX)
+	VPSRLD    $0x08, Z4, Z5
+	VPANDD    Z2, Z5, Z5
+	VMOVDQU32 Z5, 64(AX)
+	VPSRLD    $0x10, Z4, Z5
+	VPANDD    Z2, Z5, Z5
+	VMOVDQU32 Z5, 128(AX)
+	VPSRLD    $0x18, Z4, Z4
+	VMOVDQU32 Z4, 192(AX)
+	TESTQ     R8, R8
+	JZ        end1
+
+more1:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Z4
+	VPXORQ       Z4, Z3, Z4
+	VPOPCNTB     Z4, Z4
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb1
+
+probeb1:
+	VPBROADCASTB (DI), Z5
+	VPXORQ       Z5, Z3, Z5
+	VPOPCNTB     Z5, Z5
+	VPADDB       Z5, Z4, Z4
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb1
+
+widenb1:
+	VPANDD    Z2, Z4, Z5
+	VPADDD    (AX), Z5, Z5
+	VMOVDQU32 Z5, (AX)
+	VPSRLD    $0x08, Z4, Z5
+	VPANDD    Z2, Z5, Z5
+	VPADDD    64(AX), Z5, Z5
+	VMOVDQU32 Z5, 64(AX)
+	VPSRLD    $0x10, Z4, Z5
+	VPANDD    Z2, Z5, Z5
+	VPADDD    128(AX), Z5, Z5
+	VMOVDQU32 Z5, 128(AX)
+	VPSRLD    $0x18, Z4, Z4
+	VPADDD    192(AX), Z4, Z4
+	VMOVDQU32 Z4, 192(AX)
+	TESTQ     R8, R8
+	JNZ       more1
+
+end1:
+	ADDQ $0x00000100, AX
+	ADDQ $0x00000040, CX
+	SUBQ $0x01, DX
+	JMP  loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN16AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, CMOV
+TEXT ·hammingN16AVX512(SB), NOSPLIT, $0-40
+	MOVQ dist+0(FP), AX
+	MOVQ table+8(FP), CX
+	MOVQ blocks+16(FP), DX
+	MOVQ probes+24(FP), BX
+	MOVQ np+32(FP), SI
+
+loop2:
+	CMPQ         DX, $0x02
+	JB           done2
+	VMOVDQU64    (CX), Z0
+	VMOVDQU64    64(CX), Z1
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x00000fff, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Z3
+	VPXORQ       Z3, Z0, Z2
+	VPOPCNTW     Z2, Z2
+	VPXORQ       Z3, Z1, Z3
+	VPOPCNTW     Z3, Z3
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena2
+
+probea2:
+	VPBROADCASTW (DI), Z4
+	VPXORQ       Z4, Z0, Z5
+	VPOPCNTW     Z5, Z5
+	VPADDW       Z5, Z2, Z2
+	VPXORQ       Z4, Z1, Z4
+	VPOPCNTW     Z4, Z4
+	VPADDW       Z4, Z3, Z3
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea2
+
+widena2:
+	VPMOVZXWD     Y2, Z4
+	VMOVDQU32     Z4, (AX)
+	VEXTRACTI64X4 $0x01, Z2, Y2
+	VPMOVZXWD     Y2, Z2
+	VMOVDQU32     Z2, 64(AX)
+	VPMOVZXWD     Y3, Z2
+	VMOVDQU32     Z2, 128(AX)
+	VEXTRACTI64X4 $0x01, Z3, Y2
+	VPMOVZXWD     Y2, Z2
+	VMOVDQU32     Z2, 192(AX)
+	TESTQ         R8, R8
+	JZ            end2
+
+more2:
+	MOVQ         $0x00000fff, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Z3
+	VPXORQ       Z3, Z0, Z2
+	VPOPCNTW     Z2, Z2
+	VPXORQ       Z3, Z1, Z3
+	VPOPCNTW     Z3, Z3
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb2
+
+probeb2:
+	VPBROADCASTW (DI), Z4
+	VPXORQ       Z4, Z0, Z5
+	VPOPCNTW     Z5, Z5
+	VPADDW       Z5, Z2, Z2
+	VPXORQ       Z4, Z1, Z4
+	VPOPCNTW     Z4, Z4
+	VPADDW       Z4, Z3, Z3
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb2
+
+widenb2:
+	VPMOVZXWD     Y2, Z4
+	VPADDD        (AX), Z4, Z4
+	VMOVDQU32     Z4, (AX)
+	VEXTRACTI64X4 $0x01, Z2, Y2
+	VPMOVZXWD     Y2, Z2
+	VPADDD        64(AX), Z2, Z2
+	VMOVDQU32     Z2, 64(AX)
+	VPMOVZXWD     Y3, Z2
+	VPADDD        128(AX), Z2, Z2
+	VMOVDQU32     Z2, 128(AX)
+	VEXTRACTI64X4 $0x01, Z3, Y2
+	VPMOVZXWD     Y2, Z2
+	VPADDD        192(AX), Z2, Z2
+	VMOVDQU32     Z2, 192(AX)
+	TESTQ         R8, R8
+	JNZ           more2
+
+end2:
+	ADDQ $0x00000100, AX
+	ADDQ $0x00000080, CX
+	SUBQ $0x02, DX
+	JMP  loop2
+
+done2:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	VMOVDQU64    (CX), Z0
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x00000fff, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Z1
+	VPXORQ       Z1, Z0, Z1
+	VPOPCNTW     Z1, Z1
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena1
+
+probea1:
+	VPBROADCASTW (DI), Z2
+	VPXORQ       Z2, Z0, Z2
+	VPOPCNTW     Z2, Z2
+	VPADDW       Z2, Z1, Z1
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea1
+
+widena1:
+	VPMOVZXWD     Y1, Z2
+	VMOVDQU32     Z2, (AX)
+	VEXTRACTI64X4 $0x01, Z1, Y1
+	VPMOVZXWD     Y1, Z1
+	VMOVDQU32     Z1, 64(AX)
+	TESTQ         R8, R8
+	JZ            end1
+
+more1:
+	MOVQ         $0x00000fff, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Z1
+	VPXORQ       Z1, Z0, Z1
+	VPOPCNTW     Z1, Z1
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb1
+
+probeb1:
+	VPBROADCASTW (DI), Z2
+	VPXORQ       Z2, Z0, Z2
+	VPOPCNTW     Z2, Z2
+	VPADDW       Z2, Z1, Z1
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb1
+
+widenb1:
+	VPMOVZXWD     Y1, Z2
+	VPADDD        (AX), Z2, Z2
+	VMOVDQU32     Z2, (AX)
+	VEXTRACTI64X4 $0x01, Z1, Y1
+	VPMOVZXWD     Y1, Z1
+	VPADDD        64(AX), Z1, Z1
+	VMOVDQU32     Z1, 64(AX)
+	TESTQ         R8, R8
+	JNZ           more1
+
+end1:
+	ADDQ $0x00000080, AX
+	ADDQ $0x00000040, CX
+	SUBQ $0x01, DX
+	JMP  loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN32AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ
+TEXT ·hammingN32AVX512(SB), NOSPLIT, $0-40
+	MOVQ dist+0(FP), AX
+	MOVQ table+8(FP), CX
+	MOVQ blocks+16(FP), DX
+	MOVQ probes+24(FP), BX
+	MOVQ np+32(FP), SI
+
+loop4:
+	CMPQ        DX, $0x04
+	JB          done4
+	VMOVDQU32   (CX), Z0
+	VMOVDQU32   64(CX), Z1
+	VMOVDQU32   128(CX), Z2
+	VMOVDQU32   192(CX), Z3
+	MOVQ        BX, DI
+	MOVQ        SI, R8
+	VPXORD.BCST (DI), Z0, Z4
+	VPOPCNTD    Z4, Z4
+	VPXORD.BCST (DI), Z1, Z5
+	VPOPCNTD    Z5, Z5
+	VPXORD.BCST (DI), Z2, Z6
+	VPOPCNTD    Z6, Z6
+	VPXORD.BCST (DI), Z3, Z7
+	VPOPCNTD    Z7, Z7
+	DECQ        R8
+	JZ          store4
+
+probe4:
+	ADDQ        $0x08, DI
+	VPXORD.BCST (DI), Z0, Z8
+	VPOPCNTD    Z8, Z8
+	VPADDD      Z8, Z4, Z4
+	VPXORD.BCST (DI), Z1, Z8
+	VPOPCNTD    Z8, Z8
+	VPADDD      Z8, Z5, Z5
+	VPXORD.BCST (DI), Z2, Z8
+	VPOPCNTD    Z8, Z8
+	VPADDD      Z8, Z6, Z6
+	VPXORD.BCST (DI), Z3, Z8
+	VPOPCNTD    Z8, Z8
+	VPADDD      Z8, Z7, Z7
+	DECQ        R8
+	JNZ         probe4
+
+store4:
+	VMOVDQU32 Z4, (AX)
+	VMOVDQU32 Z5, 64(AX)
+	VMOVDQU32 Z6, 128(AX)
+	VMOVDQU32 Z7, 192(AX)
+	ADDQ      $0x00000100, AX
+	ADDQ      $0x00000100, CX
+	SUBQ      $0x04, DX
+	JMP       loop4
+
+done4:
+loop1:
+	CMPQ        DX, $0x01
+	JB          done1
+	VMOVDQU32   (CX), Z0
+	MOVQ        BX, DI
+	MOVQ        SI, R8
+	VPXORD.BCST (DI), Z0, Z1
+	VPOPCNTD    Z1, Z1
+	DECQ        R8
+	JZ          store1
+
+probe1:
+	ADDQ        $0x08, DI
+	VPXORD.BCST (DI), Z0, Z2
+	VPOPCNTD    Z2, Z2
+	VPADDD      Z2, Z1, Z1
+	DECQ        R8
+	JNZ         probe1
+
+store1:
+	VMOVDQU32 Z1, (AX)
+	ADDQ      $0x00000040, AX
+	ADDQ      $0x00000040, CX
+	SUBQ      $0x01, DX
+	JMP       loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN8WidenAVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ
+TEXT ·hammingN8WidenAVX512(SB), NOSPLIT, $0-40
+	MOVQ dist+0(FP), AX
+	MOVQ table+8(FP), CX
+	MOVQ blocks+16(FP), DX
+	MOVQ probes+24(FP), BX
+	MOVQ np+32(FP), SI
+
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	VPMOVZXBD    (CX), Z0
+	VPMOVZXBD    16(CX), Z1
+	VPMOVZXBD    32(CX), Z2
+	VPMOVZXBD    48(CX), Z3
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVBLZX      (DI), R9
+	VPBROADCASTD R9, Z4
+	VPXORD       Z4, Z0, Z5
+	VPOPCNTD     Z5, Z5
+	VPXORD       Z4, Z1, Z6
+	VPOPCNTD     Z6, Z6
+	VPXORD       Z4, Z2, Z7
+	VPOPCNTD     Z7, Z7
+	VPXORD       Z4, Z3, Z4
+	VPOPCNTD     Z4, Z4
+	DECQ         R8
+	JZ           store1
+
+probe1:
+	ADDQ         $0x08, DI
+	MOVBLZX      (DI), R9
+	VPBROADCASTD R9, Z8
+	VPXORD       Z8, Z0, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z5, Z5
+	VPXORD       Z8, Z1, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z6, Z6
+	VPXORD       Z8, Z2, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z7, Z7
+	VPXORD       Z8, Z3, Z8
+	VPOPCNTD     Z8, Z8
+	VPADDD       Z8, Z4, Z4
+	DECQ         R8
+	JNZ          probe1
+
+store1:
+	VMOVDQU32 Z5, (AX)
+	VMOVDQU32 Z6, 64(AX)
+	VMOVDQU32 Z7, 128(AX)
+	VMOVDQU32 Z4, 192(AX)
+	ADDQ      $0x00000100, AX
+	ADDQ      $0x00000040, CX
+	SUBQ      $0x01, DX
+	JMP       loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN16WidenAVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ
+TEXT ·hammingN16WidenAVX512(SB), NOSPLIT, $0-40
+	MOVQ dist+0(FP), AX
+	MOVQ table+8(FP), CX
+	MOVQ blocks+16(FP), DX
+	MOVQ probes+24(FP), BX
+	MOVQ np+32(FP), SI
+
+loop2:
+	CMPQ         DX, $0x02
+	JB           done2
+	VPMOVZXWD    (CX), Z0
+	VPMOVZXWD    32(CX), Z1
+	VPMOVZXWD    64(CX), Z2
+	VPMOVZXWD    96(CX), Z3
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVWLZX      (DI), R9
+	VPBROADCASTD R9, Z4
+	VPXORD       Z4, Z0, Z5
+	VPOPCNTD     Z5, Z5
+	VPXORD       Z4, Z1, Z6
+	VPOPCNTD     Z6, Z6
+	VPXORD       Z4, Z2, Z7
+	VPOPCNTD     Z7, Z7
+	VPXORD       Z4, Z3, Z4
+	VPOPCNTD     Z4, Z4
+	DECQ         R8
+	JZ           store2
+
+probe2:
+	ADDQ         $0x08, DI
+	MOVWLZX      (DI), R9
+	VPBROADCASTD R9, Z8
+	VPXORD       Z8, Z0, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z5, Z5
+	VPXORD       Z8, Z1, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z6, Z6
+	VPXORD       Z8, Z2, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z7, Z7
+	VPXORD       Z8, Z3, Z8
+	VPOPCNTD     Z8, Z8
+	VPADDD       Z8, Z4, Z4
+	DECQ         R8
+	JNZ          probe2
+
+store2:
+	VMOVDQU32 Z5, (AX)
+	VMOVDQU32 Z6, 64(AX)
+	VMOVDQU32 Z7, 128(AX)
+	VMOVDQU32 Z4, 192(AX)
+	ADDQ      $0x00000100, AX
+	ADDQ      $0x00000080, CX
+	SUBQ      $0x02, DX
+	JMP       loop2
+
+done2:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	VPMOVZXWD    (CX), Z0
+	VPMOVZXWD    32(CX), Z1
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVWLZX      (DI), R9
+	VPBROADCASTD R9, Z2
+	VPXORD       Z2, Z0, Z3
+	VPOPCNTD     Z3, Z3
+	VPXORD       Z2, Z1, Z2
+	VPOPCNTD     Z2, Z2
+	DECQ         R8
+	JZ           store1
+
+probe1:
+	ADDQ         $0x08, DI
+	MOVWLZX      (DI), R9
+	VPBROADCASTD R9, Z4
+	VPXORD       Z4, Z0, Z5
+	VPOPCNTD     Z5, Z5
+	VPADDD       Z5, Z3, Z3
+	VPXORD       Z4, Z1, Z4
+	VPOPCNTD     Z4, Z4
+	VPADDD       Z4, Z2, Z2
+	DECQ         R8
+	JNZ          probe1
+
+store1:
+	VMOVDQU32 Z3, (AX)
+	VMOVDQU32 Z2, 64(AX)
+	ADDQ      $0x00000080, AX
+	ADDQ      $0x00000040, CX
+	SUBQ      $0x01, DX
+	JMP       loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN8AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX2, CMOV
+TEXT ·hammingN8AVX2(SB), NOSPLIT, $0-40
+	MOVQ    dist+0(FP), AX
+	MOVQ    table+8(FP), CX
+	MOVQ    blocks+16(FP), DX
+	MOVQ    probes+24(FP), BX
+	MOVQ    np+32(FP), SI
+	VMOVDQU nibbleLUT<>+0(SB), Y0
+	VMOVDQU lowNibbles<>+0(SB), Y1
+	VMOVDQU permD8Y<>+0(SB), Y2
+	VMOVDQU transB4x4<>+0(SB), Y3
+	VMOVDQU lowByteD<>+0(SB), Y4
+
+loop2:
+	CMPQ         DX, $0x02
+	JB           done2
+	VPERMD       (CX), Y2, Y5
+	VPSHUFB      Y3, Y5, Y5
+	VPERMD       32(CX), Y2, Y6
+	VPSHUFB      Y3, Y6, Y6
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Y8
+	VPXOR        Y5, Y8, Y7
+	VPSRLW       $0x04, Y7, Y9
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y9, Y0, Y9
+	VPADDB       Y7, Y9, Y7
+	VPXOR        Y6, Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y8, Y0, Y8
+	VPSHUFB      Y9, Y0, Y9
+	VPADDB       Y8, Y9, Y8
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena2
+
+probea2:
+	VPBROADCASTB (DI), Y9
+	VPXOR        Y5, Y9, Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y10, Y0, Y10
+	VPSHUFB      Y11, Y0, Y11
+	VPADDB       Y10, Y7, Y7
+	VPADDB       Y11, Y7, Y7
+	VPXOR        Y6, Y9, Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y1, Y9, Y9
+	VPAND        Y1, Y10, Y10
+	VPSHUFB      Y9, Y0, Y9
+	VPSHUFB      Y10, Y0, Y10
+	VPADDB       Y9, Y8, Y8
+	VPADDB       Y10, Y8, Y8
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea2
+
+widena2:
+	VPAND   Y4, Y7, Y9
+	VMOVDQU Y9, (AX)
+	VPSRLD  $0x08, Y7, Y9
+	VPAND   Y4, Y9, Y9
+	VMOVDQU Y9, 32(AX)
+	VPSRLD  $0x10, Y7, Y9
+	VPAND   Y4, Y9, Y9
+	VMOVDQU Y9, 64(AX)
+	VPSRLD  $0x18, Y7, Y7
+	VMOVDQU Y7, 96(AX)
+	VPAND   Y4, Y8, Y7
+	VMOVDQU Y7, 128(AX)
+	VPSRLD  $0x08, Y8, Y7
+	VPAND   Y4, Y7, Y7
+	VMOVDQU Y7, 160(AX)
+	VPSRLD  $0x10, Y8, Y7
+	VPAND   Y4, Y7, Y7
+	VMOVDQU Y7, 192(AX)
+	VPSRLD  $0x18, Y8, Y7
+	VMOVDQU Y7, 224(AX)
+	TESTQ   R8, R8
+	JZ      end2
+
+more2:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Y8
+	VPXOR        Y5, Y8, Y7
+	VPSRLW       $0x04, Y7, Y9
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y9, Y0, Y9
+	VPADDB       Y7, Y9, Y7
+	VPXOR        Y6, Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y8, Y0, Y8
+	VPSHUFB      Y9, Y0, Y9
+	VPADDB       Y8, Y9, Y8
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb2
+
+probeb2:
+	VPBROADCASTB (DI), Y9
+	VPXOR        Y5, Y9, Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y10, Y0, Y10
+	VPSHUFB      Y11, Y0, Y11
+	VPADDB       Y10, Y7, Y7
+	VPADDB       Y11, Y7, Y7
+	VPXOR        Y6, Y9, Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y1, Y9, Y9
+	VPAND        Y1, Y10, Y10
+	VPSHUFB      Y9, Y0, Y9
+	VPSHUFB      Y10, Y0, Y10
+	VPADDB       Y9, Y8, Y8
+	VPADDB       Y10, Y8, Y8
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb2
+
+widenb2:
+	VPAND   Y4, Y7, Y9
+	VPADDD  (AX), Y9, Y9
+	VMOVDQU Y9, (AX)
+	VPSRLD  $0x08, Y7, Y9
+	VPAND   Y4, Y9, Y9
+	VPADDD  32(AX), Y9, Y9
+	VMOVDQU Y9, 32(AX)
+	VPSRLD  $0x10, Y7, Y9
+	VPAND   Y4, Y9, Y9
+	VPADDD  64(AX), Y9, Y9
+	VMOVDQU Y9, 64(AX)
+	VPSRLD  $0x18, Y7, Y7
+	VPADDD  96(AX), Y7, Y7
+	VMOVDQU Y7, 96(AX)
+	VPAND   Y4, Y8, Y7
+	VPADDD  128(AX), Y7, Y7
+	VMOVDQU Y7, 128(AX)
+	VPSRLD  $0x08, Y8, Y7
+	VPAND   Y4, Y7, Y7
+	VPADDD  160(AX), Y7, Y7
+	VMOVDQU Y7, 160(AX)
+	VPSRLD  $0x10, Y8, Y7
+	VPAND   Y4, Y7, Y7
+	VPADDD  192(AX), Y7, Y7
+	VMOVDQU Y7, 192(AX)
+	VPSRLD  $0x18, Y8, Y7
+	VPADDD  224(AX), Y7, Y7
+	VMOVDQU Y7, 224(AX)
+	TESTQ   R8, R8
+	JNZ     more2
+
+end2:
+	ADDQ $0x00000100, AX
+	ADDQ $0x00000040, CX
+	SUBQ $0x02, DX
+	JMP  loop2
+
+done2:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	VPERMD       (CX), Y2, Y5
+	VPSHUFB      Y3, Y5, Y5
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Y6
+	VPXOR        Y5, Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y7, Y6
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena1
+
+probea1:
+	VPBROADCASTB (DI), Y7
+	VPXOR        Y5, Y7, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea1
+
+widena1:
+	VPAND   Y4, Y6, Y7
+	VMOVDQU Y7, (AX)
+	VPSRLD  $0x08, Y6, Y7
+	VPAND   Y4, Y7, Y7
+	VMOVDQU Y7, 32(AX)
+	VPSRLD  $0x10, Y6, Y7
+	VPAND   Y4, Y7, Y7
+	VMOVDQU Y7, 64(AX)
+	VPSRLD  $0x18, Y6, Y6
+	VMOVDQU Y6, 96(AX)
+	TESTQ   R8, R8
+	JZ      end1
+
+more1:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTB (DI), Y6
+	VPXOR        Y5, Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y7, Y6
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb1
+
+probeb1:
+	VPBROADCASTB (DI), Y7
+	VPXOR        Y5, Y7, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb1
+
+widenb1:
+	VPAND   Y4, Y6, Y7
+	VPADDD  (AX), Y7, Y7
+	VMOVDQU Y7, (AX)
+	VPSRLD  $0x08, Y6, Y7
+	VPAND   Y4, Y7, Y7
+	VPADDD  32(AX), Y7, Y7
+	VMOVDQU Y7, 32(AX)
+	VPSRLD  $0x10, Y6, Y7
+	VPAND   Y4, Y7, Y7
+	VPADDD  64(AX), Y7, Y7
+	VMOVDQU Y7, 64(AX)
+	VPSRLD  $0x18, Y6, Y6
+	VPADDD  96(AX), Y6, Y6
+	VMOVDQU Y6, 96(AX)
+	TESTQ   R8, R8
+	JNZ     more1
+
+end1:
+	ADDQ $0x00000080, AX
+	ADDQ $0x00000020, CX
+	SUBQ $0x01, DX
+	JMP  loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN16AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX2, CMOV
+TEXT ·hammingN16AVX2(SB), NOSPLIT, $0-40
+	MOVQ    dist+0(FP), AX
+	MOVQ    table+8(FP), CX
+	MOVQ    blocks+16(FP), DX
+	MOVQ    probes+24(FP), BX
+	MOVQ    np+32(FP), SI
+	VMOVDQU nibbleLUT<>+0(SB), Y0
+	VMOVDQU lowNibbles<>+0(SB), Y1
+
+loop4:
+	CMPQ         DX, $0x04
+	JB           done4
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Y5
+	VPXOR        (CX), Y5, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	VPXOR        32(CX), Y5, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y4, Y3
+	VPXOR        64(CX), Y5, Y4
+	VPSRLW       $0x04, Y4, Y6
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y4, Y0, Y4
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y4, Y6, Y4
+	VPXOR        96(CX), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y1, Y5, Y5
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y5, Y0, Y5
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y5, Y6, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena4
+
+probea4:
+	VPBROADCASTW (DI), Y6
+	VPXOR        (CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y2, Y2
+	VPADDB       Y8, Y2, Y2
+	VPXOR        32(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y3, Y3
+	VPADDB       Y8, Y3, Y3
+	VPXOR        64(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y4, Y4
+	VPADDB       Y8, Y4, Y4
+	VPXOR        96(CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea4
+
+widena4:
+	VPMADDUBSW   onesB<>+0(SB), Y2, Y2
+	VPMOVZXWD    X2, Y6
+	VMOVDQU      Y6, (AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VMOVDQU      Y2, 32(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y3, Y2
+	VPMOVZXWD    X2, Y3
+	VMOVDQU      Y3, 64(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VMOVDQU      Y2, 96(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y4, Y2
+	VPMOVZXWD    X2, Y3
+	VMOVDQU      Y3, 128(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VMOVDQU      Y2, 160(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y5, Y2
+	VPMOVZXWD    X2, Y3
+	VMOVDQU      Y3, 192(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VMOVDQU      Y2, 224(AX)
+	TESTQ        R8, R8
+	JZ           end4
+
+more4:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Y5
+	VPXOR        (CX), Y5, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	VPXOR        32(CX), Y5, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y4, Y3
+	VPXOR        64(CX), Y5, Y4
+	VPSRLW       $0x04, Y4, Y6
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y4, Y0, Y4
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y4, Y6, Y4
+	VPXOR        96(CX), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y1, Y5, Y5
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y5, Y0, Y5
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y5, Y6, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb4
+
+probeb4:
+	VPBROADCASTW (DI), Y6
+	VPXOR        (CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y2, Y2
+	VPADDB       Y8, Y2, Y2
+	VPXOR        32(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y3, Y3
+	VPADDB       Y8, Y3, Y3
+	VPXOR        64(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y4, Y4
+	VPADDB       Y8, Y4, Y4
+	VPXOR        96(CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb4
+
+widenb4:
+	VPMADDUBSW   onesB<>+0(SB), Y2, Y2
+	VPMOVZXWD    X2, Y6
+	VPADDD       (AX), Y6, Y6
+	VMOVDQU      Y6, (AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VPADDD       32(AX), Y2, Y2
+	VMOVDQU      Y2, 32(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y3, Y2
+	VPMOVZXWD    X2, Y3
+	VPADDD       64(AX), Y3, Y3
+	VMOVDQU      Y3, 64(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VPADDD       96(AX), Y2, Y2
+	VMOVDQU      Y2, 96(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y4, Y2
+	VPMOVZXWD    X2, Y3
+	VPADDD       128(AX), Y3, Y3
+	VMOVDQU      Y3, 128(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VPADDD       160(AX), Y2, Y2
+	VMOVDQU      Y2, 160(AX)
+	VPMADDUBSW   onesB<>+0(SB), Y5, Y2
+	VPMOVZXWD    X2, Y3
+	VPADDD       192(AX), Y3, Y3
+	VMOVDQU      Y3, 192(AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VPADDD       224(AX), Y2, Y2
+	VMOVDQU      Y2, 224(AX)
+	TESTQ        R8, R8
+	JNZ          more4
+
+end4:
+	ADDQ $0x00000100, AX
+	ADDQ $0x00000080, CX
+	SUBQ $0x04, DX
+	JMP  loop4
+
+done4:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Y2
+	VPXOR        (CX), Y2, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena1
+
+probea1:
+	VPBROADCASTW (DI), Y3
+	VPXOR        (CX), Y3, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y2, Y2
+	VPADDB       Y4, Y2, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea1
+
+widena1:
+	VPMADDUBSW   onesB<>+0(SB), Y2, Y2
+	VPMOVZXWD    X2, Y3
+	VMOVDQU      Y3, (AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VMOVDQU      Y2, 32(AX)
+	TESTQ        R8, R8
+	JZ           end1
+
+more1:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTW (DI), Y2
+	VPXOR        (CX), Y2, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb1
+
+probeb1:
+	VPBROADCASTW (DI), Y3
+	VPXOR        (CX), Y3, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y2, Y2
+	VPADDB       Y4, Y2, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb1
+
+widenb1:
+	VPMADDUBSW   onesB<>+0(SB), Y2, Y2
+	VPMOVZXWD    X2, Y3
+	VPADDD       (AX), Y3, Y3
+	VMOVDQU      Y3, (AX)
+	VEXTRACTI128 $0x01, Y2, X2
+	VPMOVZXWD    X2, Y2
+	VPADDD       32(AX), Y2, Y2
+	VMOVDQU      Y2, 32(AX)
+	TESTQ        R8, R8
+	JNZ          more1
+
+end1:
+	ADDQ $0x00000040, AX
+	ADDQ $0x00000020, CX
+	SUBQ $0x01, DX
+	JMP  loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX2, CMOV
+TEXT ·hammingN32AVX2(SB), NOSPLIT, $0-40
+	MOVQ    dist+0(FP), AX
+	MOVQ    table+8(FP), CX
+	MOVQ    blocks+16(FP), DX
+	MOVQ    probes+24(FP), BX
+	MOVQ    np+32(FP), SI
+	VMOVDQU nibbleLUT<>+0(SB), Y0
+	VMOVDQU lowNibbles<>+0(SB), Y1
+
+loop4:
+	CMPQ         DX, $0x04
+	JB           done4
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTD (DI), Y5
+	VPXOR        (CX), Y5, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	VPXOR        32(CX), Y5, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y4, Y3
+	VPXOR        64(CX), Y5, Y4
+	VPSRLW       $0x04, Y4, Y6
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y4, Y0, Y4
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y4, Y6, Y4
+	VPXOR        96(CX), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y1, Y5, Y5
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y5, Y0, Y5
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y5, Y6, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena4
+
+probea4:
+	VPBROADCASTD (DI), Y6
+	VPXOR        (CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y2, Y2
+	VPADDB       Y8, Y2, Y2
+	VPXOR        32(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y3, Y3
+	VPADDB       Y8, Y3, Y3
+	VPXOR        64(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y4, Y4
+	VPADDB       Y8, Y4, Y4
+	VPXOR        96(CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea4
+
+widena4:
+	VPMADDUBSW onesB<>+0(SB), Y2, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VMOVDQU    Y2, (AX)
+	VPMADDUBSW onesB<>+0(SB), Y3, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VMOVDQU    Y2, 32(AX)
+	VPMADDUBSW onesB<>+0(SB), Y4, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VMOVDQU    Y2, 64(AX)
+	VPMADDUBSW onesB<>+0(SB), Y5, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VMOVDQU    Y2, 96(AX)
+	TESTQ      R8, R8
+	JZ         end4
+
+more4:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTD (DI), Y5
+	VPXOR        (CX), Y5, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	VPXOR        32(CX), Y5, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y4, Y3
+	VPXOR        64(CX), Y5, Y4
+	VPSRLW       $0x04, Y4, Y6
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y4, Y0, Y4
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y4, Y6, Y4
+	VPXOR        96(CX), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y1, Y5, Y5
+	VPAND        Y1, Y6, Y6
+	VPSHUFB      Y5, Y0, Y5
+	VPSHUFB      Y6, Y0, Y6
+	VPADDB       Y5, Y6, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb4
+
+probeb4:
+	VPBROADCASTD (DI), Y6
+	VPXOR        (CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y2, Y2
+	VPADDB       Y8, Y2, Y2
+	VPXOR        32(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y3, Y3
+	VPADDB       Y8, Y3, Y3
+	VPXOR        64(CX), Y6, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
+	VPAND        Y1, Y8, Y8
+	VPSHUFB      Y7, Y0, Y7
+	VPSHUFB      Y8, Y0, Y8
+	VPADDB       Y7, Y4, Y4
+	VPADDB       Y8, Y4, Y4
+	VPXOR        96(CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y6, Y0, Y6
+	VPSHUFB      Y7, Y0, Y7
+	VPADDB       Y6, Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb4
+
+widenb4:
+	VPMADDUBSW onesB<>+0(SB), Y2, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VPADDD     (AX), Y2, Y2
+	VMOVDQU    Y2, (AX)
+	VPMADDUBSW onesB<>+0(SB), Y3, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VPADDD     32(AX), Y2, Y2
+	VMOVDQU    Y2, 32(AX)
+	VPMADDUBSW onesB<>+0(SB), Y4, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VPADDD     64(AX), Y2, Y2
+	VMOVDQU    Y2, 64(AX)
+	VPMADDUBSW onesB<>+0(SB), Y5, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VPADDD     96(AX), Y2, Y2
+	VMOVDQU    Y2, 96(AX)
+	TESTQ      R8, R8
+	JNZ        more4
+
+end4:
+	ADDQ $0x00000080, AX
+	ADDQ $0x00000080, CX
+	SUBQ $0x04, DX
+	JMP  loop4
+
+done4:
+loop1:
+	CMPQ         DX, $0x01
+	JB           done1
+	MOVQ         BX, DI
+	MOVQ         SI, R8
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTD (DI), Y2
+	VPXOR        (CX), Y2, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widena1
+
+probea1:
+	VPBROADCASTD (DI), Y3
+	VPXOR        (CX), Y3, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y2, Y2
+	VPADDB       Y4, Y2, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probea1
+
+widena1:
+	VPMADDUBSW onesB<>+0(SB), Y2, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VMOVDQU    Y2, (AX)
+	TESTQ      R8, R8
+	JZ         end1
+
+more1:
+	MOVQ         $0x0000001f, R9
+	CMPQ         R8, R9
+	CMOVQLT      R8, R9
+	SUBQ         R9, R8
+	VPBROADCASTD (DI), Y2
+	VPXOR        (CX), Y2, Y2
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        Y1, Y2, Y2
+	VPAND        Y1, Y3, Y3
+	VPSHUFB      Y2, Y0, Y2
+	VPSHUFB      Y3, Y0, Y3
+	VPADDB       Y2, Y3, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JZ           widenb1
+
+probeb1:
+	VPBROADCASTD (DI), Y3
+	VPXOR        (CX), Y3, Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPSHUFB      Y3, Y0, Y3
+	VPSHUFB      Y4, Y0, Y4
+	VPADDB       Y3, Y2, Y2
+	VPADDB       Y4, Y2, Y2
+	ADDQ         $0x08, DI
+	DECQ         R9
+	JNZ          probeb1
+
+widenb1:
+	VPMADDUBSW onesB<>+0(SB), Y2, Y2
+	VPMADDWD   onesW<>+0(SB), Y2, Y2
+	VPADDD     (AX), Y2, Y2
+	VMOVDQU    Y2, (AX)
+	TESTQ      R8, R8
+	JNZ        more1
+
+end1:
+	ADDQ $0x00000020, AX
+	ADDQ $0x00000020, CX
+	SUBQ $0x01, DX
+	JMP  loop1
+
+done1:
+	VZEROUPPER
+	RET
+
+// func maxU32AVX512(x *uint32, n int) uint32
+// Requires: AVX, AVX2, AVX512F
+TEXT ·maxU32AVX512(SB), NOSPLIT, $0-20
+	MOVQ      x+0(FP), AX
+	MOVQ      n+8(FP), CX
+	VMOVDQU32 (AX), Z0
+	VMOVDQU32 64(AX), Z1
+	VMOVDQU32 128(AX), Z2
+	VMOVDQU32 192(AX), Z3
+	ADDQ      $0x00000100, AX
+	SUBQ      $0x00000040, CX
+
+maxU32AVX512_loop:
+	JZ      maxU32AVX512_reduce
+	VPMAXUD (AX), Z0, Z0
+	VPMAXUD 64(AX), Z1, Z1
+	VPMAXUD 128(AX), Z2, Z2
+	VPMAXUD 192(AX), Z3, Z3
+	ADDQ    $0x00000100, AX
+	SUBQ    $0x00000040, CX
+	JMP     maxU32AVX512_loop
+
+maxU32AVX512_reduce:
+	VPMAXUD       Z1, Z0, Z0
+	VPMAXUD       Z3, Z2, Z2
+	VPMAXUD       Z2, Z0, Z0
+	VEXTRACTI64X4 $0x01, Z0, Y1
+	VPMAXUD       Y1, Y0, Y0
+	VEXTRACTI128  $0x01, Y0, X1
+	VPMAXUD       X1, X0, X0
+	VPSHUFD       $0x4e, X0, X1
+	VPMAXUD       X1, X0, X0
+	VPSHUFD       $0xb1, X0, X1
+	VPMAXUD       X1, X0, X0
+	VMOVD         X0, AX
+	MOVL          AX, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func maxU32AVX2(x *uint32, n int) uint32
+// Requires: AVX, AVX2
+TEXT ·maxU32AVX2(SB), NOSPLIT, $0-20
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	VMOVDQU (AX), Y0
+	VMOVDQU 32(AX), Y1
+	VMOVDQU 64(AX), Y2
+	VMOVDQU 96(AX), Y3
+	ADDQ    $0x00000080, AX
+	SUBQ    $0x00000020, CX
+
+maxU32AVX2_loop:
+	JZ      maxU32AVX2_reduce
+	VPMAXUD (AX), Y0, Y0
+	VPMAXUD 32(AX), Y1, Y1
+	VPMAXUD 64(AX), Y2, Y2
+	VPMAXUD 96(AX), Y3, Y3
+	ADDQ    $0x00000080, AX
+	SUBQ    $0x00000020, CX
+	JMP     maxU32AVX2_loop
+
+maxU32AVX2_reduce:
+	VPMAXUD      Y1, Y0, Y0
+	VPMAXUD      Y3, Y2, Y2
+	VPMAXUD      Y2, Y0, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPMAXUD      X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXUD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXUD      X1, X0, X0
+	VMOVD        X0, AX
+	MOVL         AX, ret+16(FP)
+	VZEROUPPER
+	RET

@@ -384,3 +384,141 @@ func bf16ToF32AVX2(dst *float32, src *uint16, n int) (ok bool)
 //
 //go:noescape
 func finiteAVX2(x *float32, n int) (ok bool)
+
+// hammingN8AVX512 computes blocks*64 distances of 8-bit codes (8 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*64; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingN8AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN16AVX512 computes blocks*32 distances of 16-bit codes (8 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingN16AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN32AVX512 computes blocks*16 distances of 32-bit codes (8 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN32AVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN8WidenAVX512 computes blocks*64 distances of 8-bit codes (8 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*64; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN8WidenAVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN16WidenAVX512 computes blocks*32 distances of 16-bit codes (8 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN16WidenAVX512(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN8AVX2 computes blocks*32 distances of 8-bit codes (4 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN8AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN16AVX2 computes blocks*16 distances of 16-bit codes (4 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN16AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingN32AVX2 computes blocks*8 distances of 32-bit codes (4 words of table per block), np >= 1:
+//
+//	for i := 0; i < blocks*8; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		dist[i] = uint32(d)
+//	}
+//
+//go:noescape
+func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// maxU32AVX512 returns the largest of x[0:n], n a positive multiple of 64:
+//
+//	m := x[0]
+//	for _, v := range x[1:n] {
+//		m = max(m, v)
+//	}
+//	return m
+//
+//go:noescape
+func maxU32AVX512(x *uint32, n int) uint32
+
+// maxU32AVX2 returns the largest of x[0:n], n a positive multiple of 32:
+//
+//	m := x[0]
+//	for _, v := range x[1:n] {
+//		m = max(m, v)
+//	}
+//	return m
+//
+//go:noescape
+func maxU32AVX2(x *uint32, n int) uint32

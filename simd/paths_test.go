@@ -515,14 +515,13 @@ func TestScoreStepMatchesComposition(t *testing.T) {
 		ns := lengths(1024)
 		ns = append(ns, 1025, 2047, 2048, 3001, 5000)
 		for _, n := range ns {
-			for _, words := range []int{1, 2, 4, 3} {
-				if testing.Short() && words == 3 {
+			for _, bits := range []int{8, 16, 32, 64, 128, 256, 192} {
+				if testing.Short() && bits == 192 {
 					continue
 				}
-				mode := []int{ScoreInstant, ScoreAccumulated, ScoreDecayed}[(n+words)%3]
+				mode := []int{ScoreInstant, ScoreAccumulated, ScoreDecayed}[(n+bits/8)%3]
 				np := 1 + n%5
-				table := randCodes(rng, n*words)
-				probes := randCodes(rng, np*words)
+				table, wide, probes := randTable(rng, n, bits, np)
 				score := make([]float32, n)
 				fillFloats(rng, score, []int{0, 4, 5}[n%3])
 				count := make([]uint32, n)
@@ -540,28 +539,61 @@ func TestScoreStepMatchesComposition(t *testing.T) {
 					if withPos {
 						p = pos
 					}
-					// The reference: the three generic kernels in sequence.
+					// The reference: the three generic kernels in sequence,
+					// on the codes in the wide layout.
 					dist := make([]uint32, n)
-					hammingGeneric(dist, table, words, probes)
+					hammingGeneric(dist, wide, max(1, bits/64), narrowProbes(probes, bits))
 					updateGeneric(ws, wc, dist, tokens, mode, 0.9)
 					want := -1
 					if withPos {
 						want = argmaxRangeGeneric(ws, pos, lo, hi)
 					}
-					got := k.ScoreStep(gs, gc, table, words, probes, tokens, mode, 0.9, p, lo, hi)
+					got := k.ScoreStep(gs, gc, table, bits, probes, tokens, mode, 0.9, p, lo, hi)
 					if got != want {
-						t.Fatalf("n %d words %d mode %d pos %v: victim %d, want %d", n, words, mode, withPos, got, want)
+						t.Fatalf("n %d bits %d mode %d pos %v: victim %d, want %d", n, bits, mode, withPos, got, want)
 					}
 					if i := sameBits32(gs, ws); i >= 0 {
-						t.Fatalf("n %d words %d mode %d: score[%d] %#x, want %#x", n, words, mode, i, math.Float32bits(gs[i]), math.Float32bits(ws[i]))
+						t.Fatalf("n %d bits %d mode %d: score[%d] %#x, want %#x", n, bits, mode, i, math.Float32bits(gs[i]), math.Float32bits(ws[i]))
 					}
 					for i := range wc {
 						if gc[i] != wc[i] {
-							t.Fatalf("n %d words %d mode %d: count[%d] %d, want %d", n, words, mode, i, gc[i], wc[i])
+							t.Fatalf("n %d bits %d mode %d: count[%d] %d, want %d", n, bits, mode, i, gc[i], wc[i])
 						}
 					}
 				}
 			}
 		}
 	})
+}
+
+// randTable returns n random bits-bit codes in their table layout and in
+// the wide layout (one word per code below 64 bits), and np random probes
+// (wide; narrow probes keep random high bits, which the kernels ignore).
+func randTable(rng *rand.Rand, n, bits, np int) (table, wide, probes []uint64) {
+	w := max(1, bits/64)
+	wide = randCodes(rng, n*w)
+	probes = randCodes(rng, np*w)
+	if !Narrow(bits) {
+		return wide, wide, probes
+	}
+	mask := uint64(1)<<uint(bits) - 1
+	table = make([]uint64, CodeWords(bits, n))
+	for i := range n {
+		wide[i] &= mask
+		PutCode(table, wide[i:i+1], bits, i)
+	}
+	return table, wide, probes
+}
+
+// narrowProbes returns the probes as the narrow kernels read them: their
+// low bits bits.
+func narrowProbes(probes []uint64, bits int) []uint64 {
+	if !Narrow(bits) {
+		return probes
+	}
+	out := make([]uint64, len(probes))
+	for i, p := range probes {
+		out[i] = p & (uint64(1)<<uint(bits) - 1)
+	}
+	return out
 }

@@ -15,32 +15,42 @@ import (
 
 // Kernels is one implementation of every hot kernel.
 type Kernels struct {
-	Name      string
-	Hash      func(code []uint64, x, rt []float32)
-	Hamming   func(dist []uint32, table []uint64, words int, probes []uint64)
-	BitCount  func(dist []uint32, table []uint64, words int, ones []uint32, total uint32)
-	ArgmaxIn  func(score []float32, pos []int32, lo, hi int32) int
-	Update    func(score []float32, count []uint32, dist []uint32, n uint32, mode int, decay float32)
-	F16ToF32  func(dst []float32, src []uint16) bool
-	BF16ToF32 func(dst []float32, src []uint16) bool
-	FiniteF32 func(x []float32) bool
+	Name    string
+	Hash    func(code []uint64, x, rt []float32)
+	Hamming func(dist []uint32, table []uint64, words int, probes []uint64)
+	// HammingNarrow is Hamming for a packed table of 8-, 16- or 32-bit
+	// codes (see hammingNarrowGeneric).
+	HammingNarrow func(dist []uint32, table []uint64, bits int, probes []uint64)
+	BitCount      func(dist []uint32, table []uint64, words int, ones []uint32, total uint32)
+	ArgmaxIn      func(score []float32, pos []int32, lo, hi int32) int
+	Update        func(score []float32, count []uint32, dist []uint32, n uint32, mode int, decay float32)
+	F16ToF32      func(dst []float32, src []uint16) bool
+	BF16ToF32     func(dst []float32, src []uint16) bool
+	FiniteF32     func(x []float32) bool
 	// ScoreStep is Hamming, then Update, then ArgmaxIn on the updated
-	// scores, fused (see scoreStepGeneric).
-	ScoreStep func(score []float32, count []uint32, table []uint64, words int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int
+	// scores, fused (see scoreStepGeneric). Its table has the layout of
+	// bits-bit codes (see CodeWords).
+	ScoreStep func(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int
+	// Farthest is the step of the instant score: the entry with the
+	// largest Hamming distance among those not skipped, no scores kept
+	// (see farthestGeneric).
+	Farthest func(table []uint64, bits int, probes []uint64, n int, skip []int32) int
 }
 
 // Generic is the portable implementation and the reference for the others.
 var Generic = Kernels{
-	Name:      "generic",
-	Hash:      hashGeneric,
-	Hamming:   hammingGeneric,
-	BitCount:  bitCountDistGeneric,
-	ArgmaxIn:  argmaxRangeGeneric,
-	Update:    updateGeneric,
-	F16ToF32:  f16ToF32Generic,
-	BF16ToF32: bf16ToF32Generic,
-	FiniteF32: finiteGeneric,
-	ScoreStep: scoreStepGeneric,
+	Name:          "generic",
+	Hash:          hashGeneric,
+	Hamming:       hammingGeneric,
+	HammingNarrow: hammingNarrowGeneric,
+	BitCount:      bitCountDistGeneric,
+	ArgmaxIn:      argmaxRangeGeneric,
+	Update:        updateGeneric,
+	F16ToF32:      f16ToF32Generic,
+	BF16ToF32:     bf16ToF32Generic,
+	FiniteF32:     finiteGeneric,
+	ScoreStep:     scoreStepGeneric,
+	Farthest:      farthestGeneric,
 }
 
 var (

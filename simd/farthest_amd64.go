@@ -1,0 +1,122 @@
+//go:build !noasm
+
+package simd
+
+import (
+	"math"
+	"sync"
+	"unsafe"
+)
+
+// blockScratch is the L1-resident working set of the block-wise steps. The
+// kernels are called through function values, so a local array would
+// escape to the heap on every call; a pool reuses them instead.
+type blockScratch struct {
+	dist  [scoreBlock]uint32
+	lanes [96]uint32
+	// A kernel's last partial block, zero-padded, and its distances.
+	tailCodes [32]uint64
+	tailDist  [64]uint32
+}
+
+var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
+
+// farthestWith runs Farthest block by block: the block's distances go to
+// an L1-resident buffer, the skipped entries' distances are set to 0 and
+// the block's maximum is taken; only a block that raises the maximum is
+// searched for the maximum's first index. Zeroing is exact: a skipped
+// entry cannot then win over a positive maximum (ties go to the first
+// index, and the first index of a positive maximum is not a zeroed one),
+// and when the maximum is 0 every kept entry is at distance 0, so the
+// answer is the first kept entry. A block raises the maximum at most
+// bits·probes + 1 times per call, so the searches stay rare.
+func farthestWith(maxU32 func([]uint32) uint32,
+	ham, narrow func([]uint32, []uint64, int, []uint64),
+	table []uint64, bits int, probes []uint64, n int, skip []int32) int {
+	if !blockLayout(bits) || n < 0 || len(table) < CodeWords(bits, n) || n > math.MaxInt32 {
+		return farthestGeneric(table, bits, probes, n, skip)
+	}
+	sc := blockScratchPool.Get().(*blockScratch)
+	defer blockScratchPool.Put(sc)
+	skipped := sortedSkip(skip)
+	first := firstKept(skipped, n)
+	best, bestDist := -1, uint32(0)
+	for b0 := 0; b0 < n; b0 += scoreBlock {
+		b1 := min(b0+scoreBlock, n)
+		if b1 < n {
+			// Touch each 4 KiB page of the next block: the hardware
+			// prefetchers do not cross pages, and a decode step's codes
+			// are usually not in the caches.
+			next := codeSpan(table, bits, b1, min(b1+scoreBlock, n))
+			prefetchT1((*byte)(unsafe.Pointer(&next[0])), 8*len(next), 4096)
+		}
+		dist := sc.dist[:b1-b0]
+		hammingCodes(ham, narrow, dist, codeSpan(table, bits, b0, b1), bits, probes)
+		for len(skipped) > 0 && int(skipped[0]) < b1 {
+			dist[int(skipped[0])-b0] = 0
+			skipped = skipped[1:]
+		}
+		if m := maxU32(dist); m > bestDist {
+			for i, d := range dist {
+				if d == m {
+					best, bestDist = b0+i, m
+					break
+				}
+			}
+		}
+	}
+	if bestDist == 0 {
+		return first
+	}
+	return best
+}
+
+// firstKept returns the lowest entry of [0, n) not in skipped (sorted,
+// non-negative), or -1.
+func firstKept(skipped []int32, n int) int {
+	i := 0
+	for _, x := range skipped {
+		if int(x) > i {
+			break
+		}
+		if int(x) == i {
+			i++
+		}
+	}
+	if i >= n {
+		return -1
+	}
+	return i
+}
+
+func maxU32AVX512Go(x []uint32) uint32 {
+	n := len(x) &^ 63
+	var m uint32
+	if n > 0 {
+		m = maxU32AVX512(&x[0], n)
+	}
+	for _, v := range x[n:] {
+		m = max(m, v)
+	}
+	return m
+}
+
+func maxU32AVX2Go(x []uint32) uint32 {
+	n := len(x) &^ 31
+	var m uint32
+	if n > 0 {
+		m = maxU32AVX2(&x[0], n)
+	}
+	for _, v := range x[n:] {
+		m = max(m, v)
+	}
+	return m
+}
+
+func farthestAVX512Go(table []uint64, bits int, probes []uint64, n int, skip []int32) int {
+	return farthestWith(maxU32AVX512Go, hammingAVX512Go, hammingNarrowAVX512Go, table, bits, probes, n, skip)
+}
+
+func farthestAVX2Go(table []uint64, bits int, probes []uint64, n int, skip []int32) int {
+	return farthestWith(maxU32AVX2Go, hammingAVX2Go, hammingNarrowAVX2Go, table, bits, probes, n, skip)
+}
