@@ -23,13 +23,12 @@ var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
 
 // farthestWith runs Farthest block by block: the block's distances go to
 // an L1-resident buffer, the skipped entries' distances are set to 0 and
-// the block's maximum is taken; only a block that raises the maximum is
-// searched for the maximum's first index. Zeroing is exact: a skipped
-// entry cannot then win over a positive maximum (ties go to the first
-// index, and the first index of a positive maximum is not a zeroed one),
-// and when the maximum is 0 every kept entry is at distance 0, so the
-// answer is the first kept entry. A block raises the maximum at most
-// bits·probes + 1 times per call, so the searches stay rare.
+// the block's maximum is taken (maxU32). The first block that reaches the
+// largest maximum is computed again at the end and searched for that
+// maximum's first index. Zeroing is exact: a skipped entry cannot win over
+// a positive maximum (ties go to the first index, and the first index of a
+// positive maximum is not a zeroed one), and when the maximum is 0 every
+// kept entry is at distance 0, so the answer is the first kept entry.
 func farthestWith(maxU32 func([]uint32) uint32,
 	ham, narrow func([]uint32, []uint64, int, []uint64),
 	table []uint64, bits int, probes []uint64, n int, skip []int32) int {
@@ -38,9 +37,21 @@ func farthestWith(maxU32 func([]uint32) uint32,
 	}
 	sc := blockScratchPool.Get().(*blockScratch)
 	defer blockScratchPool.Put(sc)
-	skipped := sortedSkip(skip)
-	first := firstKept(skipped, n)
-	best, bestDist := -1, uint32(0)
+	sorted := sortedSkip(skip)
+	// distances computes block [b0, b1) with its skipped entries zeroed;
+	// skipped holds the entries from b0 on and is returned past b1.
+	distances := func(b0, b1 int, skipped []int32) ([]uint32, []int32) {
+		dist := sc.dist[:b1-b0]
+		hammingCodes(ham, narrow, dist, codeSpan(table, bits, b0, b1), bits, probes)
+		for len(skipped) > 0 && int(skipped[0]) < b1 {
+			dist[int(skipped[0])-b0] = 0
+			skipped = skipped[1:]
+		}
+		return dist, skipped
+	}
+	bestBlock, bestDist := -1, uint32(0)
+	var bestSkip []int32 // the skipped entries from bestBlock on
+	skipped := sorted
 	for b0 := 0; b0 < n; b0 += scoreBlock {
 		b1 := min(b0+scoreBlock, n)
 		if b1 < n {
@@ -50,25 +61,23 @@ func farthestWith(maxU32 func([]uint32) uint32,
 			next := codeSpan(table, bits, b1, min(b1+scoreBlock, n))
 			prefetchT1((*byte)(unsafe.Pointer(&next[0])), 8*len(next), 4096)
 		}
-		dist := sc.dist[:b1-b0]
-		hammingCodes(ham, narrow, dist, codeSpan(table, bits, b0, b1), bits, probes)
-		for len(skipped) > 0 && int(skipped[0]) < b1 {
-			dist[int(skipped[0])-b0] = 0
-			skipped = skipped[1:]
-		}
+		from := skipped
+		var dist []uint32
+		dist, skipped = distances(b0, b1, skipped)
 		if m := maxU32(dist); m > bestDist {
-			for i, d := range dist {
-				if d == m {
-					best, bestDist = b0+i, m
-					break
-				}
-			}
+			bestBlock, bestDist, bestSkip = b0, m, from
 		}
 	}
 	if bestDist == 0 {
-		return first
+		return firstKept(sorted, n)
 	}
-	return best
+	dist, _ := distances(bestBlock, min(bestBlock+scoreBlock, n), bestSkip)
+	for i, d := range dist {
+		if d == bestDist {
+			return bestBlock + i
+		}
+	}
+	panic("simd: Farthest lost its maximum") // unreachable: the block was computed twice alike
 }
 
 // firstKept returns the lowest entry of [0, n) not in skipped (sorted,
