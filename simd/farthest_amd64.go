@@ -98,11 +98,13 @@ func firstKept(skipped []int32, n int) int {
 	return i
 }
 
-func maxU32AVX512Go(x []uint32) uint32 {
-	n := len(x) &^ 63
+// maxU32With runs a maximum kernel on the whole passes (multiples of per)
+// and finishes the tail in Go; 0 for an empty x.
+func maxU32With(x []uint32, per int, kern func(*uint32, int) uint32) uint32 {
+	n := len(x) - len(x)%per
 	var m uint32
 	if n > 0 {
-		m = maxU32AVX512(&x[0], n)
+		m = kern(&x[0], n)
 	}
 	for _, v := range x[n:] {
 		m = max(m, v)
@@ -110,17 +112,8 @@ func maxU32AVX512Go(x []uint32) uint32 {
 	return m
 }
 
-func maxU32AVX2Go(x []uint32) uint32 {
-	n := len(x) &^ 31
-	var m uint32
-	if n > 0 {
-		m = maxU32AVX2(&x[0], n)
-	}
-	for _, v := range x[n:] {
-		m = max(m, v)
-	}
-	return m
-}
+func maxU32AVX512Go(x []uint32) uint32 { return maxU32With(x, 64, maxU32AVX512) }
+func maxU32AVX2Go(x []uint32) uint32   { return maxU32With(x, 32, maxU32AVX2) }
 
 func farthestAVX512Go(table []uint64, bits int, probes []uint64, n int, skip []int32) int {
 	return farthestWith(maxU32AVX512Go, hammingAVX512Go, hammingNarrowAVX512Go, table, bits, probes, n, skip)
