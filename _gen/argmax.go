@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	"github.com/mmcloughlin/avo/reg"
@@ -43,27 +45,80 @@ var argmaxDoc = []string{
 // not wait for each other. Every lane still sees its entries in increasing
 // index order, which is all the reduction needs.
 
-type lanes512 struct {
+// lanes is the state of one set of lanes (cur: the indices of the entries
+// its next vector holds).
+type lanes struct {
 	best, bidx, fidx, cur reg.VecVirtual
-	seen, qseen           reg.OpmaskVirtual
+}
+
+// argmaxArgs are the loaded parameters of an argmax kernel; lo and hi (the
+// bounds on pos) are broadcast to every lane.
+type argmaxArgs struct {
+	score, pos, n, base, out reg.Register
+	lo, hi                   reg.VecVirtual
+}
+
+// argmaxKernel starts the kernel "argmax"+v.name, documented by intro, and
+// loads its parameters. hiParam names the upper bound: AVX2 takes hi-1
+// (see genArgmaxAVX2).
+func argmaxKernel(v isa, hiParam string, intro ...string) argmaxArgs {
+	sig := fmt.Sprintf("func(score *float32, pos *int32, n int, lo int32, %s int32, base int32, state *[%d]uint32)", hiParam, 6*v.lanes)
+	kernel("argmax"+v.name, sig, argmaxDoc, intro...)
+	var a argmaxArgs
+	a.score = Load(Param("score"), GP64())
+	a.pos = Load(Param("pos"), GP64())
+	a.n = Load(Param("n"), GP64())
+	lo32 := Load(Param("lo"), GP32())
+	hi32 := Load(Param(hiParam), GP32())
+	a.base = Load(Param("base"), GP32())
+	a.out = Load(Param("state"), GP64())
+
+	a.lo, a.hi = v.vec(), v.vec()
+	v.broadcastD(lo32, a.lo)
+	v.broadcastD(hi32, a.hi)
+	return a
+}
+
+// The state holds best, then bidx, then fidx, each as one vector per lane
+// set, set 0 first.
+
+// loadLanes allocates the registers of lane set i and loads its state.
+func loadLanes(v isa, out reg.Register, i int) lanes {
+	var l lanes
+	l.best, l.bidx, l.fidx, l.cur = v.vec(), v.vec(), v.vec(), v.vec()
+	vb := v.bytes()
+	VMOVUPS(Mem{Base: out, Disp: vb * i}, l.best)
+	v.movdqu(Mem{Base: out, Disp: 2*vb + vb*i}, l.bidx)
+	v.movdqu(Mem{Base: out, Disp: 4*vb + vb*i}, l.fidx)
+	return l
+}
+
+// argmaxStore emits label "store", which writes the state of the lane sets
+// back and returns.
+func argmaxStore(v isa, out reg.Register, set ...lanes) {
+	Label("store")
+	vb := v.bytes()
+	for i, l := range set {
+		VMOVUPS(l.best, Mem{Base: out, Disp: vb * i})
+		v.movdqu(l.bidx, Mem{Base: out, Disp: 2*vb + vb*i})
+		v.movdqu(l.fidx, Mem{Base: out, Disp: 4*vb + vb*i})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// lanes512 adds the AVX-512 lanes' masks: seen when the lane has a best,
+// qseen when it has had a qualifying entry.
+type lanes512 struct {
+	lanes
+	seen, qseen reg.OpmaskVirtual
 }
 
 func genArgmaxAVX512() {
-	TEXT("argmaxAVX512", NOSPLIT, "func(score *float32, pos *int32, n int, lo int32, hi int32, base int32, state *[96]uint32)")
-	Pragma("noescape")
-	Doc(append([]string{"argmaxAVX512 scans n entries in L = 32 lanes, two sets of 16 taking alternate",
-		"vectors of 16 entries (a masked load covers n % 16)."}, argmaxDoc...)...)
-	score := Load(Param("score"), GP64())
-	pos := Load(Param("pos"), GP64())
-	n := Load(Param("n"), GP64())
-	lo32 := Load(Param("lo"), GP32())
-	hi32 := Load(Param("hi"), GP32())
-	base := Load(Param("base"), GP32())
-	out := Load(Param("state"), GP64())
-
-	lo, hi := ZMM(), ZMM()
-	VPBROADCASTD(lo32, lo)
-	VPBROADCASTD(hi32, hi)
+	a := argmaxKernel(avx512, "hi", "argmaxAVX512 scans n entries in L = 32 lanes, two sets of 16 taking alternate",
+		"vectors of 16 entries (a masked load covers n % 16).")
+	score, pos, n, out := a.score, a.pos, a.n, a.out
+	lo, hi := a.lo, a.hi
 	t := GP32()
 	step, zero, maxi := ZMM(), ZMM(), ZMM()
 	MOVL(U32(32), t)
@@ -74,11 +129,8 @@ func genArgmaxAVX512() {
 	var set [2]lanes512
 	for i := range set {
 		l := &set[i]
-		l.best, l.bidx, l.fidx, l.cur = ZMM(), ZMM(), ZMM(), ZMM()
-		VMOVUPS(Mem{Base: out, Disp: 64 * i}, l.best)
-		VMOVDQU32(Mem{Base: out, Disp: 128 + 64*i}, l.bidx)
-		VMOVDQU32(Mem{Base: out, Disp: 256 + 64*i}, l.fidx)
-		VPBROADCASTD(base, l.cur)
+		l.lanes = loadLanes(avx512, out, i)
+		VPBROADCASTD(a.base, l.cur)
 		VPADDD(iota16, l.cur, l.cur) // set i covers base + 32k + 16i + lane
 		if i == 1 {
 			MOVL(U32(16), t)
@@ -123,17 +175,12 @@ func genArgmaxAVX512() {
 		body(l, kq, s)
 	}
 
-	full := GP64()
-	MOVQ(n, full)
-	SHRQ(U8(5), full)
-	JZ(LabelRef("half"))
-	Label("loop")
-	vector(&set[0], 0, nil)
-	vector(&set[1], 64, nil)
-	ADDQ(U8(128), pos)
-	ADDQ(U8(128), score)
-	DECQ(full)
-	JNZ(LabelRef("loop"))
+	countedLoop(n, 5, "half", func() {
+		vector(&set[0], 0, nil)
+		vector(&set[1], 64, nil)
+		ADDQ(U8(128), pos)
+		ADDQ(U8(128), score)
+	})
 
 	// Then at most one full vector (set 0) and a masked one (the next set).
 	Label("half")
@@ -163,61 +210,31 @@ func genArgmaxAVX512() {
 	KMOVW(m.As32(), kt)
 	vector(&set[0], 0, kt)
 
-	Label("store")
-	for i, l := range set {
-		VMOVUPS(l.best, Mem{Base: out, Disp: 64 * i})
-		VMOVDQU32(l.bidx, Mem{Base: out, Disp: 128 + 64*i})
-		VMOVDQU32(l.fidx, Mem{Base: out, Disp: 256 + 64*i})
-	}
-	VZEROUPPER()
-	RET()
+	argmaxStore(avx512, out, set[0].lanes, set[1].lanes)
 }
 
 // The AVX2 set has 16 registers, too few for the masks of two lane sets,
 // so it keeps no "seen" masks: a lane without a best has best = NaN
 // (initially), which no score beats, and takes any non-NaN score; the
 // first qualifying index is the unsigned minimum of cur | not-qualifying.
-type lanes256 struct {
-	best, bidx, fidx, cur reg.VecVirtual
-}
-
 func genArgmaxAVX2() {
-	TEXT("argmaxAVX2", NOSPLIT, "func(score *float32, pos *int32, n int, lo int32, hmax int32, base int32, state *[48]uint32)")
-	Pragma("noescape")
-	Doc(append([]string{"argmaxAVX2 scans n entries (n % 8 == 0) in L = 16 lanes, two sets of 8 taking",
+	a := argmaxKernel(avx2, "hmax", "argmaxAVX2 scans n entries (n % 8 == 0) in L = 16 lanes, two sets of 8 taking",
 		"alternate vectors of 8 entries. It takes hmax = hi-1 (hi > lo), and needs best = NaN",
-		"in the lanes that have no best."}, argmaxDoc...)...)
-	score := Load(Param("score"), GP64())
-	pos := Load(Param("pos"), GP64())
-	n := Load(Param("n"), GP64())
-	lo32 := Load(Param("lo"), GP32())
-	hmax32 := Load(Param("hmax"), GP32())
-	base := Load(Param("base"), GP32())
-	out := Load(Param("state"), GP64())
-
-	bcast := func(src reg.Register, dst reg.VecVirtual) {
-		x := XMM()
-		MOVD(src, x)
-		VPBROADCASTD(x, dst)
-	}
-	lo, hmax := YMM(), YMM()
-	bcast(lo32, lo)
-	bcast(hmax32, hmax)
+		"in the lanes that have no best.")
+	score, pos, out := a.score, a.pos, a.out
+	lo, hmax := a.lo, a.hi
 	t := GP32()
 	step := YMM()
 	MOVL(U32(16), t)
-	bcast(t, step)
-	var set [2]lanes256
+	avx2.broadcastD(t, step)
+	var set [2]lanes
 	for i := range set {
 		l := &set[i]
-		l.best, l.bidx, l.fidx, l.cur = YMM(), YMM(), YMM(), YMM()
-		VMOVUPS(Mem{Base: out, Disp: 32 * i}, l.best)
-		VMOVDQU(Mem{Base: out, Disp: 64 + 32*i}, l.bidx)
-		VMOVDQU(Mem{Base: out, Disp: 128 + 32*i}, l.fidx)
-		bcast(base, l.cur)
+		*l = loadLanes(avx2, out, i)
+		avx2.broadcastD(a.base, l.cur)
 		VPADDD(iota16.Offset(32*i), l.cur, l.cur) // set i covers base + 16k + 8i + lane
 	}
-	vector := func(l *lanes256, disp int) {
+	vector := func(l *lanes, disp int) {
 		p, nq := YMM(), YMM()
 		VMOVDQU(Mem{Base: pos, Disp: disp}, p)
 		VPCMPGTD(p, lo, nq)  // lo > p
@@ -238,28 +255,16 @@ func genArgmaxAVX2() {
 		VPADDD(step, l.cur, l.cur)
 	}
 
-	full := GP64()
-	MOVQ(n, full)
-	SHRQ(U8(4), full)
-	JZ(LabelRef("half"))
-	Label("loop")
-	vector(&set[0], 0)
-	vector(&set[1], 32)
-	ADDQ(U8(64), pos)
-	ADDQ(U8(64), score)
-	DECQ(full)
-	JNZ(LabelRef("loop"))
+	countedLoop(a.n, 4, "half", func() {
+		vector(&set[0], 0)
+		vector(&set[1], 32)
+		ADDQ(U8(64), pos)
+		ADDQ(U8(64), score)
+	})
 	Label("half")
-	TESTQ(U32(8), n)
+	TESTQ(U32(8), a.n)
 	JZ(LabelRef("store"))
 	vector(&set[0], 0)
 
-	Label("store")
-	for i, l := range set {
-		VMOVUPS(l.best, Mem{Base: out, Disp: 32 * i})
-		VMOVDQU(l.bidx, Mem{Base: out, Disp: 64 + 32*i})
-		VMOVDQU(l.fidx, Mem{Base: out, Disp: 128 + 32*i})
-	}
-	VZEROUPPER()
-	RET()
+	argmaxStore(avx2, out, set[:]...)
 }

@@ -36,40 +36,71 @@ var (
 	}
 )
 
+// convertKinds are the three conversions; each variant has one kernel per
+// kind ("finite" only checks, it converts nothing).
+var convertKinds = []string{"f16ToF32", "bf16ToF32", "finite"}
+
+// convertArgs are the loaded parameters of a conversion kernel (dst is nil
+// for finite) and what both variants set up from them.
+type convertArgs struct {
+	dst, src, n reg.Register
+	srcStep     int            // bytes of src per vector of float32
+	exp         reg.VecVirtual // the float32 exponent bits in every lane
+}
+
+// convertKernel starts the kernel kind+v.name, documented with intro after
+// its name, and loads its parameters.
+func convertKernel(v isa, kind, intro string) convertArgs {
+	name := kind + v.name
+	sig, doc := "func(dst *float32, src *uint16, n int) (ok bool)", f16Doc
+	switch kind {
+	case "bf16ToF32":
+		doc = bf16Doc
+	case "finite":
+		sig, doc = "func(x *float32, n int) (ok bool)", finiteDoc
+	}
+	kernel(name, sig, doc, name+intro)
+	var a convertArgs
+	if kind == "finite" {
+		a.src = Load(Param("x"), GP64())
+	} else {
+		a.dst = Load(Param("dst"), GP64())
+		a.src = Load(Param("src"), GP64())
+	}
+	a.n = Load(Param("n"), GP64())
+	a.exp = v.vec()
+	t := GP32()
+	MOVL(U32(0x7f800000), t)
+	v.broadcastD(t, a.exp)
+	// The source is float32 for finite and 16-bit otherwise.
+	a.srcStep = v.bytes() / 2
+	if kind == "finite" {
+		a.srcStep = v.bytes()
+	}
+	return a
+}
+
+// convertReturn emits label "done", which returns ok = ZF as left by test:
+// set when no element had an all-ones exponent.
+func convertReturn(test func()) {
+	Label("done")
+	ok := GP8()
+	test()
+	SETEQ(ok)
+	Store(ok, Return("ok"))
+	VZEROUPPER()
+	RET()
+}
+
 func genConvertAVX512() {
-	for _, kind := range []string{"f16ToF32", "bf16ToF32", "finite"} {
-		name := kind + "AVX512"
-		sig, doc := "func(dst *float32, src *uint16, n int) (ok bool)", f16Doc
-		switch kind {
-		case "bf16ToF32":
-			doc = bf16Doc
-		case "finite":
-			sig, doc = "func(x *float32, n int) (ok bool)", finiteDoc
-		}
-		TEXT(name, NOSPLIT, sig)
-		Pragma("noescape")
-		Doc(append([]string{name + " works 16 elements per step, the tail with masks:"}, doc...)...)
-		var dst, src reg.Register
-		if kind == "finite" {
-			src = Load(Param("x"), GP64())
-		} else {
-			dst = Load(Param("dst"), GP64())
-			src = Load(Param("src"), GP64())
-		}
-		n := Load(Param("n"), GP64())
-		exp := ZMM()
-		t := GP32()
-		MOVL(U32(0x7f800000), t)
-		VPBROADCASTD(t, exp)
-		bad := K()
+	for _, kind := range convertKinds {
+		a := convertKernel(avx512, kind, " works 16 elements per step, the tail with masks:")
+		bad := K() // lanes that met a non-finite element
 		KXORW(bad, bad, bad)
-		srcStep := 32
-		if kind == "finite" {
-			srcStep = 64
-		}
+		// step emits one vector; k is nil for a full vector.
 		step := func(k reg.Register) {
 			v := ZMM()
-			m := Mem{Base: src}
+			m := Mem{Base: a.src}
 			switch {
 			case kind == "f16ToF32" && k == nil:
 				VCVTPH2PS(m, v)
@@ -89,120 +120,59 @@ func genConvertAVX512() {
 			}
 			if kind != "finite" {
 				if k == nil {
-					VMOVUPS(v, Mem{Base: dst})
+					VMOVUPS(v, Mem{Base: a.dst})
 				} else {
-					VMOVUPS(v, k, Mem{Base: dst})
+					VMOVUPS(v, k, Mem{Base: a.dst})
 				}
 			}
 			e := ZMM()
-			VPANDD(exp, v, e)
+			VPANDD(a.exp, v, e)
 			kb := K()
 			if k == nil {
-				VPCMPEQD(exp, e, kb)
+				VPCMPEQD(a.exp, e, kb)
 			} else {
-				VPCMPEQD(exp, e, k, kb)
+				VPCMPEQD(a.exp, e, k, kb)
 			}
 			KORW(kb, bad, bad)
 		}
-		full := GP64()
-		MOVQ(n, full)
-		SHRQ(U8(4), full)
-		JZ(LabelRef("tail"))
-		Label("loop")
-		step(nil)
-		ADDQ(U8(srcStep), src)
-		if kind != "finite" {
-			ADDQ(U8(64), dst)
-		}
-		DECQ(full)
-		JNZ(LabelRef("loop"))
-		Label("tail")
-		r := GP64()
-		MOVQ(n, r)
-		ANDQ(U8(15), r)
-		JZ(LabelRef("done"))
-		m := GP64()
-		MOVQ(U32(1), m)
-		SHLXQ(r, m, m)
-		DECQ(m)
-		kt := K()
-		KMOVW(m.As32(), kt)
-		step(kt)
-		Label("done")
-		ok := GP8()
-		KORTESTW(bad, bad)
-		SETEQ(ok)
-		Store(ok, Return("ok"))
-		VZEROUPPER()
-		RET()
+		countedLoop(a.n, 4, "tail", func() {
+			step(nil)
+			ADDQ(U8(a.srcStep), a.src)
+			if kind != "finite" {
+				ADDQ(U8(64), a.dst)
+			}
+		})
+		maskedTail(a.n, step)
+		convertReturn(func() { KORTESTW(bad, bad) })
 	}
 }
 
 func genConvertAVX2() {
-	for _, kind := range []string{"f16ToF32", "bf16ToF32", "finite"} {
-		name := kind + "AVX2"
-		sig, doc := "func(dst *float32, src *uint16, n int) (ok bool)", f16Doc
-		switch kind {
-		case "bf16ToF32":
-			doc = bf16Doc
-		case "finite":
-			sig, doc = "func(x *float32, n int) (ok bool)", finiteDoc
-		}
-		TEXT(name, NOSPLIT, sig)
-		Pragma("noescape")
-		Doc(append([]string{name + " works 8 elements per step (n % 8 == 0):"}, doc...)...)
-		var dst, src reg.Register
-		if kind == "finite" {
-			src = Load(Param("x"), GP64())
-		} else {
-			dst = Load(Param("dst"), GP64())
-			src = Load(Param("src"), GP64())
-		}
-		n := Load(Param("n"), GP64())
-		exp := YMM()
-		t := GP32()
-		MOVL(U32(0x7f800000), t)
-		x := XMM()
-		MOVD(t, x)
-		VPBROADCASTD(x, exp)
-		bad := YMM()
+	for _, kind := range convertKinds {
+		a := convertKernel(avx2, kind, " works 8 elements per step (n % 8 == 0):")
+		bad := YMM() // all ones in lanes that met a non-finite element
 		VPXOR(bad, bad, bad)
-		srcStep := 16
-		if kind == "finite" {
-			srcStep = 32
-		}
-		full := GP64()
-		MOVQ(n, full)
-		SHRQ(U8(3), full)
-		JZ(LabelRef("done"))
-		Label("loop")
-		v := YMM()
-		m := Mem{Base: src}
-		switch kind {
-		case "f16ToF32":
-			VCVTPH2PS(m, v)
-		case "bf16ToF32":
-			VPMOVZXWD(m, v)
-			VPSLLD(U8(16), v, v)
-		default:
-			VMOVDQU(m, v)
-		}
-		if kind != "finite" {
-			VMOVUPS(v, Mem{Base: dst})
-			ADDQ(U8(32), dst)
-		}
-		VPAND(exp, v, v)
-		VPCMPEQD(exp, v, v)
-		VPOR(v, bad, bad)
-		ADDQ(U8(srcStep), src)
-		DECQ(full)
-		JNZ(LabelRef("loop"))
-		Label("done")
-		ok := GP8()
-		VPTEST(bad, bad)
-		SETEQ(ok)
-		Store(ok, Return("ok"))
-		VZEROUPPER()
-		RET()
+		countedLoop(a.n, 3, "done", func() {
+			v := YMM()
+			m := Mem{Base: a.src}
+			switch kind {
+			case "f16ToF32":
+				VCVTPH2PS(m, v)
+			case "bf16ToF32":
+				VPMOVZXWD(m, v)
+				VPSLLD(U8(16), v, v)
+			default:
+				VMOVDQU(m, v)
+			}
+			if kind != "finite" {
+				VMOVUPS(v, Mem{Base: a.dst})
+				ADDQ(U8(32), a.dst)
+			}
+			VPAND(a.exp, v, v)
+			VPCMPEQD(a.exp, v, v)
+			VPOR(v, bad, bad)
+			ADDQ(U8(a.srcStep), a.src)
+		})
+		convertReturn(func() { VPTEST(bad, bad) })
 	}
 }

@@ -48,47 +48,98 @@ func orBits(code, j, res reg.GPVirtual) {
 	ORQ(res, Mem{Base: code, Index: w, Scale: 8})
 }
 
-func genHashAVX512() {
-	TEXT("hashAVX512", NOSPLIT, "func(code *uint64, x *float32, rt *float32, dim int, nbits int)")
-	Pragma("noescape")
-	Doc(append([]string{"hashAVX512 hashes x against 8 rows of rt per pass (nbits % 8 == 0, dim >= 1)."}, hashDoc...)...)
-	code := Load(Param("code"), GP64()).(reg.GPVirtual)
-	x := Load(Param("x"), GP64())
-	rg := Load(Param("rt"), GP64())
-	dim := Load(Param("dim"), GP64())
-	nbits := Load(Param("nbits"), GP64())
+// hashArgs are the registers of the prologue both hash variants share.
+type hashArgs struct {
+	code         reg.GPVirtual
+	x, rt, nbits reg.Register
+	stride, s3   reg.Register // bytes per row of rt, and 3 times that
+	full, tail   reg.Register // dim / 16 whole blocks, dim % 16 left
+}
 
-	stride := GP64()
-	MOVQ(dim, stride)
-	SHLQ(U8(2), stride)
-	s3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
-	full := GP64()
-	MOVQ(dim, full)
-	SHRQ(U8(4), full)
-	tail := GP64()
-	MOVQ(dim, tail)
-	ANDQ(U8(15), tail)
-	ktail := K()
-	t := GP64()
-	MOVQ(U32(1), t)
-	SHLXQ(tail, t, t)
-	DECQ(t)
-	KMOVW(t.As32(), ktail)
-	zero := ZMM()
-	VPXORD(zero, zero, zero)
-	mask := GP32()
-	MOVL(U32(0x3333), mask)
-	j := GP64().(reg.GPVirtual)
+// hashPrologue starts a hash kernel: it loads the parameters and derives
+// the row stride (with 3*stride, four rows are addressed from one base) and
+// the split of a row into 16-element blocks and a tail.
+func hashPrologue(name, intro string) hashArgs {
+	kernel(name, "func(code *uint64, x *float32, rt *float32, dim int, nbits int)", hashDoc, intro)
+	var h hashArgs
+	h.code = Load(Param("code"), GP64()).(reg.GPVirtual)
+	h.x = Load(Param("x"), GP64())
+	h.rt = Load(Param("rt"), GP64())
+	dim := Load(Param("dim"), GP64())
+	h.nbits = Load(Param("nbits"), GP64())
+
+	h.stride = GP64()
+	MOVQ(dim, h.stride)
+	SHLQ(U8(2), h.stride)
+	h.s3 = GP64()
+	LEAQ(Mem{Base: h.stride, Index: h.stride, Scale: 2}, h.s3)
+	h.full = GP64()
+	MOVQ(dim, h.full)
+	SHRQ(U8(4), h.full)
+	h.tail = GP64()
+	MOVQ(dim, h.tail)
+	ANDQ(U8(15), h.tail)
+	return h
+}
+
+// hashGroup emits the head of the loop over groups of rows: j counts rows
+// from 0 to nbits. The fold leaves row 2k's sum in element 4k and row
+// 2k+1's in element 4k+1, so pext picks bits 0b0011 of every four sign
+// bits; pextMask is that pattern over the vector.
+func hashGroup(h hashArgs, pextMask uint32) (mask reg.Register, j reg.GPVirtual) {
+	mask = GP32()
+	MOVL(U32(pextMask), mask)
+	j = GP64().(reg.GPVirtual)
 	XORQ(j, j)
 
 	Label("group")
-	CMPQ(j, nbits)
+	CMPQ(j, h.nbits)
 	JAE(LabelRef("done"))
+	return mask, j
+}
+
+// hashFoldPairs does the w = 2 and w = 1 steps of the fold on a and b, which
+// hold 4 lanes of a row per 128-bit block (a: rows 2k, b: rows 2k+1). Per
+// block k, w = 2 gives (a[0]+a[2], b[0]+b[2], a[1]+a[3], b[1]+b[3]) and
+// w = 1 leaves row 2k in element 4k and row 2k+1 in element 4k+1.
+func hashFoldPairs(v isa, a, b reg.VecVirtual) reg.VecVirtual {
+	lo, hi, u := v.vec(), v.vec(), v.vec()
+	VUNPCKLPS(b, a, lo)
+	VUNPCKHPS(b, a, hi)
+	VADDPS(hi, lo, u)
+	sw, r := v.vec(), v.vec()
+	VPERMILPS(U8(0x4E), u, sw)
+	VADDPS(sw, u, r)
+	return r
+}
+
+// hashNext ORs the selected sign bits of the group's rows into code,
+// advances j and rt by rows and loops back to "group"; it also emits the
+// kernel's end, "done".
+func hashNext(h hashArgs, j reg.GPVirtual, mask, bits reg.Register, rows int) {
+	res := GP64().(reg.GPVirtual)
+	PEXTL(mask, bits, res.As32())
+	orBits(h.code, j, res)
+	ADDQ(U8(rows), j)
+	LEAQ(Mem{Base: h.rt, Index: h.stride, Scale: uint8(rows)}, h.rt)
+	JMP(LabelRef("group"))
+
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+func genHashAVX512() {
+	h := hashPrologue("hashAVX512", "hashAVX512 hashes x against 8 rows of rt per pass (nbits % 8 == 0, dim >= 1).")
+	ktail := lowLanes(h.tail) // the lanes below tail
+	zero := ZMM()
+	VPXORD(zero, zero, zero)
+	mask, j := hashGroup(h, 0x3333)
+	stride, s3 := h.stride, h.s3
 	p0 := GP64()
-	MOVQ(rg, p0)
+	MOVQ(h.rt, p0)
 	p4 := GP64()
-	LEAQ(Mem{Base: rg, Index: stride, Scale: 4}, p4)
+	LEAQ(Mem{Base: h.rt, Index: stride, Scale: 4}, p4)
 	row := func(r int) Mem {
 		base := p0
 		if r >= 4 {
@@ -110,9 +161,9 @@ func genHashAVX512() {
 		VPXORD(acc[r], acc[r], acc[r])
 	}
 	xp := GP64()
-	MOVQ(x, xp)
+	MOVQ(h.x, xp)
 	cnt := GP64()
-	MOVQ(full, cnt)
+	MOVQ(h.full, cnt)
 	TESTQ(cnt, cnt)
 	JZ(LabelRef("tail"))
 
@@ -131,7 +182,7 @@ func genHashAVX512() {
 	JNZ(LabelRef("block"))
 
 	Label("tail")
-	TESTQ(tail, tail)
+	TESTQ(h.tail, h.tail)
 	JZ(LabelRef("fold"))
 	VMOVUPS_Z(Mem{Base: xp}, ktail, xv)
 	for r := range acc {
@@ -160,68 +211,26 @@ func genHashAVX512() {
 		tt[i] = ZMM()
 		VADDPS(hi, lo, tt[i])
 	}
-	// w = 2: per 128-bit block k, (t1[0]+t1[2], t2[0]+t2[2], t1[1]+t1[3], t2[1]+t2[3]).
-	lo, hi, u := ZMM(), ZMM(), ZMM()
-	VUNPCKLPS(tt[1], tt[0], lo)
-	VUNPCKHPS(tt[1], tt[0], hi)
-	VADDPS(hi, lo, u)
-	// w = 1: element 4k holds row 2k, element 4k+1 row 2k+1.
-	sw, v := ZMM(), ZMM()
-	VPERMILPS(U8(0x4E), u, sw)
-	VADDPS(sw, u, v)
+	// w = 2, then w = 1.
+	v := hashFoldPairs(avx512, tt[0], tt[1])
 	kge := K()
 	VCMPPS(U8(0x1D), zero, v, kge) // v >= 0 (GE_OQ: false for NaN)
 	bitsr := GP32()
 	KMOVW(kge, bitsr)
-	res := GP64().(reg.GPVirtual)
-	PEXTL(mask, bitsr, res.As32())
-	orBits(code, j, res)
-	ADDQ(U8(8), j)
-	LEAQ(Mem{Base: rg, Index: stride, Scale: 8}, rg)
-	JMP(LabelRef("group"))
-
-	Label("done")
-	VZEROUPPER()
-	RET()
+	hashNext(h, j, mask, bitsr, 8)
 }
 
 func genHashAVX2() {
-	TEXT("hashAVX2", NOSPLIT, "func(code *uint64, x *float32, rt *float32, dim int, nbits int)")
-	Pragma("noescape")
-	Doc(append([]string{"hashAVX2 hashes x against 4 rows of rt per pass (nbits % 4 == 0, dim >= 1)."}, hashDoc...)...)
-	code := Load(Param("code"), GP64()).(reg.GPVirtual)
-	x := Load(Param("x"), GP64())
-	rg := Load(Param("rt"), GP64())
-	dim := Load(Param("dim"), GP64())
-	nbits := Load(Param("nbits"), GP64())
-
-	stride := GP64()
-	MOVQ(dim, stride)
-	SHLQ(U8(2), stride)
-	s3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
-	full := GP64()
-	MOVQ(dim, full)
-	SHRQ(U8(4), full)
-	tail := GP64()
-	MOVQ(dim, tail)
-	ANDQ(U8(15), tail)
+	h := hashPrologue("hashAVX2", "hashAVX2 hashes x against 4 rows of rt per pass (nbits % 4 == 0, dim >= 1).")
 	// Tail masks: lane i of (mlo, mhi) is all ones when i < tail.
 	mp := GP64()
 	LEAQ(maskTab, mp)
 	ADDQ(U8(64), mp)
 	t := GP64()
-	MOVQ(tail, t)
+	MOVQ(h.tail, t)
 	SHLQ(U8(2), t)
 	SUBQ(t, mp)
-	mask := GP32()
-	MOVL(U32(0x33), mask)
-	j := GP64().(reg.GPVirtual)
-	XORQ(j, j)
-
-	Label("group")
-	CMPQ(j, nbits)
-	JAE(LabelRef("done"))
+	mask, j := hashGroup(h, 0x33)
 	var alo, ahi [4]reg.VecVirtual
 	for r := range alo {
 		alo[r], ahi[r] = YMM(), YMM()
@@ -229,12 +238,13 @@ func genHashAVX2() {
 		VXORPS(ahi[r], ahi[r], ahi[r])
 	}
 	xp := GP64()
-	MOVQ(x, xp)
+	MOVQ(h.x, xp)
 	cnt := GP64()
-	MOVQ(full, cnt)
+	MOVQ(h.full, cnt)
 	// The row pointers advance with a per-group cursor pr.
 	pr := GP64()
-	MOVQ(rg, pr)
+	MOVQ(h.rt, pr)
+	stride, s3 := h.stride, h.s3
 	rowp := func(r, disp int) Mem {
 		switch r {
 		case 0:
@@ -267,7 +277,7 @@ func genHashAVX2() {
 	JNZ(LabelRef("block"))
 
 	Label("tail")
-	TESTQ(tail, tail)
+	TESTQ(h.tail, h.tail)
 	JZ(LabelRef("fold"))
 	mlo, mhi := YMM(), YMM()
 	VMOVDQU(Mem{Base: mp}, mlo)
@@ -275,13 +285,13 @@ func genHashAVX2() {
 	VMASKMOVPS(Mem{Base: xp}, mlo, xlo)
 	VMASKMOVPS(Mem{Base: xp, Disp: 32}, mhi, xhi)
 	for r := range alo {
-		for h, a := range []reg.VecVirtual{alo[r], ahi[r]} {
+		for half, a := range []reg.VecVirtual{alo[r], ahi[r]} {
 			m, xv := mlo, xlo
-			if h == 1 {
+			if half == 1 {
 				m, xv = mhi, xhi
 			}
 			p := YMM()
-			VMASKMOVPS(rowp(r, 32*h), m, p)
+			VMASKMOVPS(rowp(r, 32*half), m, p)
 			VMULPS(p, xv, p)
 			VADDPS(p, a, p)
 			VBLENDVPS(m, p, a, a) // lanes >= tail keep their value
@@ -303,27 +313,12 @@ func genHashAVX2() {
 		s[i] = YMM()
 		VADDPS(hi, lo, s[i])
 	}
-	// w = 2, then w = 1: element 4k holds row 2k, element 4k+1 row 2k+1.
-	lo, hi, u := YMM(), YMM(), YMM()
-	VUNPCKLPS(s[1], s[0], lo)
-	VUNPCKHPS(s[1], s[0], hi)
-	VADDPS(hi, lo, u)
-	sw, v := YMM(), YMM()
-	VPERMILPS(U8(0x4E), u, sw)
-	VADDPS(sw, u, v)
+	// w = 2, then w = 1.
+	v := hashFoldPairs(avx2, s[0], s[1])
 	zero := YMM()
 	VXORPS(zero, zero, zero)
 	VCMPPS(U8(0x1D), zero, v, v) // v >= 0 (GE_OQ: false for NaN)
 	bitsr := GP32()
 	VMOVMSKPS(v, bitsr)
-	res := GP64().(reg.GPVirtual)
-	PEXTL(mask, bitsr, res.As32())
-	orBits(code, j, res)
-	ADDQ(U8(4), j)
-	LEAQ(Mem{Base: rg, Index: stride, Scale: 4}, rg)
-	JMP(LabelRef("group"))
-
-	Label("done")
-	VZEROUPPER()
-	RET()
+	hashNext(h, j, mask, bitsr, 4)
 }

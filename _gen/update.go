@@ -37,37 +37,54 @@ var (
 	}
 )
 
+// updateModes are the three score updates; each variant has one kernel per
+// mode.
+var updateModes = []string{"Instant", "Acc", "Decay"}
+
+// updateArgs are the loaded parameters of an update kernel, the float32
+// ones broadcast to every lane. count is only set for Acc, decay and keep
+// only for Decay.
+type updateArgs struct {
+	score, dist, n, count reg.Register
+	inv, decay, keep      reg.VecVirtual
+}
+
+// updateKernel starts the kernel "update"+mode+v.name, documented with
+// intro after its name, and loads its parameters.
+func updateKernel(v isa, mode, intro string) updateArgs {
+	var sig string
+	var doc []string
+	switch mode {
+	case "Instant":
+		sig, doc = "func(score *float32, dist *uint32, n int, inv float32)", instantDoc
+	case "Acc":
+		sig, doc = "func(score *float32, count *uint32, dist *uint32, n int, inv float32)", accDoc
+	default:
+		sig, doc = "func(score *float32, dist *uint32, n int, inv float32, decay float32, keep float32)", decayDoc
+	}
+	name := "update" + mode + v.name
+	kernel(name, sig, doc, name+intro)
+	var a updateArgs
+	a.score = Load(Param("score"), GP64())
+	a.dist = Load(Param("dist"), GP64())
+	a.n = Load(Param("n"), GP64())
+	if mode == "Acc" {
+		a.count = Load(Param("count"), GP64())
+	}
+	a.inv = v.vec()
+	VBROADCASTSS(Load(Param("inv"), XMM()), a.inv)
+	if mode == "Decay" {
+		a.decay, a.keep = v.vec(), v.vec()
+		VBROADCASTSS(Load(Param("decay"), XMM()), a.decay)
+		VBROADCASTSS(Load(Param("keep"), XMM()), a.keep)
+	}
+	return a
+}
+
 func genUpdateAVX512() {
-	for _, mode := range []string{"Instant", "Acc", "Decay"} {
-		var sig string
-		var doc []string
-		switch mode {
-		case "Instant":
-			sig, doc = "func(score *float32, dist *uint32, n int, inv float32)", instantDoc
-		case "Acc":
-			sig, doc = "func(score *float32, count *uint32, dist *uint32, n int, inv float32)", accDoc
-		default:
-			sig, doc = "func(score *float32, dist *uint32, n int, inv float32, decay float32, keep float32)", decayDoc
-		}
-		name := "update" + mode + "AVX512"
-		TEXT(name, NOSPLIT, sig)
-		Pragma("noescape")
-		Doc(append([]string{name + " updates n scores, 16 per step, the tail with masked loads and stores:"}, doc...)...)
-		score := Load(Param("score"), GP64())
-		dist := Load(Param("dist"), GP64())
-		n := Load(Param("n"), GP64())
-		var count reg.Register
-		if mode == "Acc" {
-			count = Load(Param("count"), GP64())
-		}
-		inv := ZMM()
-		VBROADCASTSS(Load(Param("inv"), XMM()), inv)
-		var decay, keep, one reg.VecVirtual
-		if mode == "Decay" {
-			decay, keep = ZMM(), ZMM()
-			VBROADCASTSS(Load(Param("decay"), XMM()), decay)
-			VBROADCASTSS(Load(Param("keep"), XMM()), keep)
-		}
+	for _, mode := range updateModes {
+		a := updateKernel(avx512, mode, " updates n scores, 16 per step, the tail with masked loads and stores:")
+		var one reg.VecVirtual
 		if mode == "Acc" {
 			one = ZMM()
 			t := GP32()
@@ -78,28 +95,28 @@ func genUpdateAVX512() {
 		step := func(k reg.Register) {
 			d := ZMM()
 			if k == nil {
-				VCVTUDQ2PS(Mem{Base: dist}, d)
+				VCVTUDQ2PS(Mem{Base: a.dist}, d)
 			} else {
-				VCVTUDQ2PS_Z(Mem{Base: dist}, k, d)
+				VCVTUDQ2PS_Z(Mem{Base: a.dist}, k, d)
 			}
-			VMULPS(inv, d, d) // float32(d) * inv
+			VMULPS(a.inv, d, d) // float32(d) * inv
 			r := d
 			switch mode {
 			case "Acc":
 				r = ZMM()
 				c, cf, s := ZMM(), ZMM(), ZMM()
 				if k == nil {
-					VMOVDQU32(Mem{Base: count}, c)
-					VMOVUPS(Mem{Base: score}, s)
+					VMOVDQU32(Mem{Base: a.count}, c)
+					VMOVUPS(Mem{Base: a.score}, s)
 				} else {
-					VMOVDQU32_Z(Mem{Base: count}, k, c)
-					VMOVUPS_Z(Mem{Base: score}, k, s)
+					VMOVDQU32_Z(Mem{Base: a.count}, k, c)
+					VMOVUPS_Z(Mem{Base: a.score}, k, s)
 				}
 				VPADDD(one, c, c)
 				if k == nil {
-					VMOVDQU32(c, Mem{Base: count})
+					VMOVDQU32(c, Mem{Base: a.count})
 				} else {
-					VMOVDQU32(c, k, Mem{Base: count})
+					VMOVDQU32(c, k, Mem{Base: a.count})
 				}
 				VCVTUDQ2PS(c, cf)
 				VSUBPS(s, d, d)  // d - s
@@ -109,45 +126,29 @@ func genUpdateAVX512() {
 				r = ZMM()
 				s := ZMM()
 				if k == nil {
-					VMOVUPS(Mem{Base: score}, s)
+					VMOVUPS(Mem{Base: a.score}, s)
 				} else {
-					VMOVUPS_Z(Mem{Base: score}, k, s)
+					VMOVUPS_Z(Mem{Base: a.score}, k, s)
 				}
-				VMULPS(decay, s, s) // decay * s
-				VMULPS(keep, d, d)  // keep * d
+				VMULPS(a.decay, s, s) // decay * s
+				VMULPS(a.keep, d, d)  // keep * d
 				VADDPS(d, s, r)
 			}
 			if k == nil {
-				VMOVUPS(r, Mem{Base: score})
+				VMOVUPS(r, Mem{Base: a.score})
 			} else {
-				VMOVUPS(r, k, Mem{Base: score})
+				VMOVUPS(r, k, Mem{Base: a.score})
 			}
 		}
-		full := GP64()
-		MOVQ(n, full)
-		SHRQ(U8(4), full)
-		JZ(LabelRef("tail"))
-		Label("loop")
-		step(nil)
-		ADDQ(U8(64), score)
-		ADDQ(U8(64), dist)
-		if mode == "Acc" {
-			ADDQ(U8(64), count)
-		}
-		DECQ(full)
-		JNZ(LabelRef("loop"))
-		Label("tail")
-		r := GP64()
-		MOVQ(n, r)
-		ANDQ(U8(15), r)
-		JZ(LabelRef("done"))
-		m := GP64()
-		MOVQ(U32(1), m)
-		SHLXQ(r, m, m)
-		DECQ(m)
-		kt := K()
-		KMOVW(m.As32(), kt)
-		step(kt)
+		countedLoop(a.n, 4, "tail", func() {
+			step(nil)
+			ADDQ(U8(64), a.score)
+			ADDQ(U8(64), a.dist)
+			if mode == "Acc" {
+				ADDQ(U8(64), a.count)
+			}
+		})
+		maskedTail(a.n, step)
 		Label("done")
 		VZEROUPPER()
 		RET()
@@ -168,36 +169,9 @@ func cvtU32AVX2(src reg.VecVirtual, lo16, c65536, dst reg.VecVirtual) {
 }
 
 func genUpdateAVX2() {
-	for _, mode := range []string{"Instant", "Acc", "Decay"} {
-		var sig string
-		var doc []string
-		switch mode {
-		case "Instant":
-			sig, doc = "func(score *float32, dist *uint32, n int, inv float32)", instantDoc
-		case "Acc":
-			sig, doc = "func(score *float32, count *uint32, dist *uint32, n int, inv float32)", accDoc
-		default:
-			sig, doc = "func(score *float32, dist *uint32, n int, inv float32, decay float32, keep float32)", decayDoc
-		}
-		name := "update" + mode + "AVX2"
-		TEXT(name, NOSPLIT, sig)
-		Pragma("noescape")
-		Doc(append([]string{name + " updates n scores (n % 8 == 0), 8 per step:"}, doc...)...)
-		score := Load(Param("score"), GP64())
-		dist := Load(Param("dist"), GP64())
-		n := Load(Param("n"), GP64())
-		var count reg.Register
-		if mode == "Acc" {
-			count = Load(Param("count"), GP64())
-		}
-		inv := YMM()
-		VBROADCASTSS(Load(Param("inv"), XMM()), inv)
-		var decay, keep, one reg.VecVirtual
-		if mode == "Decay" {
-			decay, keep = YMM(), YMM()
-			VBROADCASTSS(Load(Param("decay"), XMM()), decay)
-			VBROADCASTSS(Load(Param("keep"), XMM()), keep)
-		}
+	for _, mode := range updateModes {
+		a := updateKernel(avx2, mode, " updates n scores (n % 8 == 0), 8 per step:")
+		var one reg.VecVirtual
 		t := GP32()
 		lo16, c65536 := YMM(), YMM()
 		MOVL(U32(0xffff), t)
@@ -213,44 +187,39 @@ func genUpdateAVX2() {
 			MOVD(t, x)
 			VPBROADCASTD(x, one)
 		}
-		full := GP64()
-		MOVQ(n, full)
-		SHRQ(U8(3), full)
-		JZ(LabelRef("done"))
-		Label("loop")
-		di, d := YMM(), YMM()
-		VMOVDQU(Mem{Base: dist}, di)
-		cvtU32AVX2(di, lo16, c65536, d)
-		VMULPS(inv, d, d)
-		r := d
-		switch mode {
-		case "Acc":
-			r = YMM()
-			c, cf, s := YMM(), YMM(), YMM()
-			VMOVDQU(Mem{Base: count}, c)
-			VPADDD(one, c, c)
-			VMOVDQU(c, Mem{Base: count})
-			cvtU32AVX2(c, lo16, c65536, cf)
-			VMOVUPS(Mem{Base: score}, s)
-			VSUBPS(s, d, d)
-			VDIVPS(cf, d, d)
-			VADDPS(s, d, r)
-		case "Decay":
-			r = YMM()
-			s := YMM()
-			VMOVUPS(Mem{Base: score}, s)
-			VMULPS(decay, s, s)
-			VMULPS(keep, d, d)
-			VADDPS(d, s, r)
-		}
-		VMOVUPS(r, Mem{Base: score})
-		ADDQ(U8(32), score)
-		ADDQ(U8(32), dist)
-		if mode == "Acc" {
-			ADDQ(U8(32), count)
-		}
-		DECQ(full)
-		JNZ(LabelRef("loop"))
+		countedLoop(a.n, 3, "done", func() {
+			di, d := YMM(), YMM()
+			VMOVDQU(Mem{Base: a.dist}, di)
+			cvtU32AVX2(di, lo16, c65536, d)
+			VMULPS(a.inv, d, d)
+			r := d
+			switch mode {
+			case "Acc":
+				r = YMM()
+				c, cf, s := YMM(), YMM(), YMM()
+				VMOVDQU(Mem{Base: a.count}, c)
+				VPADDD(one, c, c)
+				VMOVDQU(c, Mem{Base: a.count})
+				cvtU32AVX2(c, lo16, c65536, cf)
+				VMOVUPS(Mem{Base: a.score}, s)
+				VSUBPS(s, d, d)
+				VDIVPS(cf, d, d)
+				VADDPS(s, d, r)
+			case "Decay":
+				r = YMM()
+				s := YMM()
+				VMOVUPS(Mem{Base: a.score}, s)
+				VMULPS(a.decay, s, s)
+				VMULPS(a.keep, d, d)
+				VADDPS(d, s, r)
+			}
+			VMOVUPS(r, Mem{Base: a.score})
+			ADDQ(U8(32), a.score)
+			ADDQ(U8(32), a.dist)
+			if mode == "Acc" {
+				ADDQ(U8(32), a.count)
+			}
+		})
 		Label("done")
 		VZEROUPPER()
 		RET()
