@@ -201,8 +201,9 @@ func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []u
 }
 
 // wideCodes returns the first m codes of t in the wide layout (one word
-// each for narrow codes, unpacked into scratch) for the kernels that take
-// only that: the chunked and the many-probe steps, not the decode step.
+// each for narrow codes, unpacked into scratch) for the kernel that takes
+// only that: BitCount, the route of steps with more probes than code bits
+// (chunks of many tokens).
 func (e *Engine) wideCodes(sc *scratch, t *table, m int) []uint64 {
 	bits := e.P.Bits
 	if !simd.Narrow(bits) {
@@ -237,7 +238,12 @@ func (e *Engine) rescore(k *simd.Kernels, s *Sequence, layer, h int, t *table, m
 	case PolicyHash:
 		e.gatherProbes(sc, h, n)
 		sc.dist = grow(sc.dist, m)
-		e.distances(k, sc, sc.dist, e.wideCodes(sc, t, m))
+		if simd.Narrow(p.Bits) && len(sc.probes) <= p.Bits {
+			// distances' Hamming route, on the packed table as it is.
+			k.HammingNarrow(sc.dist, t.codes[:p.codeWords(m)], p.Bits, sc.probes)
+		} else {
+			e.distances(k, sc, sc.dist, e.wideCodes(sc, t, m))
+		}
 		k.Update(t.score[:m], t.count[:m], sc.dist, uint32(n), int(p.Score), p.Decay)
 		sc.ndist = grow(sc.ndist, n)
 		e.distances(k, sc, sc.ndist, sc.newc)
