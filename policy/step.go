@@ -398,15 +398,17 @@ func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, f
 	}
 	m := t.used
 	codes := t.codes[:p.codeWords(m)]
+	// One victim means some position is in [lo, hi), so hi > lo as the
+	// guard's skip list needs; the slots outside are named by the guard.
+	sc.skip = t.skip(sc.skip, hi)
 	if p.Score == ScoreInstant {
 		// An instant score is this step's distance times 1/n, so the
 		// farthest code is the victim and no score needs writing: the
 		// stored scores of an instant table are rewritten by every step
 		// that reads them (rescore), and read by nothing else.
-		sc.skip = t.skip(sc.skip, hi)
 		victim = k.Farthest(codes, p.Bits, sc.probes, m, sc.skip)
 	} else {
-		victim = k.ScoreStep(t.score[:m], t.count[:m], codes, p.Bits, sc.probes, uint32(n), int(p.Score), p.Decay, t.pos[:m], lo, hi)
+		victim = k.ScoreStep(t.score[:m], t.count[:m], codes, p.Bits, sc.probes, uint32(n), int(p.Score), p.Decay, sc.skip)
 	}
 	sc.ndist = grow(sc.ndist, n)
 	e.distances(k, sc, sc.ndist, sc.newc)

@@ -13,6 +13,7 @@ import (
 // escape to the heap on every call; a pool reuses them instead.
 type blockScratch struct {
 	dist  [scoreBlock]uint32
+	keep  [scoreBlock]int32 // ScoreStep's stand-in positions: all 0 outside a call
 	lanes [96]uint32
 	// A kernel's last partial block, zero-padded, and its distances.
 	tailCodes [32]uint64

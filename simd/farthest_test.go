@@ -80,9 +80,10 @@ func TestFarthestMatchesInstantScoreStep(t *testing.T) {
 }
 
 // A block's skipped entries must not leak into the next block: with equal
-// distances everywhere, skipping all of the first block and the start of
-// the second must give the first entry after them.
-func TestFarthestSkipIsPerEntry(t *testing.T) {
+// distances (and scores) everywhere, skipping all of the first block and
+// the start of the second must give the first entry after them, in
+// Farthest and in ScoreStep.
+func TestSkipIsPerEntry(t *testing.T) {
 	forEachSet(t, func(t *testing.T, k Kernels) {
 		for _, bits := range []int{16, 64, 256} {
 			n := 3*scoreBlock + 5
@@ -92,15 +93,24 @@ func TestFarthestSkipIsPerEntry(t *testing.T) {
 			for i := 0; i < scoreBlock+6; i++ {
 				skip = append(skip, int32(i))
 			}
-			if got := k.Farthest(table, bits, probes, n, skip); got != scoreBlock+6 {
-				t.Fatalf("bits %d: victim %d, want %d", bits, got, scoreBlock+6)
-			}
 			all := make([]int32, n)
 			for i := range all {
 				all[i] = int32(n - 1 - i)
 			}
+			if got := k.Farthest(table, bits, probes, n, skip); got != scoreBlock+6 {
+				t.Fatalf("Farthest bits %d: victim %d, want %d", bits, got, scoreBlock+6)
+			}
 			if got := k.Farthest(table, bits, probes, n, all); got != -1 {
-				t.Fatalf("bits %d: every entry skipped, victim %d, want -1", bits, got)
+				t.Fatalf("Farthest bits %d: every entry skipped, victim %d, want -1", bits, got)
+			}
+			for _, mode := range []int{ScoreInstant, ScoreAccumulated, ScoreDecayed} {
+				score, count := make([]float32, n), make([]uint32, n)
+				if got := k.ScoreStep(score, count, table, bits, probes, 1, mode, 0.5, skip); got != scoreBlock+6 {
+					t.Fatalf("ScoreStep bits %d mode %d: victim %d, want %d", bits, mode, got, scoreBlock+6)
+				}
+				if got := k.ScoreStep(score, count, table, bits, probes, 1, mode, 0.5, all); got != -1 {
+					t.Fatalf("ScoreStep bits %d mode %d: every entry skipped, victim %d, want -1", bits, mode, got)
+				}
 			}
 		}
 	})

@@ -11,6 +11,7 @@ package simd
 
 import (
 	"math"
+	"slices"
 	"unsafe"
 )
 
@@ -154,9 +155,10 @@ func hammingPopcntGo(dist []uint32, table []uint64, words int, probes []uint64) 
 }
 
 // argmaxReduce combines the lane results of an argmax kernel with the
-// entries [from, len(pos)) the kernel did not scan, and returns what
-// argmaxRangeGeneric returns. best holds float32 bits, bidx and fidx int32.
-func argmaxReduce(score []float32, pos []int32, lo, hi int32, best, bidx, fidx []uint32, from int) int {
+// entries [from, m) the kernel did not scan (those for which kept is true
+// qualify), and returns what argmaxRangeGeneric returns. best holds float32
+// bits, bidx and fidx int32.
+func argmaxReduce(score []float32, m int, kept func(i int) bool, best, bidx, fidx []uint32, from int) int {
 	first := int32(math.MaxInt32)
 	for _, f := range fidx {
 		first = min(first, int32(f))
@@ -171,8 +173,8 @@ func argmaxReduce(score []float32, pos []int32, lo, hi int32, best, bidx, fidx [
 			win, winScore = i, s
 		}
 	}
-	for i := from; i < len(pos); i++ {
-		if p := pos[i]; p < lo || p >= hi {
+	for i := from; i < m; i++ {
+		if !kept(i) {
 			continue
 		}
 		if first == math.MaxInt32 {
@@ -206,7 +208,8 @@ func initLanes(st []uint32) {
 
 func reduceLanes(st []uint32, score []float32, pos []int32, lo, hi int32, from int) int {
 	L := len(st) / 3
-	return argmaxReduce(score, pos, lo, hi, st[:L], st[L:2*L], st[2*L:], from)
+	kept := func(i int) bool { return pos[i] >= lo && pos[i] < hi }
+	return argmaxReduce(score, len(pos), kept, st[:L], st[L:2*L], st[2*L:], from)
 }
 
 type argmaxAsm func(score *float32, pos *int32, n int, lo, hi, base int32, st []uint32)
@@ -248,23 +251,27 @@ func argmaxAVX2Go(score []float32, pos []int32, lo, hi int32) int {
 
 // scoreStepWith runs ScoreStep block by block with one set's kernels: the
 // block's distances go to an L1-resident buffer, the update follows, and
-// the argmax lane state carries over between blocks. Unusual calls go to
-// the generic composition.
+// the argmax kernel scans the block's scores with stand-in positions (0
+// kept, -1 skipped, range [0, 1); they stay in L1), its lane state
+// carried over between blocks. Unusual calls go to the generic step.
 func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (AVX2)
 	ham, narrow func([]uint32, []uint64, int, []uint64),
 	upd func([]float32, []uint32, []uint32, uint32, int, float32),
 	argmax argmaxAsm,
-	score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
+	score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, skip []int32) int {
 	m := len(score)
 	if !blockLayout(bits) || len(table) < CodeWords(bits, m) || (mode == ScoreAccumulated && len(count) < m) ||
-		(pos != nil && len(pos) != m) || m > math.MaxInt32-scoreBlock {
-		return scoreStepGeneric(score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
+		m > math.MaxInt32-scoreBlock {
+		return scoreStepGeneric(score, count, table, bits, probes, n, mode, decay, skip)
 	}
+	// Not deferred: a scratch whose stand-in positions a panic left
+	// marked must not go back to the pool.
 	sc := blockScratchPool.Get().(*blockScratch)
-	defer blockScratchPool.Put(sc)
-	buf := &sc.dist
+	buf, keep := &sc.dist, &sc.keep
 	st := sc.lanes[:3*lanes]
 	initLanes(st)
+	sorted := sortedSkip(skip)
+	skipped := sorted
 	done := 0 // entries scanned by the argmax kernel
 	for b0 := 0; b0 < m; b0 += scoreBlock {
 		b1 := min(b0+scoreBlock, m)
@@ -277,9 +284,6 @@ func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (A
 			next := codeSpan(table, bits, b1, b1+c)
 			prefetchT1((*byte)(unsafe.Pointer(&next[0])), 8*len(next), 4096)
 			prefetchT1((*byte)(unsafe.Pointer(&score[b1])), 4*c, 4096)
-			if pos != nil {
-				prefetchT1((*byte)(unsafe.Pointer(&pos[b1])), 4*c, 4096)
-			}
 			if mode == ScoreAccumulated {
 				prefetchT1((*byte)(unsafe.Pointer(&count[b1])), 4*c, 4096)
 			}
@@ -291,29 +295,37 @@ func scoreStepWith(lanes int, // of the argmax kernel; vector width 8 when 16 (A
 			cnt = count[b0:b1]
 		}
 		upd(score[b0:b1], cnt, dist, n, mode, decay)
-		if pos != nil && hi > lo {
-			c := b1 - b0
-			if lanes == 16 {
-				c &^= 7 // the AVX2 kernel takes whole vectors; the tail is reduced in Go
-			}
-			if c > 0 {
-				argmax(&score[b0], &pos[b0], c, lo, hi, int32(b0), st)
-				done = b0 + c
-			}
+		marked := skipped
+		for len(skipped) > 0 && int(skipped[0]) < b1 {
+			keep[int(skipped[0])-b0] = -1
+			skipped = skipped[1:]
+		}
+		marked = marked[:len(marked)-len(skipped)]
+		c := b1 - b0
+		if lanes == 16 {
+			c &^= 7 // the AVX2 kernel takes whole vectors; the tail is reduced in Go
+		}
+		if c > 0 {
+			argmax(&score[b0], &keep[0], c, 0, 1, int32(b0), st)
+			done = b0 + c
+		}
+		for _, x := range marked {
+			keep[int(x)-b0] = 0
 		}
 	}
-	if pos == nil || hi <= lo {
-		return -1 // no victim asked for, or no position qualifies
-	}
-	return reduceLanes(st, score, pos, lo, hi, done)
+	kept := func(i int) bool { _, found := slices.BinarySearch(sorted, int32(i)); return !found }
+	L := lanes
+	victim := argmaxReduce(score, m, kept, st[:L], st[L:2*L], st[2*L:], done)
+	blockScratchPool.Put(sc)
+	return victim
 }
 
-func scoreStepAVX512Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
-	return scoreStepWith(32, hammingAVX512Go, hammingNarrowAVX512Go, updateAVX512Go, argmax32, score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
+func scoreStepAVX512Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, skip []int32) int {
+	return scoreStepWith(32, hammingAVX512Go, hammingNarrowAVX512Go, updateAVX512Go, argmax32, score, count, table, bits, probes, n, mode, decay, skip)
 }
 
-func scoreStepAVX2Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
-	return scoreStepWith(16, hammingAVX2Go, hammingNarrowAVX2Go, updateAVX2Go, argmax16, score, count, table, bits, probes, n, mode, decay, pos, lo, hi)
+func scoreStepAVX2Go(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, skip []int32) int {
+	return scoreStepWith(16, hammingAVX2Go, hammingNarrowAVX2Go, updateAVX2Go, argmax16, score, count, table, bits, probes, n, mode, decay, skip)
 }
 
 // blockLayout reports whether the block-wise steps take bits-bit codes:

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -532,33 +533,44 @@ func TestScoreStepMatchesComposition(t *testing.T) {
 				}
 				tokens := uint32(1 + n%3)
 				lo, hi := int32(rng.IntN(10)), int32(n-rng.IntN(10))
-				for _, withPos := range []bool{true, false} {
-					ws, wc := append([]float32(nil), score...), append([]uint32(nil), count...)
-					gs, gc := append([]float32(nil), score...), append([]uint32(nil), count...)
-					var p []int32
-					if withPos {
-						p = pos
-					}
-					// The reference: the three generic kernels in sequence,
-					// on the codes in the wide layout.
-					dist := make([]uint32, n)
-					hammingGeneric(dist, wide, max(1, bits/64), narrowProbes(probes, bits))
-					updateGeneric(ws, wc, dist, tokens, mode, 0.9)
-					want := -1
-					if withPos {
-						want = argmaxRangeGeneric(ws, pos, lo, hi)
-					}
-					got := k.ScoreStep(gs, gc, table, bits, probes, tokens, mode, 0.9, p, lo, hi)
-					if got != want {
-						t.Fatalf("n %d bits %d mode %d pos %v: victim %d, want %d", n, bits, mode, withPos, got, want)
-					}
-					if i := sameBits32(gs, ws); i >= 0 {
-						t.Fatalf("n %d bits %d mode %d: score[%d] %#x, want %#x", n, bits, mode, i, math.Float32bits(gs[i]), math.Float32bits(ws[i]))
-					}
-					for i := range wc {
-						if gc[i] != wc[i] {
-							t.Fatalf("n %d bits %d mode %d: count[%d] %d, want %d", n, bits, mode, i, gc[i], wc[i])
+				if n%7 == 3 {
+					lo, hi = hi, lo // nothing qualifies
+				}
+				// The entries out of [lo, hi), shuffled, some twice, with
+				// indices ScoreStep must ignore.
+				var skip []int32
+				for i, p := range pos {
+					if p < lo || p >= hi {
+						skip = append(skip, int32(i))
+						if rng.IntN(4) == 0 {
+							skip = append(skip, int32(i))
 						}
+					}
+				}
+				skip = append(skip, int32(n), -2)
+				rng.Shuffle(len(skip), func(i, j int) { skip[i], skip[j] = skip[j], skip[i] })
+				before := append([]int32(nil), skip...)
+				ws, wc := append([]float32(nil), score...), append([]uint32(nil), count...)
+				gs, gc := append([]float32(nil), score...), append([]uint32(nil), count...)
+				// The reference: the three generic kernels in sequence,
+				// on the codes in the wide layout.
+				dist := make([]uint32, n)
+				hammingGeneric(dist, wide, max(1, bits/64), narrowProbes(probes, bits))
+				updateGeneric(ws, wc, dist, tokens, mode, 0.9)
+				want := argmaxRangeGeneric(ws, pos, lo, hi)
+				got := k.ScoreStep(gs, gc, table, bits, probes, tokens, mode, 0.9, skip)
+				if got != want {
+					t.Fatalf("n %d bits %d mode %d [%d,%d): victim %d, want %d", n, bits, mode, lo, hi, got, want)
+				}
+				if !slices.Equal(skip, before) {
+					t.Fatalf("n %d bits %d: ScoreStep changed skip", n, bits)
+				}
+				if i := sameBits32(gs, ws); i >= 0 {
+					t.Fatalf("n %d bits %d mode %d: score[%d] %#x, want %#x", n, bits, mode, i, math.Float32bits(gs[i]), math.Float32bits(ws[i]))
+				}
+				for i := range wc {
+					if gc[i] != wc[i] {
+						t.Fatalf("n %d bits %d mode %d: count[%d] %d, want %d", n, bits, mode, i, gc[i], wc[i])
 					}
 				}
 			}

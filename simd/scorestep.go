@@ -1,19 +1,21 @@
 package simd
 
 // scoreStepGeneric folds one step into the scores of a code table and
-// returns the entry to evict. It returns exactly what
+// returns the entry to evict: it leaves score and count as
 //
 //	dist := make([]uint32, len(score))
 //	Hamming(dist, table, bits/64, probes) // HammingNarrow(dist, table, bits, probes) below 64 bits
 //	Update(score, count, dist, n, mode, decay)
-//	return ArgmaxIn(score, pos, lo, hi) // -1 when pos is nil
 //
-// returns, and leaves score and count in the same state. The accelerated
+// does, and returns what ArgmaxIn returns on the updated scores when the
+// entries listed in skip are the ones out of range (skip may repeat entries
+// and list entries outside the table; it is not modified). The accelerated
 // sets run it in blocks of scoreBlock entries, so that the distances stay
-// in L1 and the table, the scores, the counts and the positions are each
-// read from memory once per step instead of up to three times. pos is nil
-// or as long as score; count is only read in the accumulated mode.
-func scoreStepGeneric(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int {
+// in L1 and the table, the scores and the counts are each read from memory
+// once per step instead of up to three times; the protected entries are
+// named by the caller instead of found by reading every entry's position.
+// count is only read in the accumulated mode.
+func scoreStepGeneric(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, skip []int32) int {
 	var buf [scoreBlock]uint32
 	m := len(score)
 	for b0 := 0; b0 < m; b0 += scoreBlock {
@@ -26,10 +28,22 @@ func scoreStepGeneric(score []float32, count []uint32, table []uint64, bits int,
 		}
 		updateGeneric(score[b0:b1], cnt, dist, n, mode, decay)
 	}
-	if pos == nil {
-		return -1
+	// ArgmaxIn's loop, the skipped entries left out.
+	skipped := sortedSkip(skip)
+	best := -1
+	var bestScore float32
+	for i, s := range score {
+		if len(skipped) > 0 && int(skipped[0]) == i {
+			for len(skipped) > 0 && int(skipped[0]) == i {
+				skipped = skipped[1:]
+			}
+			continue
+		}
+		if best < 0 || s > bestScore {
+			best, bestScore = i, s
+		}
 	}
-	return argmaxRangeGeneric(score, pos, lo, hi)
+	return best
 }
 
 // scoreBlock is the number of entries per block of ScoreStep: 4 KiB of

@@ -30,7 +30,7 @@ type Kernels struct {
 	// ScoreStep is Hamming, then Update, then ArgmaxIn on the updated
 	// scores, fused (see scoreStepGeneric). Its table has the layout of
 	// bits-bit codes (see CodeWords).
-	ScoreStep func(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, pos []int32, lo, hi int32) int
+	ScoreStep func(score []float32, count []uint32, table []uint64, bits int, probes []uint64, n uint32, mode int, decay float32, skip []int32) int
 	// Farthest is the step of the instant score: the entry with the
 	// largest Hamming distance among those not skipped, no scores kept
 	// (see farthestGeneric).
