@@ -82,4 +82,5 @@ func genSimd() {
 	genNarrowAll()
 	genMaxU32(true)
 	genMaxU32(false)
+	genHammingMaxAll()
 }

@@ -3849,3 +3849,1182 @@ maxU32AVX2_reduce:
 	MOVL         AX, ret+16(FP)
 	VZEROUPPER
 	RET
+
+// func hammingMax8AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
+TEXT ·hammingMax8AVX512(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTB (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTB   Z5, Z5
+	VPMAXUB    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORQ     64(AX), Z0, Z5
+	VPOPCNTB   Z5, Z5
+	VPMAXUB    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORQ     128(AX), Z0, Z5
+	VPOPCNTB   Z5, Z5
+	VPMAXUB    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORQ     192(AX), Z0, Z5
+	VPOPCNTB   Z5, Z5
+	VPMAXUB    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTB Z5, Z5
+	VPMAXUB  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(DX), Z0, Z0
+	VPOPCNTB Z0, Z0
+	VPMAXUB  Z0, Z2, Z2
+
+reduce:
+	VPMAXUB       Z2, Z1, Z1
+	VPMAXUB       Z4, Z3, Z3
+	VPMAXUB       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUB       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUB       X0, X1, X1
+	VPMOVZXBW     X1, Y0
+	VEXTRACTI128  $0x01, Y0, X1
+	VPMAXUW       X1, X0, X0
+	VPCMPEQB      X1, X1, X1
+	VPXOR         X1, X0, X0
+	VPHMINPOSUW   X0, X0
+	VMOVD         X0, AX
+	NOTL          AX
+	MOVWLZX       AX, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax16AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
+TEXT ·hammingMax16AVX512(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTW (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTW   Z5, Z5
+	VPMAXUW    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORQ     64(AX), Z0, Z5
+	VPOPCNTW   Z5, Z5
+	VPMAXUW    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORQ     128(AX), Z0, Z5
+	VPOPCNTW   Z5, Z5
+	VPMAXUW    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORQ     192(AX), Z0, Z5
+	VPOPCNTW   Z5, Z5
+	VPMAXUW    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTW Z5, Z5
+	VPMAXUW  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(DX), Z0, Z0
+	VPOPCNTW Z0, Z0
+	VPMAXUW  Z0, Z2, Z2
+
+reduce:
+	VPMAXUW       Z2, Z1, Z1
+	VPMAXUW       Z4, Z3, Z3
+	VPMAXUW       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUW       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUW       X0, X1, X1
+	VPCMPEQB      X0, X0, X0
+	VPXOR         X0, X1, X1
+	VPHMINPOSUW   X1, X1
+	VMOVD         X1, AX
+	NOTL          AX
+	MOVWLZX       AX, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax32AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMax32AVX512(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTD (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORD     (AX), Z0, Z5
+	VPOPCNTD   Z5, Z5
+	VPMAXUD    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORD     64(AX), Z0, Z5
+	VPOPCNTD   Z5, Z5
+	VPMAXUD    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORD     128(AX), Z0, Z5
+	VPOPCNTD   Z5, Z5
+	VPMAXUD    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORD     192(AX), Z0, Z5
+	VPOPCNTD   Z5, Z5
+	VPMAXUD    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORD   (AX), Z0, Z5
+	VPOPCNTD Z5, Z5
+	VPMAXUD  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORD   -64(DX), Z0, Z0
+	VPOPCNTD Z0, Z0
+	VPMAXUD  Z0, Z2, Z2
+
+reduce:
+	VPMAXUD       Z2, Z1, Z1
+	VPMAXUD       Z4, Z3, Z3
+	VPMAXUD       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax64AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMax64AVX512(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTQ (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPMAXUQ    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORQ     64(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPMAXUQ    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORQ     128(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPMAXUQ    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORQ     192(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPMAXUQ    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPMAXUQ  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(DX), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	VPMAXUQ  Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax128AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMax128AVX512(SB), NOSPLIT, $0-28
+	MOVQ            table+0(FP), AX
+	MOVQ            nbytes+8(FP), CX
+	MOVQ            probe+16(FP), DX
+	VBROADCASTI32X4 (DX), Z0
+	VPXORD          Z1, Z1, Z1
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	LEAQ            (AX)(CX*1), DX
+	SHRQ            $0x08, CX
+	JZ              single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORQ     64(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORQ     128(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORQ     192(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPSHUFD  $0x4e, Z5, Z6
+	VPADDQ   Z6, Z5, Z5
+	VPMAXUQ  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(DX), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	VPSHUFD  $0x4e, Z0, Z5
+	VPADDQ   Z5, Z0, Z0
+	VPMAXUQ  Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax256AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMax256AVX512(SB), NOSPLIT, $0-28
+	MOVQ            table+0(FP), AX
+	MOVQ            nbytes+8(FP), CX
+	MOVQ            probe+16(FP), DX
+	VBROADCASTI64X4 (DX), Z0
+	VPXORD          Z1, Z1, Z1
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	LEAQ            (AX)(CX*1), DX
+	SHRQ            $0x08, CX
+	JZ              single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPERMQ     $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z1, Z1
+	PREFETCHT1 4096(AX)
+	VPXORQ     64(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPERMQ     $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z2, Z2
+	PREFETCHT1 4160(AX)
+	VPXORQ     128(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPERMQ     $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z3, Z3
+	PREFETCHT1 4224(AX)
+	VPXORQ     192(AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPSHUFD    $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPERMQ     $0x4e, Z5, Z6
+	VPADDQ     Z6, Z5, Z5
+	VPMAXUQ    Z5, Z4, Z4
+	PREFETCHT1 4288(AX)
+	ADDQ       $0x00000100, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPSHUFD  $0x4e, Z5, Z6
+	VPADDQ   Z6, Z5, Z5
+	VPERMQ   $0x4e, Z5, Z6
+	VPADDQ   Z6, Z5, Z5
+	VPMAXUQ  Z5, Z1, Z1
+	ADDQ     $0x40, AX
+	SUBQ     $0x40, CX
+	JMP      loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(DX), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	VPSHUFD  $0x4e, Z0, Z5
+	VPADDQ   Z5, Z0, Z0
+	VPERMQ   $0x4e, Z0, Z5
+	VPADDQ   Z5, Z0, Z0
+	VPMAXUQ  Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax8AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax8AVX2(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTB (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y2, Y7, Y7
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y7, Y1, Y7
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMAXUB    Y7, Y3, Y3
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y2, Y7, Y7
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y7, Y1, Y7
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMAXUB    Y7, Y4, Y4
+	VPXOR      64(AX), Y0, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y2, Y7, Y7
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y7, Y1, Y7
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMAXUB    Y7, Y5, Y5
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y2, Y7, Y7
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y7, Y1, Y7
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMAXUB    Y7, Y6, Y6
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	VPMAXUB Y7, Y3, Y3
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(DX), Y0, Y0
+	VPSRLW  $0x04, Y0, Y7
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y7, Y7
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y7, Y1, Y7
+	VPADDB  Y7, Y0, Y0
+	VPMAXUB Y0, Y4, Y4
+
+reduce:
+	VPMAXUB      Y4, Y3, Y3
+	VPMAXUB      Y6, Y5, Y5
+	VPMAXUB      Y5, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X0
+	VPMAXUB      X0, X3, X3
+	VPMOVZXBW    X3, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPMAXUW      X1, X0, X0
+	VPCMPEQB     X1, X1, X1
+	VPXOR        X1, X0, X0
+	VPHMINPOSUW  X0, X0
+	VMOVD        X0, AX
+	NOTL         AX
+	MOVWLZX      AX, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax16AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax16AVX2(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTW (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMAXUW    Y8, Y4, Y4
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMAXUW    Y8, Y5, Y5
+	VPXOR      64(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMAXUW    Y8, Y6, Y6
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMAXUW    Y8, Y7, Y7
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ       CX, $0x20
+	JB         last
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMAXUW    Y8, Y4, Y4
+	ADDQ       $0x20, AX
+	SUBQ       $0x20, CX
+	JMP        loop1
+
+last:
+	TESTQ      CX, CX
+	JZ         reduce
+	VPXOR      -32(DX), Y0, Y0
+	VPSRLW     $0x04, Y0, Y8
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	VPMAXUW    Y0, Y5, Y5
+
+reduce:
+	VPMAXUW      Y5, Y4, Y4
+	VPMAXUW      Y7, Y6, Y6
+	VPMAXUW      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUW      X0, X4, X4
+	VPCMPEQB     X0, X0, X0
+	VPXOR        X0, X4, X4
+	VPHMINPOSUW  X4, X4
+	VMOVD        X4, AX
+	NOTL         AX
+	MOVWLZX      AX, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax32AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax32AVX2(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTD (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPMAXUD    Y8, Y5, Y5
+	VPXOR      64(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPMAXUD    Y8, Y6, Y6
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPMAXUD    Y8, Y7, Y7
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ       CX, $0x20
+	JB         last
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	ADDQ       $0x20, AX
+	SUBQ       $0x20, CX
+	JMP        loop1
+
+last:
+	TESTQ      CX, CX
+	JZ         reduce
+	VPXOR      -32(DX), Y0, Y0
+	VPSRLW     $0x04, Y0, Y8
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	VPMADDWD   onesW<>+0(SB), Y0, Y0
+	VPMAXUD    Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax64AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax64AVX2(SB), NOSPLIT, $0-28
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probe+16(FP), DX
+	VPBROADCASTQ (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), DX
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y5, Y5
+	VPXOR      64(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y6, Y6
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y7, Y7
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(DX), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax128AVX2(SB), NOSPLIT, $0-28
+	MOVQ           table+0(FP), AX
+	MOVQ           nbytes+8(FP), CX
+	MOVQ           probe+16(FP), DX
+	VBROADCASTI128 (DX), Y0
+	VMOVDQU        nibbleLUT<>+0(SB), Y1
+	VMOVDQU        lowNibbles<>+0(SB), Y2
+	VPXOR          Y3, Y3, Y3
+	VPXOR          Y4, Y4, Y4
+	VPXOR          Y5, Y5, Y5
+	VPXOR          Y6, Y6, Y6
+	VPXOR          Y7, Y7, Y7
+	LEAQ           (AX)(CX*1), DX
+	SHRQ           $0x07, CX
+	JZ             single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y5, Y5
+	VPXOR      64(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y6, Y6
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y7, Y7
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(DX), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	VPSHUFD $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax256AVX2(SB), NOSPLIT, $0-28
+	MOVQ    table+0(FP), AX
+	MOVQ    nbytes+8(FP), CX
+	MOVQ    probe+16(FP), DX
+	VMOVDQU (DX), Y0
+	VMOVDQU nibbleLUT<>+0(SB), Y1
+	VMOVDQU lowNibbles<>+0(SB), Y2
+	VPXOR   Y3, Y3, Y3
+	VPXOR   Y4, Y4, Y4
+	VPXOR   Y5, Y5, Y5
+	VPXOR   Y6, Y6, Y6
+	VPXOR   Y7, Y7, Y7
+	LEAQ    (AX)(CX*1), DX
+	SHRQ    $0x07, CX
+	JZ      single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPERMQ     $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	PREFETCHT1 4096(AX)
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPERMQ     $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y5, Y5
+	VPXOR      64(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPERMQ     $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y6, Y6
+	PREFETCHT1 4160(AX)
+	VPXOR      96(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPSHUFD    $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPERMQ     $0x4e, Y8, Y9
+	VPADDD     Y9, Y8, Y8
+	VPMAXUD    Y8, Y7, Y7
+	ADDQ       $0x00000080, AX
+	DECQ       CX
+	JNZ        loop4
+
+single:
+	MOVQ DX, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(DX), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	VPSHUFD $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPERMQ  $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -522,3 +522,197 @@ func maxU32AVX512(x *uint32, n int) uint32
 //
 //go:noescape
 func maxU32AVX2(x *uint32, n int) uint32
+
+// hammingMax8AVX512 returns the largest Hamming distance between the 8-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64):
+//
+//	var m int
+//	for i := 0; i < nbytes; i++ {
+//		c := uint8(table[i/8] >> (i % 8 * 8))
+//		m = max(m, bits.OnesCount8(c^uint8(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingMax8AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax16AVX512 returns the largest Hamming distance between the 16-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 2):
+//
+//	var m int
+//	for i := 0; i < nbytes/2; i++ {
+//		c := uint16(table[i/4] >> (i % 4 * 16))
+//		m = max(m, bits.OnesCount16(c^uint16(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingMax16AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax32AVX512 returns the largest Hamming distance between the 32-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 4):
+//
+//	var m int
+//	for i := 0; i < nbytes/4; i++ {
+//		c := uint32(table[i/2] >> (i % 2 * 32))
+//		m = max(m, bits.OnesCount32(c^uint32(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax32AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax64AVX512 returns the largest Hamming distance between the 64-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 8):
+//
+//	var m int
+//	for i := 0; i < nbytes/8; i++ {
+//		m = max(m, bits.OnesCount64(table[i]^*probe))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax64AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax128AVX512 returns the largest Hamming distance between the 128-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 16):
+//
+//	var m int
+//	for i := 0; i < nbytes/16; i++ {
+//		var d int
+//		for w := 0; w < 2; w++ {
+//			d += bits.OnesCount64(table[i*2+w] ^ (*[2]uint64)(probe)[w])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax128AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax256AVX512 returns the largest Hamming distance between the 256-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 32):
+//
+//	var m int
+//	for i := 0; i < nbytes/32; i++ {
+//		var d int
+//		for w := 0; w < 4; w++ {
+//			d += bits.OnesCount64(table[i*4+w] ^ (*[4]uint64)(probe)[w])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax256AVX512(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax8AVX2 returns the largest Hamming distance between the 8-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32):
+//
+//	var m int
+//	for i := 0; i < nbytes; i++ {
+//		c := uint8(table[i/8] >> (i % 8 * 8))
+//		m = max(m, bits.OnesCount8(c^uint8(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax8AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax16AVX2 returns the largest Hamming distance between the 16-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 2):
+//
+//	var m int
+//	for i := 0; i < nbytes/2; i++ {
+//		c := uint16(table[i/4] >> (i % 4 * 16))
+//		m = max(m, bits.OnesCount16(c^uint16(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax16AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax32AVX2 returns the largest Hamming distance between the 32-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 4):
+//
+//	var m int
+//	for i := 0; i < nbytes/4; i++ {
+//		c := uint32(table[i/2] >> (i % 2 * 32))
+//		m = max(m, bits.OnesCount32(c^uint32(*probe)))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax32AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax64AVX2 returns the largest Hamming distance between the 64-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 8):
+//
+//	var m int
+//	for i := 0; i < nbytes/8; i++ {
+//		m = max(m, bits.OnesCount64(table[i]^*probe))
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax64AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax128AVX2 returns the largest Hamming distance between the 128-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 16):
+//
+//	var m int
+//	for i := 0; i < nbytes/16; i++ {
+//		var d int
+//		for w := 0; w < 2; w++ {
+//			d += bits.OnesCount64(table[i*2+w] ^ (*[2]uint64)(probe)[w])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMax256AVX2 returns the largest Hamming distance between the 256-bit codes in the
+// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 32):
+//
+//	var m int
+//	for i := 0; i < nbytes/32; i++ {
+//		var d int
+//		for w := 0; w < 4; w++ {
+//			d += bits.OnesCount64(table[i*4+w] ^ (*[4]uint64)(probe)[w])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
