@@ -101,7 +101,8 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	if *flagKern == "" {
-		policyTable(tokens)
+		policyTable(tokens, policy.ScoreInstant)
+		policyTable(tokens, policy.ScoreAccumulated)
 	}
 }
 
@@ -220,6 +221,44 @@ func hammingCase(bits, probes int) kernelCase {
 	}
 }
 
+// narrowCase is HammingNarrow over a packed table of bits-bit codes.
+func narrowCase(bits, probes int) kernelCase {
+	return kernelCase{
+		name: fmt.Sprintf("Hamming %d-bit codes packed, %d probe(s)", bits, probes),
+		prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+			bytes = min(bytes, len(out)*bits/4) // the distances (4 bytes per code) must fit in out
+			n := bytes * 8 / bits
+			pr := benchProbes(probes)
+			table, dist := buf[:bytes/8], u32s(out)[:n]
+			return func() { k.HammingNarrow(dist, table, bits, pr) }, bytes, 4 * n
+		},
+	}
+}
+
+// farthestCase is the scan of a decode step with the instant score: the
+// distance of every code of the table, reduced to the farthest one, with
+// a few entries protected; nothing is written.
+func farthestCase(bits, probes int) kernelCase {
+	return kernelCase{
+		name: fmt.Sprintf("Farthest (scan to the victim), %d-bit codes, %d probe(s)", bits, probes),
+		prep: func(k simd.Kernels, buf, out []uint64, bytes int) (func(), int, int) {
+			n := bytes * 8 / bits
+			pr := benchProbes(probes * max(1, bits/64))
+			table := buf[:bytes/8]
+			skip := []int32{0, 1, 2, 3, int32(n - 1), int32(n - 2)}
+			return func() { sink += uint64(k.Farthest(table, bits, pr, n, skip)) }, bytes, 0
+		},
+	}
+}
+
+func benchProbes(n int) []uint64 {
+	pr := make([]uint64, n)
+	for i := range pr {
+		pr[i] = uint64(0x9E3779B97F4A7C15) * uint64(i+1)
+	}
+	return pr
+}
+
 func kernelCases() []kernelCase {
 	cases := []kernelCase{
 		hammingCase(16, 1),
@@ -228,6 +267,17 @@ func kernelCases() []kernelCase {
 		hammingCase(128, 4),
 		hammingCase(256, 1),
 		hammingCase(256, 4),
+		narrowCase(8, 1),
+		narrowCase(16, 1),
+		narrowCase(16, 4),
+		narrowCase(32, 1),
+		farthestCase(8, 1),
+		farthestCase(16, 1),
+		farthestCase(16, 4),
+		farthestCase(32, 1),
+		farthestCase(64, 1),
+		farthestCase(128, 1),
+		farthestCase(256, 1),
 	}
 	for _, nb := range []int{16, 256} {
 		cases = append(cases, kernelCase{
@@ -426,9 +476,10 @@ type engineRun struct {
 	slots []int32
 }
 
-func newEngineRun(tokens int, rng *rand.Rand) *engineRun {
+func newEngineRun(tokens int, score policy.Score, rng *rand.Rand) *engineRun {
 	p := policy.DefaultParams()
 	p.Mode, p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Bits = policy.ModeSlot, 1, kvHeads, qHeads, headDim, 16
+	p.Score = score
 	p.Budget, p.MaxSeqs = tokens, 1
 	e, err := policy.NewEngine(p)
 	if err != nil {
@@ -517,11 +568,11 @@ func (a *attention) step() time.Duration {
 	return time.Since(t)
 }
 
-func policyTable(tokens []int) {
+func policyTable(tokens []int, score policy.Score) {
 	best := simd.Available()[0]
 	fmt.Printf("## Policy cost per decode step vs. the attention of that step\n\n")
-	fmt.Printf("Policy: policy.Engine.Place, slot mode, 1 layer, %d KV heads, %d query heads (GQA %d), head_dim %d, 16-bit codes,\n",
-		kvHeads, qHeads, qHeads/kvHeads, headDim)
+	fmt.Printf("Policy: policy.Engine.Place, slot mode, 1 layer, %d KV heads, %d query heads (GQA %d), head_dim %d, 16-bit codes, %s score,\n",
+		kvHeads, qHeads, qHeads/kvHeads, headDim, []string{"instant (the default)", "accumulated", "decayed"}[score])
 	fmt.Printf("full cache of N tokens (one eviction per KV head per step); f32 inputs. Median (min) over the steps.\n")
 	fmt.Printf("\"after attention\": the policy step timed right after an attention step, whose K/V stream has evicted its tables from the caches.\n")
 	fmt.Printf("Attention: %d query heads over N cached f32 keys and values per KV head (%s per step at N tokens: K and V), %s.\n\n",
@@ -532,7 +583,7 @@ func policyTable(tokens []int) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, n := range tokens {
 		simd.Use(best)
-		r := newEngineRun(n, rng)
+		r := newEngineRun(n, score, rng)
 		steps := max(20, min(400, 4<<20/n))
 		r.steps(steps / 4) // warm up
 		pMin, pMed := r.steps(steps)
