@@ -9,12 +9,14 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// Fused Hamming maximum: the largest distance between one probe and the
-// codes of a table, narrow (8-, 16-, 32-bit codes, an array of uint8,
-// uint16 or uint32 on amd64) or wide (1, 2 or 4 words a code). The decode
-// step of the instant score (Farthest) needs only each block's maximum, so
-// these kernels stream the codes once and keep per-element running maxima
-// in registers instead of storing distances and reading them back.
+// Fused Hamming maximum: the largest distance between a set of np probes
+// and the codes of a table, narrow (8-, 16-, 32-bit codes, an array of
+// uint8, uint16 or uint32 on amd64) or wide (1, 2 or 4 words a code), the
+// distance of a code being the sum of its Hamming distances to the probes.
+// The decode step of the instant score (Farthest) needs only each block's
+// maximum, so these kernels stream the codes once and keep per-element
+// running maxima in registers instead of storing distances and reading
+// them back.
 //
 // A kernel takes nbytes bytes of table, at least one vector and a whole
 // number of codes: four vectors per pass, then single vectors, then, when
@@ -23,15 +25,35 @@ import (
 // the maximum unchanged, and reads no code past nbytes (a narrow table's
 // unused bits in its last word are never read either).
 //
-// How a vector is counted:
+// hammingMax<bits><set> take one probe; hammingMaxN<bits><set> take np
+// (the wrappers call them for np >= 2; they are correct for np = 1 too,
+// but a probe loop that is never run still costs the one-probe loop about
+// 5% in the caches and, for 256-bit codes, 10-15% beyond them, so the
+// one-probe kernels are kept as they were). The N kernels sum the probes
+// inside the vector loop: the first probe is broadcast once, before the
+// loops, and counted against the pass's vectors; each further probe is
+// broadcast from memory once a pass (four vectors in the main loop) and
+// its counts are added to the pass's sums, which then go into the maxima.
+// The table's vectors are read again for each probe, from L1. With a few
+// probes the kernels are bound by the vector ports (three instructions a
+// probe and vector on AVX-512), not by memory. The sums are in the counts'
+// element type (bytes for 8-bit codes, words for 16, dwords for 32, qwords
+// for 64 and more), so the caller bounds np: np*bits must fit that type (8 bits:
+// np <= 31; 16 bits: np <= 4095; wider: np*bits < 2^32, the maximum being
+// a uint32 and the AVX2 wide kernels taking dword maxima of qword sums).
+//
+// How a vector is counted against one probe:
 //
 //   - AVX-512: xor with the broadcast probe, then VPOPCNTB/W (8, 16 bits,
-//     AVX512_BITALG), VPOPCNTD (32) or VPOPCNTQ (64 and more, the qwords
-//     of a 2- or 4-word code summed with shuffles), and VPMAXUB/UW/UD/UQ;
-//   - AVX2: the nibble table of genHammingAVX2 gives byte counts, summed
+//     AVX512_BITALG), VPOPCNTD (32) or VPOPCNTQ (64 and more), summed over
+//     the probes by VPADDB/W/D/Q; the qwords of a 2- or 4-word code are
+//     then summed with shuffles, and VPMAXUB/UW/UD/UQ;
+//   - AVX2: the nibble table of genHammingAVX2 gives byte counts, widened
 //     per code by VPMADDUBSW (16 bits), VPMADDUBSW and VPMADDWD (32) or
-//     VPSADBW and shuffles (64 and more), then VPMAXUB/UW/UD (a qword
-//     count is below 2^32, so its high dword is 0 and dword maxima do).
+//     VPSADBW (64 and more) and summed over the probes (VPADDB/W/D/Q),
+//     the qwords of a wide code then summed with shuffles, and
+//     VPMAXUB/UW/UD (a sum below 2^32 has its high dword 0, so dword
+//     maxima do).
 //
 // The four accumulators are combined at the end; the last bytes or words
 // are reduced with VPHMINPOSUW on their complement, dwords with shuffles.
@@ -44,9 +66,11 @@ import (
 // loop (AVX2: 65%), with it at 90-100%; in the caches it costs little.
 
 func genHammingMaxAll() {
-	for _, zmm := range []bool{true, false} {
-		for _, b := range []int{8, 16, 32, 64, 128, 256} {
-			genHammingMax(b, zmm)
+	for _, multi := range []bool{false, true} {
+		for _, zmm := range []bool{true, false} {
+			for _, b := range []int{8, 16, 32, 64, 128, 256} {
+				genHammingMax(b, zmm, multi)
+			}
 		}
 	}
 }
@@ -94,30 +118,101 @@ func hammingMaxDoc(name string, nb, vb int) []string {
 	return doc
 }
 
-// genHammingMax writes hammingMax<bits>AVX512 (zmm) or hammingMax<bits>AVX2.
-func genHammingMax(nb int, zmm bool) {
+func hammingMaxNDoc(name string, nb, vb int) []string {
+	size := nb / 8
+	cond, codes := fmt.Sprintf("nbytes >= %d, a multiple of %d", vb, size), fmt.Sprintf("nbytes/%d", size)
+	if size == 1 {
+		cond, codes = fmt.Sprintf("nbytes >= %d", vb), "nbytes"
+	}
+	limit := fmt.Sprintf("np*%d < 2^32", nb)
+	switch nb {
+	case 8:
+		limit = "np <= 31"
+	case 16:
+		limit = "np <= 4095"
+	}
+	doc := []string{
+		fmt.Sprintf("%s returns the largest sum of the Hamming distances between one of", name),
+		fmt.Sprintf("the %d-bit codes in the first nbytes bytes of table and each of the np probes", nb),
+		fmt.Sprintf("at probes (%s; 1 <= np, %s):", cond, limit),
+		"",
+		"\tvar m int",
+		fmt.Sprintf("\tfor i := 0; i < %s; i++ {", codes),
+		"\t\tvar d int",
+		"\t\tfor p := 0; p < np; p++ {",
+	}
+	if nb < 64 {
+		k := 64 / nb
+		doc = append(doc,
+			fmt.Sprintf("\t\t\tc := uint%d(table[i/%d] >> (i %% %d * %d))", nb, k, k, nb),
+			fmt.Sprintf("\t\t\td += bits.OnesCount%d(c ^ uint%d(probes[p]))", nb, nb))
+	} else if nb == 64 {
+		doc = append(doc,
+			"\t\t\td += bits.OnesCount64(table[i] ^ probes[p])")
+	} else {
+		w := nb / 64
+		doc = append(doc,
+			fmt.Sprintf("\t\t\tfor w := 0; w < %d; w++ {", w),
+			fmt.Sprintf("\t\t\t\td += bits.OnesCount64(table[i*%d+w] ^ probes[p*%d+w])", w, w),
+			"\t\t\t}")
+	}
+	doc = append(doc,
+		"\t\t}",
+		"\t\tm = max(m, d)",
+		"\t}",
+		"\treturn uint32(m)",
+		"", "It prefetches the table 4 KiB ahead (to L2).")
+	if nb <= 16 && vb == 64 {
+		doc = append(doc, "", "Requires AVX512_BITALG.")
+	}
+	return doc
+}
+
+// genHammingMax writes hammingMax<bits>AVX512 (zmm) or hammingMax<bits>AVX2,
+// for one probe, or with multi hammingMaxN<bits>AVX512 or
+// hammingMaxN<bits>AVX2, for np of them.
+func genHammingMax(nb int, zmm, multi bool) {
 	v := avx2
 	if zmm {
 		v = avx512
 	}
 	vb := v.bytes()
-	name := fmt.Sprintf("hammingMax%d%s", nb, v.name)
-	kernel(name, "func(table *uint64, nbytes int, probe *uint64) uint32", hammingMaxDoc(name, nb, vb))
-	table := Load(Param("table"), GP64())
-	nbytes := Load(Param("nbytes"), GP64())
-	probe := Load(Param("probe"), GP64())
-
-	pv := v.vec()
-	switch nb {
-	case 8:
-		VPBROADCASTB(Mem{Base: probe}, pv)
-	case 16:
-		VPBROADCASTW(Mem{Base: probe}, pv)
-	case 32:
-		VPBROADCASTD(Mem{Base: probe}, pv)
-	default:
-		broadcastProbe(nb/64, Mem{Base: probe}, pv, zmm)
+	var table, nbytes, probes, np reg.Register
+	if multi {
+		name := fmt.Sprintf("hammingMaxN%d%s", nb, v.name)
+		kernel(name, "func(table *uint64, nbytes int, probes *uint64, np int) uint32", hammingMaxNDoc(name, nb, vb))
+		table = Load(Param("table"), GP64())
+		nbytes = Load(Param("nbytes"), GP64())
+		probes = Load(Param("probes"), GP64())
+		np = Load(Param("np"), GP64())
+	} else {
+		name := fmt.Sprintf("hammingMax%d%s", nb, v.name)
+		kernel(name, "func(table *uint64, nbytes int, probe *uint64) uint32", hammingMaxDoc(name, nb, vb))
+		table = Load(Param("table"), GP64())
+		nbytes = Load(Param("nbytes"), GP64())
+		probes = Load(Param("probe"), GP64())
 	}
+
+	// broadcast repeats the probe at m over dst (a narrow probe's low
+	// bits: its word is little-endian).
+	broadcast := func(m Mem, dst reg.VecVirtual) {
+		switch nb {
+		case 8:
+			VPBROADCASTB(m, dst)
+		case 16:
+			VPBROADCASTW(m, dst)
+		case 32:
+			VPBROADCASTD(m, dst)
+		default:
+			broadcastProbe(nb/64, m, dst, zmm)
+		}
+	}
+	stride := 8 // bytes from one probe to the next
+	if nb > 64 {
+		stride = nb / 8
+	}
+	pv := v.vec() // the first probe
+	broadcast(Mem{Base: probes}, pv)
 	var lut, low, ones, zero reg.VecVirtual
 	if !zmm {
 		lut, low = YMM(), YMM()
@@ -158,36 +253,39 @@ func genHammingMax(nb int, zmm bool) {
 			VPMAXUD(a, b, dst)
 		}
 	}
-	// step counts the vector at m and takes its maximum into a.
-	step := func(m Mem, a reg.VecVirtual) {
+	// vadd adds counts of the sums' element type.
+	vadd := func(a, b, dst reg.Register) {
+		switch nb {
+		case 8:
+			VPADDB(a, b, dst)
+		case 16:
+			VPADDW(a, b, dst)
+		case 32:
+			VPADDD(a, b, dst)
+		default:
+			VPADDQ(a, b, dst)
+		}
+	}
+	// count returns the distances of the vector at m to the probe in p,
+	// per byte, word, dword or qword of each code.
+	count := func(m Mem, p reg.VecVirtual) reg.VecVirtual {
 		t := v.vec()
 		if zmm {
 			switch nb {
 			case 8, 16:
-				VPXORQ(m, pv, t)
+				VPXORQ(m, p, t)
 				vpopcntBW(nb, t, t)
 			case 32:
-				VPXORD(m, pv, t)
+				VPXORD(m, p, t)
 				VPOPCNTD(t, t)
 			default:
-				VPXORQ(m, pv, t)
+				VPXORQ(m, p, t)
 				VPOPCNTQ(t, t)
 			}
-			if nb >= 128 { // add the other qword of each 128 bits
-				s := ZMM()
-				VPSHUFD(U8(0x4e), t, s)
-				VPADDQ(s, t, t)
-			}
-			if nb == 256 { // and the other 128 bits of each 256
-				s := ZMM()
-				VPERMQ(U8(0x4e), t, s)
-				VPADDQ(s, t, t)
-			}
-			vmax(t, a, a)
-			return
+			return t
 		}
 		hi := YMM()
-		VPXOR(m, pv, t)
+		VPXOR(m, p, t)
 		VPSRLW(U8(4), t, hi)
 		VPAND(low, t, t)
 		VPAND(low, hi, hi)
@@ -203,18 +301,81 @@ func genHammingMax(nb int, zmm bool) {
 			VPMADDWD(onesW, t, t)
 		default:
 			VPSADBW(zero, t, t)
-			if nb >= 128 {
-				s := YMM()
+		}
+		return t
+	}
+	// finish sums the qwords of each wide code in t.
+	finish := func(t reg.VecVirtual) {
+		if zmm {
+			if nb >= 128 { // add the other qword of each 128 bits
+				s := ZMM()
 				VPSHUFD(U8(0x4e), t, s)
-				VPADDD(s, t, t)
+				VPADDQ(s, t, t)
 			}
-			if nb == 256 {
-				s := YMM()
+			if nb == 256 { // and the other 128 bits of each 256
+				s := ZMM()
 				VPERMQ(U8(0x4e), t, s)
-				VPADDD(s, t, t)
+				VPADDQ(s, t, t)
+			}
+			return
+		}
+		if nb >= 128 {
+			s := YMM()
+			VPSHUFD(U8(0x4e), t, s)
+			VPADDD(s, t, t)
+		}
+		if nb == 256 {
+			s := YMM()
+			VPERMQ(U8(0x4e), t, s)
+			VPADDD(s, t, t)
+		}
+	}
+	// pass counts the vectors at ms against every probe (the first, in pv,
+	// peeled) and takes the sums' maxima into accs; also(j), if any, is
+	// emitted after vector j's first count (one probe) or after the first
+	// probe's counts (multi).
+	pass := func(label string, ms []Mem, accs []reg.VecVirtual, also func(j int)) {
+		if !multi {
+			// One probe: each vector counted, summed and taken into its
+			// maximum in turn.
+			for j, m := range ms {
+				t := count(m, pv)
+				finish(t)
+				vmax(t, accs[j], accs[j])
+				if also != nil {
+					also(j)
+				}
+			}
+			return
+		}
+		sums := make([]reg.VecVirtual, len(ms))
+		for j, m := range ms {
+			sums[j] = count(m, pv)
+		}
+		if also != nil {
+			for j := range ms {
+				also(j)
 			}
 		}
-		vmax(t, a, a)
+		left, p := GP64(), GP64()
+		MOVQ(np, left)
+		DECQ(left)
+		JZ(LabelRef(label + "done"))
+		MOVQ(probes, p)
+		Label(label + "probe")
+		ADDQ(U32(stride), p)
+		q := v.vec()
+		broadcast(Mem{Base: p}, q)
+		for j, m := range ms {
+			vadd(count(m, q), sums[j], sums[j])
+		}
+		DECQ(left)
+		JNZ(LabelRef(label + "probe"))
+		Label(label + "done")
+		for j := range ms {
+			finish(sums[j])
+			vmax(sums[j], accs[j], accs[j])
+		}
 	}
 
 	groups := GP64()
@@ -222,12 +383,15 @@ func genHammingMax(nb int, zmm bool) {
 	SHRQ(U8(bits.TrailingZeros(uint(4*vb))), groups)
 	JZ(LabelRef("single"))
 	Label("loop4")
+	var ms []Mem
 	for j := range acc {
-		step(Mem{Base: table, Disp: vb * j}, acc[j])
+		ms = append(ms, Mem{Base: table, Disp: vb * j})
+	}
+	pass("loop4", ms, acc[:], func(j int) {
 		if vb*j%64 == 0 {
 			PREFETCHT1(Mem{Base: table, Disp: 4096 + vb*j})
 		}
-	}
+	})
 	ADDQ(U32(4*vb), table)
 	DECQ(groups)
 	JNZ(LabelRef("loop4"))
@@ -239,7 +403,7 @@ func genHammingMax(nb int, zmm bool) {
 	Label("loop1")
 	CMPQ(rest, U8(vb))
 	JB(LabelRef("last"))
-	step(Mem{Base: table}, acc[0])
+	pass("loop1", []Mem{{Base: table}}, acc[:1], nil)
 	ADDQ(U8(vb), table)
 	SUBQ(U8(vb), rest)
 	JMP(LabelRef("loop1"))
@@ -247,7 +411,7 @@ func genHammingMax(nb int, zmm bool) {
 	Label("last") // fewer than vb bytes remain: the vector that ends at nbytes
 	TESTQ(rest, rest)
 	JZ(LabelRef("reduce"))
-	step(Mem{Base: end, Disp: -vb}, acc[1])
+	pass("last", []Mem{{Base: end, Disp: -vb}}, acc[1:2], nil)
 
 	Label("reduce")
 	vmax(acc[1], acc[0], acc[0])
@@ -259,7 +423,7 @@ func genHammingMax(nb int, zmm bool) {
 		VEXTRACTI64X4(U8(1), acc[0], hi)
 		y = acc[0].AsY().(reg.VecVirtual)
 		if nb > 32 {
-			VPMAXUD(hi, y, y) // qword counts: the high dwords are 0
+			VPMAXUD(hi, y, y) // qword sums: the high dwords are 0
 		} else {
 			vmax(hi, y, y)
 		}
@@ -272,7 +436,7 @@ func genHammingMax(nb int, zmm bool) {
 		x := y.AsX()
 		if nb == 8 {
 			VPMAXUB(hx, x, x)
-			w := YMM() // 16 byte counts to words
+			w := YMM() // 16 byte sums to words
 			VPMOVZXBW(x, w)
 			hx = XMM()
 			VEXTRACTI128(U8(1), w, hx)

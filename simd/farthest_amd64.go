@@ -23,17 +23,19 @@ type blockScratch struct {
 var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
 
 // farthestWith runs Farthest block by block. A block without skipped
-// entries, with one probe, goes through a fused kernel that streams the
-// codes once and returns their largest distance (hmax: no distances are
-// stored). Otherwise the block's distances go to an L1-resident buffer,
-// the skipped entries' distances are set to 0 and the block's maximum is
-// taken (maxU32). The first block that reaches the largest maximum is
-// computed again at the end and searched for that maximum's first index. Zeroing is exact: a skipped entry cannot win over
-// a positive maximum (ties go to the first index, and the first index of a
-// positive maximum is not a zeroed one), and when the maximum is 0 every
-// kept entry is at distance 0, so the answer is the first kept entry.
+// entries goes through a fused kernel that streams the codes once and
+// returns their largest summed distance (hmax: no distances are stored;
+// it declines probe counts its sums cannot hold). Otherwise the block's
+// distances go to an L1-resident buffer, the skipped entries' distances
+// are set to 0 and the block's maximum is taken (maxU32). The first block
+// that reaches the largest maximum is computed again at the end and
+// searched for that maximum's first index. Zeroing is exact: a skipped
+// entry cannot win over a positive maximum (ties go to the first index,
+// and the first index of a positive maximum is not a zeroed one), and
+// when the maximum is 0 every kept entry is at distance 0, so the answer
+// is the first kept entry.
 func farthestWith(maxU32 func([]uint32) uint32,
-	hmax func(table []uint64, bits, n int, probe []uint64) (uint32, bool),
+	hmax func(table []uint64, bits, n int, probes []uint64) (uint32, bool),
 	ham, narrow func([]uint32, []uint64, int, []uint64),
 	table []uint64, bits int, probes []uint64, n int, skip []int32) int {
 	if !blockLayout(bits) || n < 0 || len(table) < CodeWords(bits, n) || n > math.MaxInt32 {
@@ -53,7 +55,6 @@ func farthestWith(maxU32 func([]uint32) uint32,
 		}
 		return dist, skipped
 	}
-	single := len(probes) == max(1, bits/64) // one probe: the fused kernels take it
 	bestBlock, bestDist := -1, uint32(0)
 	var bestSkip []int32 // the skipped entries from bestBlock on
 	skipped := sorted
@@ -68,7 +69,7 @@ func farthestWith(maxU32 func([]uint32) uint32,
 		}
 		from := skipped
 		m, ok := uint32(0), false
-		if single && (len(skipped) == 0 || int(skipped[0]) >= b1) {
+		if len(skipped) == 0 || int(skipped[0]) >= b1 { // hmax says ok = false for probe counts it cannot sum
 			m, ok = hmax(codeSpan(table, bits, b0, b1), bits, b1-b0, probes)
 		}
 		if !ok {

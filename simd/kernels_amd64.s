@@ -5028,3 +5028,2058 @@ reduce:
 	MOVL         AX, ret+24(FP)
 	VZEROUPPER
 	RET
+
+// func hammingMaxN8AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
+TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTB (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTB   Z5, Z5
+	VPXORQ     64(AX), Z0, Z6
+	VPOPCNTB   Z6, Z6
+	VPXORQ     128(AX), Z0, Z7
+	VPOPCNTB   Z7, Z7
+	VPXORQ     192(AX), Z0, Z8
+	VPOPCNTB   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTB (R8), Z9
+	VPXORQ       (AX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z5, Z5
+	VPXORQ       64(AX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z6, Z6
+	VPXORQ       128(AX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z7, Z7
+	VPXORQ       192(AX), Z9, Z9
+	VPOPCNTB     Z9, Z9
+	VPADDB       Z9, Z8, Z8
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUB Z5, Z1, Z1
+	VPMAXUB Z6, Z2, Z2
+	VPMAXUB Z7, Z3, Z3
+	VPMAXUB Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTB Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTB (R8), Z6
+	VPXORQ       (AX), Z6, Z6
+	VPOPCNTB     Z6, Z6
+	VPADDB       Z6, Z5, Z5
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUB Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(SI), Z0, Z0
+	VPOPCNTB Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTB (CX), Z5
+	VPXORQ       -64(SI), Z5, Z5
+	VPOPCNTB     Z5, Z5
+	VPADDB       Z5, Z0, Z0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUB Z0, Z2, Z2
+
+reduce:
+	VPMAXUB       Z2, Z1, Z1
+	VPMAXUB       Z4, Z3, Z3
+	VPMAXUB       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUB       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUB       X0, X1, X1
+	VPMOVZXBW     X1, Y0
+	VEXTRACTI128  $0x01, Y0, X1
+	VPMAXUW       X1, X0, X0
+	VPCMPEQB      X1, X1, X1
+	VPXOR         X1, X0, X0
+	VPHMINPOSUW   X0, X0
+	VMOVD         X0, AX
+	NOTL          AX
+	MOVWLZX       AX, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN16AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
+TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTW (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTW   Z5, Z5
+	VPXORQ     64(AX), Z0, Z6
+	VPOPCNTW   Z6, Z6
+	VPXORQ     128(AX), Z0, Z7
+	VPOPCNTW   Z7, Z7
+	VPXORQ     192(AX), Z0, Z8
+	VPOPCNTW   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTW (R8), Z9
+	VPXORQ       (AX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z5, Z5
+	VPXORQ       64(AX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z6, Z6
+	VPXORQ       128(AX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z7, Z7
+	VPXORQ       192(AX), Z9, Z9
+	VPOPCNTW     Z9, Z9
+	VPADDW       Z9, Z8, Z8
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUW Z5, Z1, Z1
+	VPMAXUW Z6, Z2, Z2
+	VPMAXUW Z7, Z3, Z3
+	VPMAXUW Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTW Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTW (R8), Z6
+	VPXORQ       (AX), Z6, Z6
+	VPOPCNTW     Z6, Z6
+	VPADDW       Z6, Z5, Z5
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUW Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(SI), Z0, Z0
+	VPOPCNTW Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTW (CX), Z5
+	VPXORQ       -64(SI), Z5, Z5
+	VPOPCNTW     Z5, Z5
+	VPADDW       Z5, Z0, Z0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUW Z0, Z2, Z2
+
+reduce:
+	VPMAXUW       Z2, Z1, Z1
+	VPMAXUW       Z4, Z3, Z3
+	VPMAXUW       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUW       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUW       X0, X1, X1
+	VPCMPEQB      X0, X0, X0
+	VPXOR         X0, X1, X1
+	VPHMINPOSUW   X1, X1
+	VMOVD         X1, AX
+	NOTL          AX
+	MOVWLZX       AX, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN32AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTD (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORD     (AX), Z0, Z5
+	VPOPCNTD   Z5, Z5
+	VPXORD     64(AX), Z0, Z6
+	VPOPCNTD   Z6, Z6
+	VPXORD     128(AX), Z0, Z7
+	VPOPCNTD   Z7, Z7
+	VPXORD     192(AX), Z0, Z8
+	VPOPCNTD   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTD (R8), Z9
+	VPXORD       (AX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z5, Z5
+	VPXORD       64(AX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z6, Z6
+	VPXORD       128(AX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z7, Z7
+	VPXORD       192(AX), Z9, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z8, Z8
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUD Z5, Z1, Z1
+	VPMAXUD Z6, Z2, Z2
+	VPMAXUD Z7, Z3, Z3
+	VPMAXUD Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORD   (AX), Z0, Z5
+	VPOPCNTD Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTD (R8), Z6
+	VPXORD       (AX), Z6, Z6
+	VPOPCNTD     Z6, Z6
+	VPADDD       Z6, Z5, Z5
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUD Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORD   -64(SI), Z0, Z0
+	VPOPCNTD Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTD (CX), Z5
+	VPXORD       -64(SI), Z5, Z5
+	VPOPCNTD     Z5, Z5
+	VPADDD       Z5, Z0, Z0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUD Z0, Z2, Z2
+
+reduce:
+	VPMAXUD       Z2, Z1, Z1
+	VPMAXUD       Z4, Z3, Z3
+	VPMAXUD       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN64AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTQ (DX), Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x08, CX
+	JZ           single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPXORQ     64(AX), Z0, Z6
+	VPOPCNTQ   Z6, Z6
+	VPXORQ     128(AX), Z0, Z7
+	VPOPCNTQ   Z7, Z7
+	VPXORQ     192(AX), Z0, Z8
+	VPOPCNTQ   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTQ (R8), Z9
+	VPXORQ       (AX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z5, Z5
+	VPXORQ       64(AX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z6, Z6
+	VPXORQ       128(AX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z7, Z7
+	VPXORQ       192(AX), Z9, Z9
+	VPOPCNTQ     Z9, Z9
+	VPADDQ       Z9, Z8, Z8
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUQ Z5, Z1, Z1
+	VPMAXUQ Z6, Z2, Z2
+	VPMAXUQ Z7, Z3, Z3
+	VPMAXUQ Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTQ (R8), Z6
+	VPXORQ       (AX), Z6, Z6
+	VPOPCNTQ     Z6, Z6
+	VPADDQ       Z6, Z5, Z5
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUQ Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(SI), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTQ (CX), Z5
+	VPXORQ       -64(SI), Z5, Z5
+	VPOPCNTQ     Z5, Z5
+	VPADDQ       Z5, Z0, Z0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUQ Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN128AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $0-36
+	MOVQ            table+0(FP), AX
+	MOVQ            nbytes+8(FP), CX
+	MOVQ            probes+16(FP), DX
+	MOVQ            np+24(FP), BX
+	VBROADCASTI32X4 (DX), Z0
+	VPXORD          Z1, Z1, Z1
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	LEAQ            (AX)(CX*1), SI
+	SHRQ            $0x08, CX
+	JZ              single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPXORQ     64(AX), Z0, Z6
+	VPOPCNTQ   Z6, Z6
+	VPXORQ     128(AX), Z0, Z7
+	VPOPCNTQ   Z7, Z7
+	VPXORQ     192(AX), Z0, Z8
+	VPOPCNTQ   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ            $0x00000010, R8
+	VBROADCASTI32X4 (R8), Z9
+	VPXORQ          (AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z5, Z5
+	VPXORQ          64(AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z6, Z6
+	VPXORQ          128(AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z7, Z7
+	VPXORQ          192(AX), Z9, Z9
+	VPOPCNTQ        Z9, Z9
+	VPADDQ          Z9, Z8, Z8
+	DECQ            DI
+	JNZ             loop4probe
+
+loop4done:
+	VPSHUFD $0x4e, Z5, Z9
+	VPADDQ  Z9, Z5, Z5
+	VPMAXUQ Z5, Z1, Z1
+	VPSHUFD $0x4e, Z6, Z5
+	VPADDQ  Z5, Z6, Z6
+	VPMAXUQ Z6, Z2, Z2
+	VPSHUFD $0x4e, Z7, Z5
+	VPADDQ  Z5, Z7, Z7
+	VPMAXUQ Z7, Z3, Z3
+	VPSHUFD $0x4e, Z8, Z5
+	VPADDQ  Z5, Z8, Z8
+	VPMAXUQ Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ            $0x00000010, R8
+	VBROADCASTI32X4 (R8), Z6
+	VPXORQ          (AX), Z6, Z6
+	VPOPCNTQ        Z6, Z6
+	VPADDQ          Z6, Z5, Z5
+	DECQ            DI
+	JNZ             loop1probe
+
+loop1done:
+	VPSHUFD $0x4e, Z5, Z6
+	VPADDQ  Z6, Z5, Z5
+	VPMAXUQ Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(SI), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ            $0x00000010, CX
+	VBROADCASTI32X4 (CX), Z5
+	VPXORQ          -64(SI), Z5, Z5
+	VPOPCNTQ        Z5, Z5
+	VPADDQ          Z5, Z0, Z0
+	DECQ            AX
+	JNZ             lastprobe
+
+lastdone:
+	VPSHUFD $0x4e, Z0, Z5
+	VPADDQ  Z5, Z0, Z0
+	VPMAXUQ Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN256AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
+TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $0-36
+	MOVQ            table+0(FP), AX
+	MOVQ            nbytes+8(FP), CX
+	MOVQ            probes+16(FP), DX
+	MOVQ            np+24(FP), BX
+	VBROADCASTI64X4 (DX), Z0
+	VPXORD          Z1, Z1, Z1
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	LEAQ            (AX)(CX*1), SI
+	SHRQ            $0x08, CX
+	JZ              single
+
+loop4:
+	VPXORQ     (AX), Z0, Z5
+	VPOPCNTQ   Z5, Z5
+	VPXORQ     64(AX), Z0, Z6
+	VPOPCNTQ   Z6, Z6
+	VPXORQ     128(AX), Z0, Z7
+	VPOPCNTQ   Z7, Z7
+	VPXORQ     192(AX), Z0, Z8
+	VPOPCNTQ   Z8, Z8
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	PREFETCHT1 4224(AX)
+	PREFETCHT1 4288(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ            $0x00000020, R8
+	VBROADCASTI64X4 (R8), Z9
+	VPXORQ          (AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z5, Z5
+	VPXORQ          64(AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z6, Z6
+	VPXORQ          128(AX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z7, Z7
+	VPXORQ          192(AX), Z9, Z9
+	VPOPCNTQ        Z9, Z9
+	VPADDQ          Z9, Z8, Z8
+	DECQ            DI
+	JNZ             loop4probe
+
+loop4done:
+	VPSHUFD $0x4e, Z5, Z9
+	VPADDQ  Z9, Z5, Z5
+	VPERMQ  $0x4e, Z5, Z9
+	VPADDQ  Z9, Z5, Z5
+	VPMAXUQ Z5, Z1, Z1
+	VPSHUFD $0x4e, Z6, Z5
+	VPADDQ  Z5, Z6, Z6
+	VPERMQ  $0x4e, Z6, Z5
+	VPADDQ  Z5, Z6, Z6
+	VPMAXUQ Z6, Z2, Z2
+	VPSHUFD $0x4e, Z7, Z5
+	VPADDQ  Z5, Z7, Z7
+	VPERMQ  $0x4e, Z7, Z5
+	VPADDQ  Z5, Z7, Z7
+	VPMAXUQ Z7, Z3, Z3
+	VPSHUFD $0x4e, Z8, Z5
+	VPADDQ  Z5, Z8, Z8
+	VPERMQ  $0x4e, Z8, Z5
+	VPADDQ  Z5, Z8, Z8
+	VPMAXUQ Z8, Z4, Z4
+	ADDQ    $0x00000100, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ     CX, $0x40
+	JB       last
+	VPXORQ   (AX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	MOVQ     BX, DI
+	DECQ     DI
+	JZ       loop1done
+	MOVQ     DX, R8
+
+loop1probe:
+	ADDQ            $0x00000020, R8
+	VBROADCASTI64X4 (R8), Z6
+	VPXORQ          (AX), Z6, Z6
+	VPOPCNTQ        Z6, Z6
+	VPADDQ          Z6, Z5, Z5
+	DECQ            DI
+	JNZ             loop1probe
+
+loop1done:
+	VPSHUFD $0x4e, Z5, Z6
+	VPADDQ  Z6, Z5, Z5
+	VPERMQ  $0x4e, Z5, Z6
+	VPADDQ  Z6, Z5, Z5
+	VPMAXUQ Z5, Z1, Z1
+	ADDQ    $0x40, AX
+	SUBQ    $0x40, CX
+	JMP     loop1
+
+last:
+	TESTQ    CX, CX
+	JZ       reduce
+	VPXORQ   -64(SI), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     BX, AX
+	DECQ     AX
+	JZ       lastdone
+	MOVQ     DX, CX
+
+lastprobe:
+	ADDQ            $0x00000020, CX
+	VBROADCASTI64X4 (CX), Z5
+	VPXORQ          -64(SI), Z5, Z5
+	VPOPCNTQ        Z5, Z5
+	VPADDQ          Z5, Z0, Z0
+	DECQ            AX
+	JNZ             lastprobe
+
+lastdone:
+	VPSHUFD $0x4e, Z0, Z5
+	VPADDQ  Z5, Z0, Z0
+	VPERMQ  $0x4e, Z0, Z5
+	VPADDQ  Z5, Z0, Z0
+	VPMAXUQ Z0, Z2, Z2
+
+reduce:
+	VPMAXUQ       Z2, Z1, Z1
+	VPMAXUQ       Z4, Z3, Z3
+	VPMAXUQ       Z3, Z1, Z1
+	VEXTRACTI64X4 $0x01, Z1, Y0
+	VPMAXUD       Y0, Y1, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPMAXUD       X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPMAXUD       X0, X1, X1
+	VMOVD         X1, AX
+	MOVL          AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN8AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTB (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y2, Y7, Y7
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y7, Y1, Y7
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y7, Y7
+	VPXOR      32(AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPXOR      64(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPXOR      96(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTB (R8), Y11
+	VPXOR        (AX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y7, Y7
+	VPXOR        32(AX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y8, Y8
+	VPXOR        64(AX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y9, Y9
+	VPXOR        96(AX), Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y2, Y11, Y11
+	VPAND        Y2, Y12, Y12
+	VPSHUFB      Y11, Y1, Y11
+	VPSHUFB      Y12, Y1, Y12
+	VPADDB       Y12, Y11, Y11
+	VPADDB       Y11, Y10, Y10
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUB Y7, Y3, Y3
+	VPMAXUB Y8, Y4, Y4
+	VPMAXUB Y9, Y5, Y5
+	VPMAXUB Y10, Y6, Y6
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	MOVQ    BX, DI
+	DECQ    DI
+	JZ      loop1done
+	MOVQ    DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTB (R8), Y8
+	VPXOR        (AX), Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y2, Y8, Y8
+	VPAND        Y2, Y9, Y9
+	VPSHUFB      Y8, Y1, Y8
+	VPSHUFB      Y9, Y1, Y9
+	VPADDB       Y9, Y8, Y8
+	VPADDB       Y8, Y7, Y7
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUB Y7, Y3, Y3
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(SI), Y0, Y0
+	VPSRLW  $0x04, Y0, Y7
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y7, Y7
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y7, Y1, Y7
+	VPADDB  Y7, Y0, Y0
+	MOVQ    BX, AX
+	DECQ    AX
+	JZ      lastdone
+	MOVQ    DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTB (CX), Y7
+	VPXOR        -32(SI), Y7, Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y2, Y7, Y7
+	VPAND        Y2, Y8, Y8
+	VPSHUFB      Y7, Y1, Y7
+	VPSHUFB      Y8, Y1, Y8
+	VPADDB       Y8, Y7, Y7
+	VPADDB       Y7, Y0, Y0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUB Y0, Y4, Y4
+
+reduce:
+	VPMAXUB      Y4, Y3, Y3
+	VPMAXUB      Y6, Y5, Y5
+	VPMAXUB      Y5, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X0
+	VPMAXUB      X0, X3, X3
+	VPMOVZXBW    X3, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPMAXUW      X1, X0, X0
+	VPCMPEQB     X1, X1, X1
+	VPXOR        X1, X0, X0
+	VPHMINPOSUW  X0, X0
+	VMOVD        X0, AX
+	NOTL         AX
+	MOVWLZX      AX, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN16AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTW (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPXOR      32(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y3, Y9, Y9
+	VPXOR      64(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPMADDUBSW Y3, Y10, Y10
+	VPXOR      96(AX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y3, Y11, Y11
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTW (R8), Y12
+	VPXOR        (AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y8, Y8
+	VPXOR        32(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y9, Y9
+	VPXOR        64(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y10, Y10
+	VPXOR        96(AX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPMADDUBSW   Y3, Y12, Y12
+	VPADDW       Y12, Y11, Y11
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUW Y8, Y4, Y4
+	VPMAXUW Y9, Y5, Y5
+	VPMAXUW Y10, Y6, Y6
+	VPMAXUW Y11, Y7, Y7
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ       CX, $0x20
+	JB         last
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop1done
+	MOVQ       DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTW (R8), Y9
+	VPXOR        (AX), Y9, Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y2, Y9, Y9
+	VPAND        Y2, Y10, Y10
+	VPSHUFB      Y9, Y1, Y9
+	VPSHUFB      Y10, Y1, Y10
+	VPADDB       Y10, Y9, Y9
+	VPMADDUBSW   Y3, Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUW Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ      CX, CX
+	JZ         reduce
+	VPXOR      -32(SI), Y0, Y0
+	VPSRLW     $0x04, Y0, Y8
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	MOVQ       BX, AX
+	DECQ       AX
+	JZ         lastdone
+	MOVQ       DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTW (CX), Y8
+	VPXOR        -32(SI), Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y2, Y8, Y8
+	VPAND        Y2, Y9, Y9
+	VPSHUFB      Y8, Y1, Y8
+	VPSHUFB      Y9, Y1, Y9
+	VPADDB       Y9, Y8, Y8
+	VPMADDUBSW   Y3, Y8, Y8
+	VPADDW       Y8, Y0, Y0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUW Y0, Y5, Y5
+
+reduce:
+	VPMAXUW      Y5, Y4, Y4
+	VPMAXUW      Y7, Y6, Y6
+	VPMAXUW      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUW      X0, X4, X4
+	VPCMPEQB     X0, X0, X0
+	VPXOR        X0, X4, X4
+	VPHMINPOSUW  X4, X4
+	VMOVD        X4, AX
+	NOTL         AX
+	MOVWLZX      AX, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN32AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTD (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPXOR      32(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y3, Y9, Y9
+	VPMADDWD   onesW<>+0(SB), Y9, Y9
+	VPXOR      64(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPMADDUBSW Y3, Y10, Y10
+	VPMADDWD   onesW<>+0(SB), Y10, Y10
+	VPXOR      96(AX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y3, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTD (R8), Y12
+	VPXOR        (AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPXOR        32(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y9, Y9
+	VPXOR        64(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VPXOR        96(AX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPMADDUBSW   Y3, Y12, Y12
+	VPMADDWD     onesW<>+0(SB), Y12, Y12
+	VPADDD       Y12, Y11, Y11
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUD Y8, Y4, Y4
+	VPMAXUD Y9, Y5, Y5
+	VPMAXUD Y10, Y6, Y6
+	VPMAXUD Y11, Y7, Y7
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ       CX, $0x20
+	JB         last
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop1done
+	MOVQ       DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTD (R8), Y9
+	VPXOR        (AX), Y9, Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y2, Y9, Y9
+	VPAND        Y2, Y10, Y10
+	VPSHUFB      Y9, Y1, Y9
+	VPSHUFB      Y10, Y1, Y10
+	VPADDB       Y10, Y9, Y9
+	VPMADDUBSW   Y3, Y9, Y9
+	VPMADDWD     onesW<>+0(SB), Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ      CX, CX
+	JZ         reduce
+	VPXOR      -32(SI), Y0, Y0
+	VPSRLW     $0x04, Y0, Y8
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y8, Y8
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y8, Y1, Y8
+	VPADDB     Y8, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	VPMADDWD   onesW<>+0(SB), Y0, Y0
+	MOVQ       BX, AX
+	DECQ       AX
+	JZ         lastdone
+	MOVQ       DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTD (CX), Y8
+	VPXOR        -32(SI), Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y2, Y8, Y8
+	VPAND        Y2, Y9, Y9
+	VPSHUFB      Y8, Y1, Y8
+	VPSHUFB      Y9, Y1, Y9
+	VPADDB       Y9, Y8, Y8
+	VPMADDUBSW   Y3, Y8, Y8
+	VPMADDWD     onesW<>+0(SB), Y8, Y8
+	VPADDD       Y8, Y0, Y0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN64AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $0-36
+	MOVQ         table+0(FP), AX
+	MOVQ         nbytes+8(FP), CX
+	MOVQ         probes+16(FP), DX
+	MOVQ         np+24(FP), BX
+	VPBROADCASTQ (DX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	LEAQ         (AX)(CX*1), SI
+	SHRQ         $0x07, CX
+	JZ           single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPXOR      32(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPSADBW    Y3, Y9, Y9
+	VPXOR      64(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPSADBW    Y3, Y10, Y10
+	VPXOR      96(AX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPSADBW    Y3, Y11, Y11
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTQ (R8), Y12
+	VPXOR        (AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y8, Y8
+	VPXOR        32(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y9, Y9
+	VPXOR        64(AX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y10, Y10
+	VPXOR        96(AX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPSADBW      Y3, Y12, Y12
+	VPADDQ       Y12, Y11, Y11
+	DECQ         DI
+	JNZ          loop4probe
+
+loop4done:
+	VPMAXUD Y8, Y4, Y4
+	VPMAXUD Y9, Y5, Y5
+	VPMAXUD Y10, Y6, Y6
+	VPMAXUD Y11, Y7, Y7
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    BX, DI
+	DECQ    DI
+	JZ      loop1done
+	MOVQ    DX, R8
+
+loop1probe:
+	ADDQ         $0x00000008, R8
+	VPBROADCASTQ (R8), Y9
+	VPXOR        (AX), Y9, Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y2, Y9, Y9
+	VPAND        Y2, Y10, Y10
+	VPSHUFB      Y9, Y1, Y9
+	VPSHUFB      Y10, Y1, Y10
+	VPADDB       Y10, Y9, Y9
+	VPSADBW      Y3, Y9, Y9
+	VPADDQ       Y9, Y8, Y8
+	DECQ         DI
+	JNZ          loop1probe
+
+loop1done:
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(SI), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    BX, AX
+	DECQ    AX
+	JZ      lastdone
+	MOVQ    DX, CX
+
+lastprobe:
+	ADDQ         $0x00000008, CX
+	VPBROADCASTQ (CX), Y8
+	VPXOR        -32(SI), Y8, Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y2, Y8, Y8
+	VPAND        Y2, Y9, Y9
+	VPSHUFB      Y8, Y1, Y8
+	VPSHUFB      Y9, Y1, Y9
+	VPADDB       Y9, Y8, Y8
+	VPSADBW      Y3, Y8, Y8
+	VPADDQ       Y8, Y0, Y0
+	DECQ         AX
+	JNZ          lastprobe
+
+lastdone:
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN128AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $0-36
+	MOVQ           table+0(FP), AX
+	MOVQ           nbytes+8(FP), CX
+	MOVQ           probes+16(FP), DX
+	MOVQ           np+24(FP), BX
+	VBROADCASTI128 (DX), Y0
+	VMOVDQU        nibbleLUT<>+0(SB), Y1
+	VMOVDQU        lowNibbles<>+0(SB), Y2
+	VPXOR          Y3, Y3, Y3
+	VPXOR          Y4, Y4, Y4
+	VPXOR          Y5, Y5, Y5
+	VPXOR          Y6, Y6, Y6
+	VPXOR          Y7, Y7, Y7
+	LEAQ           (AX)(CX*1), SI
+	SHRQ           $0x07, CX
+	JZ             single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPXOR      32(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPSADBW    Y3, Y9, Y9
+	VPXOR      64(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPSADBW    Y3, Y10, Y10
+	VPXOR      96(AX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPSADBW    Y3, Y11, Y11
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ           $0x00000010, R8
+	VBROADCASTI128 (R8), Y12
+	VPXOR          (AX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y8, Y8
+	VPXOR          32(AX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y9, Y9
+	VPXOR          64(AX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y10, Y10
+	VPXOR          96(AX), Y12, Y12
+	VPSRLW         $0x04, Y12, Y13
+	VPAND          Y2, Y12, Y12
+	VPAND          Y2, Y13, Y13
+	VPSHUFB        Y12, Y1, Y12
+	VPSHUFB        Y13, Y1, Y13
+	VPADDB         Y13, Y12, Y12
+	VPSADBW        Y3, Y12, Y12
+	VPADDQ         Y12, Y11, Y11
+	DECQ           DI
+	JNZ            loop4probe
+
+loop4done:
+	VPSHUFD $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	VPSHUFD $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VPMAXUD Y9, Y5, Y5
+	VPSHUFD $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VPMAXUD Y10, Y6, Y6
+	VPSHUFD $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VPMAXUD Y11, Y7, Y7
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    BX, DI
+	DECQ    DI
+	JZ      loop1done
+	MOVQ    DX, R8
+
+loop1probe:
+	ADDQ           $0x00000010, R8
+	VBROADCASTI128 (R8), Y9
+	VPXOR          (AX), Y9, Y9
+	VPSRLW         $0x04, Y9, Y10
+	VPAND          Y2, Y9, Y9
+	VPAND          Y2, Y10, Y10
+	VPSHUFB        Y9, Y1, Y9
+	VPSHUFB        Y10, Y1, Y10
+	VPADDB         Y10, Y9, Y9
+	VPSADBW        Y3, Y9, Y9
+	VPADDQ         Y9, Y8, Y8
+	DECQ           DI
+	JNZ            loop1probe
+
+loop1done:
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(SI), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    BX, AX
+	DECQ    AX
+	JZ      lastdone
+	MOVQ    DX, CX
+
+lastprobe:
+	ADDQ           $0x00000010, CX
+	VBROADCASTI128 (CX), Y8
+	VPXOR          -32(SI), Y8, Y8
+	VPSRLW         $0x04, Y8, Y9
+	VPAND          Y2, Y8, Y8
+	VPAND          Y2, Y9, Y9
+	VPSHUFB        Y8, Y1, Y8
+	VPSHUFB        Y9, Y1, Y9
+	VPADDB         Y9, Y8, Y8
+	VPSADBW        Y3, Y8, Y8
+	VPADDQ         Y8, Y0, Y0
+	DECQ           AX
+	JNZ            lastprobe
+
+lastdone:
+	VPSHUFD $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMaxN256AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $0-36
+	MOVQ    table+0(FP), AX
+	MOVQ    nbytes+8(FP), CX
+	MOVQ    probes+16(FP), DX
+	MOVQ    np+24(FP), BX
+	VMOVDQU (DX), Y0
+	VMOVDQU nibbleLUT<>+0(SB), Y1
+	VMOVDQU lowNibbles<>+0(SB), Y2
+	VPXOR   Y3, Y3, Y3
+	VPXOR   Y4, Y4, Y4
+	VPXOR   Y5, Y5, Y5
+	VPXOR   Y6, Y6, Y6
+	VPXOR   Y7, Y7, Y7
+	LEAQ    (AX)(CX*1), SI
+	SHRQ    $0x07, CX
+	JZ      single
+
+loop4:
+	VPXOR      (AX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPXOR      32(AX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPSADBW    Y3, Y9, Y9
+	VPXOR      64(AX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPSADBW    Y3, Y10, Y10
+	VPXOR      96(AX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPSADBW    Y3, Y11, Y11
+	PREFETCHT1 4096(AX)
+	PREFETCHT1 4160(AX)
+	MOVQ       BX, DI
+	DECQ       DI
+	JZ         loop4done
+	MOVQ       DX, R8
+
+loop4probe:
+	ADDQ    $0x00000020, R8
+	VMOVDQU (R8), Y12
+	VPXOR   (AX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y8, Y8
+	VPXOR   32(AX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y9, Y9
+	VPXOR   64(AX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y10, Y10
+	VPXOR   96(AX), Y12, Y12
+	VPSRLW  $0x04, Y12, Y13
+	VPAND   Y2, Y12, Y12
+	VPAND   Y2, Y13, Y13
+	VPSHUFB Y12, Y1, Y12
+	VPSHUFB Y13, Y1, Y13
+	VPADDB  Y13, Y12, Y12
+	VPSADBW Y3, Y12, Y12
+	VPADDQ  Y12, Y11, Y11
+	DECQ    DI
+	JNZ     loop4probe
+
+loop4done:
+	VPSHUFD $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	VPSHUFD $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VPERMQ  $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VPMAXUD Y9, Y5, Y5
+	VPSHUFD $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VPERMQ  $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VPMAXUD Y10, Y6, Y6
+	VPSHUFD $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VPERMQ  $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VPMAXUD Y11, Y7, Y7
+	ADDQ    $0x00000080, AX
+	DECQ    CX
+	JNZ     loop4
+
+single:
+	MOVQ SI, CX
+	SUBQ AX, CX
+
+loop1:
+	CMPQ    CX, $0x20
+	JB      last
+	VPXOR   (AX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    BX, DI
+	DECQ    DI
+	JZ      loop1done
+	MOVQ    DX, R8
+
+loop1probe:
+	ADDQ    $0x00000020, R8
+	VMOVDQU (R8), Y9
+	VPXOR   (AX), Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y2, Y9, Y9
+	VPAND   Y2, Y10, Y10
+	VPSHUFB Y9, Y1, Y9
+	VPSHUFB Y10, Y1, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y3, Y9, Y9
+	VPADDQ  Y9, Y8, Y8
+	DECQ    DI
+	JNZ     loop1probe
+
+loop1done:
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPMAXUD Y8, Y4, Y4
+	ADDQ    $0x20, AX
+	SUBQ    $0x20, CX
+	JMP     loop1
+
+last:
+	TESTQ   CX, CX
+	JZ      reduce
+	VPXOR   -32(SI), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    BX, AX
+	DECQ    AX
+	JZ      lastdone
+	MOVQ    DX, CX
+
+lastprobe:
+	ADDQ    $0x00000020, CX
+	VMOVDQU (CX), Y8
+	VPXOR   -32(SI), Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPADDQ  Y8, Y0, Y0
+	DECQ    AX
+	JNZ     lastprobe
+
+lastdone:
+	VPSHUFD $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPERMQ  $0x4e, Y0, Y1
+	VPADDD  Y1, Y0, Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+32(FP)
+	VZEROUPPER
+	RET

@@ -716,3 +716,249 @@ func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
 //
 //go:noescape
 func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
+
+// hammingMaxN8AVX512 returns the largest sum of the Hamming distances between one of
+// the 8-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64; 1 <= np, np <= 31):
+//
+//	var m int
+//	for i := 0; i < nbytes; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingMaxN8AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN16AVX512 returns the largest sum of the Hamming distances between one of
+// the 16-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64, a multiple of 2; 1 <= np, np <= 4095):
+//
+//	var m int
+//	for i := 0; i < nbytes/2; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingMaxN16AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN32AVX512 returns the largest sum of the Hamming distances between one of
+// the 32-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64, a multiple of 4; 1 <= np, np*32 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/4; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN32AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN64AVX512 returns the largest sum of the Hamming distances between one of
+// the 64-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64, a multiple of 8; 1 <= np, np*64 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/8; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			d += bits.OnesCount64(table[i] ^ probes[p])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN64AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN128AVX512 returns the largest sum of the Hamming distances between one of
+// the 128-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64, a multiple of 16; 1 <= np, np*128 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 2; w++ {
+//				d += bits.OnesCount64(table[i*2+w] ^ probes[p*2+w])
+//			}
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN128AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN256AVX512 returns the largest sum of the Hamming distances between one of
+// the 256-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 64, a multiple of 32; 1 <= np, np*256 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 4; w++ {
+//				d += bits.OnesCount64(table[i*4+w] ^ probes[p*4+w])
+//			}
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN256AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN8AVX2 returns the largest sum of the Hamming distances between one of
+// the 8-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32; 1 <= np, np <= 31):
+//
+//	var m int
+//	for i := 0; i < nbytes; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN8AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN16AVX2 returns the largest sum of the Hamming distances between one of
+// the 16-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32, a multiple of 2; 1 <= np, np <= 4095):
+//
+//	var m int
+//	for i := 0; i < nbytes/2; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN16AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN32AVX2 returns the largest sum of the Hamming distances between one of
+// the 32-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32, a multiple of 4; 1 <= np, np*32 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/4; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN32AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN64AVX2 returns the largest sum of the Hamming distances between one of
+// the 64-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32, a multiple of 8; 1 <= np, np*64 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/8; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			d += bits.OnesCount64(table[i] ^ probes[p])
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN64AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN128AVX2 returns the largest sum of the Hamming distances between one of
+// the 128-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32, a multiple of 16; 1 <= np, np*128 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 2; w++ {
+//				d += bits.OnesCount64(table[i*2+w] ^ probes[p*2+w])
+//			}
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN128AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+
+// hammingMaxN256AVX2 returns the largest sum of the Hamming distances between one of
+// the 256-bit codes in the first nbytes bytes of table and each of the np probes
+// at probes (nbytes >= 32, a multiple of 32; 1 <= np, np*256 < 2^32):
+//
+//	var m int
+//	for i := 0; i < nbytes/32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 4; w++ {
+//				d += bits.OnesCount64(table[i*4+w] ^ probes[p*4+w])
+//			}
+//		}
+//		m = max(m, d)
+//	}
+//	return uint32(m)
+//
+// It prefetches the table 4 KiB ahead (to L2).
+//
+//go:noescape
+func hammingMaxN256AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
