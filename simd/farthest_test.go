@@ -51,21 +51,7 @@ func TestFarthestMatchesInstantScoreStep(t *testing.T) {
 					score := make([]float32, n)
 					updateGeneric(score, nil, dist, tokens, ScoreInstant, 0)
 					want := argmaxRangeGeneric(score, pos, lo, hi)
-					// The entries outside [lo, hi), in random order, some
-					// twice, with indices Farthest must ignore.
-					var skip []int32
-					for i, p := range pos {
-						if p < lo || p >= hi {
-							skip = append(skip, int32(i))
-							if rng.IntN(4) == 0 {
-								skip = append(skip, int32(i))
-							}
-						}
-					}
-					skip = append(skip, int32(n), int32(n+7), -1)
-					if n%2 == 0 {
-						rng.Shuffle(len(skip), func(i, j int) { skip[i], skip[j] = skip[j], skip[i] })
-					}
+					skip := skipOutside(rng, pos, lo, hi)
 					before := append([]int32(nil), skip...)
 					if got := k.Farthest(table, bits, probes, n, skip); got != want {
 						t.Fatalf("n %d bits %d probes %d %s [%d,%d): victim %d, want %d", n, bits, np, kind, lo, hi, got, want)

@@ -27,95 +27,59 @@ import "math/bits"
 // ok is false for 8- and 16-bit codes without AVX512_BITALG, and for any
 // call hammingMaxArgs rejects.
 func hammingMaxAVX512Go(table []uint64, bits, n int, probes []uint64) (uint32, bool) {
-	if n == 0 {
-		return 0, true
+	if bits <= 16 && !hasBITALG && n > 0 {
+		return 0, false // VPOPCNTB/W are AVX512_BITALG
 	}
-	np := hammingMaxArgs(table, bits, n, probes)
-	if np == 0 || (bits <= 16 && !hasBITALG) {
-		return 0, false
-	}
-	nbytes := n * bits / 8
-	if nbytes < 64 {
-		return hammingMaxGo(table, bits, n, probes), true
-	}
-	t, p := &table[0], &probes[0]
-	if np == 1 {
-		switch bits {
-		case 8:
-			return hammingMax8AVX512(t, nbytes, p), true
-		case 16:
-			return hammingMax16AVX512(t, nbytes, p), true
-		case 32:
-			return hammingMax32AVX512(t, nbytes, p), true
-		case 64:
-			return hammingMax64AVX512(t, nbytes, p), true
-		case 128:
-			return hammingMax128AVX512(t, nbytes, p), true
-		default:
-			return hammingMax256AVX512(t, nbytes, p), true
-		}
-	}
-	switch bits {
-	case 8:
-		return hammingMaxN8AVX512(t, nbytes, p, np), true
-	case 16:
-		return hammingMaxN16AVX512(t, nbytes, p, np), true
-	case 32:
-		return hammingMaxN32AVX512(t, nbytes, p, np), true
-	case 64:
-		return hammingMaxN64AVX512(t, nbytes, p, np), true
-	case 128:
-		return hammingMaxN128AVX512(t, nbytes, p, np), true
-	default:
-		return hammingMaxN256AVX512(t, nbytes, p, np), true
-	}
+	return hammingMaxWith(table, bits, n, probes, 64, &hammingMaxKernAVX512)
 }
 
 // hammingMaxAVX2Go is hammingMaxAVX512Go with the AVX2 kernels; ok is
 // false only for calls hammingMaxArgs rejects.
 func hammingMaxAVX2Go(table []uint64, bits, n int, probes []uint64) (uint32, bool) {
+	return hammingMaxWith(table, bits, n, probes, 32, &hammingMaxKernAVX2)
+}
+
+// hammingMaxKerns are one set's fused kernels by code width (widthIndex):
+// one for a single probe, many for several.
+type hammingMaxKerns struct {
+	one  [6]func(table *uint64, nbytes int, probe *uint64) uint32
+	many [6]func(table *uint64, nbytes int, probes *uint64, np int) uint32
+}
+
+var (
+	hammingMaxKernAVX512 = hammingMaxKerns{
+		one: [6]func(*uint64, int, *uint64) uint32{hammingMax8AVX512, hammingMax16AVX512, hammingMax32AVX512,
+			hammingMax64AVX512, hammingMax128AVX512, hammingMax256AVX512},
+		many: [6]func(*uint64, int, *uint64, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
+			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
+	}
+	hammingMaxKernAVX2 = hammingMaxKerns{
+		one: [6]func(*uint64, int, *uint64) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
+			hammingMax64AVX2, hammingMax128AVX2, hammingMax256AVX2},
+		many: [6]func(*uint64, int, *uint64, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
+			hammingMaxN64AVX2, hammingMaxN128AVX2, hammingMaxN256AVX2},
+	}
+)
+
+// hammingMaxWith runs a set's fused kernel on runs of at least one vector
+// (vecBytes) and counts shorter runs in Go.
+func hammingMaxWith(table []uint64, width, n int, probes []uint64, vecBytes int, k *hammingMaxKerns) (uint32, bool) {
 	if n == 0 {
 		return 0, true
 	}
-	np := hammingMaxArgs(table, bits, n, probes)
+	np := hammingMaxArgs(table, width, n, probes)
 	if np == 0 {
 		return 0, false
 	}
-	nbytes := n * bits / 8
-	if nbytes < 32 {
-		return hammingMaxGo(table, bits, n, probes), true
+	nbytes := n * width / 8
+	if nbytes < vecBytes {
+		return hammingMaxGo(table, width, n, probes), true
 	}
-	t, p := &table[0], &probes[0]
+	w := bits.TrailingZeros(uint(width)) - 3 // widths 8, 16, ..., 256 as 0..5
 	if np == 1 {
-		switch bits {
-		case 8:
-			return hammingMax8AVX2(t, nbytes, p), true
-		case 16:
-			return hammingMax16AVX2(t, nbytes, p), true
-		case 32:
-			return hammingMax32AVX2(t, nbytes, p), true
-		case 64:
-			return hammingMax64AVX2(t, nbytes, p), true
-		case 128:
-			return hammingMax128AVX2(t, nbytes, p), true
-		default:
-			return hammingMax256AVX2(t, nbytes, p), true
-		}
+		return k.one[w](&table[0], nbytes, &probes[0]), true
 	}
-	switch bits {
-	case 8:
-		return hammingMaxN8AVX2(t, nbytes, p, np), true
-	case 16:
-		return hammingMaxN16AVX2(t, nbytes, p, np), true
-	case 32:
-		return hammingMaxN32AVX2(t, nbytes, p, np), true
-	case 64:
-		return hammingMaxN64AVX2(t, nbytes, p, np), true
-	case 128:
-		return hammingMaxN128AVX2(t, nbytes, p, np), true
-	default:
-		return hammingMaxN256AVX2(t, nbytes, p, np), true
-	}
+	return k.many[w](&table[0], nbytes, &probes[0], np), true
 }
 
 // hammingMaxProbeLimit is the most probes the fused kernels sum for

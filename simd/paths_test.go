@@ -536,19 +536,7 @@ func TestScoreStepMatchesComposition(t *testing.T) {
 				if n%7 == 3 {
 					lo, hi = hi, lo // nothing qualifies
 				}
-				// The entries out of [lo, hi), shuffled, some twice, with
-				// indices ScoreStep must ignore.
-				var skip []int32
-				for i, p := range pos {
-					if p < lo || p >= hi {
-						skip = append(skip, int32(i))
-						if rng.IntN(4) == 0 {
-							skip = append(skip, int32(i))
-						}
-					}
-				}
-				skip = append(skip, int32(n), -2)
-				rng.Shuffle(len(skip), func(i, j int) { skip[i], skip[j] = skip[j], skip[i] })
+				skip := skipOutside(rng, pos, lo, hi)
 				before := append([]int32(nil), skip...)
 				ws, wc := append([]float32(nil), score...), append([]uint32(nil), count...)
 				gs, gc := append([]float32(nil), score...), append([]uint32(nil), count...)
@@ -576,6 +564,24 @@ func TestScoreStepMatchesComposition(t *testing.T) {
 			}
 		}
 	})
+}
+
+// skipOutside returns, as a skip list, the entries whose positions are
+// outside [lo, hi), shuffled, some twice, with out-of-range indices the
+// kernels must ignore.
+func skipOutside(rng *rand.Rand, pos []int32, lo, hi int32) []int32 {
+	var skip []int32
+	for i, p := range pos {
+		if p < lo || p >= hi {
+			skip = append(skip, int32(i))
+			if rng.IntN(4) == 0 {
+				skip = append(skip, int32(i))
+			}
+		}
+	}
+	skip = append(skip, int32(len(pos)), int32(len(pos)+7), -1)
+	rng.Shuffle(len(skip), func(i, j int) { skip[i], skip[j] = skip[j], skip[i] })
+	return skip
 }
 
 // randTable returns n random bits-bit codes in their table layout and in
