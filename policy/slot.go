@@ -55,7 +55,7 @@ func (e *Engine) Place(id, layer int, q, kr *Rows, positions []int32, outSlots, 
 		}
 		free := p.Budget - t.used
 		var victims []int
-		if v, ok := e.fusedVictim(k, s, h, t, n, free, positions, init, lo, hi); ok {
+		if v, ok := e.fusedVictim(k, s, h, t, n, free, positions, init, hi); ok {
 			sc.cand = append(sc.cand[:0], v)
 			victims = sc.cand
 		} else {

@@ -178,13 +178,29 @@ func (e *Engine) gatherProbes(sc *scratch, h, n int) {
 }
 
 // distances sets dst[i] to the summed Hamming distance between code i of
-// codes and every probe in sc.probes.
-func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []uint64) {
+// codes and every probe in sc.probes. codes are a table (the layout of
+// simd.CodeWords: packed below 64 bits) when table is true, and wide codes
+// (one word or more each, as the hash writes them) otherwise.
+func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []uint64, table bool) {
 	W := e.P.Words()
 	np := len(sc.probes) / W
+	packed := table && simd.Narrow(e.P.Bits)
 	if np*W <= e.P.Bits {
-		k.Hamming(dst, codes, W, sc.probes)
+		if packed {
+			k.HammingNarrow(dst, codes, e.P.Bits, sc.probes)
+		} else {
+			k.Hamming(dst, codes, W, sc.probes)
+		}
 		return
+	}
+	if packed {
+		// BitCount takes wide codes only; this route serves chunks of
+		// many tokens, where one unpacking is spread over the chunk.
+		sc.wide = grow(sc.wide, len(dst))
+		for i := range dst {
+			simd.GetCode(sc.wide[i:i+1], codes, e.P.Bits, i)
+		}
+		codes = sc.wide
 	}
 	// Many probes: count each bit once over the probes instead.
 	sc.ones = grow(sc.ones, e.P.Bits)
@@ -198,22 +214,6 @@ func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []u
 		}
 	}
 	k.BitCount(dst, codes, W, sc.ones, uint32(np))
-}
-
-// wideCodes returns the first m codes of t in the wide layout (one word
-// each for narrow codes, unpacked into scratch) for the kernel that takes
-// only that: BitCount, the route of steps with more probes than code bits
-// (chunks of many tokens).
-func (e *Engine) wideCodes(sc *scratch, t *table, m int) []uint64 {
-	bits := e.P.Bits
-	if !simd.Narrow(bits) {
-		return t.codes[:m*e.P.Words()]
-	}
-	sc.wide = grow(sc.wide, m)
-	for i := 0; i < m; i++ {
-		simd.GetCode(sc.wide[i:i+1], t.codes, bits, i)
-	}
-	return sc.wide
 }
 
 // stepDistance turns a distance sum into the step distance of one token.
@@ -238,15 +238,10 @@ func (e *Engine) rescore(k *simd.Kernels, s *Sequence, layer, h int, t *table, m
 	case PolicyHash:
 		e.gatherProbes(sc, h, n)
 		sc.dist = grow(sc.dist, m)
-		if simd.Narrow(p.Bits) && len(sc.probes) <= p.Bits {
-			// distances' Hamming route, on the packed table as it is.
-			k.HammingNarrow(sc.dist, t.codes[:p.codeWords(m)], p.Bits, sc.probes)
-		} else {
-			e.distances(k, sc, sc.dist, e.wideCodes(sc, t, m))
-		}
+		e.distances(k, sc, sc.dist, t.codes[:p.codeWords(m)], true)
 		k.Update(t.score[:m], t.count[:m], sc.dist, uint32(n), int(p.Score), p.Decay)
 		sc.ndist = grow(sc.ndist, n)
-		e.distances(k, sc, sc.ndist, sc.newc)
+		e.distances(k, sc, sc.ndist, sc.newc, false)
 		for i := range init {
 			init[i] = stepDistance(sc.ndist[i], n)
 		}
@@ -379,14 +374,15 @@ func countInUpTo(pos []int32, lo, hi int32, limit int) int {
 var noFusedSteps = false
 
 // fusedVictim runs rescore and pickVictims of a hash-policy step that
-// evicts exactly one entry of t as one kernel, simd ScoreStep (Hamming,
-// Update and ArgmaxIn in L1-sized blocks: the codes, scores, counts and
-// positions are read once instead of up to three times), or simd Farthest
-// for the instant score (codes and positions only). It returns
+// evicts exactly one entry of t as one kernel: simd Farthest for the
+// instant score (the codes are read once, nothing is written), simd
+// ScoreStep for the others (Hamming, Update and ArgmaxIn in L1-sized
+// blocks: the codes, scores and counts are read once). Neither reads the
+// positions: the guard names the protected slots. It returns
 // ok = false, having changed no state, when the step does not qualify: another
 // policy, free slots or several victims, or more probe words than code
 // bits (distances then counts bits).
-func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, free int, positions []int32, init []float32, lo, hi int32) (victim int, ok bool) {
+func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, free int, positions []int32, init []float32, hi int32) (victim int, ok bool) {
 	p := &e.P
 	if p.Policy != PolicyHash || n-free != 1 || noFusedSteps {
 		return 0, false
@@ -411,7 +407,7 @@ func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, f
 		victim = k.ScoreStep(t.score[:m], t.count[:m], codes, p.Bits, sc.probes, uint32(n), int(p.Score), p.Decay, sc.skip)
 	}
 	sc.ndist = grow(sc.ndist, n)
-	e.distances(k, sc, sc.ndist, sc.newc)
+	e.distances(k, sc, sc.ndist, sc.newc, false)
 	for i := range init {
 		init[i] = stepDistance(sc.ndist[i], n)
 	}
