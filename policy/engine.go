@@ -116,7 +116,9 @@ func (g *guard) rebuild(pos []int32, used, sinks, recent int) {
 }
 
 // skip lists the slots of t that hold positions outside [lo, hi), where
-// lo = n_sink < hi; every other slot of [0, used) is evictable.
+// lo = n_sink < hi; every other slot of [0, used) is evictable. The list is
+// sorted here, in the caller's scratch, because the kernels would
+// otherwise sort a copy of it on every step.
 func (t *table) skip(dst []int32, hi int32) []int32 {
 	dst = append(dst[:0], t.sinks...)
 	for _, slot := range t.recent {
@@ -124,6 +126,7 @@ func (t *table) skip(dst []int32, hi int32) []int32 {
 			dst = append(dst, slot)
 		}
 	}
+	slices.Sort(dst)
 	return dst
 }
 

@@ -116,3 +116,40 @@ func TestFusedStepsMatchPlainSteps(t *testing.T) {
 		})
 	}
 }
+
+// A slot-mode decode step allocates nothing: it runs for every layer of
+// every token, and garbage there turns into collector work in the host.
+// (Skipped under -short, which the race run uses: the race runtime counts
+// differently.)
+func TestDecodeStepDoesNotAllocate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP under -short (race run)")
+	}
+	for _, score := range []Score{ScoreInstant, ScoreAccumulated} {
+		p := smallParams()
+		p.Score = score
+		e := mustEngine(t, p)
+		if err := e.AddSeq(0); err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(9, 9))
+		q := f32Rows(gauss(rng, p.QHeads*p.HeadDim), 1, p.QHeads, p.HeadDim)
+		k := f32Rows(gauss(rng, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim)
+		slots := make([]int32, p.KVHeads)
+		pos := []int32{0}
+		step := func() {
+			for l := 0; l < p.Layers; l++ {
+				if err := e.Place(0, l, q, k, pos, slots, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pos[0]++
+		}
+		for i := 0; i < p.Budget+8; i++ {
+			step() // fill the cache: every later step evicts
+		}
+		if a := testing.AllocsPerRun(50, step); a != 0 {
+			t.Fatalf("score %d: %.1f allocations per decode step, want 0", score, a)
+		}
+	}
+}

@@ -145,11 +145,11 @@ func (e *Engine) Hash(layer int, x *Rows, out []uint64) error {
 	if need := x.Tokens * x.Heads * W; len(out) < need {
 		return errf(CodeBufferTooSmall, "capacity %d words is below the %d needed", len(out), need)
 	}
-	k := simd.Active()
+	k := simd.ActiveSet()
 	buf := make([]float32, e.P.HeadDim)
 	for t := 0; t < x.Tokens; t++ {
 		for h := 0; h < x.Heads; h++ {
-			row, ok := x.row(&k, t, h, buf)
+			row, ok := x.row(k, t, h, buf)
 			if !ok {
 				return errf(CodeNonFinite, "x row of token %d, head %d holds NaN or Inf", t, h)
 			}

@@ -142,17 +142,20 @@ func (e *Engine) beginStep(mode Mode, fn string, id, layer int, q, kr *Rows, pos
 	if err != nil {
 		return nil, nil, err
 	}
-	verb := map[Mode]string{ModeSlot: "placed in", ModeToken: "observed by"}[mode]
-	if err := checkPositions(positions, s.layers[layer].lastPos, verb+" this layer"); err != nil {
+	verb := "placed in"
+	if mode == ModeToken {
+		verb = "observed by"
+	}
+	if err := checkPositions(positions, s.layers[layer].lastPos, verb); err != nil {
 		s.mu.Unlock()
 		return nil, nil, err
 	}
-	k := simd.Active()
-	if err := e.read(&k, s, layer, q, kr, n); err != nil {
+	k := simd.ActiveSet()
+	if err := e.read(k, s, layer, q, kr, n); err != nil {
 		s.mu.Unlock()
 		return nil, nil, err
 	}
-	return s, &k, nil
+	return s, k, nil
 }
 
 // gatherProbes collects KV head h's probe codes for the step into sc.probes
@@ -426,8 +429,9 @@ func (e *Engine) window(t int32) (lo, hi int32) {
 }
 
 // checkPositions verifies that positions are >= 0, strictly increasing and
-// after last.
-func checkPositions(positions []int32, last int32, where string) error {
+// after last, the last one `verb` this layer (the message is built only on
+// failure: this runs on every step).
+func checkPositions(positions []int32, last int32, verb string) error {
 	prev := last
 	for i, q := range positions {
 		if q < 0 {
@@ -435,7 +439,7 @@ func checkPositions(positions []int32, last int32, where string) error {
 		}
 		if q <= prev {
 			if i == 0 {
-				return errf(CodePosition, "positions[0] = %d is not after position %d, the last one %s", q, last, where)
+				return errf(CodePosition, "positions[0] = %d is not after position %d, the last one %s this layer", q, last, verb)
 			}
 			return errf(CodePosition, "positions[%d] = %d is not after positions[%d] = %d: positions must strictly increase", i, q, i-1, prev)
 		}

@@ -18,7 +18,7 @@ import (
 
 func benchSets(b *testing.B, f func(b *testing.B, k Kernels)) {
 	for _, name := range Available() {
-		b.Run("set="+name, func(b *testing.B) { f(b, available[name]) })
+		b.Run("set="+name, func(b *testing.B) { f(b, *available[name]) })
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // is restored when the test ends.
 func setFeatures(t *testing.T, avx2, avx512 bool) {
 	oldAVX2, oldAVX512 := hasAVX2, hasAVX512
-	oldAvail, oldOrder, oldActive := available, order, Active()
+	oldAvail, oldOrder, oldActive := available, order, ActiveSet()
 	t.Cleanup(func() {
 		hasAVX2, hasAVX512 = oldAVX2, oldAVX512
 		available, order = oldAvail, oldOrder
@@ -22,7 +22,7 @@ func setFeatures(t *testing.T, avx2, avx512 bool) {
 		mu.Unlock()
 	})
 	hasAVX2, hasAVX512 = avx2 && oldAVX2, avx512 && oldAVX512
-	available, order = map[string]Kernels{"generic": Generic}, nil
+	available, order = map[string]*Kernels{"generic": &Generic}, nil
 	registerCPUSets()
 }
 

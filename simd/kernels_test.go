@@ -10,7 +10,7 @@ import (
 // forEachSet runs f once per kernel set this CPU can run.
 func forEachSet(t *testing.T, f func(t *testing.T, k Kernels)) {
 	for _, name := range Available() {
-		t.Run(name, func(t *testing.T) { f(t, available[name]) })
+		t.Run(name, func(t *testing.T) { f(t, *available[name]) })
 	}
 }
 

@@ -38,7 +38,7 @@ func accelerated(t *testing.T, f func(t *testing.T, k Kernels)) {
 			continue
 		}
 		ran = true
-		t.Run(name, func(t *testing.T) { f(t, available[name]) })
+		t.Run(name, func(t *testing.T) { f(t, *available[name]) })
 	}
 	if !ran {
 		t.Skip("no accelerated kernel set on this CPU/build; generic only")

@@ -55,8 +55,8 @@ var Generic = Kernels{
 
 var (
 	mu        sync.RWMutex
-	active    = Generic
-	available = map[string]Kernels{"generic": Generic}
+	active    = &Generic // never modified: ActiveSet hands it out
+	available = map[string]*Kernels{"generic": &Generic}
 	// order lists accelerated sets from most to least preferred; the
 	// architecture files register into it in init.
 	order []string
@@ -64,7 +64,7 @@ var (
 
 // register adds an accelerated set that this CPU supports.
 func register(k Kernels) {
-	available[k.Name] = k
+	available[k.Name] = &k
 	order = append(order, k.Name)
 }
 
@@ -100,6 +100,13 @@ func Use(name string) error {
 
 // Active returns the kernel set in use.
 func Active() Kernels {
+	return *ActiveSet()
+}
+
+// ActiveSet returns the kernel set in use, shared: callers must not modify
+// it. A decode step takes it without copying the table (a copy whose
+// address is passed on escapes to the heap on every step).
+func ActiveSet() *Kernels {
 	mu.RLock()
 	defer mu.RUnlock()
 	return active
