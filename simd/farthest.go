@@ -24,10 +24,7 @@ func farthestGeneric(table []uint64, bits int, probes []uint64, n int, skip []in
 		dist := buf[:b1-b0]
 		hammingCodes(hammingGeneric, hammingNarrowGeneric, dist, codeSpan(table, bits, b0, b1), bits, probes)
 		for i, d := range dist {
-			if len(skipped) > 0 && int(skipped[0]) == b0+i {
-				for len(skipped) > 0 && int(skipped[0]) == b0+i {
-					skipped = skipped[1:]
-				}
+			if skipNext(&skipped, b0+i) {
 				continue
 			}
 			if best < 0 || d > bestDist {
@@ -36,6 +33,21 @@ func farthestGeneric(table []uint64, bits int, probes []uint64, n int, skip []in
 		}
 	}
 	return best
+}
+
+// skipNext reports whether entry i is the next one in skipped (sorted,
+// entries visited in increasing order), and moves skipped past it and its
+// repeats.
+func skipNext(skipped *[]int32, i int) bool {
+	s := *skipped
+	if len(s) == 0 || int(s[0]) != i {
+		return false
+	}
+	for len(s) > 0 && int(s[0]) == i {
+		s = s[1:]
+	}
+	*skipped = s
+	return true
 }
 
 // sortedSkip returns the non-negative entries of skip in increasing order

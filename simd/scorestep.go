@@ -33,10 +33,7 @@ func scoreStepGeneric(score []float32, count []uint32, table []uint64, bits int,
 	best := -1
 	var bestScore float32
 	for i, s := range score {
-		if len(skipped) > 0 && int(skipped[0]) == i {
-			for len(skipped) > 0 && int(skipped[0]) == i {
-				skipped = skipped[1:]
-			}
+		if skipNext(&skipped, i) {
 			continue
 		}
 		if best < 0 || s > bestScore {
