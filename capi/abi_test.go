@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -131,5 +132,39 @@ func TestPanicIsRecovered(t *testing.T) {
 	defer other.free()
 	if st := other.create(p); st != 0 || other.seqOp(0, 0, 0) != 0 {
 		t.Fatal("a new engine does not work after another one panicked")
+	}
+}
+
+// TestEveryExportNamesItself checks that each export reports failures under
+// the name of the C function it implements (the names once came from a
+// table indexed by an op code) and that a NULL or stale engine is refused by
+// every one of them.
+func TestEveryExportNamesItself(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	h := &harness{}
+	defer h.free()
+	p := defaultHarnessParams()
+	p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget = 1, 1, 1, 8, 32
+	if st := h.create(p); st != 0 {
+		t.Fatal(st, h.lastError())
+	}
+	live := h.eng
+	hevgo_engine_free(live)
+	h.eng = 0
+	for _, e := range []struct {
+		what string
+		eng  uintptr
+		want string
+	}{{"NULL", 0, "engine is NULL"}, {"freed", uintptr(live), "not a live engine"}} {
+		res := h.callEvery(cEngine(e.eng))
+		if len(res) != 16 {
+			t.Fatalf("%d exports called, want every one of the 16 that take an engine", len(res))
+		}
+		for _, r := range res {
+			if r.st != 2 || !strings.HasPrefix(r.msg, r.fn+": ") || !strings.Contains(r.msg, e.want) {
+				t.Errorf("%s engine: %s gave status %d, message %q; want 2 and %q naming the function", e.what, r.fn, r.st, r.msg, e.want)
+			}
+		}
 	}
 }

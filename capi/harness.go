@@ -66,8 +66,18 @@ func (h *harness) create(p harnessParams) int32 {
 	return int32(st)
 }
 
+// seqOp calls one of the sequence functions, chosen by op % 4 (add,
+// remove, reset, fork), so a fuzzer can pick it from a byte.
 func (h *harness) seqOp(op int, a, b int32) int32 {
-	return int32(hevgo_seq_op(h.eng, C.int(op), C.int32_t(a), C.int32_t(b)))
+	switch op % 4 {
+	case 0:
+		return int32(hevgo_seq_add(h.eng, C.int32_t(a)))
+	case 1:
+		return int32(hevgo_seq_remove(h.eng, C.int32_t(a)))
+	case 2:
+		return int32(hevgo_seq_reset(h.eng, C.int32_t(a)))
+	}
+	return int32(hevgo_seq_fork(h.eng, C.int32_t(a), C.int32_t(b)))
 }
 
 // harnessTensor describes rows; data is copied into C memory of the size
@@ -145,11 +155,10 @@ func (h *harness) step(token bool, seq, layer int32, q, k *harnessTensor, positi
 		outSlots = h.int32s(make([]int32, int(n)*outHeads))
 		outEv = h.int32s(make([]int32, int(n)*outHeads))
 	}
-	t := C.int(0)
 	if token {
-		t = 1
+		return int32(hevgo_observe(h.eng, C.int32_t(seq), C.int32_t(layer), qc, kc, h.int32s(positions), C.int32_t(n))), true
 	}
-	return int32(hevgo_step(h.eng, t, C.int32_t(seq), C.int32_t(layer), qc, kc, h.int32s(positions), C.int32_t(n), outSlots, outEv)), true
+	return int32(hevgo_place(h.eng, C.int32_t(seq), C.int32_t(layer), qc, kc, h.int32s(positions), C.int32_t(n), outSlots, outEv)), true
 }
 
 func (h *harness) evictions(seq, capacity int32) int32 {
@@ -163,18 +172,61 @@ func (h *harness) evictions(seq, capacity int32) int32 {
 
 func (h *harness) saveLoad(seq, dst int32, flip int) int32 {
 	size := (*C.size_t)(h.cmem(8))
-	if st := hevgo_state(h.eng, 0, C.int32_t(seq), nil, 0, size); st != C.HASHEVICT_OK {
+	if st := hevgo_seq_state_size(h.eng, C.int32_t(seq), size); st != C.HASHEVICT_OK {
 		return int32(st)
 	}
 	buf := h.cmem(int(*size))
-	if st := hevgo_state(h.eng, 1, C.int32_t(seq), buf, *size, size); st != C.HASHEVICT_OK {
+	if st := hevgo_seq_state_save(h.eng, C.int32_t(seq), buf, *size, size); st != C.HASHEVICT_OK {
 		return int32(st)
 	}
 	if flip >= 0 && *size > 0 {
 		b := unsafe.Slice((*byte)(buf), int(*size))
 		b[flip%len(b)] ^= 0x20
 	}
-	return int32(hevgo_state(h.eng, 2, C.int32_t(dst), buf, *size, nil))
+	return int32(hevgo_seq_state_load(h.eng, C.int32_t(dst), buf, *size))
 }
 
 func (h *harness) lastError() string { return C.GoString(C.hashevict_last_error()) }
+
+// exportResult is what one export answered.
+type exportResult struct {
+	fn  string // the C function the export implements
+	st  int32
+	msg string
+}
+
+// callEvery calls each export that takes an engine with engine e and
+// arguments it could accept, and returns each status with the thread's
+// message right after it (the caller locks the OS thread).
+func (h *harness) callEvery(e C.uintptr_t) []exportResult {
+	var res []exportResult
+	rec := func(fn string, st C.hashevict_status) {
+		res = append(res, exportResult{fn, int32(st), h.lastError()})
+	}
+	i32 := (*C.int32_t)(h.cmem(4 * 64))
+	sz := (*C.size_t)(h.cmem(8))
+	params := (*C.hashevict_params)(h.cmem(int(C.sizeof_hashevict_params)))
+	params.size = C.uint32_t(C.sizeof_hashevict_params)
+	stats := (*C.hashevict_stats)(h.cmem(int(C.sizeof_hashevict_stats)))
+	stats.size = C.uint32_t(C.sizeof_hashevict_stats)
+	buf := h.cmem(64)
+	rec("hashevict_engine_params", hevgo_engine_params(e, params))
+	rec("hashevict_seq_add", hevgo_seq_add(e, 0))
+	rec("hashevict_seq_remove", hevgo_seq_remove(e, 0))
+	rec("hashevict_seq_reset", hevgo_seq_reset(e, 0))
+	rec("hashevict_seq_fork", hevgo_seq_fork(e, 0, 1))
+	rec("hashevict_place", hevgo_place(e, 0, 0, nil, nil, i32, 1, i32, nil))
+	rec("hashevict_observe", hevgo_observe(e, 0, 0, nil, nil, i32, 1))
+	rec("hashevict_slot_positions", hevgo_slot_positions(e, 0, 0, 0, i32, 64))
+	rec("hashevict_evictions", hevgo_evictions(e, 0, i32, 64, i32))
+	rec("hashevict_token_positions", hevgo_token_positions(e, 0, i32, 64, i32))
+	rec("hashevict_hash", hevgo_hash(e, 0, nil, (*C.uint64_t)(buf), 8))
+	rec("hashevict_projection", hevgo_projection(e, 0, (*C.float)(buf), 16))
+	rec("hashevict_stats_get", hevgo_stats_get(e, -1, stats))
+	rec("hashevict_seq_state_size", hevgo_seq_state_size(e, 0, sz))
+	rec("hashevict_seq_state_save", hevgo_seq_state_save(e, 0, buf, 64, sz))
+	rec("hashevict_seq_state_load", hevgo_seq_state_load(e, 0, buf, 64))
+	return res
+}
+
+func cEngine(e uintptr) C.uintptr_t { return C.uintptr_t(e) }

@@ -148,9 +148,11 @@ const paramsV1Size = C.sizeof_hashevict_params
 
 //export hevgo_default_params
 func hevgo_default_params(out *C.hashevict_params) {
-	d := policy.DefaultParams()
-	out.size = C.uint32_t(paramsV1Size)
-	writeParams(out, d)
+	guard(nil, func() status {
+		out.size = C.uint32_t(paramsV1Size)
+		writeParams(out, policy.DefaultParams())
+		return C.HASHEVICT_OK
+	})
 }
 
 func writeParams(out *C.hashevict_params, p policy.Params) {
@@ -256,32 +258,52 @@ func copyPrefix(dst, src unsafe.Pointer, have, want uintptr) {
 	*(*C.uint32_t)(dst) = size
 }
 
+// kernelNames holds one C copy of each kernel-set name, allocated on first
+// use and never freed: hashevict_kernels promises static storage, and the
+// set in use can change at run time (HASHEVICT_KERNELS, tests).
+var (
+	kernelNamesMu sync.Mutex
+	kernelNames   = map[string]*C.char{}
+)
+
 //export hevgo_kernels
-func hevgo_kernels() C.int {
-	switch simd.Active().Name {
-	case "avx512":
-		return 2
-	case "avx2":
-		return 1
+func hevgo_kernels() (name *C.char) {
+	// No engine and no status to report through: a panic here (none is
+	// known) gives the shim's fallback rather than crossing into C.
+	defer func() {
+		if recover() != nil {
+			name = nil
+		}
+	}()
+	s := simd.Active().Name
+	kernelNamesMu.Lock()
+	defer kernelNamesMu.Unlock()
+	if c, ok := kernelNames[s]; ok {
+		return c
 	}
-	return 0
+	c := C.CString(s)
+	kernelNames[s] = c
+	return c
 }
 
-//export hevgo_seq_op
-func hevgo_seq_op(e C.uintptr_t, op C.int, a, b C.int32_t) status {
-	names := [...]string{"hashevict_seq_add", "hashevict_seq_remove", "hashevict_seq_reset", "hashevict_seq_fork"}
-	return call(e, names[op], func(h *handle) error {
-		switch op {
-		case 0:
-			return h.eng.AddSeq(int(a))
-		case 1:
-			return h.eng.RemoveSeq(int(a))
-		case 2:
-			return h.eng.ResetSeq(int(a))
-		default:
-			return h.eng.ForkSeq(int(a), int(b))
-		}
-	})
+//export hevgo_seq_add
+func hevgo_seq_add(e C.uintptr_t, seq C.int32_t) status {
+	return call(e, "hashevict_seq_add", func(h *handle) error { return h.eng.AddSeq(int(seq)) })
+}
+
+//export hevgo_seq_remove
+func hevgo_seq_remove(e C.uintptr_t, seq C.int32_t) status {
+	return call(e, "hashevict_seq_remove", func(h *handle) error { return h.eng.RemoveSeq(int(seq)) })
+}
+
+//export hevgo_seq_reset
+func hevgo_seq_reset(e C.uintptr_t, seq C.int32_t) status {
+	return call(e, "hashevict_seq_reset", func(h *handle) error { return h.eng.ResetSeq(int(seq)) })
+}
+
+//export hevgo_seq_fork
+func hevgo_seq_fork(e C.uintptr_t, src, dst C.int32_t) status {
+	return call(e, "hashevict_seq_fork", func(h *handle) error { return h.eng.ForkSeq(int(src), int(dst)) })
 }
 
 // rows turns a tensor descriptor into a policy view over the caller's
@@ -332,54 +354,66 @@ func int32s(p *C.int32_t, n int) []int32 {
 	return unsafe.Slice((*int32)(unsafe.Pointer(p)), n)
 }
 
-//export hevgo_step
-func hevgo_step(e C.uintptr_t, token C.int, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, outSlots, outEvicted *C.int32_t) status {
-	fn := "hashevict_place"
-	if token != 0 {
-		fn = "hashevict_observe"
+// stepInput checks the arguments place and observe share and views the
+// caller's tensors and positions.
+func stepInput(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t) (qr, kr *policy.Rows, pos []int32, err error) {
+	if n < 1 {
+		return nil, nil, nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: n_tokens = %d, want at least 1", fn, n)}
 	}
+	if positions == nil {
+		return nil, nil, nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": positions is NULL"}
+	}
+	if k == nil {
+		return nil, nil, nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": k is NULL"}
+	}
+	if qr, err = rows(q, "q"); err != nil {
+		return nil, nil, nil, err
+	}
+	if kr, err = rows(k, "k"); err != nil {
+		return nil, nil, nil, err
+	}
+	// Check the tensors' token counts before reading positions, so a
+	// wrong n_tokens is a SHAPE error rather than a read past the array.
+	for _, t := range []*policy.Rows{qr, kr} {
+		if t != nil && t.Tokens != int(n) {
+			return nil, nil, nil, &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s: tensor has %d tokens but n_tokens = %d", fn, t.Tokens, n)}
+		}
+	}
+	return qr, kr, int32s(positions, int(n)), nil
+}
+
+//export hevgo_place
+func hevgo_place(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, outSlots, outEvicted *C.int32_t) status {
+	const fn = "hashevict_place"
 	return call(e, fn, func(h *handle) error {
-		p := &h.eng.P
-		if n < 1 {
-			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: n_tokens = %d, want at least 1", fn, n)}
-		}
-		if positions == nil {
-			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": positions is NULL"}
-		}
-		if k == nil {
-			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": k is NULL"}
-		}
-		qr, err := rows(q, "q")
+		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
 		if err != nil {
 			return err
-		}
-		kr, err := rows(k, "k")
-		if err != nil {
-			return err
-		}
-		// Check the tensors' token counts before reading positions, so a
-		// wrong n_tokens is a SHAPE error rather than a read past the array.
-		for _, t := range []*policy.Rows{qr, kr} {
-			if t != nil && t.Tokens != int(n) {
-				return &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s: tensor has %d tokens but n_tokens = %d", fn, t.Tokens, n)}
-			}
-		}
-		pos := int32s(positions, int(n))
-		if token != 0 {
-			return h.eng.Observe(int(seq), int(layer), qr, kr, pos)
 		}
 		if outSlots == nil {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": out_slots is NULL"}
 		}
-		if int64(n)*int64(p.KVHeads) > math.MaxInt32 {
+		if int64(n)*int64(h.eng.P.KVHeads) > math.MaxInt32 {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": n_tokens * n_kv_heads overflows"}
 		}
-		m := int(n) * p.KVHeads
+		m := int(n) * h.eng.P.KVHeads
 		var ev []int32
 		if outEvicted != nil {
 			ev = int32s(outEvicted, m)
 		}
 		return h.eng.Place(int(seq), int(layer), qr, kr, pos, int32s(outSlots, m), ev)
+	})
+}
+
+//export hevgo_observe
+func hevgo_observe(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t) status {
+	const fn = "hashevict_observe"
+	return call(e, fn, func(h *handle) error {
+		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
+		if err != nil {
+			return err
+		}
+		return h.eng.Observe(int(seq), int(layer), qr, kr, pos)
 	})
 }
 
@@ -463,8 +497,8 @@ func hevgo_projection(e C.uintptr_t, layer C.int32_t, out *C.float, capacity C.i
 	})
 }
 
-//export hevgo_stats
-func hevgo_stats(e C.uintptr_t, seq C.int32_t, out *C.hashevict_stats) status {
+//export hevgo_stats_get
+func hevgo_stats_get(e C.uintptr_t, seq C.int32_t, out *C.hashevict_stats) status {
 	return call(e, "hashevict_stats_get", func(h *handle) error {
 		if out == nil {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_stats_get: out is NULL"}
@@ -494,43 +528,58 @@ func hevgo_stats(e C.uintptr_t, seq C.int32_t, out *C.hashevict_stats) status {
 	})
 }
 
-//export hevgo_state
-func hevgo_state(e C.uintptr_t, op C.int, seq C.int32_t, buf unsafe.Pointer, size C.size_t, out *C.size_t) status {
-	names := [...]string{"hashevict_seq_state_size", "hashevict_seq_state_save", "hashevict_seq_state_load"}
-	return call(e, names[op], func(h *handle) error {
-		fn := names[op]
-		if op == 2 {
-			if buf == nil && size > 0 {
-				return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
-			}
-			if uint64(size) > math.MaxInt32*8 {
-				return &policy.Error{Code: policy.CodeCorruptState, Msg: fmt.Sprintf("%s: %d bytes is larger than any state", fn, size)}
-			}
-			var blob []byte
-			if size > 0 {
-				blob = unsafe.Slice((*byte)(buf), int(size))
-			}
-			return h.eng.LoadSeq(int(seq), blob)
-		}
-		if op == 0 && out == nil {
+//export hevgo_seq_state_size
+func hevgo_seq_state_size(e C.uintptr_t, seq C.int32_t, out *C.size_t) status {
+	const fn = "hashevict_seq_state_size"
+	return call(e, fn, func(h *handle) error {
+		if out == nil {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": out_size is NULL"}
 		}
-		if op == 1 && buf == nil {
+		blob, err := h.eng.SaveSeq(int(seq))
+		if err != nil {
+			return err
+		}
+		*out = C.size_t(len(blob))
+		return nil
+	})
+}
+
+//export hevgo_seq_state_save
+func hevgo_seq_state_save(e C.uintptr_t, seq C.int32_t, buf unsafe.Pointer, capacity C.size_t, written *C.size_t) status {
+	const fn = "hashevict_seq_state_save"
+	return call(e, fn, func(h *handle) error {
+		if buf == nil {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
 		}
 		blob, err := h.eng.SaveSeq(int(seq))
 		if err != nil {
 			return err
 		}
-		if out != nil {
-			*out = C.size_t(len(blob))
+		if written != nil {
+			*written = C.size_t(len(blob))
 		}
-		if op == 1 {
-			if uint64(len(blob)) > uint64(size) {
-				return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("%s: the state needs %d bytes, capacity is %d", fn, len(blob), size)}
-			}
-			copy(unsafe.Slice((*byte)(buf), len(blob)), blob)
+		if uint64(len(blob)) > uint64(capacity) {
+			return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("%s: the state needs %d bytes, capacity is %d", fn, len(blob), capacity)}
 		}
+		copy(unsafe.Slice((*byte)(buf), len(blob)), blob)
 		return nil
+	})
+}
+
+//export hevgo_seq_state_load
+func hevgo_seq_state_load(e C.uintptr_t, seq C.int32_t, buf unsafe.Pointer, size C.size_t) status {
+	const fn = "hashevict_seq_state_load"
+	return call(e, fn, func(h *handle) error {
+		if buf == nil && size > 0 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
+		}
+		if uint64(size) > math.MaxInt32*8 {
+			return &policy.Error{Code: policy.CodeCorruptState, Msg: fmt.Sprintf("%s: %d bytes is larger than any state", fn, size)}
+		}
+		var blob []byte
+		if size > 0 {
+			blob = unsafe.Slice((*byte)(buf), int(size))
+		}
+		return h.eng.LoadSeq(int(seq), blob)
 	})
 }

@@ -1,8 +1,12 @@
-// The public C names of libhashevict. Each one forwards to a Go export
-// (hevgo_*) with the same arguments; this file exists so that the exported
-// symbols carry the exact signatures of the hand-written header (cgo cannot
-// express const pointers), and so that the static strings and the
-// thread-local last error live in plain C.
+// The public C names of libhashevict, each forwarding to the Go export of
+// the same name with the prefix hevgo_ (capi/main.go). This file earns its
+// place three ways: the exported symbols carry the exact signatures of the
+// hand-written header, const included (cgo cannot express const pointers,
+// and its generated prototypes would conflict with the header's); an engine
+// pointer crosses into Go as an integer (uintptr_t), never as a pointer Go
+// could mistake for its own memory (handles are tagged numbers, not
+// addresses); and the static strings and the thread-local last error live
+// in plain C, where a pointer to them stays valid after the call returns.
 #include <string.h>
 
 #include "hashevict.h"
@@ -71,28 +75,25 @@ hashevict_status hashevict_engine_params(const hashevict_engine *engine,
 }
 
 const char *hashevict_kernels(void) {
-    switch (hevgo_kernels()) {
-    case 2: return "avx512";
-    case 1: return "avx2";
-    }
-    return "generic";
+    const char *name = hevgo_kernels();
+    return name != NULL ? name : "unknown";
 }
 
 hashevict_status hashevict_seq_add(hashevict_engine *engine, int32_t seq) {
-    return hevgo_seq_op((uintptr_t)engine, 0, seq, 0);
+    return hevgo_seq_add((uintptr_t)engine, seq);
 }
 
 hashevict_status hashevict_seq_remove(hashevict_engine *engine, int32_t seq) {
-    return hevgo_seq_op((uintptr_t)engine, 1, seq, 0);
+    return hevgo_seq_remove((uintptr_t)engine, seq);
 }
 
 hashevict_status hashevict_seq_reset(hashevict_engine *engine, int32_t seq) {
-    return hevgo_seq_op((uintptr_t)engine, 2, seq, 0);
+    return hevgo_seq_reset((uintptr_t)engine, seq);
 }
 
 hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
                                     int32_t dst) {
-    return hevgo_seq_op((uintptr_t)engine, 3, src, dst);
+    return hevgo_seq_fork((uintptr_t)engine, src, dst);
 }
 
 hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
@@ -100,18 +101,17 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
                                  const hashevict_tensor *k,
                                  const int32_t *positions, int32_t n_tokens,
                                  int32_t *out_slots, int32_t *out_evicted) {
-    return hevgo_step((uintptr_t)engine, 0, seq, layer, (hashevict_tensor *)q,
-                      (hashevict_tensor *)k, (int32_t *)positions, n_tokens,
-                      out_slots, out_evicted);
+    return hevgo_place((uintptr_t)engine, seq, layer, (hashevict_tensor *)q,
+                       (hashevict_tensor *)k, (int32_t *)positions, n_tokens,
+                       out_slots, out_evicted);
 }
 
 hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
                                    int32_t layer, const hashevict_tensor *q,
                                    const hashevict_tensor *k,
                                    const int32_t *positions, int32_t n_tokens) {
-    return hevgo_step((uintptr_t)engine, 1, seq, layer, (hashevict_tensor *)q,
-                      (hashevict_tensor *)k, (int32_t *)positions, n_tokens,
-                      NULL, NULL);
+    return hevgo_observe((uintptr_t)engine, seq, layer, (hashevict_tensor *)q,
+                         (hashevict_tensor *)k, (int32_t *)positions, n_tokens);
 }
 
 hashevict_status hashevict_slot_positions(hashevict_engine *engine,
@@ -152,23 +152,24 @@ hashevict_status hashevict_projection(hashevict_engine *engine, int32_t layer,
 
 hashevict_status hashevict_stats_get(hashevict_engine *engine, int32_t seq,
                                      hashevict_stats *out) {
-    return hevgo_stats((uintptr_t)engine, seq, out);
+    return hevgo_stats_get((uintptr_t)engine, seq, out);
 }
 
 hashevict_status hashevict_seq_state_size(hashevict_engine *engine,
                                           int32_t seq, size_t *out_size) {
-    return hevgo_state((uintptr_t)engine, 0, seq, NULL, 0, out_size);
+    return hevgo_seq_state_size((uintptr_t)engine, seq, out_size);
 }
 
 hashevict_status hashevict_seq_state_save(hashevict_engine *engine,
                                           int32_t seq, void *buf,
                                           size_t capacity,
                                           size_t *out_written) {
-    return hevgo_state((uintptr_t)engine, 1, seq, buf, capacity, out_written);
+    return hevgo_seq_state_save((uintptr_t)engine, seq, buf, capacity,
+                                out_written);
 }
 
 hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
                                           int32_t seq, const void *buf,
                                           size_t size) {
-    return hevgo_state((uintptr_t)engine, 2, seq, (void *)buf, size, NULL);
+    return hevgo_seq_state_load((uintptr_t)engine, seq, (void *)buf, size);
 }
