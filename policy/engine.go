@@ -195,7 +195,7 @@ func (e *Engine) newSequence(id int) *Sequence {
 			}
 		}
 	} else {
-		s.tok = &tokenState{index: map[int32]int32{}, maxPos: -1}
+		s.tok = newTokenState(e.P.Layers)
 	}
 	s.bytes = s.sizeBytes()
 	return s

@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/crc32"
 	"math"
+	"slices"
 )
 
 // A saved sequence is a self-describing blob:
@@ -237,8 +239,10 @@ func (r *reader) f32s(want int, what string) []float32 {
 	v := make([]float32, want)
 	for i := range v {
 		f := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		if math.IsNaN(float64(f)) {
-			r.fail("%s[%d] is NaN", what, i)
+		// An infinite score turns into NaN at the next step (Inf - Inf),
+		// and an infinite key into NaN attention: neither is ever saved.
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			r.fail("%s[%d] is %v", what, i, f)
 			return nil
 		}
 		v[i] = f
@@ -280,6 +284,9 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 		ls := &s.layers[l]
 		ls.lastPos = int32(r.u32())
 		ls.steps = r.u64()
+		if r.err == nil && ls.lastPos < -1 {
+			r.fail("layer %d's last position is %d", l, ls.lastPos)
+		}
 		ls.heads = make([]table, p.KVHeads)
 		for h := range ls.heads {
 			t := &ls.heads[h]
@@ -307,6 +314,14 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 			if r.err != nil {
 				return nil, r.err
 			}
+			// Every step of the layer adds at most one to a slot's count,
+			// and the accumulated score divides by count + 1.
+			for i, c := range t.count {
+				if uint64(c) > ls.steps || c == math.MaxUint32 {
+					r.fail("layer %d head %d slot %d was scored %d times in %d steps", l, h, i, c, ls.steps)
+					return nil, r.err
+				}
+			}
 			if p.Mode == ModeSlot {
 				if used > uint64(p.Budget) {
 					r.fail("layer %d head %d uses %d slots of %d", l, h, used, p.Budget)
@@ -329,12 +344,11 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 		}
 	}
 	if p.Mode == ModeToken {
-		ts := &tokenState{index: map[int32]int32{}}
+		ts := newTokenState(p.Layers)
 		ts.pos = r.i32s(capacity, "token positions")
 		ts.seen = r.i32s(capacity, "token seen counts")
 		ts.free = r.ints(r.length(capacity, "free list"))
 		ts.maxPos = int32(r.u32())
-		ts.obs = make([][]bool, p.Layers)
 		for l := range ts.obs {
 			packed := r.u64s((capacity+63)/64, "observed flags")
 			if r.err != nil {
@@ -348,42 +362,8 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		isFree := make([]bool, capacity)
-		for _, f := range ts.free {
-			if f < 0 || int(f) >= capacity || isFree[f] || ts.pos[f] != -1 {
-				r.fail("free list entry %d is not a free slot", f)
-				return nil, r.err
-			}
-			isFree[f] = true
-		}
-		for i, q := range ts.pos {
-			switch {
-			case q == -1 && !isFree[i]:
-				r.fail("slot %d is empty but not on the free list", i)
-			case q < -1 || q > ts.maxPos:
-				r.fail("slot %d holds position %d (newest %d)", i, q, ts.maxPos)
-			case q >= 0:
-				if _, dup := ts.index[q]; dup {
-					r.fail("position %d held twice", q)
-				}
-				n := int32(0)
-				for l := range ts.obs {
-					if ts.obs[l][i] {
-						n++
-						if q > s.layers[l].lastPos {
-							r.fail("layer %d observed position %d after its last %d", l, q, s.layers[l].lastPos)
-						}
-					}
-				}
-				if n != ts.seen[i] {
-					r.fail("slot %d seen by %d layers, flags say %d", i, ts.seen[i], n)
-				}
-				ts.index[q] = int32(i)
-				ts.live++
-			}
-			if r.err != nil {
-				return nil, r.err
-			}
+		if err := decodeTokenState(r, ts, s.layers, capacity); err != nil {
+			return nil, err
 		}
 		s.tok = ts
 		s.cached = int64(ts.live)
@@ -399,6 +379,87 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 		s.bytes = int64(capacity) * int64(p.tokenSlotBytes())
 	}
 	return s, nil
+}
+
+// decodeTokenState checks the values of a decoded token state against the
+// rules Observe and Evictions keep (a position is observed by every layer
+// up to that layer's last position and by no other, a free slot by none)
+// and rebuilds the index and the pending list from them.
+func decodeTokenState(r *reader, ts *tokenState, layers []layerState, capacity int) error {
+	newest := int32(-1)
+	for l := range layers {
+		newest = max(newest, layers[l].lastPos)
+	}
+	if ts.maxPos != newest {
+		r.fail("newest observed position %d, the layers' last is %d", ts.maxPos, newest)
+		return r.err
+	}
+	isFree := make([]bool, capacity)
+	for _, f := range ts.free {
+		if f < 0 || int(f) >= capacity || isFree[f] || ts.pos[f] != -1 {
+			r.fail("free list entry %d is not a free slot", f)
+			return r.err
+		}
+		isFree[f] = true
+	}
+	for i, q := range ts.pos {
+		switch {
+		case q == -1 && !isFree[i]:
+			r.fail("slot %d is empty but not on the free list", i)
+		case q < -1 || q > ts.maxPos:
+			r.fail("slot %d holds position %d (newest %d)", i, q, ts.maxPos)
+		case q == -1:
+			if ts.seen[i] != 0 {
+				r.fail("free slot %d counts %d layers that observed it", i, ts.seen[i])
+			}
+			for l := range ts.obs {
+				if ts.obs[l][i] {
+					r.fail("free slot %d is flagged observed by layer %d", i, l)
+					break
+				}
+			}
+		default:
+			if _, dup := ts.index[q]; dup {
+				r.fail("position %d held twice", q)
+			}
+			n := int32(0)
+			for l := range ts.obs {
+				if ts.obs[l][i] != (q <= layers[l].lastPos) {
+					r.fail("slot %d: layer %d (last position %d) observed position %d: %v", i, l, layers[l].lastPos, q, ts.obs[l][i])
+					break
+				}
+				if ts.obs[l][i] {
+					n++
+				}
+			}
+			if n != ts.seen[i] {
+				r.fail("slot %d seen by %d layers, flags say %d", i, ts.seen[i], n)
+			}
+			ts.index[q] = int32(i)
+			ts.live++
+		}
+		if r.err != nil {
+			return r.err
+		}
+	}
+	// Positions not yet observed by every layer, ascending; each layer has
+	// observed those up to its last position, a prefix.
+	if len(layers) > 1 {
+		for i, q := range ts.pos {
+			if q >= 0 && int(ts.seen[i]) < len(layers) {
+				ts.pending = append(ts.pending, int32(i))
+			}
+		}
+		slices.SortFunc(ts.pending, func(a, b int32) int { return cmp.Compare(ts.pos[a], ts.pos[b]) })
+		for l := range ts.ahead {
+			for _, slot := range ts.pending {
+				if ts.obs[l][slot] {
+					ts.ahead[l]++
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // LoadSeq restores a saved sequence into id, replacing it if it exists. On

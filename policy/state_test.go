@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -240,4 +242,123 @@ func FuzzLoadSeq(f *testing.F) {
 		}
 		drive(t, e, 0, 1<<20, 5, 6) // and the engine keeps working
 	})
+}
+
+// Issue 10, item 2: an empty token-mode sequence (new, reset, or a fork of
+// one) saved no observed flags and refused its own blob as truncated.
+func TestEmptySequenceRoundTrip(t *testing.T) {
+	for _, mode := range []Mode{ModeSlot, ModeToken} {
+		t.Run(fmt.Sprint("mode", mode), func(t *testing.T) {
+			p := stateParams(mode, PolicyHash)
+			p.MaxSeqs = 8
+			e := mustEngine(t, p)
+			must(t, e.AddSeq(0)) // new
+			must(t, e.AddSeq(1))
+			drive(t, e, 1, 0, 20, 1)
+			must(t, e.ResetSeq(1)) // reset after use
+			must(t, e.ForkSeq(0, 2))
+			must(t, e.ForkSeq(1, 3))
+			for id := 0; id < 4; id++ {
+				blob, err := e.SaveSeq(id)
+				must(t, err)
+				if err := e.LoadSeq(id, blob); err != nil {
+					t.Fatalf("sequence %d refuses its own blob: %v", id, err)
+				}
+				if err := e.LoadSeq(4+id, blob); err != nil {
+					t.Fatalf("sequence %d's blob refused by id %d: %v", id, 4+id, err)
+				}
+				again, err := e.SaveSeq(4 + id)
+				if err != nil || !bytes.Equal(blob, again) {
+					t.Fatalf("sequence %d: loaded copy saves differently (%v)", id, err)
+				}
+				// Original and copy decide alike from here.
+				if a, b := drive(t, e, id, 0, 30, 9), drive(t, e, 4+id, 0, 30, 9); fmt.Sprint(a) != fmt.Sprint(b) {
+					t.Fatalf("sequence %d: the loaded copy decides differently", id)
+				}
+			}
+		})
+	}
+}
+
+// tampered saves sequence 0 of a driven engine after tamper changed its
+// state: the blob is sealed with a valid checksum, as a forger would.
+func tampered(t *testing.T, p Params, tamper func(s *Sequence)) []byte {
+	t.Helper()
+	e := mustEngine(t, p)
+	must(t, e.AddSeq(0))
+	drive(t, e, 0, 0, 40, 11)
+	if p.Mode == ModeToken {
+		// One position observed by layer 0 only: pending for layer 1.
+		rng := rand.New(rand.NewPCG(1, 2))
+		must(t, observeLayer(e, rng, 0, 0, []int32{500}))
+	}
+	s := e.seqs[0]
+	tamper(s)
+	blob, err := e.SaveSeq(0)
+	must(t, err)
+	return blob
+}
+
+// Issue 10, item 5: a sealed blob is checked for values, not only for
+// structure: scores and keys are finite, counts fit the steps, and the
+// observed flags, seen counts and newest position agree with the rule that
+// a layer observes every held position up to its last one and no other.
+func TestLoadRefusesBadValues(t *testing.T) {
+	tok := stateParams(ModeToken, PolicyHash)
+	tok.Score = ScoreAccumulated
+	slot := stateParams(ModeSlot, PolicyHash)
+	oracle := stateParams(ModeToken, PolicyOracle)
+	inf := float32(math.Inf(1))
+	// slotOf returns the slot of position q in a token-mode sequence.
+	slotOf := func(s *Sequence, q int32) int { return int(s.tok.index[q]) }
+	freeSlot := func(s *Sequence) int { return int(s.tok.free[0]) }
+	cases := []struct {
+		name   string
+		p      Params
+		tamper func(s *Sequence)
+		want   string
+	}{
+		{"token score +Inf", tok, func(s *Sequence) { s.layers[1].heads[0].score[slotOf(s, 30)] = inf }, "scores"},
+		{"token score -Inf", tok, func(s *Sequence) { s.layers[0].heads[1].score[0] = -inf }, "scores"},
+		{"slot score +Inf", slot, func(s *Sequence) { s.layers[0].heads[0].score[3] = inf }, "scores"},
+		{"oracle key +Inf", oracle, func(s *Sequence) { s.layers[0].heads[0].keys[5] = inf }, "keys"},
+		{"count that wraps", tok, func(s *Sequence) { s.layers[0].heads[0].count[2] = math.MaxUint32 }, "scored"},
+		{"count above the steps", slot, func(s *Sequence) { s.layers[1].heads[1].count[0] = uint32(s.layers[1].steps) + 1 }, "scored"},
+		{"a layer passed a held position without observing it", tok, func(s *Sequence) {
+			i := slotOf(s, 30)
+			s.tok.obs[1][i] = false
+			s.tok.seen[i]--
+		}, "layer 1"},
+		{"a pending position claimed complete", tok, func(s *Sequence) {
+			i := slotOf(s, 500)
+			s.tok.obs[1][i] = true
+			s.tok.seen[i]++
+		}, "layer 1"},
+		{"a free slot counted as observed", tok, func(s *Sequence) { s.tok.seen[freeSlot(s)] = 1 }, "free slot"},
+		{"a free slot flagged observed", tok, func(s *Sequence) { s.tok.obs[0][freeSlot(s)] = true }, "free slot"},
+		{"newest position beyond every layer", tok, func(s *Sequence) { s.tok.maxPos = 900 }, "newest observed position"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			blob := tampered(t, c.p, c.tamper)
+			err := mustEngine(t, c.p).LoadSeq(0, blob)
+			if CodeOf(err) != CodeCorruptState || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want CORRUPT_STATE mentioning %q", err, c.want)
+			}
+		})
+	}
+	// An empty sequence whose layer claims a position below -1.
+	e := mustEngine(t, tok)
+	must(t, e.AddSeq(0))
+	e.seqs[0].layers[1].lastPos = -7
+	blob, _ := e.SaveSeq(0)
+	if err := mustEngine(t, tok).LoadSeq(0, blob); CodeOf(err) != CodeCorruptState || !strings.Contains(err.Error(), "last position") {
+		t.Fatalf("last position -7: got %v", err)
+	}
+	// The untampered blobs load.
+	for _, p := range []Params{tok, slot, oracle} {
+		if err := mustEngine(t, p).LoadSeq(0, tampered(t, p, func(*Sequence) {})); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -5,25 +5,51 @@ import "sort"
 // tokenState is the token-mode bookkeeping of a sequence: positions live in
 // slots shared by every (layer, KV head) table, so one decision drops a
 // position everywhere.
+//
+// Every layer observes the same positions in the same increasing order (the
+// runtime runs every layer on every token), so each layer has observed
+// exactly the held positions up to its own last one. The positions some
+// layers observed and others not yet are the slots of pending, ascending
+// from pending[head]; layer l has observed the first ahead[l] of them.
+// Observe checks each layer's positions against that list, which is what
+// catches a layer that skips a position (it would otherwise stay held, never
+// a candidate); an entry leaves the front once every layer observed it.
 type tokenState struct {
-	pos    []int32         // slot -> position, -1 when free
-	seen   []int32         // slot -> number of layers that observed it
-	obs    [][]bool        // layer -> slot -> observed by that layer
-	free   []int32         // free slots (a stack)
-	index  map[int32]int32 // position -> slot
-	maxPos int32
-	live   int
+	pos     []int32         // slot -> position, -1 when free
+	seen    []int32         // slot -> number of layers that observed it
+	obs     [][]bool        // layer -> slot -> observed by that layer
+	free    []int32         // free slots (a stack)
+	index   map[int32]int32 // position -> slot
+	pending []int32         // slots, ascending by position, from head on
+	head    int
+	ahead   []int // layer -> entries of pending it observed
+	maxPos  int32
+	live    int
+}
+
+// newTokenState is an empty sequence: obs and ahead have an entry per layer
+// from the start, so that a clone or a saved blob of a sequence that was
+// never observed has the shape of any other.
+func newTokenState(layers int) *tokenState {
+	return &tokenState{
+		obs:    make([][]bool, layers),
+		index:  map[int32]int32{},
+		ahead:  make([]int, layers),
+		maxPos: -1,
+	}
 }
 
 func (ts *tokenState) clone() *tokenState {
 	c := &tokenState{
-		pos:    clone(ts.pos),
-		seen:   clone(ts.seen),
-		obs:    make([][]bool, len(ts.obs)),
-		free:   clone(ts.free),
-		index:  make(map[int32]int32, len(ts.index)),
-		maxPos: ts.maxPos,
-		live:   ts.live,
+		pos:     clone(ts.pos),
+		seen:    clone(ts.seen),
+		obs:     make([][]bool, len(ts.obs)),
+		free:    clone(ts.free),
+		index:   make(map[int32]int32, len(ts.index)),
+		pending: clone(ts.pending[ts.head:]),
+		ahead:   clone(ts.ahead),
+		maxPos:  ts.maxPos,
+		live:    ts.live,
 	}
 	for l, o := range ts.obs {
 		c.obs[l] = clone(o)
@@ -32,6 +58,43 @@ func (ts *tokenState) clone() *tokenState {
 		c.index[k] = v
 	}
 	return c
+}
+
+// checkOrder verifies that layer may observe positions (already known to
+// increase after the layer's last position): first the positions other
+// layers observed and this one not yet, in order, then only positions newer
+// than any observed. It returns how many of positions are already held.
+func (e *Engine) checkOrder(s *Sequence, layer int, positions []int32) (int, error) {
+	ts := s.tok
+	want := ts.pending[ts.head+ts.ahead[layer]:]
+	for i, q := range positions {
+		if i < len(want) {
+			w := ts.pos[want[i]]
+			if q == w {
+				continue
+			}
+			if q > w {
+				return 0, errf(CodePosition, "layer %d skips position %d (positions[%d] = %d), which layer %d observed: every layer must observe the same positions",
+					layer, w, i, q, e.firstLayerPast(s, w))
+			}
+		} else if q > ts.maxPos {
+			continue
+		}
+		return 0, errf(CodePosition, "positions[%d] = %d comes too late for layer %d: layer %d already observed up to position %d without it, so not every layer could observe it",
+			i, q, layer, e.firstLayerPast(s, q), s.layers[e.firstLayerPast(s, q)].lastPos)
+	}
+	return min(len(want), len(positions)), nil
+}
+
+// firstLayerPast returns the lowest layer whose last observed position is at
+// least q (for messages).
+func (e *Engine) firstLayerPast(s *Sequence, q int32) int {
+	for l := range s.layers {
+		if s.layers[l].lastPos >= q {
+			return l
+		}
+	}
+	return -1
 }
 
 // growTo enlarges every table of s to capacity slots.
@@ -85,12 +148,11 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 	n, p := len(positions), &e.P
 	ls := &s.layers[layer]
 	ts := s.tok
-	fresh := 0
-	for _, q := range positions {
-		if _, ok := ts.index[q]; !ok {
-			fresh++
-		}
+	held, err := e.checkOrder(s, layer, positions)
+	if err != nil {
+		return err
 	}
+	fresh := n - held
 	if fresh > len(ts.free) {
 		// Grow geometrically, but settle for exactly what is needed when the
 		// memory cap cannot hold the larger table.
@@ -111,15 +173,17 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 		entries = s.sc.idx
 	}
 	slots := make([]int, n)
+	mine := ts.head + ts.ahead[layer]
 	for i, q := range positions {
-		slot, ok := ts.index[q]
-		if !ok {
-			slot = ts.free[len(ts.free)-1]
-			ts.free = ts.free[:len(ts.free)-1]
-			ts.index[q] = slot
-			ts.pos[slot] = q
-			ts.live++
+		if i < held {
+			slots[i] = int(ts.pending[mine+i])
+			continue
 		}
+		slot := ts.free[len(ts.free)-1]
+		ts.free = ts.free[:len(ts.free)-1]
+		ts.index[q] = slot
+		ts.pos[slot] = q
+		ts.live++
 		slots[i] = int(slot)
 	}
 	init := make([]float32, n)
@@ -134,6 +198,7 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 		obs[slot] = true
 		ts.seen[slot]++
 	}
+	ts.observed(layer, slots, held, p.Layers)
 	ls.lastPos = positions[n-1]
 	ls.steps++
 	if ls.lastPos > ts.maxPos {
@@ -141,6 +206,39 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 	}
 	e.countStep(s, n, 0, fresh)
 	return nil
+}
+
+// observed records that layer observed slots, the first held of them its
+// next pending entries, the others fresh, and drops from the front of
+// pending what every layer has now observed.
+func (ts *tokenState) observed(layer int, slots []int, held, layers int) {
+	if layers == 1 {
+		return // a position is complete as soon as it is observed
+	}
+	for _, slot := range slots[held:] {
+		ts.pending = append(ts.pending, int32(slot))
+	}
+	ts.ahead[layer] += len(slots)
+	done := 0
+	for _, slot := range ts.pending[ts.head:] {
+		if int(ts.seen[slot]) != layers {
+			break
+		}
+		done++
+	}
+	if done == 0 {
+		return
+	}
+	ts.head += done
+	for l := range ts.ahead {
+		ts.ahead[l] -= done
+	}
+	if ts.head == len(ts.pending) {
+		ts.pending, ts.head = ts.pending[:0], 0
+	} else if 2*ts.head > len(ts.pending) {
+		ts.pending = ts.pending[:copy(ts.pending, ts.pending[ts.head:])]
+		ts.head = 0
+	}
 }
 
 // Evictions chooses up to len(out) positions to drop so that at most budget

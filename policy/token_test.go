@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -206,5 +208,169 @@ func TestTokenModeWaitsForAllLayers(t *testing.T) {
 		f32Rows(gauss(rng, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim), []int32{5})
 	if CodeOf(err) != CodePosition {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// observeAll runs one token-mode step over every layer of seq.
+func observeAll(t testing.TB, e *Engine, rng *rand.Rand, seq int, positions []int32) {
+	t.Helper()
+	for l := 0; l < e.P.Layers; l++ {
+		if err := observeLayer(e, rng, seq, l, positions); err != nil {
+			t.Fatalf("layer %d, positions %v: %v", l, positions, err)
+		}
+	}
+}
+
+func observeLayer(e *Engine, rng *rand.Rand, seq, layer int, positions []int32) error {
+	p := &e.P
+	n := len(positions)
+	return e.Observe(seq, layer, f32Rows(gauss(rng, n*p.QHeads*p.HeadDim), n, p.QHeads, p.HeadDim),
+		f32Rows(gauss(rng, n*p.KVHeads*p.HeadDim), n, p.KVHeads, p.HeadDim), positions)
+}
+
+func span(from, n int32) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = from + int32(i)
+	}
+	return out
+}
+
+// Issue 10, item 1: a fork of a sequence that was never observed had no
+// per-layer observed flags, and its first observe indexed past them (a
+// panic, HASHEVICT_ERR_INTERNAL through the C ABI, the engine poisoned).
+func TestTokenForkOfUnobservedSequence(t *testing.T) {
+	for _, pol := range []Policy{PolicyHash, PolicyOracle, PolicySinkRecent} {
+		t.Run(fmt.Sprint("policy", pol), func(t *testing.T) {
+			p := smallParams()
+			p.Mode, p.Policy, p.Budget = ModeToken, pol, 20
+			e := mustEngine(t, p)
+			rng := rand.New(rand.NewPCG(3, 3))
+			if err := e.AddSeq(0); err != nil {
+				t.Fatal(err)
+			}
+			// A fork of a new sequence, a fork of that fork, and a fork of
+			// a sequence reset after use.
+			must(t, e.ForkSeq(0, 1))
+			must(t, e.ForkSeq(1, 2))
+			must(t, e.AddSeq(3))
+			observeAll(t, e, rng, 3, span(0, 30))
+			must(t, e.ResetSeq(3))
+			must(t, e.ForkSeq(3, 4))
+			for _, id := range []int{0, 1, 2, 3, 4} {
+				observeAll(t, e, rng, id, span(0, 30))
+				for step := int32(30); step < 60; step++ {
+					observeAll(t, e, rng, id, []int32{step})
+					out := make([]int32, 16)
+					if _, err := e.Evictions(id, out); err != nil {
+						t.Fatal(err)
+					}
+				}
+				held, _ := e.TokenPositions(id)
+				if len(held) != p.Budget {
+					t.Fatalf("sequence %d holds %d positions, budget %d", id, len(held), p.Budget)
+				}
+			}
+		})
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Issue 10, item 4: a layer that skipped a position was accepted, and the
+// position, never observed by every layer, was held forever. Every way of
+// skipping is refused with a position error naming the layer and the
+// position, and changes nothing; the right call then succeeds.
+func TestTokenLayerSkipsArePositionErrors(t *testing.T) {
+	p := smallParams()
+	p.Mode, p.Budget, p.Layers = ModeToken, 16, 3
+	cases := []struct {
+		name string
+		// steps run before the refused call, as (layer, positions).
+		before []struct {
+			layer int
+			pos   []int32
+		}
+		layer int
+		bad   []int32
+		want  string
+		fix   []int32
+	}{
+		{"later layer skips one", steps(0, span(0, 3)), 1, []int32{0, 2}, "layer 1 skips position 1", span(0, 3)},
+		{"later layer skips the first", steps(0, span(5, 3)), 2, []int32{6, 7}, "layer 2 skips position 5", span(5, 3)},
+		{"later layer jumps past all", steps(0, span(0, 2)), 1, []int32{4}, "layer 1 skips position 0", []int32{0, 1, 4}},
+		{"earlier layer never observes it", append(steps(0, []int32{0, 2}), steps(1, []int32{0})...), 1, []int32{1}, "positions[0] = 1 comes too late for layer 1: layer 0", []int32{2}},
+		{"observes a position others passed", steps(0, []int32{0, 2, 4}), 1, []int32{0, 1, 2}, "positions[1] = 1 comes too late for layer 1: layer 0 already observed up to position 4", []int32{0, 2}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := mustEngine(t, p)
+			rng := rand.New(rand.NewPCG(4, 4))
+			must(t, e.AddSeq(0))
+			for _, st := range c.before {
+				must(t, observeLayer(e, rng, 0, st.layer, st.pos))
+			}
+			before, err := e.SaveSeq(0)
+			must(t, err)
+			err = observeLayer(e, rng, 0, c.layer, c.bad)
+			if CodeOf(err) != CodePosition || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want a position error containing %q", err, c.want)
+			}
+			if after, _ := e.SaveSeq(0); !bytes.Equal(before, after) {
+				t.Fatal("the refused observe changed the sequence")
+			}
+			must(t, observeLayer(e, rng, 0, c.layer, c.fix))
+		})
+	}
+}
+
+func steps(layer int, pos []int32) []struct {
+	layer int
+	pos   []int32
+} {
+	return []struct {
+		layer int
+		pos   []int32
+	}{{layer, pos}}
+}
+
+// Layers may lag each other by whole chunks, as long as each observes the
+// same positions in the same order: every position then becomes a
+// candidate, so the budget holds.
+func TestTokenLayersInAnyInterleaving(t *testing.T) {
+	p := smallParams()
+	p.Mode, p.Budget, p.Layers = ModeToken, 16, 3
+	e := mustEngine(t, p)
+	rng := rand.New(rand.NewPCG(5, 5))
+	must(t, e.AddSeq(0))
+	var all []int32                 // every position, in order (with gaps)
+	for q := int32(0); len(all) < 400; q += 1 + int32(rng.IntN(3)) {
+		all = append(all, q)
+	}
+	idx := make([]int, p.Layers) // how far each layer is in all
+	for idx[0] < len(all) || idx[1] < len(all) || idx[2] < len(all) {
+		l := rng.IntN(p.Layers)
+		n := min(1+rng.IntN(6), len(all)-idx[l])
+		if n == 0 {
+			continue
+		}
+		must(t, observeLayer(e, rng, 0, l, all[idx[l]:idx[l]+n]))
+		idx[l] += n
+		out := make([]int32, 64)
+		if _, err := e.Evictions(0, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, _ := e.TokenPositions(0)
+	if len(held) != p.Budget {
+		t.Fatalf("holds %d positions after every layer observed all, budget %d", len(held), p.Budget)
+	}
+	if len(e.seqs[0].tok.pending[e.seqs[0].tok.head:]) != 0 {
+		t.Fatal("positions still pending after every layer observed them")
 	}
 }
