@@ -317,6 +317,12 @@ func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
 	}
 	switch t.device {
 	case C.HASHEVICT_DEVICE_HOST:
+		// A stream with host memory means the caller believes the library
+		// orders its reads after work on that stream; it does not, so
+		// ignoring it could read data a kernel is still writing.
+		if t.stream != nil {
+			return nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: what + "->stream is set but " + what + " is in host memory (DEVICE_HOST): a stream belongs to a DEVICE_CUDA tensor; synchronise it and pass NULL"}
+		}
 	case C.HASHEVICT_DEVICE_CUDA:
 		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: what + " is on a CUDA device, but this build has no CUDA path yet; copy it to host memory"}
 	default:
@@ -544,12 +550,17 @@ func hevgo_seq_state_size(e C.uintptr_t, seq C.int32_t, out *C.size_t) status {
 	})
 }
 
+// hevgo_seq_state_save answers a NULL buffer of capacity 0 like any buffer
+// too small: BUFFER_TOO_SMALL with the size in *written, so a caller can ask
+// for the size and save with one function, and a caller that only checks for
+// OK never takes "nothing written" for a saved state.
+//
 //export hevgo_seq_state_save
 func hevgo_seq_state_save(e C.uintptr_t, seq C.int32_t, buf unsafe.Pointer, capacity C.size_t, written *C.size_t) status {
 	const fn = "hashevict_seq_state_save"
 	return call(e, fn, func(h *handle) error {
-		if buf == nil {
-			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": buf is NULL"}
+		if buf == nil && capacity > 0 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: buf is NULL but capacity is %d (pass capacity 0 to ask for the size)", fn, capacity)}
 		}
 		blob, err := h.eng.SaveSeq(int(seq))
 		if err != nil {
@@ -561,7 +572,9 @@ func hevgo_seq_state_save(e C.uintptr_t, seq C.int32_t, buf unsafe.Pointer, capa
 		if uint64(len(blob)) > uint64(capacity) {
 			return &policy.Error{Code: policy.CodeBufferTooSmall, Msg: fmt.Sprintf("%s: the state needs %d bytes, capacity is %d", fn, len(blob), capacity)}
 		}
-		copy(unsafe.Slice((*byte)(buf), len(blob)), blob)
+		if len(blob) > 0 {
+			copy(unsafe.Slice((*byte)(buf), len(blob)), blob)
+		}
 		return nil
 	})
 }

@@ -218,7 +218,10 @@ typedef struct hashevict_tensor {
     int64_t n_tokens;       /* must equal the call's n_tokens */
     int64_t head_stride;    /* bytes between heads of one token */
     int64_t token_stride;   /* bytes between tokens */
-    void *stream;           /* CUDA stream (CUstream) for DEVICE_CUDA, else NULL */
+    /* CUDA stream (CUstream) for DEVICE_CUDA. Must be NULL for DEVICE_HOST:
+     * the library reads host memory at once and orders nothing after a
+     * stream, so a stream there is refused (INVALID_ARGUMENT), not ignored. */
+    void *stream;
 } hashevict_tensor;
 
 /* ------------------------------------------------------------------------ */
@@ -281,7 +284,10 @@ hashevict_status hashevict_seq_state_size(hashevict_engine *engine,
 /* Writes sequence seq's state into buf (capacity bytes, owned by the
  * caller); *out_written (optional) receives its size. BUFFER_TOO_SMALL,
  * with the size needed in the message and in *out_written, when it does not
- * fit (nothing is written then). */
+ * fit (nothing is written then). buf may be NULL only with capacity 0: that
+ * asks for the size, answered as any buffer too small (BUFFER_TOO_SMALL, the
+ * size in *out_written), so a caller that tests for OK never takes it for a
+ * saved state. NULL with capacity > 0 is INVALID_ARGUMENT. */
 hashevict_status hashevict_seq_state_save(hashevict_engine *engine,
                                           int32_t seq, void *buf,
                                           size_t capacity,
@@ -302,8 +308,10 @@ hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
  * Call once per layer per step, after Q and K are rotated, before attention.
  *
  * q: queries, n_heads = n_q_heads; may be NULL unless the policy reads
- *    them (HASH with PROBE_QUERY, or ORACLE); k: keys, n_heads = n_kv_heads;
- *    both with
+ *    them (HASH with PROBE_QUERY, or ORACLE). A q the policy does not read
+ *    may still be passed: its descriptor is checked (SHAPE, UNSUPPORTED,
+ *    INVALID_ARGUMENT as for k) but its values are not read, so NaN or Inf
+ *    in it is not refused. k: keys, n_heads = n_kv_heads; both with
  *    n_tokens rows. positions: n_tokens positions, >= 0, strictly increasing,
  *    and greater than every position already placed in this (seq, layer).
  *
@@ -327,9 +335,11 @@ hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
  * exactly the paper's decode step. CHUNK_TOO_LARGE if the chunk does not fit
  * in free plus evictable slots (nothing is changed then).
  *
- * Statuses besides the general ones: WRONG_MODE, OUT_OF_RANGE (layer, seq),
- * UNKNOWN_SEQUENCE, SHAPE, UNSUPPORTED (dtype, device), NONFINITE, POSITION,
- * CHUNK_TOO_LARGE. */
+ * Statuses besides the general ones: INVALID_ARGUMENT (NULL k, positions,
+ * out_slots or tensor data, n_tokens < 1, a stream on a host tensor),
+ * WRONG_MODE, OUT_OF_RANGE (layer, seq), UNKNOWN_SEQUENCE, SHAPE,
+ * UNSUPPORTED (dtype, device), NONFINITE (in a tensor the policy reads),
+ * POSITION, CHUNK_TOO_LARGE. */
 hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
                                  int32_t layer, const hashevict_tensor *q,
                                  const hashevict_tensor *k,
@@ -367,8 +377,12 @@ hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
  * are protected; the largest scores go first (ties: lowest position). At
  * most `capacity` positions are chosen; they are forgotten by the engine and
  * written to out_positions in ascending order; *out_count receives how many.
- * Call again if *out_count == capacity, there may be more. The caller drops
- * each from its cache (llama_memory_seq_rm(mem, seq, p, p + 1)). */
+ * Call again if *out_count == capacity, there may be more. capacity must be
+ * at least 1: chosen positions are forgotten at once, so there is no "how
+ * many" query; capacity < 1 is INVALID_ARGUMENT with nothing evicted (ask
+ * hashevict_stats_get for `cached` and compare it with the budget instead).
+ * The caller drops each from its cache (llama_memory_seq_rm(mem, seq, p,
+ * p + 1)). */
 hashevict_status hashevict_evictions(hashevict_engine *engine, int32_t seq,
                                      int32_t *out_positions, int32_t capacity,
                                      int32_t *out_count);

@@ -406,6 +406,11 @@ static void all_calls_reject(hashevict_engine *e, const char *word) {
     EXPECT_ERR(hashevict_hash(e, 0, &tk, codes, 8), H, word);
     EXPECT_ERR(hashevict_projection(e, 0, proj, 16 * D), H, word);
     EXPECT_ERR(hashevict_stats_get(e, -1, &st), H, word);
+    size_t size = 0;
+    unsigned char blob[64] = {0};
+    EXPECT_ERR(hashevict_seq_state_size(e, 0, &size), H, word);
+    EXPECT_ERR(hashevict_seq_state_save(e, 0, blob, sizeof blob, &size), H, word);
+    EXPECT_ERR(hashevict_seq_state_load(e, 0, blob, sizeof blob), H, word);
 }
 
 CASE(null_engine) { all_calls_reject(NULL, "NULL"); }
@@ -745,6 +750,32 @@ CASE(cuda_device) {
     TEARDOWN();
 }
 
+/* A stream orders device work; with host memory the library could not honour
+ * it (it reads right away), so it is refused rather than ignored. */
+CASE(stream_on_host_tensor) {
+    SETUP(HASHEVICT_MODE_SLOT, 5);
+    int32_t pos = fx.next;
+    int not_a_stream;
+    hashevict_tensor k = fx.tk, q = fx.tq;
+    k.stream = &not_a_stream;
+    EXPECT_ERR(PLACE(&fx, &fx.tq, &k, &pos, 1), HASHEVICT_ERR_INVALID_ARGUMENT, "stream");
+    q.stream = &not_a_stream;
+    EXPECT_ERR(PLACE(&fx, &q, &fx.tk, &pos, 1), HASHEVICT_ERR_INVALID_ARGUMENT, "stream");
+    uint64_t codes[8];
+    EXPECT_ERR(hashevict_hash(fx.e, 0, &k, codes, 8), HASHEVICT_ERR_INVALID_ARGUMENT, "stream");
+    TEARDOWN();
+}
+
+CASE(stream_on_host_tensor_token_mode) {
+    SETUP(HASHEVICT_MODE_TOKEN, 5);
+    int32_t pos = fx.next;
+    int not_a_stream;
+    hashevict_tensor k = fx.tk;
+    k.stream = &not_a_stream;
+    EXPECT_ERR(hashevict_observe(fx.e, 0, 0, &fx.tq, &k, &pos, 1), HASHEVICT_ERR_INVALID_ARGUMENT, "stream");
+    TEARDOWN();
+}
+
 CASE(shape_head_dim_mismatch) {
     SETUP(HASHEVICT_MODE_SLOT, 5);
     int32_t pos = fx.next;
@@ -895,6 +926,54 @@ CASE(nonfinite_token_mode) {
     TEARDOWN();
 }
 
+/* A q the policy never reads (HASH with PROBE_KEY, the baselines but ORACLE)
+ * is not input either: its values, NaN included, are not looked at. Its
+ * descriptor is still checked, since a wrong one is a caller's bug whether or
+ * not the values are read. ORACLE reads q whatever the probe: NaN refused. */
+CASE(nonfinite_q_not_read) {
+    const struct {
+        int policy, probe;
+    } v[] = {{HASHEVICT_POLICY_HASH, HASHEVICT_PROBE_KEY},
+             {HASHEVICT_POLICY_SINK_RECENT, HASHEVICT_PROBE_QUERY},
+             {HASHEVICT_POLICY_KNORM, HASHEVICT_PROBE_QUERY},
+             {HASHEVICT_POLICY_RANDOM, HASHEVICT_PROBE_KEY},
+             {HASHEVICT_POLICY_ORACLE, HASHEVICT_PROBE_KEY}};
+    static float q[QH * D], k[KV * D];
+    tu_rng r = tu_rng_make(12, 0, 0);
+    for (int i = 0; i < KV * D; i++) k[i] = tu_gauss(&r);
+    for (int i = 0; i < QH * D; i++) q[i] = NAN;
+    hashevict_tensor tq = tu_tensor(q, HASHEVICT_DTYPE_F32, 1, QH, D);
+    hashevict_tensor tk = tu_tensor(k, HASHEVICT_DTYPE_F32, 1, KV, D);
+    for (int mode = HASHEVICT_MODE_SLOT; mode <= HASHEVICT_MODE_TOKEN; mode++) {
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+            hashevict_params p = good_params();
+            p.mode = mode;
+            p.policy = v[i].policy;
+            p.probe = v[i].probe;
+            hashevict_engine *e = NULL;
+            if (!CHECK_ST(hashevict_engine_create(&p, &e), HASHEVICT_OK)) return;
+            CHECK_ST(hashevict_seq_add(e, 0), HASHEVICT_OK);
+            int32_t pos = 0, slots[KV];
+            hashevict_status st;
+            if (v[i].policy != HASHEVICT_POLICY_ORACLE) {
+                hashevict_tensor bad = tq;
+                bad.n_heads = QH - 1;
+                st = mode == HASHEVICT_MODE_SLOT ? hashevict_place(e, 0, 0, &bad, &tk, &pos, 1, slots, NULL)
+                                                 : hashevict_observe(e, 0, 0, &bad, &tk, &pos, 1);
+                EXPECT_ERR(st, HASHEVICT_ERR_SHAPE, "q");
+            }
+            st = mode == HASHEVICT_MODE_SLOT ? hashevict_place(e, 0, 0, &tq, &tk, &pos, 1, slots, NULL)
+                                             : hashevict_observe(e, 0, 0, &tq, &tk, &pos, 1);
+            if (v[i].policy == HASHEVICT_POLICY_ORACLE)
+                EXPECT_ERR(st, HASHEVICT_ERR_NONFINITE, "q row");
+            else
+                CHECK(st == HASHEVICT_OK, "mode %d policy %d probe %d: a NaN in a q never read gave %s (%s), want OK",
+                      mode, v[i].policy, v[i].probe, hashevict_status_string(st), hashevict_last_error());
+            hashevict_engine_free(e);
+        }
+    }
+}
+
 /* NaN in the gaps between rows (padding) is not input: accepted. */
 CASE(nonfinite_in_padding_is_fine) {
     SETUP(HASHEVICT_MODE_SLOT, 5);
@@ -1033,6 +1112,25 @@ CASE(buffer_too_small_token_positions) {
     EXPECT_ERR(hashevict_token_positions(fx.e, 0, buf, 4, &cnt), HASHEVICT_ERR_BUFFER_TOO_SMALL, "5");
     CHECK(cnt == 5, "token_positions: out_count %d, want the 5 held", cnt);
     CHECK(buf[0] == -99, "token_positions copied into a buffer that is too small");
+    TEARDOWN();
+}
+
+/* hashevict_seq_state_save(e, s, NULL, 0, &w) asks for the size: it is
+ * BUFFER_TOO_SMALL like any buffer that cannot hold the state, with the size
+ * in *w (equal to hashevict_seq_state_size). A NULL buffer with a capacity
+ * is a caller's bug. */
+CASE(state_save_size_query) {
+    SETUP(HASHEVICT_MODE_SLOT, 5);
+    size_t need = 0, w = 0;
+    CHECK_ST(hashevict_seq_state_size(fx.e, 0, &need), HASHEVICT_OK);
+    char want[32];
+    snprintf(want, sizeof want, "%zu", need);
+    EXPECT_ERR(hashevict_seq_state_save(fx.e, 0, NULL, 0, &w), HASHEVICT_ERR_BUFFER_TOO_SMALL, want);
+    CHECK(w == need && need > 0, "state_save(NULL, 0): *out_written = %zu, want the state size %zu", w, need);
+    EXPECT_ERR(hashevict_seq_state_save(fx.e, 0, NULL, 0, NULL), HASHEVICT_ERR_BUFFER_TOO_SMALL, want);
+    w = 7;
+    EXPECT_ERR(hashevict_seq_state_save(fx.e, 0, NULL, need, &w), HASHEVICT_ERR_INVALID_ARGUMENT, "buf is NULL");
+    CHECK(w == 7, "state_save(NULL, %zu) wrote *out_written = %zu", need, w);
     TEARDOWN();
 }
 
@@ -1241,6 +1339,8 @@ static const test_case cases[] = {
     C(null_outputs_token_mode),
     C(unsupported_dtype),
     C(cuda_device),
+    C(stream_on_host_tensor),
+    C(stream_on_host_tensor_token_mode),
     C(shape_head_dim_mismatch),
     C(shape_n_heads_mismatch),
     C(shape_n_tokens_mismatch),
@@ -1249,6 +1349,7 @@ static const test_case cases[] = {
     C(nonfinite_f16),
     C(nonfinite_bf16),
     C(nonfinite_token_mode),
+    C(nonfinite_q_not_read),
     C(nonfinite_in_padding_is_fine),
     C(positions_not_increasing),
     C(positions_negative),
@@ -1261,6 +1362,7 @@ static const test_case cases[] = {
     C(buffer_too_small_projection),
     C(buffer_too_small_hash),
     C(buffer_too_small_token_positions),
+    C(state_save_size_query),
     C(memory_cap_token_mode_growth),
     C(memory_cap_token_mode_within_budget),
     C(last_error_persists_after_success),

@@ -14,6 +14,7 @@ from conftest import randn
 
 import hashevict
 from hashevict import _ffi
+from hashevict import reference as ref
 
 
 def last_error() -> str:
@@ -390,3 +391,37 @@ print(n)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "8"
+
+
+# -- inputs the policy does not read ------------------------------------------
+@pytest.mark.parametrize("policy,probe", [("hash", "key"), ("sink_recent", "query"), ("knorm", "query"), ("random", "key")])
+def test_nan_in_a_q_never_read_is_accepted(rng, policy, probe):
+    """A q the policy never reads has no effect: the same steps with q full of
+    NaN and with q = None place identically, and the reference (which does not
+    model "random") agrees."""
+    kw = dict(n_layers=1, n_kv_heads=2, n_q_heads=4, head_dim=8, budget=8, n_sink=1, n_recent=2, policy=policy, probe=probe)
+    nan_q = np.full((1, 4, 8), np.nan, np.float32)
+    with hashevict.Engine(**kw) as a, hashevict.Engine(**kw) as b, a.sequence(0) as sa, b.sequence(0) as sb:
+        r = ref.Reference(**kw) if policy != "random" else None
+        if r is not None:
+            r.add(0)
+        for t in range(20):
+            k = randn(rng, (1, 2, 8))
+            got = sa.place(0, nan_q, k, t)
+            want = sb.place(0, None, k, t)
+            assert (got.slots == want.slots).all() and (got.evicted == want.evicted).all()
+            if r is not None:
+                rs, _ = r.place(0, 0, nan_q, k, [t])
+                assert (np.asarray(rs) == got.slots).all()
+
+
+def test_state_save_null_buffer_reports_the_size(seq, qk):
+    q, k = qk
+    seq.place(0, q, k, 0)
+    lib, e = hashevict.library(), seq.engine._h._ptr
+    need, written = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    assert lib.hashevict_seq_state_size(e, 0, ctypes.byref(need)) == _ffi.HASHEVICT_OK
+    st = lib.hashevict_seq_state_save(e, 0, None, 0, ctypes.byref(written))
+    assert st == _ffi.HASHEVICT_ERR_BUFFER_TOO_SMALL and written.value == need.value > 0
+    assert str(need.value) in last_error()
+    assert len(seq.save_state()) == need.value
