@@ -365,7 +365,15 @@ hashevict_status hashevict_slot_positions(hashevict_engine *engine,
  * exceed params.memory_cap_bytes (nothing is changed then). Every layer must be
  * observed for every position, in increasing position order per layer; a
  * position is a candidate for eviction only once all layers observed it.
- * Arguments as in hashevict_place. */
+ * So every layer observes the same positions in the same order, though a
+ * layer may run ahead of the others by any number of calls: a layer's
+ * positions must begin with the positions the other layers observed and it
+ * has not, in order (a call with fewer tokens takes the first of them), and
+ * any further ones must be newer than every position observed. A call that
+ * would skip such a position, or observe one another layer has already
+ * passed, returns HASHEVICT_ERR_POSITION (the message names the layer and
+ * the position) and changes nothing; such a position could never be
+ * dropped. Arguments as in hashevict_place. */
 hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
                                    int32_t layer, const hashevict_tensor *q,
                                    const hashevict_tensor *k,
