@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source ./toolchain.sh
 out=${1:-hashevict.fatbin}
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 # -fmad=false: no multiply-add contraction (the kernels use _rn intrinsics,
 # which are never contracted, so this is a second guard); exact division,
 # no flush-to-zero. SASS for Ampere (sm_80, also runs on sm_86/89) and
@@ -25,10 +26,10 @@ out=${1:-hashevict.fatbin}
 		-Xfatbin -compress-all \
 		-gencode arch=compute_80,code=sm_80 \
 		-gencode arch=compute_90,code='[sm_90,compute_90]' \
-		-o "$OLDPWD/$out.tmp" hashevict.cu
+		-o "$out.tmp" hashevict.cu
 )
 mv "$out.tmp" "$out"
-if [ "$out" = hashevict.fatbin ]; then
+if [ "$out" = "$PWD/hashevict.fatbin" ]; then
 	write_sum > fatbin.sum
 	echo "build.sh: wrote cuda/hashevict.fatbin ($(wc -c < hashevict.fatbin) bytes) and cuda/fatbin.sum"
 fi

@@ -36,5 +36,5 @@ nvcc_release() { "$NVCC" --version | sed -n 's/.*, V\([0-9.]*\)$/\1/p'; }
 write_sum() {
 	echo "nvcc $(nvcc_release)"
 	(cd kernels && sha256sum hashevict.cu hashevict_math.cuh)
-	sha256sum build.sh
+	sha256sum build.sh hashevict.fatbin
 }
