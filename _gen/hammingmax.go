@@ -9,38 +9,54 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// Fused Hamming maximum: the largest distance between a set of np probes
-// and the codes of a table, narrow (8-, 16-, 32-bit codes, an array of
-// uint8, uint16 or uint32 on amd64) or wide (1, 2 or 4 words a code), the
-// distance of a code being the sum of its Hamming distances to the probes.
-// The decode step of the instant score (Farthest) needs only each block's
-// maximum, so these kernels stream the codes once and keep per-element
-// running maxima in registers instead of storing distances and reading
-// them back.
+// Fused Hamming maximum and search: the kernels of Farthest, the decode
+// step of the instant score. The codes of a table, narrow (8-, 16-, 32-bit
+// codes, an array of uint8, uint16 or uint32 on amd64) or wide (1, 2 or 4
+// words a code), are compared with a set of np probes, the distance of a
+// code being the sum of its Hamming distances to the probes.
 //
-// A kernel takes nbytes bytes of table, at least one vector and a whole
-// number of codes: four vectors per pass, then single vectors, then, when
-// nbytes is not a whole number of vectors, the one vector that ends at
-// nbytes. That last vector overlaps codes already counted, which leaves
-// the maximum unchanged, and reads no code past nbytes (a narrow table's
-// unused bits in its last word are never read either).
+//   - hammingMax<bits><set> (one probe) and hammingMaxN<bits><set> (np of
+//     them) return the largest distance over the codes of a byte range of
+//     the table, the codes on a sorted skip list counting as 0. They stream
+//     the codes once and keep per-element running maxima in registers.
+//   - hammingFind<bits><set> returns the first code of a byte range whose
+//     distance equals a given value: after the maxima, Farthest searches
+//     the one range that reached the largest for its first index.
 //
-// hammingMax<bits><set> take one probe; hammingMaxN<bits><set> take np
-// (the wrappers call them for np >= 2; they are correct for np = 1 too,
-// but a probe loop that is never run still costs the one-probe loop about
-// 5% in the caches and, for 256-bit codes, 10-15% beyond them, so the
-// one-probe kernels are kept as they were). The N kernels sum the probes
+// The range is given as byte offsets [from, to) from the table's start, so
+// the caller can cut a table into runs of a fixed number of bytes whatever
+// the code width (the index of a code is its byte offset / (bits/8)). A
+// kernel takes at least one vector and a whole number of codes: four
+// vectors per pass (maxima), then single vectors, then, when the range is
+// not a whole number of vectors, the one vector that ends at `to`. That
+// last vector overlaps codes already counted, whose distances are set to 0
+// (maxima) or whose matches are dropped (search) so that they are neither
+// counted twice nor counted when they were skipped; no byte outside the
+// range is read.
+//
+// Skipped codes (the protected entries of a decode step: a few slots in a
+// table of thousands) are masked inside the kernel: a pass of four vectors
+// that holds none runs the fast loop; one that holds some stores its
+// distances to a stack buffer, writes 0 over the skipped codes' distances,
+// reloads them and takes the maxima. Every kernel's distances have the
+// layout of the codes (one byte, word or dword per narrow code; the sum of
+// a wide code in each of its qwords), so the distance of the code at byte
+// offset o of a vector is the bits/8 bytes at offset o of its distances.
+// A skipped code at distance 0 cannot win over a positive maximum, and the
+// caller handles a maximum of 0 (every kept code at distance 0).
+//
+// hammingMax<bits><set> is kept apart from the N kernels: a probe loop
+// that is never run still costs the one-probe loop about 5% in the caches
+// and, for 256-bit codes, 10-15% beyond them. The N kernels sum the probes
 // inside the vector loop: the first probe is broadcast once, before the
 // loops, and counted against the pass's vectors; each further probe is
-// broadcast from memory once a pass (four vectors in the main loop) and
-// its counts are added to the pass's sums, which then go into the maxima.
-// The table's vectors are read again for each probe, from L1. With a few
-// probes the kernels are bound by the vector ports (three instructions a
-// probe and vector on AVX-512), not by memory. The sums are in the counts'
-// element type (bytes for 8-bit codes, words for 16, dwords for 32, qwords
-// for 64 and more), so the caller bounds np: np*bits must fit that type (8 bits:
-// np <= 31; 16 bits: np <= 4095; wider: np*bits < 2^32, the maximum being
-// a uint32 and the AVX2 wide kernels taking dword maxima of qword sums).
+// broadcast from memory once a pass and its counts are added to the pass's
+// sums. The table's vectors are read again for each probe, from L1. The
+// sums are in the counts' element type (bytes for 8-bit codes, words for
+// 16, dwords for 32, qwords for 64 and more), so the caller bounds np:
+// np*bits must fit that type (8 bits: np <= 31; 16 bits: np <= 4095;
+// wider: np*bits < 2^32, the maximum being a uint32 and the AVX2 wide
+// kernels taking dword maxima of qword sums).
 //
 // How a vector is counted against one probe:
 //
@@ -57,6 +73,8 @@ import (
 //
 // The four accumulators are combined at the end; the last bytes or words
 // are reduced with VPHMINPOSUW on their complement, dwords with shuffles.
+// The search compares each vector's distances with the broadcast value
+// (VPCMPEQB/W/D/Q) and stops at the first vector with a match.
 //
 // The four-vector loop asks for the line 4 KiB ahead of each 64 bytes it
 // reads (PREFETCHT1; a hint, which never faults past the table's end).
@@ -65,133 +83,158 @@ import (
 // table beyond the caches at about 80% of the bandwidth of a plain read
 // loop (AVX2: 65%), with it at 90-100%; in the caches it costs little.
 
+type hmMode int
+
+const (
+	hmOne  hmMode = iota // the maximum, one probe
+	hmMany               // the maximum, np probes
+	hmFind               // the first code at a given distance, np probes
+)
+
 func genHammingMaxAll() {
-	for _, multi := range []bool{false, true} {
+	for _, mode := range []hmMode{hmOne, hmMany, hmFind} {
 		for _, zmm := range []bool{true, false} {
 			for _, b := range []int{8, 16, 32, 64, 128, 256} {
-				genHammingMax(b, zmm, multi)
+				genHammingMax(b, zmm, mode)
 			}
 		}
 	}
 }
 
-func hammingMaxDoc(name string, nb, vb int) []string {
-	size := nb / 8
-	cond, codes := fmt.Sprintf("nbytes >= %d, a multiple of %d", vb, size), fmt.Sprintf("nbytes/%d", size)
-	if size == 1 {
-		cond, codes = fmt.Sprintf("nbytes >= %d", vb), "nbytes"
+// hmDistDoc is the Go loop's body that sets d to code i's distance.
+func hmDistDoc(nb int, multi bool) []string {
+	probe, ind := "*probe", "\t\t"
+	if multi {
+		probe, ind = "probes[p]", "\t\t\t"
 	}
-	doc := []string{
-		fmt.Sprintf("%s returns the largest Hamming distance between the %d-bit codes in the", name, nb),
-		fmt.Sprintf("first nbytes bytes of table and the probe (%s):", cond),
-		"",
-		"\tvar m int",
-	}
-	if nb < 64 {
-		k := 64 / nb
-		doc = append(doc,
-			fmt.Sprintf("\tfor i := 0; i < %s; i++ {", codes),
-			fmt.Sprintf("\t\tc := uint%d(table[i/%d] >> (i %% %d * %d))", nb, k, k, nb),
-			fmt.Sprintf("\t\tm = max(m, bits.OnesCount%d(c^uint%d(*probe)))", nb, nb),
-			"\t}")
-	} else if nb == 64 {
-		doc = append(doc,
-			"\tfor i := 0; i < nbytes/8; i++ {",
-			"\t\tm = max(m, bits.OnesCount64(table[i]^*probe))",
-			"\t}")
-	} else {
+	var body []string
+	switch {
+	case nb < 64:
+		body = []string{
+			fmt.Sprintf("c := *(*uint%d)(unsafe.Add(table, i*%d))", nb, nb/8),
+			fmt.Sprintf("d += bits.OnesCount%d(c ^ uint%d(%s))", nb, nb, probe)}
+	case nb == 64:
+		body = []string{fmt.Sprintf("d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ %s)", probe)}
+	default:
 		w := nb / 64
-		doc = append(doc,
-			fmt.Sprintf("\tfor i := 0; i < nbytes/%d; i++ {", size),
-			"\t\tvar d int",
-			fmt.Sprintf("\t\tfor w := 0; w < %d; w++ {", w),
-			fmt.Sprintf("\t\t\td += bits.OnesCount64(table[i*%d+w] ^ (*[%d]uint64)(probe)[w])", w, w),
-			"\t\t}",
-			"\t\tm = max(m, d)",
-			"\t}")
+		pw := fmt.Sprintf("(*[%d]uint64)(probe)[w]", w)
+		if multi {
+			pw = fmt.Sprintf("probes[p*%d+w]", w)
+		}
+		body = []string{
+			fmt.Sprintf("for w := 0; w < %d; w++ {", w),
+			fmt.Sprintf("\td += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*%d+w*8)) ^ %s)", nb/8, pw),
+			"}"}
 	}
-	doc = append(doc, "\treturn uint32(m)")
-	doc = append(doc, "", "It prefetches the table 4 KiB ahead (to L2).")
+	var doc []string
+	if multi {
+		doc = append(doc, "\t\tfor p := 0; p < np; p++ {")
+	}
+	for _, l := range body {
+		doc = append(doc, ind+l)
+	}
+	if multi {
+		doc = append(doc, "\t\t}")
+	}
+	return doc
+}
+
+func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
+	size := nb / 8
+	probes := "the probe"
+	if mode != hmOne {
+		probes = fmt.Sprintf("each of the np probes at probes (1 <= np, %s)", hmLimit(nb))
+	}
+	var doc []string
+	if mode == hmFind {
+		doc = []string{
+			fmt.Sprintf("%s returns the index of the first of the %d-bit codes [from/%d, to/%d)", name, nb, size, size),
+			fmt.Sprintf("of table whose summed Hamming distance to %s", probes),
+			fmt.Sprintf("equals target, or -1 (to-from >= %d, from and to multiples of %d):", vb, size),
+			"",
+			fmt.Sprintf("\tfor i := from / %d; i < to/%d; i++ {", size, size),
+			"\t\tvar d int",
+		}
+		doc = append(doc, hmDistDoc(nb, true)...)
+		doc = append(doc,
+			"\t\tif uint32(d) == target {",
+			"\t\t\treturn i",
+			"\t\t}",
+			"\t}",
+			"\treturn -1")
+	} else {
+		doc = []string{
+			fmt.Sprintf("%s returns the largest summed Hamming distance between %s", name, probes),
+			fmt.Sprintf("and the %d-bit codes [from/%d, to/%d) of table, the codes listed in skip[:nskip]", nb, size, size),
+			fmt.Sprintf("counting as 0 (to-from >= %d, from and to multiples of %d; skip sorted, entries >= from/%d):", vb, size, size),
+			"",
+			"\tvar m int",
+			fmt.Sprintf("\tfor i := from / %d; i < to/%d; i++ {", size, size),
+			"\t\tfor nskip > 0 && int(*skip) < i {",
+			"\t\t\tskip, nskip = skip+1, nskip-1",
+			"\t\t}",
+			"\t\tif nskip > 0 && int(*skip) == i {",
+			"\t\t\tcontinue",
+			"\t\t}",
+			"\t\tvar d int",
+		}
+		doc = append(doc, hmDistDoc(nb, mode == hmMany)...)
+		doc = append(doc,
+			"\t\tm = max(m, d)",
+			"\t}",
+			"\treturn uint32(m)",
+			"", "It prefetches the table 4 KiB ahead (to L2).")
+	}
 	if nb <= 16 && vb == 64 {
 		doc = append(doc, "", "Requires AVX512_BITALG.")
 	}
 	return doc
 }
 
-func hammingMaxNDoc(name string, nb, vb int) []string {
-	size := nb / 8
-	cond, codes := fmt.Sprintf("nbytes >= %d, a multiple of %d", vb, size), fmt.Sprintf("nbytes/%d", size)
-	if size == 1 {
-		cond, codes = fmt.Sprintf("nbytes >= %d", vb), "nbytes"
-	}
-	limit := fmt.Sprintf("np*%d < 2^32", nb)
+func hmLimit(nb int) string {
 	switch nb {
 	case 8:
-		limit = "np <= 31"
+		return "np <= 31"
 	case 16:
-		limit = "np <= 4095"
+		return "np <= 4095"
 	}
-	doc := []string{
-		fmt.Sprintf("%s returns the largest sum of the Hamming distances between one of", name),
-		fmt.Sprintf("the %d-bit codes in the first nbytes bytes of table and each of the np probes", nb),
-		fmt.Sprintf("at probes (%s; 1 <= np, %s):", cond, limit),
-		"",
-		"\tvar m int",
-		fmt.Sprintf("\tfor i := 0; i < %s; i++ {", codes),
-		"\t\tvar d int",
-		"\t\tfor p := 0; p < np; p++ {",
-	}
-	if nb < 64 {
-		k := 64 / nb
-		doc = append(doc,
-			fmt.Sprintf("\t\t\tc := uint%d(table[i/%d] >> (i %% %d * %d))", nb, k, k, nb),
-			fmt.Sprintf("\t\t\td += bits.OnesCount%d(c ^ uint%d(probes[p]))", nb, nb))
-	} else if nb == 64 {
-		doc = append(doc,
-			"\t\t\td += bits.OnesCount64(table[i] ^ probes[p])")
-	} else {
-		w := nb / 64
-		doc = append(doc,
-			fmt.Sprintf("\t\t\tfor w := 0; w < %d; w++ {", w),
-			fmt.Sprintf("\t\t\t\td += bits.OnesCount64(table[i*%d+w] ^ probes[p*%d+w])", w, w),
-			"\t\t\t}")
-	}
-	doc = append(doc,
-		"\t\t}",
-		"\t\tm = max(m, d)",
-		"\t}",
-		"\treturn uint32(m)",
-		"", "It prefetches the table 4 KiB ahead (to L2).")
-	if nb <= 16 && vb == 64 {
-		doc = append(doc, "", "Requires AVX512_BITALG.")
-	}
-	return doc
+	return fmt.Sprintf("np*%d < 2^32", nb)
 }
 
-// genHammingMax writes hammingMax<bits>AVX512 (zmm) or hammingMax<bits>AVX2,
-// for one probe, or with multi hammingMaxN<bits>AVX512 or
-// hammingMaxN<bits>AVX2, for np of them.
-func genHammingMax(nb int, zmm, multi bool) {
+// genHammingMax writes hammingMax<bits><set> (one probe), hammingMaxN<bits><set>
+// (np probes) or hammingFind<bits><set>, set AVX512 (zmm) or AVX2.
+func genHammingMax(nb int, zmm bool, mode hmMode) {
 	v := avx2
 	if zmm {
 		v = avx512
 	}
 	vb := v.bytes()
-	var table, nbytes, probes, np reg.Register
-	if multi {
+	cb := nb / 8 // bytes per code
+	multi := mode != hmOne
+	var table, from, to, probes, np reg.Register
+	switch mode {
+	case hmOne:
+		name := fmt.Sprintf("hammingMax%d%s", nb, v.name)
+		kernel(name, "func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
+	case hmMany:
 		name := fmt.Sprintf("hammingMaxN%d%s", nb, v.name)
-		kernel(name, "func(table *uint64, nbytes int, probes *uint64, np int) uint32", hammingMaxNDoc(name, nb, vb))
-		table = Load(Param("table"), GP64())
-		nbytes = Load(Param("nbytes"), GP64())
+		kernel(name, "func(table *byte, from, to int, probes *uint64, np int, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
+	default:
+		name := fmt.Sprintf("hammingFind%d%s", nb, v.name)
+		kernel(name, "func(table *byte, from, to int, probes *uint64, np int, target uint32) int", hammingMaxDoc(name, nb, vb, mode))
+	}
+	table = Load(Param("table"), GP64())
+	from = Load(Param("from"), GP64())
+	to = Load(Param("to"), GP64())
+	if multi {
 		probes = Load(Param("probes"), GP64())
 		np = Load(Param("np"), GP64())
 	} else {
-		name := fmt.Sprintf("hammingMax%d%s", nb, v.name)
-		kernel(name, "func(table *uint64, nbytes int, probe *uint64) uint32", hammingMaxDoc(name, nb, vb))
-		table = Load(Param("table"), GP64())
-		nbytes = Load(Param("nbytes"), GP64())
 		probes = Load(Param("probe"), GP64())
 	}
+	p, end := GP64(), GP64() // the next vector; the range's end
+	LEAQ(Mem{Base: table, Index: from, Scale: 1}, p)
+	LEAQ(Mem{Base: table, Index: to, Scale: 1}, end)
 
 	// broadcast repeats the probe at m over dst (a narrow probe's low
 	// bits: its word is little-endian).
@@ -227,17 +270,6 @@ func genHammingMax(nb int, zmm, multi bool) {
 			VPXOR(zero, zero, zero)
 		}
 	}
-	var acc [4]reg.VecVirtual
-	for i := range acc {
-		acc[i] = v.vec()
-		if zmm {
-			VPXORD(acc[i], acc[i], acc[i])
-		} else {
-			VPXOR(acc[i], acc[i], acc[i])
-		}
-	}
-	end := GP64()
-	LEAQ(Mem{Base: table, Index: nbytes, Scale: 1}, end)
 
 	// vmax is the maximum of the accumulators' element type (qword
 	// counts: VPMAXUQ in ZMM, dwords in YMM).
@@ -331,17 +363,16 @@ func genHammingMax(nb int, zmm, multi bool) {
 		}
 	}
 	// pass counts the vectors at ms against every probe (the first, in pv,
-	// peeled) and takes the sums' maxima into accs; also(j), if any, is
-	// emitted after vector j's first count (one probe) or after the first
-	// probe's counts (multi).
-	pass := func(label string, ms []Mem, accs []reg.VecVirtual, also func(j int)) {
+	// peeled) and hands each vector's summed distances to sink; also(j),
+	// if any, is emitted after vector j's first count (one probe) or after
+	// the first probe's counts (multi).
+	pass := func(label string, ms []Mem, sink func(j int, t reg.VecVirtual), also func(j int)) {
 		if !multi {
-			// One probe: each vector counted, summed and taken into its
-			// maximum in turn.
+			// One probe: each vector counted, summed and sunk in turn.
 			for j, m := range ms {
 				t := count(m, pv)
 				finish(t)
-				vmax(t, accs[j], accs[j])
+				sink(j, t)
 				if also != nil {
 					also(j)
 				}
@@ -357,15 +388,15 @@ func genHammingMax(nb int, zmm, multi bool) {
 				also(j)
 			}
 		}
-		left, p := GP64(), GP64()
+		left, pp := GP64(), GP64()
 		MOVQ(np, left)
 		DECQ(left)
 		JZ(LabelRef(label + "done"))
-		MOVQ(probes, p)
+		MOVQ(probes, pp)
 		Label(label + "probe")
-		ADDQ(U32(stride), p)
+		ADDQ(U32(stride), pp)
 		q := v.vec()
-		broadcast(Mem{Base: p}, q)
+		broadcast(Mem{Base: pp}, q)
 		for j, m := range ms {
 			vadd(count(m, q), sums[j], sums[j])
 		}
@@ -374,44 +405,137 @@ func genHammingMax(nb int, zmm, multi bool) {
 		Label(label + "done")
 		for j := range ms {
 			finish(sums[j])
-			vmax(sums[j], accs[j], accs[j])
+			sink(j, sums[j])
 		}
 	}
-
-	groups := GP64()
-	MOVQ(nbytes, groups)
-	SHRQ(U8(bits.TrailingZeros(uint(4*vb))), groups)
-	JZ(LabelRef("single"))
-	Label("loop4")
-	var ms []Mem
-	for j := range acc {
-		ms = append(ms, Mem{Base: table, Disp: vb * j})
+	stop := GP64()
+	if mode == hmFind {
+		genHammingFind(nb, zmm, v, table, p, end, stop, pass)
+		return
 	}
-	pass("loop4", ms, acc[:], func(j int) {
+
+	skip := Load(Param("skip"), GP64())
+	nskip := Load(Param("nskip"), GP64())
+	var acc [4]reg.VecVirtual
+	for i := range acc {
+		acc[i] = v.vec()
+		if zmm {
+			VPXORD(acc[i], acc[i], acc[i])
+		} else {
+			VPXOR(acc[i], acc[i], acc[i])
+		}
+	}
+	// next is the address of the next skipped code (all ones when there
+	// is none): the passes compare it with their end.
+	next := GP64()
+	labels := 0
+	uniq := func(s string) string { labels++; return fmt.Sprintf("%s%d", s, labels) }
+	loadNext := func() {
+		none, done := uniq("noskip"), uniq("skipset")
+		TESTQ(nskip, nskip)
+		JZ(LabelRef(none))
+		MOVLQSX(Mem{Base: skip}, next)
+		if cb > 1 {
+			SHLQ(U8(bits.TrailingZeros(uint(cb))), next)
+		}
+		ADDQ(table, next)
+		JMP(LabelRef(done))
+		Label(none)
+		MOVQ(I32(-1), next)
+		Label(done)
+	}
+	loadNext()
+	buf := AllocLocal(4 * vb)
+	// zeroSkips writes 0 over the distances in buf of the skipped codes in
+	// [start, stop), buf holding the distances of the vectors from start.
+	zeroSkips := func(start, stop reg.Register) {
+		loop, done := uniq("zero"), uniq("zerodone")
+		Label(loop)
+		CMPQ(next, stop)
+		JAE(LabelRef(done))
+		off := GP64()
+		MOVQ(next, off)
+		SUBQ(start, off)
+		m := buf.Idx(off, 1)
+		switch cb {
+		case 1:
+			MOVB(U8(0), m)
+		case 2:
+			MOVW(U16(0), m)
+		case 4:
+			MOVL(U32(0), m)
+		default:
+			for o := 0; o < cb; o += 8 {
+				MOVQ(U32(0), m.Offset(o))
+			}
+		}
+		ADDQ(U8(4), skip)
+		DECQ(nskip)
+		loadNext()
+		JMP(LabelRef(loop))
+		Label(done)
+	}
+	// buffered is the pass for vectors that hold skipped codes (or, with
+	// overlap, the last vector, whose first overlap bytes were counted
+	// already): the distances go through buf.
+	buffered := func(label string, ms []Mem, start, stop reg.Register, accs []reg.VecVirtual, overlap reg.Register) {
+		pass(label, ms, func(j int, t reg.VecVirtual) { v.movdqu(t, buf.Offset(j*vb)) }, nil)
+		if overlap != nil {
+			i := GP64()
+			XORQ(i, i)
+			Label(label + "overlap")
+			MOVB(U8(0), buf.Idx(i, 1))
+			INCQ(i)
+			CMPQ(i, overlap)
+			JB(LabelRef(label + "overlap"))
+		}
+		zeroSkips(start, stop)
+		for j := range ms {
+			t := v.vec()
+			v.movdqu(buf.Offset(j*vb), t)
+			vmax(t, accs[j], accs[j])
+		}
+	}
+	vecs := func(base reg.Register, k int) []Mem {
+		var ms []Mem
+		for j := 0; j < k; j++ {
+			ms = append(ms, Mem{Base: base, Disp: vb * j})
+		}
+		return ms
+	}
+
+	Label("loop4")
+	LEAQ(Mem{Base: p, Disp: 4 * vb}, stop)
+	CMPQ(stop, end)
+	JA(LabelRef("single"))
+	CMPQ(stop, next)
+	JA(LabelRef("slow4"))
+	pass("loop4", vecs(p, 4), func(j int, t reg.VecVirtual) { vmax(t, acc[j], acc[j]) }, func(j int) {
 		if vb*j%64 == 0 {
-			PREFETCHT1(Mem{Base: table, Disp: 4096 + vb*j})
+			PREFETCHT1(Mem{Base: p, Disp: 4096 + vb*j})
 		}
 	})
-	ADDQ(U32(4*vb), table)
-	DECQ(groups)
-	JNZ(LabelRef("loop4"))
+	MOVQ(stop, p)
+	JMP(LabelRef("loop4"))
+	Label("slow4")
+	buffered("slow4", vecs(p, 4), p, stop, acc[:], nil)
+	MOVQ(stop, p)
+	JMP(LabelRef("loop4"))
 
-	Label("single")
-	rest := GP64()
-	MOVQ(end, rest)
-	SUBQ(table, rest)
-	Label("loop1")
-	CMPQ(rest, U8(vb))
-	JB(LabelRef("last"))
-	pass("loop1", []Mem{{Base: table}}, acc[:1], nil)
-	ADDQ(U8(vb), table)
-	SUBQ(U8(vb), rest)
-	JMP(LabelRef("loop1"))
+	Label("single") // at most three vectors
+	LEAQ(Mem{Base: p, Disp: vb}, stop)
+	CMPQ(stop, end)
+	JA(LabelRef("last"))
+	buffered("single", vecs(p, 1), p, stop, acc[:1], nil)
+	MOVQ(stop, p)
+	JMP(LabelRef("single"))
 
-	Label("last") // fewer than vb bytes remain: the vector that ends at nbytes
-	TESTQ(rest, rest)
-	JZ(LabelRef("reduce"))
-	pass("last", []Mem{{Base: end, Disp: -vb}}, acc[1:2], nil)
+	Label("last") // fewer than vb bytes remain: the vector that ends at `to`
+	CMPQ(p, end)
+	JE(LabelRef("reduce"))
+	LEAQ(Mem{Base: end, Disp: -vb}, stop)
+	SUBQ(stop, p) // the bytes counted already
+	buffered("last", vecs(stop, 1), stop, end, acc[1:2], p)
 
 	Label("reduce")
 	vmax(acc[1], acc[0], acc[0])
@@ -465,6 +589,126 @@ func genHammingMax(nb int, zmm, multi bool) {
 		VMOVD(x, ret)
 	}
 	Store(ret, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// genHammingFind writes the body of hammingFind<bits><set> after the
+// shared prologue of genHammingMax: single vectors from p, then the vector
+// that ends at end, each compared with the target until one matches.
+func genHammingFind(nb int, zmm bool, v isa, table, p, end, stop reg.Register,
+	pass func(string, []Mem, func(int, reg.VecVirtual), func(int))) {
+	cb := nb / 8
+	target := GP32()
+	Load(Param("target"), target)
+	tv := v.vec()
+	if zmm {
+		switch nb {
+		case 8:
+			VPBROADCASTB(target, tv)
+		case 16:
+			VPBROADCASTW(target, tv)
+		case 32:
+			VPBROADCASTD(target, tv)
+		default:
+			VPBROADCASTQ(target.As64(), tv) // a qword per code's qword: MOVL zero-extended it
+		}
+	} else {
+		x := XMM()
+		MOVQ(target.As64(), x)
+		switch nb {
+		case 8:
+			VPBROADCASTB(x, tv)
+		case 16:
+			VPBROADCASTW(x, tv)
+		case 32:
+			VPBROADCASTD(x, tv)
+		default:
+			VPBROADCASTQ(x, tv)
+		}
+	}
+	// mask gets one bit per element of the distances (AVX-512) or per byte
+	// (AVX2) that equals the target; eb is the bytes per bit.
+	mask := GP64()
+	eb := 1
+	compare := func(_ int, t reg.VecVirtual) {
+		if !zmm {
+			switch nb {
+			case 8:
+				VPCMPEQB(tv, t, t)
+			case 16:
+				VPCMPEQW(tv, t, t)
+			case 32:
+				VPCMPEQD(tv, t, t)
+			default:
+				VPCMPEQQ(tv, t, t)
+			}
+			VPMOVMSKB(t, mask.As32())
+			return
+		}
+		k := K()
+		switch nb {
+		case 8:
+			VPCMPEQB(tv, t, k)
+			KMOVQ(k, mask)
+		case 16:
+			VPCMPEQW(tv, t, k)
+			KMOVD(k, mask.As32())
+		case 32:
+			VPCMPEQD(tv, t, k)
+			KMOVW(k, mask.As32())
+		default:
+			VPCMPEQQ(tv, t, k)
+			KMOVW(k, mask.As32()) // 8 bits; KMOVB would need AVX512DQ
+		}
+	}
+	if zmm {
+		eb = min(cb, 8)
+	}
+	Label("loop")
+	LEAQ(Mem{Base: p, Disp: v.bytes()}, stop)
+	CMPQ(stop, end)
+	JA(LabelRef("last"))
+	pass("loop", []Mem{{Base: p}}, compare, nil)
+	TESTQ(mask, mask)
+	JNZ(LabelRef("found"))
+	MOVQ(stop, p)
+	JMP(LabelRef("loop"))
+
+	Label("last") // fewer than a vector left: the vector that ends at end
+	CMPQ(p, end)
+	JE(LabelRef("none"))
+	LEAQ(Mem{Base: end, Disp: -v.bytes()}, stop)
+	pass("last", []Mem{{Base: stop}}, compare, nil)
+	SUBQ(stop, p) // the bytes searched already: drop their bits
+	if eb > 1 {
+		SHRQ(U8(bits.TrailingZeros(uint(eb))), p)
+	}
+	SHRXQ(p, mask, mask)
+	SHLXQ(p, mask, mask)
+	MOVQ(stop, p)
+	TESTQ(mask, mask)
+	JNZ(LabelRef("found"))
+
+	Label("none")
+	ret := GP64()
+	MOVQ(I32(-1), ret)
+	Store(ret, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+
+	Label("found")
+	bit := GP64()
+	BSFQ(mask, bit)
+	if eb > 1 {
+		SHLQ(U8(bits.TrailingZeros(uint(eb))), bit)
+	}
+	SUBQ(table, p)
+	ADDQ(bit, p)
+	if cb > 1 {
+		SHRQ(U8(bits.TrailingZeros(uint(cb))), p)
+	}
+	Store(p, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }

@@ -80,7 +80,5 @@ func genSimd() {
 	genConvertAVX512()
 	genConvertAVX2()
 	genNarrowAll()
-	genMaxU32(true)
-	genMaxU32(false)
 	genHammingMaxAll()
 }

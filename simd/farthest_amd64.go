@@ -5,12 +5,12 @@ package simd
 import (
 	"math"
 	"sync"
-	"unsafe"
 )
 
-// blockScratch is the L1-resident working set of the block-wise steps. The
-// kernels are called through function values, so a local array would
-// escape to the heap on every call; a pool reuses them instead.
+// blockScratch is the L1-resident working set of the block-wise steps
+// (ScoreStep and the Hamming tails). The kernels are called through
+// function values, so a local array would escape to the heap on every
+// call; a pool reuses them instead.
 type blockScratch struct {
 	dist  [scoreBlock]uint32
 	keep  [scoreBlock]int32 // ScoreStep's stand-in positions: all 0 outside a call
@@ -22,75 +22,65 @@ type blockScratch struct {
 
 var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
 
-// farthestWith runs Farthest block by block. A block without skipped
-// entries goes through a fused kernel that streams the codes once and
-// returns their largest summed distance (hmax: no distances are stored;
-// it declines probe counts its sums cannot hold). Otherwise the block's
-// distances go to an L1-resident buffer, the skipped entries' distances
-// are set to 0 and the block's maximum is taken (maxU32). The first block
-// that reaches the largest maximum is computed again at the end and
-// searched for that maximum's first index. Zeroing is exact: a skipped
-// entry cannot win over a positive maximum (ties go to the first index,
-// and the first index of a positive maximum is not a zeroed one), and
-// when the maximum is 0 every kept entry is at distance 0, so the answer
-// is the first kept entry.
-func farthestWith(maxU32 func([]uint32) uint32,
-	hmax func(table []uint64, bits, n int, probes []uint64) (uint32, bool),
-	ham, narrow func([]uint32, []uint64, int, []uint64),
-	table []uint64, bits int, probes []uint64, n int, skip []int32) int {
-	if !blockLayout(bits) || n < 0 || len(table) < CodeWords(bits, n) || n > math.MaxInt32 {
+// farthestRun is the number of table bytes per call of a maximum kernel in
+// Farthest, whatever the code width: the run that reached the largest
+// maximum first is searched again for its first index, so a run should be
+// small next to a table beyond the caches, and large enough that a call's
+// fixed cost (the call, the reduction of its accumulators: some 20-40 ns)
+// is a few per cent of streaming it (32 KiB: ~1.2 µs at 27 GB/s). Runs of
+// a fixed number of codes (1024 in an earlier version) were 1-4 KiB for
+// narrow codes, and streamed a table at 43% of the read bandwidth.
+const farthestRun = 32 << 10
+
+// farthestWith runs Farthest with a set's fused kernels: the table in runs
+// of farthestRun bytes, each run's largest summed distance from a maximum
+// kernel that counts the skipped entries as 0 (the first run that reached
+// the overall largest is remembered), then a search kernel for the first
+// entry of that run at the largest distance that is not skipped. Zeroing
+// is exact: a skipped entry cannot win over a positive maximum (ties go to
+// the first index, and the search steps over skipped entries), and when
+// the maximum is 0 every kept entry is at distance 0, so the answer is the
+// first kept entry. Calls the kernels do not take go to the generic loop.
+func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, probes []uint64, n int, skip []int32) int {
+	np := 0
+	if blockLayout(bits) && n > 0 && n <= math.MaxInt32 {
+		np = hammingMaxArgs(table, bits, n, probes)
+	}
+	if np == 0 {
 		return farthestGeneric(table, bits, probes, n, skip)
 	}
-	sc := blockScratchPool.Get().(*blockScratch)
-	defer blockScratchPool.Put(sc)
+	k := kerns(bits)
 	sorted := sortedSkip(skip)
-	// distances computes block [b0, b1) with its skipped entries zeroed;
-	// skipped holds the entries from b0 on and is returned past b1.
-	distances := func(b0, b1 int, skipped []int32) ([]uint32, []int32) {
-		dist := sc.dist[:b1-b0]
-		hammingCodes(ham, narrow, dist, codeSpan(table, bits, b0, b1), bits, probes)
-		for len(skipped) > 0 && int(skipped[0]) < b1 {
-			dist[int(skipped[0])-b0] = 0
-			skipped = skipped[1:]
+	run := farthestRun / (bits / 8)
+	best, bestDist := -1, uint32(0)
+	var bestSkip []int32 // the skipped entries from best on
+	s := sorted
+	for c0 := 0; c0 < n; c0 += run {
+		for len(s) > 0 && int(s[0]) < c0 {
+			s = s[1:]
 		}
-		return dist, skipped
-	}
-	bestBlock, bestDist := -1, uint32(0)
-	var bestSkip []int32 // the skipped entries from bestBlock on
-	skipped := sorted
-	for b0 := 0; b0 < n; b0 += scoreBlock {
-		b1 := min(b0+scoreBlock, n)
-		if b1 < n {
-			// Touch each 4 KiB page of the next block: the hardware
-			// prefetchers do not cross pages, and a decode step's codes
-			// are usually not in the caches.
-			next := codeSpan(table, bits, b1, min(b1+scoreBlock, n))
-			prefetchT1((*byte)(unsafe.Pointer(&next[0])), 8*len(next), 4096)
-		}
-		from := skipped
-		m, ok := uint32(0), false
-		if len(skipped) == 0 || int(skipped[0]) >= b1 { // hmax says ok = false for probe counts it cannot sum
-			m, ok = hmax(codeSpan(table, bits, b0, b1), bits, b1-b0, probes)
-		}
-		if !ok {
-			var dist []uint32
-			dist, skipped = distances(b0, b1, skipped)
-			m = maxU32(dist)
-		}
-		if m > bestDist {
-			bestBlock, bestDist, bestSkip = b0, m, from
+		if m := k.maxRange(table, bits, c0, min(c0+run, n), probes, np, s); m > bestDist {
+			best, bestDist, bestSkip = c0, m, s
 		}
 	}
 	if bestDist == 0 {
 		return firstKept(sorted, n)
 	}
-	dist, _ := distances(bestBlock, min(bestBlock+scoreBlock, n), bestSkip)
-	for i, d := range dist {
-		if d == bestDist {
-			return bestBlock + i
+	end := min(best+run, n)
+	for c0, s := best, bestSkip; c0 < end; {
+		i := k.findRange(table, bits, c0, end, probes, np, bestDist)
+		if i < 0 {
+			break
 		}
+		for len(s) > 0 && int(s[0]) < i {
+			s = s[1:]
+		}
+		if len(s) == 0 || int(s[0]) != i {
+			return i
+		}
+		c0 = i + 1 // a skipped entry at the largest distance
 	}
-	panic("simd: Farthest lost its maximum") // unreachable: the block was computed twice alike
+	panic("simd: Farthest lost its maximum") // unreachable: the run reached it with a kept entry
 }
 
 // firstKept returns the lowest entry of [0, n) not in skipped (sorted,
@@ -111,27 +101,10 @@ func firstKept(skipped []int32, n int) int {
 	return i
 }
 
-// maxU32With runs a maximum kernel on the whole passes (multiples of per)
-// and finishes the tail in Go; 0 for an empty x.
-func maxU32With(x []uint32, per int, kern func(*uint32, int) uint32) uint32 {
-	n := len(x) - len(x)%per
-	var m uint32
-	if n > 0 {
-		m = kern(&x[0], n)
-	}
-	for _, v := range x[n:] {
-		m = max(m, v)
-	}
-	return m
-}
-
-func maxU32AVX512Go(x []uint32) uint32 { return maxU32With(x, 64, maxU32AVX512) }
-func maxU32AVX2Go(x []uint32) uint32   { return maxU32With(x, 32, maxU32AVX2) }
-
 func farthestAVX512Go(table []uint64, bits int, probes []uint64, n int, skip []int32) int {
-	return farthestWith(maxU32AVX512Go, hammingMaxAVX512Go, hammingAVX512Go, hammingNarrowAVX512Go, table, bits, probes, n, skip)
+	return farthestWith(fusedAVX512For, table, bits, probes, n, skip)
 }
 
 func farthestAVX2Go(table []uint64, bits int, probes []uint64, n int, skip []int32) int {
-	return farthestWith(maxU32AVX2Go, hammingMaxAVX2Go, hammingAVX2Go, hammingNarrowAVX2Go, table, bits, probes, n, skip)
+	return farthestWith(func(int) *fusedKerns { return &fusedAVX2 }, table, bits, probes, n, skip)
 }

@@ -2,68 +2,79 @@
 
 package simd
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
-// Fused Hamming maximum (see _gen/hammingmax.go): the largest sum of
-// distances between a set of probes and a run of codes, the codes streamed
-// once and no distance stored; hammingMax<bits><set> take one probe,
-// hammingMaxN<bits><set> several. The kernels take at least one vector of
-// whole codes and finish an uneven length with one more vector that ends
-// at the last code (it overlaps codes already counted, which leaves a
-// maximum unchanged); fewer codes than a vector holds are counted here in
-// Go.
+// Fused Hamming maximum and search (see _gen/hammingmax.go): the largest
+// sum of distances between a set of probes and a range of codes, skipped
+// codes counting as 0, the codes streamed once and no distance stored
+// (hammingMax<bits><set> for one probe, hammingMaxN<bits><set> for
+// several); and the first code of a range at a given distance
+// (hammingFind<bits><set>). The kernels take byte ranges of at least one
+// vector; shorter ranges are done here in Go.
+
+// fusedKerns are one set's fused kernels by code width (widthIndex), and
+// the bytes of its vectors.
+type fusedKerns struct {
+	one      [6]func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32
+	many     [6]func(table *byte, from, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+	find     [6]func(table *byte, from, to int, probes *uint64, np int, target uint32) int
+	vecBytes int
+}
+
+var (
+	fusedAVX512 = fusedKerns{
+		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX512, hammingMax16AVX512, hammingMax32AVX512,
+			hammingMax64AVX512, hammingMax128AVX512, hammingMax256AVX512},
+		many: [6]func(*byte, int, int, *uint64, int, *int32, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
+			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
+		find: [6]func(*byte, int, int, *uint64, int, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
+			hammingFind64AVX512, hammingFind128AVX512, hammingFind256AVX512},
+		vecBytes: 64,
+	}
+	fusedAVX2 = fusedKerns{
+		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
+			hammingMax64AVX2, hammingMax128AVX2, hammingMax256AVX2},
+		many: [6]func(*byte, int, int, *uint64, int, *int32, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
+			hammingMaxN64AVX2, hammingMaxN128AVX2, hammingMaxN256AVX2},
+		find: [6]func(*byte, int, int, *uint64, int, uint32) int{hammingFind8AVX2, hammingFind16AVX2, hammingFind32AVX2,
+			hammingFind64AVX2, hammingFind128AVX2, hammingFind256AVX2},
+		vecBytes: 32,
+	}
+)
+
+// fusedFor returns the kernels the avx512 set uses for bits-bit codes:
+// VPOPCNTB/W are AVX512_BITALG, and without it the AVX2 kernels count 8-
+// and 16-bit codes (every AVX-512 CPU the set runs on has AVX2), so the
+// set never falls back to the distance kernels.
+func fusedAVX512For(bits int) *fusedKerns {
+	if bits <= 16 && !hasBITALG {
+		return &fusedAVX2
+	}
+	return &fusedAVX512
+}
 
 // hammingMaxAVX512Go returns the largest distance between codes [0, n) of
 // table (bits-bit codes in the layout of CodeWords: wide for 64/128/256
 // bits, narrow for 8/16/32) and the probes, the distance of a code being
 // the sum of its Hamming distances to each probe (as Hamming and
-// HammingNarrow compute it), and ok = false, computing nothing, when the
-// set has no fused kernel for this call (the caller then computes the
-// distances). probes holds np >= 1 wide probes of max(1, bits/64) words
-// each (a narrow probe is one word, of which only the low bits bits count;
-// higher bits are ignored), np at most hammingMaxProbeLimit(bits). n = 0
-// gives (0, true).
-//
-// ok is false for 8- and 16-bit codes without AVX512_BITALG, and for any
-// call hammingMaxArgs rejects.
+// HammingNarrow compute it), and ok = false, computing nothing, for a call
+// hammingMaxArgs rejects. probes holds np >= 1 wide probes of
+// max(1, bits/64) words each (a narrow probe is one word, of which only
+// the low bits bits count; higher bits are ignored), np at most
+// hammingMaxProbeLimit(bits). n = 0 gives (0, true).
 func hammingMaxAVX512Go(table []uint64, bits, n int, probes []uint64) (uint32, bool) {
-	if bits <= 16 && !hasBITALG && n > 0 {
-		return 0, false // VPOPCNTB/W are AVX512_BITALG
-	}
-	return hammingMaxWith(table, bits, n, probes, 64, &hammingMaxKernAVX512)
+	return hammingMaxWith(table, bits, n, probes, fusedAVX512For(bits))
 }
 
-// hammingMaxAVX2Go is hammingMaxAVX512Go with the AVX2 kernels; ok is
-// false only for calls hammingMaxArgs rejects.
+// hammingMaxAVX2Go is hammingMaxAVX512Go with the AVX2 kernels.
 func hammingMaxAVX2Go(table []uint64, bits, n int, probes []uint64) (uint32, bool) {
-	return hammingMaxWith(table, bits, n, probes, 32, &hammingMaxKernAVX2)
+	return hammingMaxWith(table, bits, n, probes, &fusedAVX2)
 }
 
-// hammingMaxKerns are one set's fused kernels by code width (widthIndex):
-// one for a single probe, many for several.
-type hammingMaxKerns struct {
-	one  [6]func(table *uint64, nbytes int, probe *uint64) uint32
-	many [6]func(table *uint64, nbytes int, probes *uint64, np int) uint32
-}
-
-var (
-	hammingMaxKernAVX512 = hammingMaxKerns{
-		one: [6]func(*uint64, int, *uint64) uint32{hammingMax8AVX512, hammingMax16AVX512, hammingMax32AVX512,
-			hammingMax64AVX512, hammingMax128AVX512, hammingMax256AVX512},
-		many: [6]func(*uint64, int, *uint64, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
-			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
-	}
-	hammingMaxKernAVX2 = hammingMaxKerns{
-		one: [6]func(*uint64, int, *uint64) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
-			hammingMax64AVX2, hammingMax128AVX2, hammingMax256AVX2},
-		many: [6]func(*uint64, int, *uint64, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
-			hammingMaxN64AVX2, hammingMaxN128AVX2, hammingMaxN256AVX2},
-	}
-)
-
-// hammingMaxWith runs a set's fused kernel on runs of at least one vector
-// (vecBytes) and counts shorter runs in Go.
-func hammingMaxWith(table []uint64, width, n int, probes []uint64, vecBytes int, k *hammingMaxKerns) (uint32, bool) {
+func hammingMaxWith(table []uint64, width, n int, probes []uint64, k *fusedKerns) (uint32, bool) {
 	if n == 0 {
 		return 0, true
 	}
@@ -71,15 +82,46 @@ func hammingMaxWith(table []uint64, width, n int, probes []uint64, vecBytes int,
 	if np == 0 {
 		return 0, false
 	}
-	nbytes := n * width / 8
-	if nbytes < vecBytes {
-		return hammingMaxGo(table, width, n, probes), true
+	return k.maxRange(table, width, 0, n, probes, np, nil), true
+}
+
+// maxRange is the largest distance over codes [c0, c1) of table, the codes
+// in skip (sorted, every entry >= c0) counting as 0; the arguments are as
+// hammingMaxArgs accepts for a table of at least c1 codes, np probes.
+func (k *fusedKerns) maxRange(table []uint64, width, c0, c1 int, probes []uint64, np int, skip []int32) uint32 {
+	cb := width / 8
+	if (c1-c0)*cb < k.vecBytes {
+		return hammingMaxGo(table, width, c0, c1, probes, skip)
 	}
 	w := bits.TrailingZeros(uint(width)) - 3 // widths 8, 16, ..., 256 as 0..5
-	if np == 1 {
-		return k.one[w](&table[0], nbytes, &probes[0]), true
+	base := (*byte)(unsafe.Pointer(&table[0]))
+	var sp *int32
+	if len(skip) > 0 {
+		sp = &skip[0]
 	}
-	return k.many[w](&table[0], nbytes, &probes[0], np), true
+	if np == 1 {
+		return k.one[w](base, c0*cb, c1*cb, &probes[0], sp, len(skip))
+	}
+	return k.many[w](base, c0*cb, c1*cb, &probes[0], np, sp, len(skip))
+}
+
+// findRange is the first code of [c0, c1) at distance target, or -1; the
+// arguments are as for maxRange.
+func (k *fusedKerns) findRange(table []uint64, width, c0, c1 int, probes []uint64, np int, target uint32) int {
+	if uint64(target) > uint64(np)*uint64(width) {
+		return -1 // no distance is that large; the kernels compare only the low bits of a byte or word sum
+	}
+	cb := width / 8
+	if (c1-c0)*cb < k.vecBytes {
+		for i := c0; i < c1; i++ {
+			if codeDist(table, width, i, probes) == target {
+				return i
+			}
+		}
+		return -1
+	}
+	w := bits.TrailingZeros(uint(width)) - 3
+	return k.find[w]((*byte)(unsafe.Pointer(&table[0])), c0*cb, c1*cb, &probes[0], np, target)
 }
 
 // hammingMaxProbeLimit is the most probes the fused kernels sum for
@@ -124,33 +166,36 @@ func hammingMaxArgs(table []uint64, bits, n int, probes []uint64) int {
 	return np
 }
 
-// hammingMaxGo is the maximum over codes [0, n) in Go, for runs shorter
-// than a vector; the arguments are as hammingMaxArgs accepts.
-func hammingMaxGo(table []uint64, width, n int, probes []uint64) uint32 {
-	m := 0
+// codeDist is the summed distance of code i to the probes.
+func codeDist(table []uint64, width, i int, probes []uint64) uint32 {
+	d := 0
 	if Narrow(width) {
 		k := 64 / width
 		mask := uint64(1)<<uint(width) - 1
-		for i := 0; i < n; i++ {
-			c := table[i/k] >> (uint(i%k) * uint(width)) & mask
-			d := 0
-			for _, p := range probes {
-				d += bits.OnesCount64(c ^ p&mask)
-			}
-			m = max(m, d)
+		c := table[i/k] >> (uint(i%k) * uint(width)) & mask
+		for _, p := range probes {
+			d += bits.OnesCount64(c ^ p&mask)
 		}
-		return uint32(m)
+		return uint32(d)
 	}
 	w := width / 64
-	for i := 0; i < n; i++ {
-		code := table[i*w : (i+1)*w]
-		d := 0
-		for p := 0; p+w <= len(probes); p += w {
-			for j, c := range code {
-				d += bits.OnesCount64(c ^ probes[p+j])
-			}
+	code := table[i*w : (i+1)*w]
+	for p := 0; p+w <= len(probes); p += w {
+		for j, c := range code {
+			d += bits.OnesCount64(c ^ probes[p+j])
 		}
-		m = max(m, d)
 	}
-	return uint32(m)
+	return uint32(d)
+}
+
+// hammingMaxGo is maxRange in Go, for ranges shorter than a vector.
+func hammingMaxGo(table []uint64, width, c0, c1 int, probes []uint64, skip []int32) uint32 {
+	var m uint32
+	for i := c0; i < c1; i++ {
+		if skipNext(&skip, i) {
+			continue
+		}
+		m = max(m, codeDist(table, width, i, probes))
+	}
+	return m
 }

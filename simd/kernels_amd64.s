@@ -3774,138 +3774,174 @@ done1:
 	VZEROUPPER
 	RET
 
-// func maxU32AVX512(x *uint32, n int) uint32
-// Requires: AVX, AVX2, AVX512F
-TEXT ·maxU32AVX512(SB), NOSPLIT, $0-20
-	MOVQ      x+0(FP), AX
-	MOVQ      n+8(FP), CX
-	VMOVDQU32 (AX), Z0
-	VMOVDQU32 64(AX), Z1
-	VMOVDQU32 128(AX), Z2
-	VMOVDQU32 192(AX), Z3
-	ADDQ      $0x00000100, AX
-	SUBQ      $0x00000040, CX
-
-maxU32AVX512_loop:
-	JZ      maxU32AVX512_reduce
-	VPMAXUD (AX), Z0, Z0
-	VPMAXUD 64(AX), Z1, Z1
-	VPMAXUD 128(AX), Z2, Z2
-	VPMAXUD 192(AX), Z3, Z3
-	ADDQ    $0x00000100, AX
-	SUBQ    $0x00000040, CX
-	JMP     maxU32AVX512_loop
-
-maxU32AVX512_reduce:
-	VPMAXUD       Z1, Z0, Z0
-	VPMAXUD       Z3, Z2, Z2
-	VPMAXUD       Z2, Z0, Z0
-	VEXTRACTI64X4 $0x01, Z0, Y1
-	VPMAXUD       Y1, Y0, Y0
-	VEXTRACTI128  $0x01, Y0, X1
-	VPMAXUD       X1, X0, X0
-	VPSHUFD       $0x4e, X0, X1
-	VPMAXUD       X1, X0, X0
-	VPSHUFD       $0xb1, X0, X1
-	VPMAXUD       X1, X0, X0
-	VMOVD         X0, AX
-	MOVL          AX, ret+16(FP)
-	VZEROUPPER
-	RET
-
-// func maxU32AVX2(x *uint32, n int) uint32
-// Requires: AVX, AVX2
-TEXT ·maxU32AVX2(SB), NOSPLIT, $0-20
-	MOVQ    x+0(FP), AX
-	MOVQ    n+8(FP), CX
-	VMOVDQU (AX), Y0
-	VMOVDQU 32(AX), Y1
-	VMOVDQU 64(AX), Y2
-	VMOVDQU 96(AX), Y3
-	ADDQ    $0x00000080, AX
-	SUBQ    $0x00000020, CX
-
-maxU32AVX2_loop:
-	JZ      maxU32AVX2_reduce
-	VPMAXUD (AX), Y0, Y0
-	VPMAXUD 32(AX), Y1, Y1
-	VPMAXUD 64(AX), Y2, Y2
-	VPMAXUD 96(AX), Y3, Y3
-	ADDQ    $0x00000080, AX
-	SUBQ    $0x00000020, CX
-	JMP     maxU32AVX2_loop
-
-maxU32AVX2_reduce:
-	VPMAXUD      Y1, Y0, Y0
-	VPMAXUD      Y3, Y2, Y2
-	VPMAXUD      Y2, Y0, Y0
-	VEXTRACTI128 $0x01, Y0, X1
-	VPMAXUD      X1, X0, X0
-	VPSHUFD      $0x4e, X0, X1
-	VPMAXUD      X1, X0, X0
-	VPSHUFD      $0xb1, X0, X1
-	VPMAXUD      X1, X0, X0
-	VMOVD        X0, AX
-	MOVL         AX, ret+16(FP)
-	VZEROUPPER
-	RET
-
-// func hammingMax8AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax8AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMax8AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax8AVX512(SB), NOSPLIT, $256-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTB (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Z0
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTB   Z5, Z5
 	VPMAXUB    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORQ     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORQ     64(CX), Z0, Z5
 	VPOPCNTB   Z5, Z5
 	VPMAXUB    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORQ     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORQ     128(CX), Z0, Z5
 	VPOPCNTB   Z5, Z5
 	VPMAXUB    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORQ     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORQ     192(CX), Z0, Z5
 	VPOPCNTB   Z5, Z5
 	VPMAXUB    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTB  Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORQ    64(CX), Z0, Z5
+	VPOPCNTB  Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORQ    128(CX), Z0, Z5
+	VPOPCNTB  Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORQ    192(CX), Z0, Z5
+	VPOPCNTB  Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVB    $0x00, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUB   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUB   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUB   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUB   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTB  Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
-	VPOPCNTB Z5, Z5
-	VPMAXUB  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVB    $0x00, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUB   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(DX), Z0, Z0
-	VPOPCNTB Z0, Z0
-	VPMAXUB  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORQ    (BX), Z0, Z0
+	VPOPCNTB  Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVB    $0x00, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUB   Z0, Z2, Z2
 
 reduce:
 	VPMAXUB       Z2, Z1, Z1
@@ -3924,66 +3960,182 @@ reduce:
 	VMOVD         X0, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax16AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax16AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMax16AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax16AVX512(SB), NOSPLIT, $256-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTW (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Z0
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x01, R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTW   Z5, Z5
 	VPMAXUW    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORQ     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORQ     64(CX), Z0, Z5
 	VPOPCNTW   Z5, Z5
 	VPMAXUW    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORQ     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORQ     128(CX), Z0, Z5
 	VPOPCNTW   Z5, Z5
 	VPMAXUW    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORQ     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORQ     192(CX), Z0, Z5
 	VPOPCNTW   Z5, Z5
 	VPMAXUW    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTW  Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORQ    64(CX), Z0, Z5
+	VPOPCNTW  Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORQ    128(CX), Z0, Z5
+	VPOPCNTW  Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORQ    192(CX), Z0, Z5
+	VPOPCNTW  Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVW    $0x0000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUW   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUW   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUW   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUW   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTW  Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
-	VPOPCNTW Z5, Z5
-	VPMAXUW  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVW    $0x0000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUW   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(DX), Z0, Z0
-	VPOPCNTW Z0, Z0
-	VPMAXUW  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORQ    (BX), Z0, Z0
+	VPOPCNTW  Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVW    $0x0000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUW   Z0, Z2, Z2
 
 reduce:
 	VPMAXUW       Z2, Z1, Z1
@@ -3999,66 +4151,182 @@ reduce:
 	VMOVD         X1, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax32AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax32AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMax32AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax32AVX512(SB), NOSPLIT, $256-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTD (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Z0
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x02, R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORD     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORD     (CX), Z0, Z5
 	VPOPCNTD   Z5, Z5
 	VPMAXUD    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORD     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORD     64(CX), Z0, Z5
 	VPOPCNTD   Z5, Z5
 	VPMAXUD    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORD     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORD     128(CX), Z0, Z5
 	VPOPCNTD   Z5, Z5
 	VPMAXUD    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORD     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORD     192(CX), Z0, Z5
 	VPOPCNTD   Z5, Z5
 	VPMAXUD    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORD    (CX), Z0, Z5
+	VPOPCNTD  Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORD    64(CX), Z0, Z5
+	VPOPCNTD  Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORD    128(CX), Z0, Z5
+	VPOPCNTD  Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORD    192(CX), Z0, Z5
+	VPOPCNTD  Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVL    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUD   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUD   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUD   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUD   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORD    (CX), Z0, Z5
+	VPOPCNTD  Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORD   (AX), Z0, Z5
-	VPOPCNTD Z5, Z5
-	VPMAXUD  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVL    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUD   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORD   -64(DX), Z0, Z0
-	VPOPCNTD Z0, Z0
-	VPMAXUD  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORD    (BX), Z0, Z0
+	VPOPCNTD  Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVL    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUD   Z0, Z2, Z2
 
 reduce:
 	VPMAXUD       Z2, Z1, Z1
@@ -4073,66 +4341,182 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax64AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax64AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMax64AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax64AVX512(SB), NOSPLIT, $256-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTQ (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Z0
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x03, R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPMAXUQ    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORQ     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORQ     64(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPMAXUQ    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORQ     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORQ     128(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPMAXUQ    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORQ     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORQ     192(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPMAXUQ    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORQ    64(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORQ    128(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORQ    192(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPMAXUQ  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(DX), Z0, Z0
-	VPOPCNTQ Z0, Z0
-	VPMAXUQ  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORQ    (BX), Z0, Z0
+	VPOPCNTQ  Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -4147,78 +4531,205 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax128AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax128AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMax128AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax128AVX512(SB), NOSPLIT, $256-52
 	MOVQ            table+0(FP), AX
-	MOVQ            nbytes+8(FP), CX
-	MOVQ            probe+16(FP), DX
-	VBROADCASTI32X4 (DX), Z0
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probe+24(FP), BX
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI32X4 (BX), Z0
+	MOVQ            skip+32(FP), SI
+	MOVQ            nskip+40(FP), DI
 	VPXORD          Z1, Z1, Z1
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
-	LEAQ            (AX)(CX*1), DX
-	SHRQ            $0x08, CX
-	JZ              single
+	TESTQ           DI, DI
+	JZ              noskip1
+	MOVLQSX         (SI), R8
+	SHLQ            $0x04, R8
+	ADDQ            AX, R8
+	JMP             skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORQ     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORQ     64(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORQ     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORQ     128(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORQ     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORQ     192(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORQ    64(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORQ    128(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORQ    192(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPSHUFD  $0x4e, Z5, Z6
-	VPADDQ   Z6, Z5, Z5
-	VPMAXUQ  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(DX), Z0, Z0
-	VPOPCNTQ Z0, Z0
-	VPSHUFD  $0x4e, Z0, Z5
-	VPADDQ   Z5, Z0, Z0
-	VPMAXUQ  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORQ    (BX), Z0, Z0
+	VPOPCNTQ  Z0, Z0
+	VPSHUFD   $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -4233,90 +4744,231 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax256AVX512(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax256AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMax256AVX512(SB), NOSPLIT, $0-28
+TEXT ·hammingMax256AVX512(SB), NOSPLIT, $256-52
 	MOVQ            table+0(FP), AX
-	MOVQ            nbytes+8(FP), CX
-	MOVQ            probe+16(FP), DX
-	VBROADCASTI64X4 (DX), Z0
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probe+24(FP), BX
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI64X4 (BX), Z0
+	MOVQ            skip+32(FP), SI
+	MOVQ            nskip+40(FP), DI
 	VPXORD          Z1, Z1, Z1
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
-	LEAQ            (AX)(CX*1), DX
-	SHRQ            $0x08, CX
-	JZ              single
+	TESTQ           DI, DI
+	JZ              noskip1
+	MOVLQSX         (SI), R8
+	SHLQ            $0x05, R8
+	ADDQ            AX, R8
+	JMP             skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPERMQ     $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z1, Z1
-	PREFETCHT1 4096(AX)
-	VPXORQ     64(AX), Z0, Z5
+	PREFETCHT1 4096(CX)
+	VPXORQ     64(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPERMQ     $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z2, Z2
-	PREFETCHT1 4160(AX)
-	VPXORQ     128(AX), Z0, Z5
+	PREFETCHT1 4160(CX)
+	VPXORQ     128(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPERMQ     $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z3, Z3
-	PREFETCHT1 4224(AX)
-	VPXORQ     192(AX), Z0, Z5
+	PREFETCHT1 4224(CX)
+	VPXORQ     192(CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
 	VPSHUFD    $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPERMQ     $0x4e, Z5, Z6
 	VPADDQ     Z6, Z5, Z5
 	VPMAXUQ    Z5, Z4, Z4
-	PREFETCHT1 4288(AX)
-	ADDQ       $0x00000100, AX
-	DECQ       CX
-	JNZ        loop4
+	PREFETCHT1 4288(CX)
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPXORQ    64(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 64(SP)
+	VPXORQ    128(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 128(SP)
+	VPXORQ    192(CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, 192(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	MOVQ    $0x00000000, 16(SP)(R8*1)
+	MOVQ    $0x00000000, 24(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      BX, CX
+	JMP       loop4
 
 single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+	LEAQ      64(CX), BX
+	CMPQ      BX, DX
+	JA        last
+	VPXORQ    (CX), Z0, Z5
+	VPOPCNTQ  Z5, Z5
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
 
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPSHUFD  $0x4e, Z5, Z6
-	VPADDQ   Z6, Z5, Z5
-	VPERMQ   $0x4e, Z5, Z6
-	VPADDQ   Z6, Z5, Z5
-	VPMAXUQ  Z5, Z1, Z1
-	ADDQ     $0x40, AX
-	SUBQ     $0x40, CX
-	JMP      loop1
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	MOVQ    $0x00000000, 16(SP)(R8*1)
+	MOVQ    $0x00000000, 24(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      BX, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(DX), Z0, Z0
-	VPOPCNTQ Z0, Z0
-	VPSHUFD  $0x4e, Z0, Z5
-	VPADDQ   Z5, Z0, Z0
-	VPERMQ   $0x4e, Z0, Z5
-	VPADDQ   Z5, Z0, Z0
-	VPMAXUQ  Z0, Z2, Z2
+	CMPQ      CX, DX
+	JE        reduce
+	LEAQ      -64(DX), BX
+	SUBQ      BX, CX
+	VPXORQ    (BX), Z0, Z0
+	VPOPCNTQ  Z0, Z0
+	VPSHUFD   $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VPERMQ    $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	MOVQ    $0x00000000, 16(SP)(CX*1)
+	MOVQ    $0x00000000, 24(SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -4331,29 +4983,45 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+24(FP)
+	MOVL          AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax8AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax8AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax8AVX2(SB), NOSPLIT, $0-28
+TEXT ·hammingMax8AVX2(SB), NOSPLIT, $128-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTB (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXOR        Y3, Y3, Y3
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y7
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y7
 	VPSRLW     $0x04, Y7, Y8
 	VPAND      Y2, Y7, Y7
 	VPAND      Y2, Y8, Y8
@@ -4361,8 +5029,8 @@ loop4:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y7, Y7
 	VPMAXUB    Y7, Y3, Y3
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y7
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y7
 	VPSRLW     $0x04, Y7, Y8
 	VPAND      Y2, Y7, Y7
 	VPAND      Y2, Y8, Y8
@@ -4370,7 +5038,7 @@ loop4:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y7, Y7
 	VPMAXUB    Y7, Y4, Y4
-	VPXOR      64(AX), Y0, Y7
+	VPXOR      64(CX), Y0, Y7
 	VPSRLW     $0x04, Y7, Y8
 	VPAND      Y2, Y7, Y7
 	VPAND      Y2, Y8, Y8
@@ -4378,8 +5046,8 @@ loop4:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y7, Y7
 	VPMAXUB    Y7, Y5, Y5
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y7
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y7
 	VPSRLW     $0x04, Y7, Y8
 	VPAND      Y2, Y7, Y7
 	VPAND      Y2, Y8, Y8
@@ -4387,39 +5055,155 @@ loop4:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y7, Y7
 	VPMAXUB    Y7, Y6, Y6
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+	MOVQ       BX, CX
+	JMP        loop4
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y7
+slow4:
+	VPXOR   (CX), Y0, Y7
 	VPSRLW  $0x04, Y7, Y8
 	VPAND   Y2, Y7, Y7
 	VPAND   Y2, Y8, Y8
 	VPSHUFB Y7, Y1, Y7
 	VPSHUFB Y8, Y1, Y8
 	VPADDB  Y8, Y7, Y7
+	VMOVDQU Y7, (SP)
+	VPXOR   32(CX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	VMOVDQU Y7, 32(SP)
+	VPXOR   64(CX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	VMOVDQU Y7, 64(SP)
+	VPXOR   96(CX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	VMOVDQU Y7, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVB    $0x00, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y7
 	VPMAXUB Y7, Y3, Y3
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	VMOVDQU 32(SP), Y7
+	VPMAXUB Y7, Y4, Y4
+	VMOVDQU 64(SP), Y7
+	VPMAXUB Y7, Y5, Y5
+	VMOVDQU 96(SP), Y7
+	VPMAXUB Y7, Y6, Y6
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
+	JA      last
+	VPXOR   (CX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	VMOVDQU Y7, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVB    $0x00, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y7
+	VPMAXUB Y7, Y3, Y3
+	MOVQ    BX, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(DX), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y0, Y0
 	VPSRLW  $0x04, Y0, Y7
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y7, Y7
 	VPSHUFB Y0, Y1, Y0
 	VPSHUFB Y7, Y1, Y7
 	VPADDB  Y7, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVB    $0x00, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUB Y0, Y4, Y4
 
 reduce:
@@ -4437,30 +5221,47 @@ reduce:
 	VMOVD        X0, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+24(FP)
+	MOVL         AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax16AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax16AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax16AVX2(SB), NOSPLIT, $0-28
+TEXT ·hammingMax16AVX2(SB), NOSPLIT, $128-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTW (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
 	VMOVDQU      onesB<>+0(SB), Y3
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x01, R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4469,8 +5270,8 @@ loop4:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMAXUW    Y8, Y4, Y4
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y8
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4479,7 +5280,7 @@ loop4:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMAXUW    Y8, Y5, Y5
-	VPXOR      64(AX), Y0, Y8
+	VPXOR      64(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4488,8 +5289,8 @@ loop4:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMAXUW    Y8, Y6, Y6
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y8
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4498,18 +5299,11 @@ loop4:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMAXUW    Y8, Y7, Y7
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+	MOVQ       BX, CX
+	JMP        loop4
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ       CX, $0x20
-	JB         last
-	VPXOR      (AX), Y0, Y8
+slow4:
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4517,15 +5311,113 @@ loop1:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
-	VPMAXUW    Y8, Y4, Y4
-	ADDQ       $0x20, AX
-	SUBQ       $0x20, CX
-	JMP        loop1
+	VMOVDQU    Y8, (SP)
+	VPXOR      32(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VMOVDQU    Y8, 32(SP)
+	VPXOR      64(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VMOVDQU    Y8, 64(SP)
+	VPXOR      96(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VMOVDQU    Y8, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVW    $0x0000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUW Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUW Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUW Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUW Y8, Y7, Y7
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
+	JA         last
+	VPXOR      (CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VMOVDQU    Y8, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVW    $0x0000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
+	VPMAXUW Y8, Y4, Y4
+	MOVQ    BX, CX
+	JMP     single
 
 last:
-	TESTQ      CX, CX
-	JZ         reduce
-	VPXOR      -32(DX), Y0, Y0
+	CMPQ       CX, DX
+	JE         reduce
+	LEAQ       -32(DX), BX
+	SUBQ       BX, CX
+	VPXOR      (BX), Y0, Y0
 	VPSRLW     $0x04, Y0, Y8
 	VPAND      Y2, Y0, Y0
 	VPAND      Y2, Y8, Y8
@@ -4533,7 +5425,39 @@ last:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y0, Y0
 	VPMADDUBSW Y3, Y0, Y0
-	VPMAXUW    Y0, Y5, Y5
+	VMOVDQU    Y0, (SP)
+	XORQ       R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVW    $0x0000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x01, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
+	VPMAXUW Y0, Y5, Y5
 
 reduce:
 	VPMAXUW      Y5, Y4, Y4
@@ -4547,30 +5471,47 @@ reduce:
 	VMOVD        X4, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+24(FP)
+	MOVL         AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax32AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax32AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax32AVX2(SB), NOSPLIT, $0-28
+TEXT ·hammingMax32AVX2(SB), NOSPLIT, $128-52
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTD (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
 	VMOVDQU      onesB<>+0(SB), Y3
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x02, R8
+	ADDQ         AX, R8
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4580,8 +5521,8 @@ loop4:
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
 	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y8
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4591,7 +5532,7 @@ loop4:
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
 	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(AX), Y0, Y8
+	VPXOR      64(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4601,8 +5542,8 @@ loop4:
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
 	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y8
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4612,18 +5553,11 @@ loop4:
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
 	VPMAXUD    Y8, Y7, Y7
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+	MOVQ       BX, CX
+	JMP        loop4
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ       CX, $0x20
-	JB         last
-	VPXOR      (AX), Y0, Y8
+slow4:
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4632,15 +5566,117 @@ loop1:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	VPMAXUD    Y8, Y4, Y4
-	ADDQ       $0x20, AX
-	SUBQ       $0x20, CX
-	JMP        loop1
+	VMOVDQU    Y8, (SP)
+	VPXOR      32(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VMOVDQU    Y8, 32(SP)
+	VPXOR      64(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VMOVDQU    Y8, 64(SP)
+	VPXOR      96(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VMOVDQU    Y8, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVL    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
+	JA         last
+	VPXOR      (CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VMOVDQU    Y8, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVL    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	MOVQ    BX, CX
+	JMP     single
 
 last:
-	TESTQ      CX, CX
-	JZ         reduce
-	VPXOR      -32(DX), Y0, Y0
+	CMPQ       CX, DX
+	JE         reduce
+	LEAQ       -32(DX), BX
+	SUBQ       BX, CX
+	VPXOR      (BX), Y0, Y0
 	VPSRLW     $0x04, Y0, Y8
 	VPAND      Y2, Y0, Y0
 	VPAND      Y2, Y8, Y8
@@ -4649,115 +5685,38 @@ last:
 	VPADDB     Y8, Y0, Y0
 	VPMADDUBSW Y3, Y0, Y0
 	VPMADDWD   onesW<>+0(SB), Y0, Y0
-	VPMAXUD    Y0, Y5, Y5
+	VMOVDQU    Y0, (SP)
+	XORQ       R9, R9
 
-reduce:
-	VPMAXUD      Y5, Y4, Y4
-	VPMAXUD      Y7, Y6, Y6
-	VPMAXUD      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0x4e, X4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0xb1, X4, X0
-	VPMAXUD      X0, X4, X4
-	VMOVD        X4, AX
-	MOVL         AX, ret+24(FP)
-	VZEROUPPER
-	RET
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
 
-// func hammingMax64AVX2(table *uint64, nbytes int, probe *uint64) uint32
-// Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax64AVX2(SB), NOSPLIT, $0-28
-	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probe+16(FP), DX
-	VPBROADCASTQ (DX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VPXOR        Y3, Y3, Y3
-	VPXOR        Y4, Y4, Y4
-	VPXOR        Y5, Y5, Y5
-	VPXOR        Y6, Y6, Y6
-	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), DX
-	SHRQ         $0x07, CX
-	JZ           single
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVL    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x02, R8
+	ADDQ    AX, R8
+	JMP     skipset14
 
-loop4:
-	VPXOR      (AX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(AX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPMAXUD    Y8, Y7, Y7
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+noskip13:
+	MOVQ $-1, R8
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
+skipset14:
+	JMP zero11
 
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
-
-last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(DX), Y0, Y0
-	VPSRLW  $0x04, Y0, Y8
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y0, Y0
-	VPSADBW Y3, Y0, Y0
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -4771,30 +5730,296 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+24(FP)
+	MOVL         AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax64AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax128AVX2(SB), NOSPLIT, $0-28
+TEXT ·hammingMax64AVX2(SB), NOSPLIT, $128-52
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probe+24(FP), BX
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	MOVQ         skip+32(FP), SI
+	MOVQ         nskip+40(FP), DI
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	TESTQ        DI, DI
+	JZ           noskip1
+	MOVLQSX      (SI), R8
+	SHLQ         $0x03, R8
+	ADDQ         AX, R8
+	JMP          skipset2
+
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
+loop4:
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y4, Y4
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y5, Y5
+	VPXOR      64(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y6, Y6
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPSADBW    Y3, Y8, Y8
+	VPMAXUD    Y8, Y7, Y7
+	MOVQ       BX, CX
+	JMP        loop4
+
+slow4:
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VMOVDQU Y8, (SP)
+	VPXOR   32(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VMOVDQU Y8, 32(SP)
+	VPXOR   64(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VMOVDQU Y8, 64(SP)
+	VPXOR   96(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VMOVDQU Y8, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	MOVQ    BX, CX
+	JMP     single
+
+last:
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y0, Y0
+	VPSRLW  $0x04, Y0, Y8
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x03, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
+	VPMAXUD Y0, Y5, Y5
+
+reduce:
+	VPMAXUD      Y5, Y4, Y4
+	VPMAXUD      Y7, Y6, Y6
+	VPMAXUD      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0x4e, X4, X0
+	VPMAXUD      X0, X4, X4
+	VPSHUFD      $0xb1, X4, X0
+	VPMAXUD      X0, X4, X4
+	VMOVD        X4, AX
+	MOVL         AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingMax128AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
+// Requires: AVX, AVX2, MMX+
+TEXT ·hammingMax128AVX2(SB), NOSPLIT, $128-52
 	MOVQ           table+0(FP), AX
-	MOVQ           nbytes+8(FP), CX
-	MOVQ           probe+16(FP), DX
-	VBROADCASTI128 (DX), Y0
+	MOVQ           from+8(FP), CX
+	MOVQ           to+16(FP), DX
+	MOVQ           probe+24(FP), BX
+	LEAQ           (AX)(CX*1), CX
+	LEAQ           (AX)(DX*1), DX
+	VBROADCASTI128 (BX), Y0
 	VMOVDQU        nibbleLUT<>+0(SB), Y1
 	VMOVDQU        lowNibbles<>+0(SB), Y2
 	VPXOR          Y3, Y3, Y3
+	MOVQ           skip+32(FP), SI
+	MOVQ           nskip+40(FP), DI
 	VPXOR          Y4, Y4, Y4
 	VPXOR          Y5, Y5, Y5
 	VPXOR          Y6, Y6, Y6
 	VPXOR          Y7, Y7, Y7
-	LEAQ           (AX)(CX*1), DX
-	SHRQ           $0x07, CX
-	JZ             single
+	TESTQ          DI, DI
+	JZ             noskip1
+	MOVLQSX        (SI), R8
+	SHLQ           $0x04, R8
+	ADDQ           AX, R8
+	JMP            skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4805,8 +6030,8 @@ loop4:
 	VPSHUFD    $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y8
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4817,7 +6042,7 @@ loop4:
 	VPSHUFD    $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(AX), Y0, Y8
+	VPXOR      64(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4828,8 +6053,8 @@ loop4:
 	VPSHUFD    $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y8
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4840,18 +6065,11 @@ loop4:
 	VPSHUFD    $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y7, Y7
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+	MOVQ       BX, CX
+	JMP        loop4
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
+slow4:
+	VPXOR   (CX), Y0, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -4861,15 +6079,123 @@ loop1:
 	VPSADBW Y3, Y8, Y8
 	VPSHUFD $0x4e, Y8, Y9
 	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+	VPXOR   32(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 32(SP)
+	VPXOR   64(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 64(SP)
+	VPXOR   96(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	MOVQ    BX, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(DX), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y0, Y0
 	VPSRLW  $0x04, Y0, Y8
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y8, Y8
@@ -4879,6 +6205,39 @@ last:
 	VPSADBW Y3, Y0, Y0
 	VPSHUFD $0x4e, Y0, Y1
 	VPADDD  Y1, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x04, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -4892,30 +6251,47 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+24(FP)
+	MOVL         AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
+// func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMax256AVX2(SB), NOSPLIT, $0-28
+TEXT ·hammingMax256AVX2(SB), NOSPLIT, $128-52
 	MOVQ    table+0(FP), AX
-	MOVQ    nbytes+8(FP), CX
-	MOVQ    probe+16(FP), DX
-	VMOVDQU (DX), Y0
+	MOVQ    from+8(FP), CX
+	MOVQ    to+16(FP), DX
+	MOVQ    probe+24(FP), BX
+	LEAQ    (AX)(CX*1), CX
+	LEAQ    (AX)(DX*1), DX
+	VMOVDQU (BX), Y0
 	VMOVDQU nibbleLUT<>+0(SB), Y1
 	VMOVDQU lowNibbles<>+0(SB), Y2
 	VPXOR   Y3, Y3, Y3
+	MOVQ    skip+32(FP), SI
+	MOVQ    nskip+40(FP), DI
 	VPXOR   Y4, Y4, Y4
 	VPXOR   Y5, Y5, Y5
 	VPXOR   Y6, Y6, Y6
 	VPXOR   Y7, Y7, Y7
-	LEAQ    (AX)(CX*1), DX
-	SHRQ    $0x07, CX
-	JZ      single
+	TESTQ   DI, DI
+	JZ      noskip1
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset2
 
+noskip1:
+	MOVQ $-1, R8
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         single
+	CMPQ       BX, R8
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4928,8 +6304,8 @@ loop4:
 	VPERMQ     $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(AX)
-	VPXOR      32(AX), Y0, Y8
+	PREFETCHT1 4096(CX)
+	VPXOR      32(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4942,7 +6318,7 @@ loop4:
 	VPERMQ     $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(AX), Y0, Y8
+	VPXOR      64(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4955,8 +6331,8 @@ loop4:
 	VPERMQ     $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(AX)
-	VPXOR      96(AX), Y0, Y8
+	PREFETCHT1 4160(CX)
+	VPXOR      96(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -4969,18 +6345,11 @@ loop4:
 	VPERMQ     $0x4e, Y8, Y9
 	VPADDD     Y9, Y8, Y8
 	VPMAXUD    Y8, Y7, Y7
-	ADDQ       $0x00000080, AX
-	DECQ       CX
-	JNZ        loop4
+	MOVQ       BX, CX
+	JMP        loop4
 
-single:
-	MOVQ DX, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
+slow4:
+	VPXOR   (CX), Y0, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -4992,15 +6361,135 @@ loop1:
 	VPADDD  Y9, Y8, Y8
 	VPERMQ  $0x4e, Y8, Y9
 	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+	VPXOR   32(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 32(SP)
+	VPXOR   64(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 64(SP)
+	VPXOR   96(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, 96(SP)
+
+zero3:
+	CMPQ    R8, BX
+	JAE     zerodone4
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	MOVQ    $0x00000000, 16(SP)(R8*1)
+	MOVQ    $0x00000000, 24(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip5
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R8
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    BX, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	VPSHUFD $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y9
+	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R8, BX
+	JAE     zerodone8
+	SUBQ    CX, R8
+	MOVQ    $0x00000000, (SP)(R8*1)
+	MOVQ    $0x00000000, 8(SP)(R8*1)
+	MOVQ    $0x00000000, 16(SP)(R8*1)
+	MOVQ    $0x00000000, 24(SP)(R8*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip9
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R8
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	MOVQ    BX, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(DX), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y0, Y0
 	VPSRLW  $0x04, Y0, Y8
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y8, Y8
@@ -5012,6 +6501,41 @@ last:
 	VPADDD  Y1, Y0, Y0
 	VPERMQ  $0x4e, Y0, Y1
 	VPADDD  Y1, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    R9, R9
+
+lastoverlap:
+	MOVB $0x00, (SP)(R9*1)
+	INCQ R9
+	CMPQ R9, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R8, DX
+	JAE     zerodone12
+	MOVQ    R8, CX
+	SUBQ    BX, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	MOVQ    $0x00000000, 16(SP)(CX*1)
+	MOVQ    $0x00000000, 24(SP)(CX*1)
+	ADDQ    $0x04, SI
+	DECQ    DI
+	TESTQ   DI, DI
+	JZ      noskip13
+	MOVLQSX (SI), R8
+	SHLQ    $0x05, R8
+	ADDQ    AX, R8
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R8
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -5025,60 +6549,76 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+24(FP)
+	MOVL         AX, ret+48(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN8AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTB (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Z0
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTB   Z5, Z5
-	VPXORQ     64(AX), Z0, Z6
+	VPXORQ     64(CX), Z0, Z6
 	VPOPCNTB   Z6, Z6
-	VPXORQ     128(AX), Z0, Z7
+	VPXORQ     128(CX), Z0, Z7
 	VPOPCNTB   Z7, Z7
-	VPXORQ     192(AX), Z0, Z8
+	VPXORQ     192(CX), Z0, Z8
 	VPOPCNTB   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTB (R8), Z9
-	VPXORQ       (AX), Z9, Z10
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Z9
+	VPXORQ       (CX), Z9, Z10
 	VPOPCNTB     Z10, Z10
 	VPADDB       Z10, Z5, Z5
-	VPXORQ       64(AX), Z9, Z10
+	VPXORQ       64(CX), Z9, Z10
 	VPOPCNTB     Z10, Z10
 	VPADDB       Z10, Z6, Z6
-	VPXORQ       128(AX), Z9, Z10
+	VPXORQ       128(CX), Z9, Z10
 	VPOPCNTB     Z10, Z10
 	VPADDB       Z10, Z7, Z7
-	VPXORQ       192(AX), Z9, Z9
+	VPXORQ       192(CX), Z9, Z9
 	VPOPCNTB     Z9, Z9
 	VPADDB       Z9, Z8, Z8
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -5086,60 +6626,178 @@ loop4done:
 	VPMAXUB Z6, Z2, Z2
 	VPMAXUB Z7, Z3, Z3
 	VPMAXUB Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORQ   (CX), Z0, Z5
+	VPOPCNTB Z5, Z5
+	VPXORQ   64(CX), Z0, Z6
+	VPOPCNTB Z6, Z6
+	VPXORQ   128(CX), Z0, Z7
+	VPOPCNTB Z7, Z7
+	VPXORQ   192(CX), Z0, Z8
+	VPOPCNTB Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Z9
+	VPXORQ       (CX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z5, Z5
+	VPXORQ       64(CX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z6, Z6
+	VPXORQ       128(CX), Z9, Z10
+	VPOPCNTB     Z10, Z10
+	VPADDB       Z10, Z7, Z7
+	VPXORQ       192(CX), Z9, Z9
+	VPOPCNTB     Z9, Z9
+	VPADDB       Z9, Z8, Z8
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z6, 64(SP)
+	VMOVDQU32 Z7, 128(SP)
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVB    $0x00, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUB   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUB   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUB   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUB   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z5
 	VPOPCNTB Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTB (R8), Z6
-	VPXORQ       (AX), Z6, Z6
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Z6
+	VPXORQ       (CX), Z6, Z6
 	VPOPCNTB     Z6, Z6
 	VPADDB       Z6, Z5, Z5
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
-	VPMAXUB Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVB    $0x00, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUB   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORQ   (DI), Z0, Z0
 	VPOPCNTB Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTB (CX), Z5
-	VPXORQ       -64(SI), Z5, Z5
+	ADDQ         $0x00000008, BX
+	VPBROADCASTB (BX), Z5
+	VPXORQ       (DI), Z5, Z5
 	VPOPCNTB     Z5, Z5
 	VPADDB       Z5, Z0, Z0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
-	VPMAXUB Z0, Z2, Z2
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVB    $0x00, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUB   Z0, Z2, Z2
 
 reduce:
 	VPMAXUB       Z2, Z1, Z1
@@ -5158,60 +6816,77 @@ reduce:
 	VMOVD         X0, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN16AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTW (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Z0
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x01, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTW   Z5, Z5
-	VPXORQ     64(AX), Z0, Z6
+	VPXORQ     64(CX), Z0, Z6
 	VPOPCNTW   Z6, Z6
-	VPXORQ     128(AX), Z0, Z7
+	VPXORQ     128(CX), Z0, Z7
 	VPOPCNTW   Z7, Z7
-	VPXORQ     192(AX), Z0, Z8
+	VPXORQ     192(CX), Z0, Z8
 	VPOPCNTW   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTW (R8), Z9
-	VPXORQ       (AX), Z9, Z10
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Z9
+	VPXORQ       (CX), Z9, Z10
 	VPOPCNTW     Z10, Z10
 	VPADDW       Z10, Z5, Z5
-	VPXORQ       64(AX), Z9, Z10
+	VPXORQ       64(CX), Z9, Z10
 	VPOPCNTW     Z10, Z10
 	VPADDW       Z10, Z6, Z6
-	VPXORQ       128(AX), Z9, Z10
+	VPXORQ       128(CX), Z9, Z10
 	VPOPCNTW     Z10, Z10
 	VPADDW       Z10, Z7, Z7
-	VPXORQ       192(AX), Z9, Z9
+	VPXORQ       192(CX), Z9, Z9
 	VPOPCNTW     Z9, Z9
 	VPADDW       Z9, Z8, Z8
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -5219,60 +6894,181 @@ loop4done:
 	VPMAXUW Z6, Z2, Z2
 	VPMAXUW Z7, Z3, Z3
 	VPMAXUW Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORQ   (CX), Z0, Z5
+	VPOPCNTW Z5, Z5
+	VPXORQ   64(CX), Z0, Z6
+	VPOPCNTW Z6, Z6
+	VPXORQ   128(CX), Z0, Z7
+	VPOPCNTW Z7, Z7
+	VPXORQ   192(CX), Z0, Z8
+	VPOPCNTW Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Z9
+	VPXORQ       (CX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z5, Z5
+	VPXORQ       64(CX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z6, Z6
+	VPXORQ       128(CX), Z9, Z10
+	VPOPCNTW     Z10, Z10
+	VPADDW       Z10, Z7, Z7
+	VPXORQ       192(CX), Z9, Z9
+	VPOPCNTW     Z9, Z9
+	VPADDW       Z9, Z8, Z8
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z6, 64(SP)
+	VMOVDQU32 Z7, 128(SP)
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVW    $0x0000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUW   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUW   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUW   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUW   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z5
 	VPOPCNTW Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTW (R8), Z6
-	VPXORQ       (AX), Z6, Z6
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Z6
+	VPXORQ       (CX), Z6, Z6
 	VPOPCNTW     Z6, Z6
 	VPADDW       Z6, Z5, Z5
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
-	VPMAXUW Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVW    $0x0000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUW   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORQ   (DI), Z0, Z0
 	VPOPCNTW Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTW (CX), Z5
-	VPXORQ       -64(SI), Z5, Z5
+	ADDQ         $0x00000008, BX
+	VPBROADCASTW (BX), Z5
+	VPXORQ       (DI), Z5, Z5
 	VPOPCNTW     Z5, Z5
 	VPADDW       Z5, Z0, Z0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
-	VPMAXUW Z0, Z2, Z2
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVW    $0x0000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUW   Z0, Z2, Z2
 
 reduce:
 	VPMAXUW       Z2, Z1, Z1
@@ -5288,60 +7084,77 @@ reduce:
 	VMOVD         X1, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN32AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTD (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Z0
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x02, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORD     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORD     (CX), Z0, Z5
 	VPOPCNTD   Z5, Z5
-	VPXORD     64(AX), Z0, Z6
+	VPXORD     64(CX), Z0, Z6
 	VPOPCNTD   Z6, Z6
-	VPXORD     128(AX), Z0, Z7
+	VPXORD     128(CX), Z0, Z7
 	VPOPCNTD   Z7, Z7
-	VPXORD     192(AX), Z0, Z8
+	VPXORD     192(CX), Z0, Z8
 	VPOPCNTD   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTD (R8), Z9
-	VPXORD       (AX), Z9, Z10
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Z9
+	VPXORD       (CX), Z9, Z10
 	VPOPCNTD     Z10, Z10
 	VPADDD       Z10, Z5, Z5
-	VPXORD       64(AX), Z9, Z10
+	VPXORD       64(CX), Z9, Z10
 	VPOPCNTD     Z10, Z10
 	VPADDD       Z10, Z6, Z6
-	VPXORD       128(AX), Z9, Z10
+	VPXORD       128(CX), Z9, Z10
 	VPOPCNTD     Z10, Z10
 	VPADDD       Z10, Z7, Z7
-	VPXORD       192(AX), Z9, Z9
+	VPXORD       192(CX), Z9, Z9
 	VPOPCNTD     Z9, Z9
 	VPADDD       Z9, Z8, Z8
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -5349,60 +7162,181 @@ loop4done:
 	VPMAXUD Z6, Z2, Z2
 	VPMAXUD Z7, Z3, Z3
 	VPMAXUD Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORD   (CX), Z0, Z5
+	VPOPCNTD Z5, Z5
+	VPXORD   64(CX), Z0, Z6
+	VPOPCNTD Z6, Z6
+	VPXORD   128(CX), Z0, Z7
+	VPOPCNTD Z7, Z7
+	VPXORD   192(CX), Z0, Z8
+	VPOPCNTD Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Z9
+	VPXORD       (CX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z5, Z5
+	VPXORD       64(CX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z6, Z6
+	VPXORD       128(CX), Z9, Z10
+	VPOPCNTD     Z10, Z10
+	VPADDD       Z10, Z7, Z7
+	VPXORD       192(CX), Z9, Z9
+	VPOPCNTD     Z9, Z9
+	VPADDD       Z9, Z8, Z8
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z6, 64(SP)
+	VMOVDQU32 Z7, 128(SP)
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVL    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUD   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUD   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUD   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUD   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORD   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORD   (CX), Z0, Z5
 	VPOPCNTD Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTD (R8), Z6
-	VPXORD       (AX), Z6, Z6
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Z6
+	VPXORD       (CX), Z6, Z6
 	VPOPCNTD     Z6, Z6
 	VPADDD       Z6, Z5, Z5
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
-	VPMAXUD Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVL    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUD   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORD   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORD   (DI), Z0, Z0
 	VPOPCNTD Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTD (CX), Z5
-	VPXORD       -64(SI), Z5, Z5
+	ADDQ         $0x00000008, BX
+	VPBROADCASTD (BX), Z5
+	VPXORD       (DI), Z5, Z5
 	VPOPCNTD     Z5, Z5
 	VPADDD       Z5, Z0, Z0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
-	VPMAXUD Z0, Z2, Z2
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVL    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUD   Z0, Z2, Z2
 
 reduce:
 	VPMAXUD       Z2, Z1, Z1
@@ -5417,60 +7351,77 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN64AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTQ (DX), Z0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Z0
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x08, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x03, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(AX), Z0, Z6
+	VPXORQ     64(CX), Z0, Z6
 	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(AX), Z0, Z7
+	VPXORQ     128(CX), Z0, Z7
 	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(AX), Z0, Z8
+	VPXORQ     192(CX), Z0, Z8
 	VPOPCNTQ   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTQ (R8), Z9
-	VPXORQ       (AX), Z9, Z10
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Z9
+	VPXORQ       (CX), Z9, Z10
 	VPOPCNTQ     Z10, Z10
 	VPADDQ       Z10, Z5, Z5
-	VPXORQ       64(AX), Z9, Z10
+	VPXORQ       64(CX), Z9, Z10
 	VPOPCNTQ     Z10, Z10
 	VPADDQ       Z10, Z6, Z6
-	VPXORQ       128(AX), Z9, Z10
+	VPXORQ       128(CX), Z9, Z10
 	VPOPCNTQ     Z10, Z10
 	VPADDQ       Z10, Z7, Z7
-	VPXORQ       192(AX), Z9, Z9
+	VPXORQ       192(CX), Z9, Z9
 	VPOPCNTQ     Z9, Z9
 	VPADDQ       Z9, Z8, Z8
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -5478,60 +7429,181 @@ loop4done:
 	VPMAXUQ Z6, Z2, Z2
 	VPMAXUQ Z7, Z3, Z3
 	VPMAXUQ Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORQ   (CX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPXORQ   64(CX), Z0, Z6
+	VPOPCNTQ Z6, Z6
+	VPXORQ   128(CX), Z0, Z7
+	VPOPCNTQ Z7, Z7
+	VPXORQ   192(CX), Z0, Z8
+	VPOPCNTQ Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Z9
+	VPXORQ       (CX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z5, Z5
+	VPXORQ       64(CX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z6, Z6
+	VPXORQ       128(CX), Z9, Z10
+	VPOPCNTQ     Z10, Z10
+	VPADDQ       Z10, Z7, Z7
+	VPXORQ       192(CX), Z9, Z9
+	VPOPCNTQ     Z9, Z9
+	VPADDQ       Z9, Z8, Z8
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z6, 64(SP)
+	VMOVDQU32 Z7, 128(SP)
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z5
 	VPOPCNTQ Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTQ (R8), Z6
-	VPXORQ       (AX), Z6, Z6
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Z6
+	VPXORQ       (CX), Z6, Z6
 	VPOPCNTQ     Z6, Z6
 	VPADDQ       Z6, Z5, Z5
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
-	VPMAXUQ Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORQ   (DI), Z0, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTQ (CX), Z5
-	VPXORQ       -64(SI), Z5, Z5
+	ADDQ         $0x00000008, BX
+	VPBROADCASTQ (BX), Z5
+	VPXORQ       (DI), Z5, Z5
 	VPOPCNTQ     Z5, Z5
 	VPADDQ       Z5, Z0, Z0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
-	VPMAXUQ Z0, Z2, Z2
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -5546,60 +7618,77 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN128AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-60
 	MOVQ            table+0(FP), AX
-	MOVQ            nbytes+8(FP), CX
-	MOVQ            probes+16(FP), DX
-	MOVQ            np+24(FP), BX
-	VBROADCASTI32X4 (DX), Z0
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probes+24(FP), BX
+	MOVQ            np+32(FP), SI
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI32X4 (BX), Z0
+	MOVQ            skip+40(FP), R8
+	MOVQ            nskip+48(FP), R9
 	VPXORD          Z1, Z1, Z1
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
-	LEAQ            (AX)(CX*1), SI
-	SHRQ            $0x08, CX
-	JZ              single
+	TESTQ           R9, R9
+	JZ              noskip1
+	MOVLQSX         (R8), R10
+	SHLQ            $0x04, R10
+	ADDQ            AX, R10
+	JMP             skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(AX), Z0, Z6
+	VPXORQ     64(CX), Z0, Z6
 	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(AX), Z0, Z7
+	VPXORQ     128(CX), Z0, Z7
 	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(AX), Z0, Z8
+	VPXORQ     192(CX), Z0, Z8
 	VPOPCNTQ   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ            $0x00000010, R8
-	VBROADCASTI32X4 (R8), Z9
-	VPXORQ          (AX), Z9, Z10
+	ADDQ            $0x00000010, R12
+	VBROADCASTI32X4 (R12), Z9
+	VPXORQ          (CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(AX), Z9, Z10
+	VPXORQ          64(CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(AX), Z9, Z10
+	VPXORQ          128(CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(AX), Z9, Z9
+	VPXORQ          192(CX), Z9, Z9
 	VPOPCNTQ        Z9, Z9
 	VPADDQ          Z9, Z8, Z8
-	DECQ            DI
+	DECQ            R11
 	JNZ             loop4probe
 
 loop4done:
@@ -5615,64 +7704,196 @@ loop4done:
 	VPSHUFD $0x4e, Z8, Z5
 	VPADDQ  Z5, Z8, Z8
 	VPMAXUQ Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORQ   (CX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPXORQ   64(CX), Z0, Z6
+	VPOPCNTQ Z6, Z6
+	VPXORQ   128(CX), Z0, Z7
+	VPOPCNTQ Z7, Z7
+	VPXORQ   192(CX), Z0, Z8
+	VPOPCNTQ Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ            $0x00000010, R12
+	VBROADCASTI32X4 (R12), Z9
+	VPXORQ          (CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z5, Z5
+	VPXORQ          64(CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z6, Z6
+	VPXORQ          128(CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z7, Z7
+	VPXORQ          192(CX), Z9, Z9
+	VPOPCNTQ        Z9, Z9
+	VPADDQ          Z9, Z8, Z8
+	DECQ            R11
+	JNZ             slow4probe
+
+slow4done:
+	VPSHUFD   $0x4e, Z5, Z9
+	VPADDQ    Z9, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPSHUFD   $0x4e, Z6, Z5
+	VPADDQ    Z5, Z6, Z6
+	VMOVDQU32 Z6, 64(SP)
+	VPSHUFD   $0x4e, Z7, Z5
+	VPADDQ    Z5, Z7, Z7
+	VMOVDQU32 Z7, 128(SP)
+	VPSHUFD   $0x4e, Z8, Z5
+	VPADDQ    Z5, Z8, Z8
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z5
 	VPOPCNTQ Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ            $0x00000010, R8
-	VBROADCASTI32X4 (R8), Z6
-	VPXORQ          (AX), Z6, Z6
+singleprobe:
+	ADDQ            $0x00000010, R12
+	VBROADCASTI32X4 (R12), Z6
+	VPXORQ          (CX), Z6, Z6
 	VPOPCNTQ        Z6, Z6
 	VPADDQ          Z6, Z5, Z5
-	DECQ            DI
-	JNZ             loop1probe
+	DECQ            R11
+	JNZ             singleprobe
 
-loop1done:
-	VPSHUFD $0x4e, Z5, Z6
-	VPADDQ  Z6, Z5, Z5
-	VPMAXUQ Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORQ   (DI), Z0, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ            $0x00000010, CX
-	VBROADCASTI32X4 (CX), Z5
-	VPXORQ          -64(SI), Z5, Z5
+	ADDQ            $0x00000010, BX
+	VBROADCASTI32X4 (BX), Z5
+	VPXORQ          (DI), Z5, Z5
 	VPOPCNTQ        Z5, Z5
 	VPADDQ          Z5, Z0, Z0
-	DECQ            AX
+	DECQ            SI
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD $0x4e, Z0, Z5
-	VPADDQ  Z5, Z0, Z0
-	VPMAXUQ Z0, Z2, Z2
+	VPSHUFD   $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -5687,60 +7908,77 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN256AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-60
 	MOVQ            table+0(FP), AX
-	MOVQ            nbytes+8(FP), CX
-	MOVQ            probes+16(FP), DX
-	MOVQ            np+24(FP), BX
-	VBROADCASTI64X4 (DX), Z0
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probes+24(FP), BX
+	MOVQ            np+32(FP), SI
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI64X4 (BX), Z0
+	MOVQ            skip+40(FP), R8
+	MOVQ            nskip+48(FP), R9
 	VPXORD          Z1, Z1, Z1
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
-	LEAQ            (AX)(CX*1), SI
-	SHRQ            $0x08, CX
-	JZ              single
+	TESTQ           R9, R9
+	JZ              noskip1
+	MOVLQSX         (R8), R10
+	SHLQ            $0x05, R10
+	ADDQ            AX, R10
+	JMP             skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXORQ     (AX), Z0, Z5
+	LEAQ       256(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXORQ     (CX), Z0, Z5
 	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(AX), Z0, Z6
+	VPXORQ     64(CX), Z0, Z6
 	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(AX), Z0, Z7
+	VPXORQ     128(CX), Z0, Z7
 	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(AX), Z0, Z8
+	VPXORQ     192(CX), Z0, Z8
 	VPOPCNTQ   Z8, Z8
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	PREFETCHT1 4224(AX)
-	PREFETCHT1 4288(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	PREFETCHT1 4224(CX)
+	PREFETCHT1 4288(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ            $0x00000020, R8
-	VBROADCASTI64X4 (R8), Z9
-	VPXORQ          (AX), Z9, Z10
+	ADDQ            $0x00000020, R12
+	VBROADCASTI64X4 (R12), Z9
+	VPXORQ          (CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(AX), Z9, Z10
+	VPXORQ          64(CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(AX), Z9, Z10
+	VPXORQ          128(CX), Z9, Z10
 	VPOPCNTQ        Z10, Z10
 	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(AX), Z9, Z9
+	VPXORQ          192(CX), Z9, Z9
 	VPOPCNTQ        Z9, Z9
 	VPADDQ          Z9, Z8, Z8
-	DECQ            DI
+	DECQ            R11
 	JNZ             loop4probe
 
 loop4done:
@@ -5764,68 +8002,214 @@ loop4done:
 	VPERMQ  $0x4e, Z8, Z5
 	VPADDQ  Z5, Z8, Z8
 	VPMAXUQ Z8, Z4, Z4
-	ADDQ    $0x00000100, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
+
+slow4:
+	VPXORQ   (CX), Z0, Z5
+	VPOPCNTQ Z5, Z5
+	VPXORQ   64(CX), Z0, Z6
+	VPOPCNTQ Z6, Z6
+	VPXORQ   128(CX), Z0, Z7
+	VPOPCNTQ Z7, Z7
+	VPXORQ   192(CX), Z0, Z8
+	VPOPCNTQ Z8, Z8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       slow4done
+	MOVQ     BX, R12
+
+slow4probe:
+	ADDQ            $0x00000020, R12
+	VBROADCASTI64X4 (R12), Z9
+	VPXORQ          (CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z5, Z5
+	VPXORQ          64(CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z6, Z6
+	VPXORQ          128(CX), Z9, Z10
+	VPOPCNTQ        Z10, Z10
+	VPADDQ          Z10, Z7, Z7
+	VPXORQ          192(CX), Z9, Z9
+	VPOPCNTQ        Z9, Z9
+	VPADDQ          Z9, Z8, Z8
+	DECQ            R11
+	JNZ             slow4probe
+
+slow4done:
+	VPSHUFD   $0x4e, Z5, Z9
+	VPADDQ    Z9, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z9
+	VPADDQ    Z9, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+	VPSHUFD   $0x4e, Z6, Z5
+	VPADDQ    Z5, Z6, Z6
+	VPERMQ    $0x4e, Z6, Z5
+	VPADDQ    Z5, Z6, Z6
+	VMOVDQU32 Z6, 64(SP)
+	VPSHUFD   $0x4e, Z7, Z5
+	VPADDQ    Z5, Z7, Z7
+	VPERMQ    $0x4e, Z7, Z5
+	VPADDQ    Z5, Z7, Z7
+	VMOVDQU32 Z7, 128(SP)
+	VPSHUFD   $0x4e, Z8, Z5
+	VPADDQ    Z5, Z8, Z8
+	VPERMQ    $0x4e, Z8, Z5
+	VPADDQ    Z5, Z8, Z8
+	VMOVDQU32 Z8, 192(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	MOVQ    $0x00000000, 16(SP)(R10*1)
+	MOVQ    $0x00000000, 24(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	VMOVDQU32 64(SP), Z5
+	VPMAXUQ   Z5, Z2, Z2
+	VMOVDQU32 128(SP), Z5
+	VPMAXUQ   Z5, Z3, Z3
+	VMOVDQU32 192(SP), Z5
+	VPMAXUQ   Z5, Z4, Z4
+	MOVQ      DI, CX
+	JMP       loop4
 
 single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ     CX, $0x40
-	JB       last
-	VPXORQ   (AX), Z0, Z5
+	LEAQ     64(CX), DI
+	CMPQ     DI, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z5
 	VPOPCNTQ Z5, Z5
-	MOVQ     BX, DI
-	DECQ     DI
-	JZ       loop1done
-	MOVQ     DX, R8
+	MOVQ     SI, R11
+	DECQ     R11
+	JZ       singledone
+	MOVQ     BX, R12
 
-loop1probe:
-	ADDQ            $0x00000020, R8
-	VBROADCASTI64X4 (R8), Z6
-	VPXORQ          (AX), Z6, Z6
+singleprobe:
+	ADDQ            $0x00000020, R12
+	VBROADCASTI64X4 (R12), Z6
+	VPXORQ          (CX), Z6, Z6
 	VPOPCNTQ        Z6, Z6
 	VPADDQ          Z6, Z5, Z5
-	DECQ            DI
-	JNZ             loop1probe
+	DECQ            R11
+	JNZ             singleprobe
 
-loop1done:
-	VPSHUFD $0x4e, Z5, Z6
-	VPADDQ  Z6, Z5, Z5
-	VPERMQ  $0x4e, Z5, Z6
-	VPADDQ  Z6, Z5, Z5
-	VPMAXUQ Z5, Z1, Z1
-	ADDQ    $0x40, AX
-	SUBQ    $0x40, CX
-	JMP     loop1
+singledone:
+	VPSHUFD   $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VPERMQ    $0x4e, Z5, Z6
+	VPADDQ    Z6, Z5, Z5
+	VMOVDQU32 Z5, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	MOVQ    $0x00000000, 16(SP)(R10*1)
+	MOVQ    $0x00000000, 24(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU32 (SP), Z5
+	VPMAXUQ   Z5, Z1, Z1
+	MOVQ      DI, CX
+	JMP       single
 
 last:
-	TESTQ    CX, CX
-	JZ       reduce
-	VPXORQ   -64(SI), Z0, Z0
+	CMPQ     CX, DX
+	JE       reduce
+	LEAQ     -64(DX), DI
+	SUBQ     DI, CX
+	VPXORQ   (DI), Z0, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     BX, AX
-	DECQ     AX
+	DECQ     SI
 	JZ       lastdone
-	MOVQ     DX, CX
 
 lastprobe:
-	ADDQ            $0x00000020, CX
-	VBROADCASTI64X4 (CX), Z5
-	VPXORQ          -64(SI), Z5, Z5
+	ADDQ            $0x00000020, BX
+	VBROADCASTI64X4 (BX), Z5
+	VPXORQ          (DI), Z5, Z5
 	VPOPCNTQ        Z5, Z5
 	VPADDQ          Z5, Z0, Z0
-	DECQ            AX
+	DECQ            SI
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD $0x4e, Z0, Z5
-	VPADDQ  Z5, Z0, Z0
-	VPERMQ  $0x4e, Z0, Z5
-	VPADDQ  Z5, Z0, Z0
-	VPMAXUQ Z0, Z2, Z2
+	VPSHUFD   $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VPERMQ    $0x4e, Z0, Z5
+	VPADDQ    Z5, Z0, Z0
+	VMOVDQU32 Z0, (SP)
+	XORQ      BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	MOVQ    $0x00000000, 16(SP)(CX*1)
+	MOVQ    $0x00000000, 24(SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU32 (SP), Z0
+	VPMAXUQ   Z0, Z2, Z2
 
 reduce:
 	VPMAXUQ       Z2, Z1, Z1
@@ -5840,68 +8224,84 @@ reduce:
 	VPSHUFD       $0xb1, X1, X0
 	VPMAXUD       X0, X1, X1
 	VMOVD         X1, AX
-	MOVL          AX, ret+32(FP)
+	MOVL          AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN8AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTB (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXOR        Y3, Y3, Y3
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y7
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y7
 	VPSRLW     $0x04, Y7, Y8
 	VPAND      Y2, Y7, Y7
 	VPAND      Y2, Y8, Y8
 	VPSHUFB    Y7, Y1, Y7
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y7, Y7
-	VPXOR      32(AX), Y0, Y8
+	VPXOR      32(CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
 	VPSHUFB    Y8, Y1, Y8
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
-	VPXOR      64(AX), Y0, Y9
+	VPXOR      64(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
 	VPSHUFB    Y9, Y1, Y9
 	VPSHUFB    Y10, Y1, Y10
 	VPADDB     Y10, Y9, Y9
-	VPXOR      96(AX), Y0, Y10
+	VPXOR      96(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
 	VPSHUFB    Y10, Y1, Y10
 	VPSHUFB    Y11, Y1, Y11
 	VPADDB     Y11, Y10, Y10
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTB (R8), Y11
-	VPXOR        (AX), Y11, Y12
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Y11
+	VPXOR        (CX), Y11, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -5909,7 +8309,7 @@ loop4probe:
 	VPSHUFB      Y13, Y1, Y13
 	VPADDB       Y13, Y12, Y12
 	VPADDB       Y12, Y7, Y7
-	VPXOR        32(AX), Y11, Y12
+	VPXOR        32(CX), Y11, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -5917,7 +8317,7 @@ loop4probe:
 	VPSHUFB      Y13, Y1, Y13
 	VPADDB       Y13, Y12, Y12
 	VPADDB       Y12, Y8, Y8
-	VPXOR        64(AX), Y11, Y12
+	VPXOR        64(CX), Y11, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -5925,7 +8325,7 @@ loop4probe:
 	VPSHUFB      Y13, Y1, Y13
 	VPADDB       Y13, Y12, Y12
 	VPADDB       Y12, Y9, Y9
-	VPXOR        96(AX), Y11, Y11
+	VPXOR        96(CX), Y11, Y11
 	VPSRLW       $0x04, Y11, Y12
 	VPAND        Y2, Y11, Y11
 	VPAND        Y2, Y12, Y12
@@ -5933,7 +8333,7 @@ loop4probe:
 	VPSHUFB      Y12, Y1, Y12
 	VPADDB       Y12, Y11, Y11
 	VPADDB       Y11, Y10, Y10
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -5941,33 +8341,138 @@ loop4done:
 	VPMAXUB Y8, Y4, Y4
 	VPMAXUB Y9, Y5, Y5
 	VPMAXUB Y10, Y6, Y6
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y7
+slow4:
+	VPXOR   (CX), Y0, Y7
 	VPSRLW  $0x04, Y7, Y8
 	VPAND   Y2, Y7, Y7
 	VPAND   Y2, Y8, Y8
 	VPSHUFB Y7, Y1, Y7
 	VPSHUFB Y8, Y1, Y8
 	VPADDB  Y8, Y7, Y7
-	MOVQ    BX, DI
-	DECQ    DI
-	JZ      loop1done
-	MOVQ    DX, R8
+	VPXOR   32(CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPXOR   64(CX), Y0, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y2, Y9, Y9
+	VPAND   Y2, Y10, Y10
+	VPSHUFB Y9, Y1, Y9
+	VPSHUFB Y10, Y1, Y10
+	VPADDB  Y10, Y9, Y9
+	VPXOR   96(CX), Y0, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y2, Y10, Y10
+	VPAND   Y2, Y11, Y11
+	VPSHUFB Y10, Y1, Y10
+	VPSHUFB Y11, Y1, Y11
+	VPADDB  Y11, Y10, Y10
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      slow4done
+	MOVQ    BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTB (R8), Y8
-	VPXOR        (AX), Y8, Y8
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Y11
+	VPXOR        (CX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y7, Y7
+	VPXOR        32(CX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y8, Y8
+	VPXOR        64(CX), Y11, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPADDB       Y12, Y9, Y9
+	VPXOR        96(CX), Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y2, Y11, Y11
+	VPAND        Y2, Y12, Y12
+	VPSHUFB      Y11, Y1, Y11
+	VPSHUFB      Y12, Y1, Y12
+	VPADDB       Y12, Y11, Y11
+	VPADDB       Y11, Y10, Y10
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU Y7, (SP)
+	VMOVDQU Y8, 32(SP)
+	VMOVDQU Y9, 64(SP)
+	VMOVDQU Y10, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVB    $0x00, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y7
+	VPMAXUB Y7, Y3, Y3
+	VMOVDQU 32(SP), Y7
+	VPMAXUB Y7, Y4, Y4
+	VMOVDQU 64(SP), Y7
+	VPMAXUB Y7, Y5, Y5
+	VMOVDQU 96(SP), Y7
+	VPMAXUB Y7, Y6, Y6
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), DI
+	CMPQ    DI, DX
+	JA      last
+	VPXOR   (CX), Y0, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y2, Y7, Y7
+	VPAND   Y2, Y8, Y8
+	VPSHUFB Y7, Y1, Y7
+	VPSHUFB Y8, Y1, Y8
+	VPADDB  Y8, Y7, Y7
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      singledone
+	MOVQ    BX, R12
+
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTB (R12), Y8
+	VPXOR        (CX), Y8, Y8
 	VPSRLW       $0x04, Y8, Y9
 	VPAND        Y2, Y8, Y8
 	VPAND        Y2, Y9, Y9
@@ -5975,34 +8480,56 @@ loop1probe:
 	VPSHUFB      Y9, Y1, Y9
 	VPADDB       Y9, Y8, Y8
 	VPADDB       Y8, Y7, Y7
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
+singledone:
+	VMOVDQU Y7, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVB    $0x00, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y7
 	VPMAXUB Y7, Y3, Y3
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(SI), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), DI
+	SUBQ    DI, CX
+	VPXOR   (DI), Y0, Y0
 	VPSRLW  $0x04, Y0, Y7
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y7, Y7
 	VPSHUFB Y0, Y1, Y0
 	VPSHUFB Y7, Y1, Y7
 	VPADDB  Y7, Y0, Y0
-	MOVQ    BX, AX
-	DECQ    AX
+	DECQ    SI
 	JZ      lastdone
-	MOVQ    DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTB (CX), Y7
-	VPXOR        -32(SI), Y7, Y7
+	ADDQ         $0x00000008, BX
+	VPBROADCASTB (BX), Y7
+	VPXOR        (DI), Y7, Y7
 	VPSRLW       $0x04, Y7, Y8
 	VPAND        Y2, Y7, Y7
 	VPAND        Y2, Y8, Y8
@@ -6010,10 +8537,41 @@ lastprobe:
 	VPSHUFB      Y8, Y1, Y8
 	VPADDB       Y8, Y7, Y7
 	VPADDB       Y7, Y0, Y0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVB    $0x00, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUB Y0, Y4, Y4
 
 reduce:
@@ -6031,31 +8589,48 @@ reduce:
 	VMOVD        X0, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN16AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTW (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
 	VMOVDQU      onesB<>+0(SB), Y3
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x01, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6063,7 +8638,7 @@ loop4:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
-	VPXOR      32(AX), Y0, Y9
+	VPXOR      32(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
@@ -6071,7 +8646,7 @@ loop4:
 	VPSHUFB    Y10, Y1, Y10
 	VPADDB     Y10, Y9, Y9
 	VPMADDUBSW Y3, Y9, Y9
-	VPXOR      64(AX), Y0, Y10
+	VPXOR      64(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
@@ -6079,7 +8654,7 @@ loop4:
 	VPSHUFB    Y11, Y1, Y11
 	VPADDB     Y11, Y10, Y10
 	VPMADDUBSW Y3, Y10, Y10
-	VPXOR      96(AX), Y0, Y11
+	VPXOR      96(CX), Y0, Y11
 	VPSRLW     $0x04, Y11, Y12
 	VPAND      Y2, Y11, Y11
 	VPAND      Y2, Y12, Y12
@@ -6087,17 +8662,17 @@ loop4:
 	VPSHUFB    Y12, Y1, Y12
 	VPADDB     Y12, Y11, Y11
 	VPMADDUBSW Y3, Y11, Y11
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTW (R8), Y12
-	VPXOR        (AX), Y12, Y13
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Y12
+	VPXOR        (CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6106,7 +8681,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPMADDUBSW   Y3, Y13, Y13
 	VPADDW       Y13, Y8, Y8
-	VPXOR        32(AX), Y12, Y13
+	VPXOR        32(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6115,7 +8690,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPMADDUBSW   Y3, Y13, Y13
 	VPADDW       Y13, Y9, Y9
-	VPXOR        64(AX), Y12, Y13
+	VPXOR        64(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6124,7 +8699,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPMADDUBSW   Y3, Y13, Y13
 	VPADDW       Y13, Y10, Y10
-	VPXOR        96(AX), Y12, Y12
+	VPXOR        96(CX), Y12, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -6133,7 +8708,7 @@ loop4probe:
 	VPADDB       Y13, Y12, Y12
 	VPMADDUBSW   Y3, Y12, Y12
 	VPADDW       Y12, Y11, Y11
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -6141,18 +8716,11 @@ loop4done:
 	VPMAXUW Y9, Y5, Y5
 	VPMAXUW Y10, Y6, Y6
 	VPMAXUW Y11, Y7, Y7
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ       CX, $0x20
-	JB         last
-	VPXOR      (AX), Y0, Y8
+slow4:
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6160,15 +8728,136 @@ loop1:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
-	MOVQ       BX, DI
-	DECQ       DI
-	JZ         loop1done
-	MOVQ       DX, R8
+	VPXOR      32(CX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y3, Y9, Y9
+	VPXOR      64(CX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPMADDUBSW Y3, Y10, Y10
+	VPXOR      96(CX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y3, Y11, Y11
+	MOVQ       SI, R11
+	DECQ       R11
+	JZ         slow4done
+	MOVQ       BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTW (R8), Y9
-	VPXOR        (AX), Y9, Y9
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Y12
+	VPXOR        (CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y8, Y8
+	VPXOR        32(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y9, Y9
+	VPXOR        64(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPADDW       Y13, Y10, Y10
+	VPXOR        96(CX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPMADDUBSW   Y3, Y12, Y12
+	VPADDW       Y12, Y11, Y11
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, 32(SP)
+	VMOVDQU Y10, 64(SP)
+	VMOVDQU Y11, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVW    $0x0000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUW Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUW Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUW Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUW Y8, Y7, Y7
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ       32(CX), DI
+	CMPQ       DI, DX
+	JA         last
+	VPXOR      (CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	MOVQ       SI, R11
+	DECQ       R11
+	JZ         singledone
+	MOVQ       BX, R12
+
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTW (R12), Y9
+	VPXOR        (CX), Y9, Y9
 	VPSRLW       $0x04, Y9, Y10
 	VPAND        Y2, Y9, Y9
 	VPAND        Y2, Y10, Y10
@@ -6177,19 +8866,44 @@ loop1probe:
 	VPADDB       Y10, Y9, Y9
 	VPMADDUBSW   Y3, Y9, Y9
 	VPADDW       Y9, Y8, Y8
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
+singledone:
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVW    $0x0000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
 	VPMAXUW Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ      CX, CX
-	JZ         reduce
-	VPXOR      -32(SI), Y0, Y0
+	CMPQ       CX, DX
+	JE         reduce
+	LEAQ       -32(DX), DI
+	SUBQ       DI, CX
+	VPXOR      (DI), Y0, Y0
 	VPSRLW     $0x04, Y0, Y8
 	VPAND      Y2, Y0, Y0
 	VPAND      Y2, Y8, Y8
@@ -6197,15 +8911,13 @@ last:
 	VPSHUFB    Y8, Y1, Y8
 	VPADDB     Y8, Y0, Y0
 	VPMADDUBSW Y3, Y0, Y0
-	MOVQ       BX, AX
-	DECQ       AX
+	DECQ       SI
 	JZ         lastdone
-	MOVQ       DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTW (CX), Y8
-	VPXOR        -32(SI), Y8, Y8
+	ADDQ         $0x00000008, BX
+	VPBROADCASTW (BX), Y8
+	VPXOR        (DI), Y8, Y8
 	VPSRLW       $0x04, Y8, Y9
 	VPAND        Y2, Y8, Y8
 	VPAND        Y2, Y9, Y9
@@ -6214,10 +8926,42 @@ lastprobe:
 	VPADDB       Y9, Y8, Y8
 	VPMADDUBSW   Y3, Y8, Y8
 	VPADDW       Y8, Y0, Y0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVW    $0x0000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x01, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUW Y0, Y5, Y5
 
 reduce:
@@ -6232,31 +8976,48 @@ reduce:
 	VMOVD        X4, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN32AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTD (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
 	VMOVDQU      onesB<>+0(SB), Y3
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x02, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6265,7 +9026,7 @@ loop4:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	VPXOR      32(AX), Y0, Y9
+	VPXOR      32(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
@@ -6274,7 +9035,7 @@ loop4:
 	VPADDB     Y10, Y9, Y9
 	VPMADDUBSW Y3, Y9, Y9
 	VPMADDWD   onesW<>+0(SB), Y9, Y9
-	VPXOR      64(AX), Y0, Y10
+	VPXOR      64(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
@@ -6283,7 +9044,7 @@ loop4:
 	VPADDB     Y11, Y10, Y10
 	VPMADDUBSW Y3, Y10, Y10
 	VPMADDWD   onesW<>+0(SB), Y10, Y10
-	VPXOR      96(AX), Y0, Y11
+	VPXOR      96(CX), Y0, Y11
 	VPSRLW     $0x04, Y11, Y12
 	VPAND      Y2, Y11, Y11
 	VPAND      Y2, Y12, Y12
@@ -6292,17 +9053,17 @@ loop4:
 	VPADDB     Y12, Y11, Y11
 	VPMADDUBSW Y3, Y11, Y11
 	VPMADDWD   onesW<>+0(SB), Y11, Y11
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTD (R8), Y12
-	VPXOR        (AX), Y12, Y13
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Y12
+	VPXOR        (CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6312,7 +9073,7 @@ loop4probe:
 	VPMADDUBSW   Y3, Y13, Y13
 	VPMADDWD     onesW<>+0(SB), Y13, Y13
 	VPADDD       Y13, Y8, Y8
-	VPXOR        32(AX), Y12, Y13
+	VPXOR        32(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6322,7 +9083,7 @@ loop4probe:
 	VPMADDUBSW   Y3, Y13, Y13
 	VPMADDWD     onesW<>+0(SB), Y13, Y13
 	VPADDD       Y13, Y9, Y9
-	VPXOR        64(AX), Y12, Y13
+	VPXOR        64(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6332,7 +9093,7 @@ loop4probe:
 	VPMADDUBSW   Y3, Y13, Y13
 	VPMADDWD     onesW<>+0(SB), Y13, Y13
 	VPADDD       Y13, Y10, Y10
-	VPXOR        96(AX), Y12, Y12
+	VPXOR        96(CX), Y12, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -6342,7 +9103,7 @@ loop4probe:
 	VPMADDUBSW   Y3, Y12, Y12
 	VPMADDWD     onesW<>+0(SB), Y12, Y12
 	VPADDD       Y12, Y11, Y11
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -6350,18 +9111,11 @@ loop4done:
 	VPMAXUD Y9, Y5, Y5
 	VPMAXUD Y10, Y6, Y6
 	VPMAXUD Y11, Y7, Y7
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ       CX, $0x20
-	JB         last
-	VPXOR      (AX), Y0, Y8
+slow4:
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6370,15 +9124,144 @@ loop1:
 	VPADDB     Y9, Y8, Y8
 	VPMADDUBSW Y3, Y8, Y8
 	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	MOVQ       BX, DI
-	DECQ       DI
-	JZ         loop1done
-	MOVQ       DX, R8
+	VPXOR      32(CX), Y0, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y2, Y9, Y9
+	VPAND      Y2, Y10, Y10
+	VPSHUFB    Y9, Y1, Y9
+	VPSHUFB    Y10, Y1, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y3, Y9, Y9
+	VPMADDWD   onesW<>+0(SB), Y9, Y9
+	VPXOR      64(CX), Y0, Y10
+	VPSRLW     $0x04, Y10, Y11
+	VPAND      Y2, Y10, Y10
+	VPAND      Y2, Y11, Y11
+	VPSHUFB    Y10, Y1, Y10
+	VPSHUFB    Y11, Y1, Y11
+	VPADDB     Y11, Y10, Y10
+	VPMADDUBSW Y3, Y10, Y10
+	VPMADDWD   onesW<>+0(SB), Y10, Y10
+	VPXOR      96(CX), Y0, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y2, Y11, Y11
+	VPAND      Y2, Y12, Y12
+	VPSHUFB    Y11, Y1, Y11
+	VPSHUFB    Y12, Y1, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y3, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	MOVQ       SI, R11
+	DECQ       R11
+	JZ         slow4done
+	MOVQ       BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTD (R8), Y9
-	VPXOR        (AX), Y9, Y9
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Y12
+	VPXOR        (CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPXOR        32(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y9, Y9
+	VPXOR        64(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPMADDUBSW   Y3, Y13, Y13
+	VPMADDWD     onesW<>+0(SB), Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VPXOR        96(CX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPMADDUBSW   Y3, Y12, Y12
+	VPMADDWD     onesW<>+0(SB), Y12, Y12
+	VPADDD       Y12, Y11, Y11
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, 32(SP)
+	VMOVDQU Y10, 64(SP)
+	VMOVDQU Y11, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVL    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ       32(CX), DI
+	CMPQ       DI, DX
+	JA         last
+	VPXOR      (CX), Y0, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y2, Y8, Y8
+	VPAND      Y2, Y9, Y9
+	VPSHUFB    Y8, Y1, Y8
+	VPSHUFB    Y9, Y1, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y3, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	MOVQ       SI, R11
+	DECQ       R11
+	JZ         singledone
+	MOVQ       BX, R12
+
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTD (R12), Y9
+	VPXOR        (CX), Y9, Y9
 	VPSRLW       $0x04, Y9, Y10
 	VPAND        Y2, Y9, Y9
 	VPAND        Y2, Y10, Y10
@@ -6388,19 +9271,44 @@ loop1probe:
 	VPMADDUBSW   Y3, Y9, Y9
 	VPMADDWD     onesW<>+0(SB), Y9, Y9
 	VPADDD       Y9, Y8, Y8
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
+singledone:
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVL    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ      CX, CX
-	JZ         reduce
-	VPXOR      -32(SI), Y0, Y0
+	CMPQ       CX, DX
+	JE         reduce
+	LEAQ       -32(DX), DI
+	SUBQ       DI, CX
+	VPXOR      (DI), Y0, Y0
 	VPSRLW     $0x04, Y0, Y8
 	VPAND      Y2, Y0, Y0
 	VPAND      Y2, Y8, Y8
@@ -6409,15 +9317,13 @@ last:
 	VPADDB     Y8, Y0, Y0
 	VPMADDUBSW Y3, Y0, Y0
 	VPMADDWD   onesW<>+0(SB), Y0, Y0
-	MOVQ       BX, AX
-	DECQ       AX
+	DECQ       SI
 	JZ         lastdone
-	MOVQ       DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTD (CX), Y8
-	VPXOR        -32(SI), Y8, Y8
+	ADDQ         $0x00000008, BX
+	VPBROADCASTD (BX), Y8
+	VPXOR        (DI), Y8, Y8
 	VPSRLW       $0x04, Y8, Y9
 	VPAND        Y2, Y8, Y8
 	VPAND        Y2, Y9, Y9
@@ -6427,10 +9333,42 @@ lastprobe:
 	VPMADDUBSW   Y3, Y8, Y8
 	VPMADDWD     onesW<>+0(SB), Y8, Y8
 	VPADDD       Y8, Y0, Y0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVL    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x02, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -6444,31 +9382,48 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN64AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-60
 	MOVQ         table+0(FP), AX
-	MOVQ         nbytes+8(FP), CX
-	MOVQ         probes+16(FP), DX
-	MOVQ         np+24(FP), BX
-	VPBROADCASTQ (DX), Y0
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Y0
 	VMOVDQU      nibbleLUT<>+0(SB), Y1
 	VMOVDQU      lowNibbles<>+0(SB), Y2
 	VPXOR        Y3, Y3, Y3
+	MOVQ         skip+40(FP), R8
+	MOVQ         nskip+48(FP), R9
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
-	LEAQ         (AX)(CX*1), SI
-	SHRQ         $0x07, CX
-	JZ           single
+	TESTQ        R9, R9
+	JZ           noskip1
+	MOVLQSX      (R8), R10
+	SHLQ         $0x03, R10
+	ADDQ         AX, R10
+	JMP          skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6476,7 +9431,7 @@ loop4:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(AX), Y0, Y9
+	VPXOR      32(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
@@ -6484,7 +9439,7 @@ loop4:
 	VPSHUFB    Y10, Y1, Y10
 	VPADDB     Y10, Y9, Y9
 	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(AX), Y0, Y10
+	VPXOR      64(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
@@ -6492,7 +9447,7 @@ loop4:
 	VPSHUFB    Y11, Y1, Y11
 	VPADDB     Y11, Y10, Y10
 	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(AX), Y0, Y11
+	VPXOR      96(CX), Y0, Y11
 	VPSRLW     $0x04, Y11, Y12
 	VPAND      Y2, Y11, Y11
 	VPAND      Y2, Y12, Y12
@@ -6500,17 +9455,17 @@ loop4:
 	VPSHUFB    Y12, Y1, Y12
 	VPADDB     Y12, Y11, Y11
 	VPSADBW    Y3, Y11, Y11
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTQ (R8), Y12
-	VPXOR        (AX), Y12, Y13
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Y12
+	VPXOR        (CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6519,7 +9474,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPSADBW      Y3, Y13, Y13
 	VPADDQ       Y13, Y8, Y8
-	VPXOR        32(AX), Y12, Y13
+	VPXOR        32(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6528,7 +9483,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPSADBW      Y3, Y13, Y13
 	VPADDQ       Y13, Y9, Y9
-	VPXOR        64(AX), Y12, Y13
+	VPXOR        64(CX), Y12, Y13
 	VPSRLW       $0x04, Y13, Y14
 	VPAND        Y2, Y13, Y13
 	VPAND        Y2, Y14, Y14
@@ -6537,7 +9492,7 @@ loop4probe:
 	VPADDB       Y14, Y13, Y13
 	VPSADBW      Y3, Y13, Y13
 	VPADDQ       Y13, Y10, Y10
-	VPXOR        96(AX), Y12, Y12
+	VPXOR        96(CX), Y12, Y12
 	VPSRLW       $0x04, Y12, Y13
 	VPAND        Y2, Y12, Y12
 	VPAND        Y2, Y13, Y13
@@ -6546,7 +9501,7 @@ loop4probe:
 	VPADDB       Y13, Y12, Y12
 	VPSADBW      Y3, Y12, Y12
 	VPADDQ       Y12, Y11, Y11
-	DECQ         DI
+	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
@@ -6554,18 +9509,11 @@ loop4done:
 	VPMAXUD Y9, Y5, Y5
 	VPMAXUD Y10, Y6, Y6
 	VPMAXUD Y11, Y7, Y7
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
+slow4:
+	VPXOR   (CX), Y0, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -6573,15 +9521,136 @@ loop1:
 	VPSHUFB Y9, Y1, Y9
 	VPADDB  Y9, Y8, Y8
 	VPSADBW Y3, Y8, Y8
-	MOVQ    BX, DI
-	DECQ    DI
-	JZ      loop1done
-	MOVQ    DX, R8
+	VPXOR   32(CX), Y0, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y2, Y9, Y9
+	VPAND   Y2, Y10, Y10
+	VPSHUFB Y9, Y1, Y9
+	VPSHUFB Y10, Y1, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y3, Y9, Y9
+	VPXOR   64(CX), Y0, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y2, Y10, Y10
+	VPAND   Y2, Y11, Y11
+	VPSHUFB Y10, Y1, Y10
+	VPSHUFB Y11, Y1, Y11
+	VPADDB  Y11, Y10, Y10
+	VPSADBW Y3, Y10, Y10
+	VPXOR   96(CX), Y0, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y2, Y11, Y11
+	VPAND   Y2, Y12, Y12
+	VPSHUFB Y11, Y1, Y11
+	VPSHUFB Y12, Y1, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y3, Y11, Y11
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      slow4done
+	MOVQ    BX, R12
 
-loop1probe:
-	ADDQ         $0x00000008, R8
-	VPBROADCASTQ (R8), Y9
-	VPXOR        (AX), Y9, Y9
+slow4probe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Y12
+	VPXOR        (CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y8, Y8
+	VPXOR        32(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y9, Y9
+	VPXOR        64(CX), Y12, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y2, Y13, Y13
+	VPAND        Y2, Y14, Y14
+	VPSHUFB      Y13, Y1, Y13
+	VPSHUFB      Y14, Y1, Y14
+	VPADDB       Y14, Y13, Y13
+	VPSADBW      Y3, Y13, Y13
+	VPADDQ       Y13, Y10, Y10
+	VPXOR        96(CX), Y12, Y12
+	VPSRLW       $0x04, Y12, Y13
+	VPAND        Y2, Y12, Y12
+	VPAND        Y2, Y13, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPSHUFB      Y13, Y1, Y13
+	VPADDB       Y13, Y12, Y12
+	VPSADBW      Y3, Y12, Y12
+	VPADDQ       Y12, Y11, Y11
+	DECQ         R11
+	JNZ          slow4probe
+
+slow4done:
+	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, 32(SP)
+	VMOVDQU Y10, 64(SP)
+	VMOVDQU Y11, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), DI
+	CMPQ    DI, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      singledone
+	MOVQ    BX, R12
+
+singleprobe:
+	ADDQ         $0x00000008, R12
+	VPBROADCASTQ (R12), Y9
+	VPXOR        (CX), Y9, Y9
 	VPSRLW       $0x04, Y9, Y10
 	VPAND        Y2, Y9, Y9
 	VPAND        Y2, Y10, Y10
@@ -6590,19 +9659,44 @@ loop1probe:
 	VPADDB       Y10, Y9, Y9
 	VPSADBW      Y3, Y9, Y9
 	VPADDQ       Y9, Y8, Y8
-	DECQ         DI
-	JNZ          loop1probe
+	DECQ         R11
+	JNZ          singleprobe
 
-loop1done:
+singledone:
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(SI), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), DI
+	SUBQ    DI, CX
+	VPXOR   (DI), Y0, Y0
 	VPSRLW  $0x04, Y0, Y8
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y8, Y8
@@ -6610,15 +9704,13 @@ last:
 	VPSHUFB Y8, Y1, Y8
 	VPADDB  Y8, Y0, Y0
 	VPSADBW Y3, Y0, Y0
-	MOVQ    BX, AX
-	DECQ    AX
+	DECQ    SI
 	JZ      lastdone
-	MOVQ    DX, CX
 
 lastprobe:
-	ADDQ         $0x00000008, CX
-	VPBROADCASTQ (CX), Y8
-	VPXOR        -32(SI), Y8, Y8
+	ADDQ         $0x00000008, BX
+	VPBROADCASTQ (BX), Y8
+	VPXOR        (DI), Y8, Y8
 	VPSRLW       $0x04, Y8, Y9
 	VPAND        Y2, Y8, Y8
 	VPAND        Y2, Y9, Y9
@@ -6627,10 +9719,42 @@ lastprobe:
 	VPADDB       Y9, Y8, Y8
 	VPSADBW      Y3, Y8, Y8
 	VPADDQ       Y8, Y0, Y0
-	DECQ         AX
+	DECQ         SI
 	JNZ          lastprobe
 
 lastdone:
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x03, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -6644,31 +9768,48 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN128AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-60
 	MOVQ           table+0(FP), AX
-	MOVQ           nbytes+8(FP), CX
-	MOVQ           probes+16(FP), DX
-	MOVQ           np+24(FP), BX
-	VBROADCASTI128 (DX), Y0
+	MOVQ           from+8(FP), CX
+	MOVQ           to+16(FP), DX
+	MOVQ           probes+24(FP), BX
+	MOVQ           np+32(FP), SI
+	LEAQ           (AX)(CX*1), CX
+	LEAQ           (AX)(DX*1), DX
+	VBROADCASTI128 (BX), Y0
 	VMOVDQU        nibbleLUT<>+0(SB), Y1
 	VMOVDQU        lowNibbles<>+0(SB), Y2
 	VPXOR          Y3, Y3, Y3
+	MOVQ           skip+40(FP), R8
+	MOVQ           nskip+48(FP), R9
 	VPXOR          Y4, Y4, Y4
 	VPXOR          Y5, Y5, Y5
 	VPXOR          Y6, Y6, Y6
 	VPXOR          Y7, Y7, Y7
-	LEAQ           (AX)(CX*1), SI
-	SHRQ           $0x07, CX
-	JZ             single
+	TESTQ          R9, R9
+	JZ             noskip1
+	MOVLQSX        (R8), R10
+	SHLQ           $0x04, R10
+	ADDQ           AX, R10
+	JMP            skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6676,7 +9817,7 @@ loop4:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(AX), Y0, Y9
+	VPXOR      32(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
@@ -6684,7 +9825,7 @@ loop4:
 	VPSHUFB    Y10, Y1, Y10
 	VPADDB     Y10, Y9, Y9
 	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(AX), Y0, Y10
+	VPXOR      64(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
@@ -6692,7 +9833,7 @@ loop4:
 	VPSHUFB    Y11, Y1, Y11
 	VPADDB     Y11, Y10, Y10
 	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(AX), Y0, Y11
+	VPXOR      96(CX), Y0, Y11
 	VPSRLW     $0x04, Y11, Y12
 	VPAND      Y2, Y11, Y11
 	VPAND      Y2, Y12, Y12
@@ -6700,17 +9841,17 @@ loop4:
 	VPSHUFB    Y12, Y1, Y12
 	VPADDB     Y12, Y11, Y11
 	VPSADBW    Y3, Y11, Y11
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ           $0x00000010, R8
-	VBROADCASTI128 (R8), Y12
-	VPXOR          (AX), Y12, Y13
+	ADDQ           $0x00000010, R12
+	VBROADCASTI128 (R12), Y12
+	VPXOR          (CX), Y12, Y13
 	VPSRLW         $0x04, Y13, Y14
 	VPAND          Y2, Y13, Y13
 	VPAND          Y2, Y14, Y14
@@ -6719,7 +9860,7 @@ loop4probe:
 	VPADDB         Y14, Y13, Y13
 	VPSADBW        Y3, Y13, Y13
 	VPADDQ         Y13, Y8, Y8
-	VPXOR          32(AX), Y12, Y13
+	VPXOR          32(CX), Y12, Y13
 	VPSRLW         $0x04, Y13, Y14
 	VPAND          Y2, Y13, Y13
 	VPAND          Y2, Y14, Y14
@@ -6728,7 +9869,7 @@ loop4probe:
 	VPADDB         Y14, Y13, Y13
 	VPSADBW        Y3, Y13, Y13
 	VPADDQ         Y13, Y9, Y9
-	VPXOR          64(AX), Y12, Y13
+	VPXOR          64(CX), Y12, Y13
 	VPSRLW         $0x04, Y13, Y14
 	VPAND          Y2, Y13, Y13
 	VPAND          Y2, Y14, Y14
@@ -6737,7 +9878,7 @@ loop4probe:
 	VPADDB         Y14, Y13, Y13
 	VPSADBW        Y3, Y13, Y13
 	VPADDQ         Y13, Y10, Y10
-	VPXOR          96(AX), Y12, Y12
+	VPXOR          96(CX), Y12, Y12
 	VPSRLW         $0x04, Y12, Y13
 	VPAND          Y2, Y12, Y12
 	VPAND          Y2, Y13, Y13
@@ -6746,7 +9887,7 @@ loop4probe:
 	VPADDB         Y13, Y12, Y12
 	VPSADBW        Y3, Y12, Y12
 	VPADDQ         Y12, Y11, Y11
-	DECQ           DI
+	DECQ           R11
 	JNZ            loop4probe
 
 loop4done:
@@ -6762,18 +9903,11 @@ loop4done:
 	VPSHUFD $0x4e, Y11, Y8
 	VPADDD  Y8, Y11, Y11
 	VPMAXUD Y11, Y7, Y7
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
+slow4:
+	VPXOR   (CX), Y0, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -6781,15 +9915,145 @@ loop1:
 	VPSHUFB Y9, Y1, Y9
 	VPADDB  Y9, Y8, Y8
 	VPSADBW Y3, Y8, Y8
-	MOVQ    BX, DI
-	DECQ    DI
-	JZ      loop1done
-	MOVQ    DX, R8
+	VPXOR   32(CX), Y0, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y2, Y9, Y9
+	VPAND   Y2, Y10, Y10
+	VPSHUFB Y9, Y1, Y9
+	VPSHUFB Y10, Y1, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y3, Y9, Y9
+	VPXOR   64(CX), Y0, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y2, Y10, Y10
+	VPAND   Y2, Y11, Y11
+	VPSHUFB Y10, Y1, Y10
+	VPSHUFB Y11, Y1, Y11
+	VPADDB  Y11, Y10, Y10
+	VPSADBW Y3, Y10, Y10
+	VPXOR   96(CX), Y0, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y2, Y11, Y11
+	VPAND   Y2, Y12, Y12
+	VPSHUFB Y11, Y1, Y11
+	VPSHUFB Y12, Y1, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y3, Y11, Y11
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      slow4done
+	MOVQ    BX, R12
 
-loop1probe:
-	ADDQ           $0x00000010, R8
-	VBROADCASTI128 (R8), Y9
-	VPXOR          (AX), Y9, Y9
+slow4probe:
+	ADDQ           $0x00000010, R12
+	VBROADCASTI128 (R12), Y12
+	VPXOR          (CX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y8, Y8
+	VPXOR          32(CX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y9, Y9
+	VPXOR          64(CX), Y12, Y13
+	VPSRLW         $0x04, Y13, Y14
+	VPAND          Y2, Y13, Y13
+	VPAND          Y2, Y14, Y14
+	VPSHUFB        Y13, Y1, Y13
+	VPSHUFB        Y14, Y1, Y14
+	VPADDB         Y14, Y13, Y13
+	VPSADBW        Y3, Y13, Y13
+	VPADDQ         Y13, Y10, Y10
+	VPXOR          96(CX), Y12, Y12
+	VPSRLW         $0x04, Y12, Y13
+	VPAND          Y2, Y12, Y12
+	VPAND          Y2, Y13, Y13
+	VPSHUFB        Y12, Y1, Y12
+	VPSHUFB        Y13, Y1, Y13
+	VPADDB         Y13, Y12, Y12
+	VPSADBW        Y3, Y12, Y12
+	VPADDQ         Y12, Y11, Y11
+	DECQ           R11
+	JNZ            slow4probe
+
+slow4done:
+	VPSHUFD $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VMOVDQU Y8, (SP)
+	VPSHUFD $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VMOVDQU Y9, 32(SP)
+	VPSHUFD $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VMOVDQU Y10, 64(SP)
+	VPSHUFD $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VMOVDQU Y11, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), DI
+	CMPQ    DI, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      singledone
+	MOVQ    BX, R12
+
+singleprobe:
+	ADDQ           $0x00000010, R12
+	VBROADCASTI128 (R12), Y9
+	VPXOR          (CX), Y9, Y9
 	VPSRLW         $0x04, Y9, Y10
 	VPAND          Y2, Y9, Y9
 	VPAND          Y2, Y10, Y10
@@ -6798,21 +10062,47 @@ loop1probe:
 	VPADDB         Y10, Y9, Y9
 	VPSADBW        Y3, Y9, Y9
 	VPADDQ         Y9, Y8, Y8
-	DECQ           DI
-	JNZ            loop1probe
+	DECQ           R11
+	JNZ            singleprobe
 
-loop1done:
+singledone:
 	VPSHUFD $0x4e, Y8, Y9
 	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(SI), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), DI
+	SUBQ    DI, CX
+	VPXOR   (DI), Y0, Y0
 	VPSRLW  $0x04, Y0, Y8
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y8, Y8
@@ -6820,15 +10110,13 @@ last:
 	VPSHUFB Y8, Y1, Y8
 	VPADDB  Y8, Y0, Y0
 	VPSADBW Y3, Y0, Y0
-	MOVQ    BX, AX
-	DECQ    AX
+	DECQ    SI
 	JZ      lastdone
-	MOVQ    DX, CX
 
 lastprobe:
-	ADDQ           $0x00000010, CX
-	VBROADCASTI128 (CX), Y8
-	VPXOR          -32(SI), Y8, Y8
+	ADDQ           $0x00000010, BX
+	VBROADCASTI128 (BX), Y8
+	VPXOR          (DI), Y8, Y8
 	VPSRLW         $0x04, Y8, Y9
 	VPAND          Y2, Y8, Y8
 	VPAND          Y2, Y9, Y9
@@ -6837,12 +10125,45 @@ lastprobe:
 	VPADDB         Y9, Y8, Y8
 	VPSADBW        Y3, Y8, Y8
 	VPADDQ         Y8, Y0, Y0
-	DECQ           AX
+	DECQ           SI
 	JNZ            lastprobe
 
 lastdone:
 	VPSHUFD $0x4e, Y0, Y1
 	VPADDD  Y1, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x04, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -6856,31 +10177,48 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+// func hammingMaxN256AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $0-36
+TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-60
 	MOVQ    table+0(FP), AX
-	MOVQ    nbytes+8(FP), CX
-	MOVQ    probes+16(FP), DX
-	MOVQ    np+24(FP), BX
-	VMOVDQU (DX), Y0
+	MOVQ    from+8(FP), CX
+	MOVQ    to+16(FP), DX
+	MOVQ    probes+24(FP), BX
+	MOVQ    np+32(FP), SI
+	LEAQ    (AX)(CX*1), CX
+	LEAQ    (AX)(DX*1), DX
+	VMOVDQU (BX), Y0
 	VMOVDQU nibbleLUT<>+0(SB), Y1
 	VMOVDQU lowNibbles<>+0(SB), Y2
 	VPXOR   Y3, Y3, Y3
+	MOVQ    skip+40(FP), R8
+	MOVQ    nskip+48(FP), R9
 	VPXOR   Y4, Y4, Y4
 	VPXOR   Y5, Y5, Y5
 	VPXOR   Y6, Y6, Y6
 	VPXOR   Y7, Y7, Y7
-	LEAQ    (AX)(CX*1), SI
-	SHRQ    $0x07, CX
-	JZ      single
+	TESTQ   R9, R9
+	JZ      noskip1
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset2
 
+noskip1:
+	MOVQ $-1, R10
+
+skipset2:
 loop4:
-	VPXOR      (AX), Y0, Y8
+	LEAQ       128(CX), DI
+	CMPQ       DI, DX
+	JA         single
+	CMPQ       DI, R10
+	JA         slow4
+	VPXOR      (CX), Y0, Y8
 	VPSRLW     $0x04, Y8, Y9
 	VPAND      Y2, Y8, Y8
 	VPAND      Y2, Y9, Y9
@@ -6888,7 +10226,7 @@ loop4:
 	VPSHUFB    Y9, Y1, Y9
 	VPADDB     Y9, Y8, Y8
 	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(AX), Y0, Y9
+	VPXOR      32(CX), Y0, Y9
 	VPSRLW     $0x04, Y9, Y10
 	VPAND      Y2, Y9, Y9
 	VPAND      Y2, Y10, Y10
@@ -6896,7 +10234,7 @@ loop4:
 	VPSHUFB    Y10, Y1, Y10
 	VPADDB     Y10, Y9, Y9
 	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(AX), Y0, Y10
+	VPXOR      64(CX), Y0, Y10
 	VPSRLW     $0x04, Y10, Y11
 	VPAND      Y2, Y10, Y10
 	VPAND      Y2, Y11, Y11
@@ -6904,7 +10242,7 @@ loop4:
 	VPSHUFB    Y11, Y1, Y11
 	VPADDB     Y11, Y10, Y10
 	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(AX), Y0, Y11
+	VPXOR      96(CX), Y0, Y11
 	VPSRLW     $0x04, Y11, Y12
 	VPAND      Y2, Y11, Y11
 	VPAND      Y2, Y12, Y12
@@ -6912,17 +10250,17 @@ loop4:
 	VPSHUFB    Y12, Y1, Y12
 	VPADDB     Y12, Y11, Y11
 	VPSADBW    Y3, Y11, Y11
-	PREFETCHT1 4096(AX)
-	PREFETCHT1 4160(AX)
-	MOVQ       BX, DI
-	DECQ       DI
+	PREFETCHT1 4096(CX)
+	PREFETCHT1 4160(CX)
+	MOVQ       SI, R11
+	DECQ       R11
 	JZ         loop4done
-	MOVQ       DX, R8
+	MOVQ       BX, R12
 
 loop4probe:
-	ADDQ    $0x00000020, R8
-	VMOVDQU (R8), Y12
-	VPXOR   (AX), Y12, Y13
+	ADDQ    $0x00000020, R12
+	VMOVDQU (R12), Y12
+	VPXOR   (CX), Y12, Y13
 	VPSRLW  $0x04, Y13, Y14
 	VPAND   Y2, Y13, Y13
 	VPAND   Y2, Y14, Y14
@@ -6931,7 +10269,7 @@ loop4probe:
 	VPADDB  Y14, Y13, Y13
 	VPSADBW Y3, Y13, Y13
 	VPADDQ  Y13, Y8, Y8
-	VPXOR   32(AX), Y12, Y13
+	VPXOR   32(CX), Y12, Y13
 	VPSRLW  $0x04, Y13, Y14
 	VPAND   Y2, Y13, Y13
 	VPAND   Y2, Y14, Y14
@@ -6940,7 +10278,7 @@ loop4probe:
 	VPADDB  Y14, Y13, Y13
 	VPSADBW Y3, Y13, Y13
 	VPADDQ  Y13, Y9, Y9
-	VPXOR   64(AX), Y12, Y13
+	VPXOR   64(CX), Y12, Y13
 	VPSRLW  $0x04, Y13, Y14
 	VPAND   Y2, Y13, Y13
 	VPAND   Y2, Y14, Y14
@@ -6949,7 +10287,7 @@ loop4probe:
 	VPADDB  Y14, Y13, Y13
 	VPSADBW Y3, Y13, Y13
 	VPADDQ  Y13, Y10, Y10
-	VPXOR   96(AX), Y12, Y12
+	VPXOR   96(CX), Y12, Y12
 	VPSRLW  $0x04, Y12, Y13
 	VPAND   Y2, Y12, Y12
 	VPAND   Y2, Y13, Y13
@@ -6958,7 +10296,7 @@ loop4probe:
 	VPADDB  Y13, Y12, Y12
 	VPSADBW Y3, Y12, Y12
 	VPADDQ  Y12, Y11, Y11
-	DECQ    DI
+	DECQ    R11
 	JNZ     loop4probe
 
 loop4done:
@@ -6982,18 +10320,11 @@ loop4done:
 	VPERMQ  $0x4e, Y11, Y8
 	VPADDD  Y8, Y11, Y11
 	VPMAXUD Y11, Y7, Y7
-	ADDQ    $0x00000080, AX
-	DECQ    CX
-	JNZ     loop4
+	MOVQ    DI, CX
+	JMP     loop4
 
-single:
-	MOVQ SI, CX
-	SUBQ AX, CX
-
-loop1:
-	CMPQ    CX, $0x20
-	JB      last
-	VPXOR   (AX), Y0, Y8
+slow4:
+	VPXOR   (CX), Y0, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -7001,15 +10332,155 @@ loop1:
 	VPSHUFB Y9, Y1, Y9
 	VPADDB  Y9, Y8, Y8
 	VPSADBW Y3, Y8, Y8
-	MOVQ    BX, DI
-	DECQ    DI
-	JZ      loop1done
-	MOVQ    DX, R8
+	VPXOR   32(CX), Y0, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y2, Y9, Y9
+	VPAND   Y2, Y10, Y10
+	VPSHUFB Y9, Y1, Y9
+	VPSHUFB Y10, Y1, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y3, Y9, Y9
+	VPXOR   64(CX), Y0, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y2, Y10, Y10
+	VPAND   Y2, Y11, Y11
+	VPSHUFB Y10, Y1, Y10
+	VPSHUFB Y11, Y1, Y11
+	VPADDB  Y11, Y10, Y10
+	VPSADBW Y3, Y10, Y10
+	VPXOR   96(CX), Y0, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y2, Y11, Y11
+	VPAND   Y2, Y12, Y12
+	VPSHUFB Y11, Y1, Y11
+	VPSHUFB Y12, Y1, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y3, Y11, Y11
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      slow4done
+	MOVQ    BX, R12
 
-loop1probe:
-	ADDQ    $0x00000020, R8
-	VMOVDQU (R8), Y9
-	VPXOR   (AX), Y9, Y9
+slow4probe:
+	ADDQ    $0x00000020, R12
+	VMOVDQU (R12), Y12
+	VPXOR   (CX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y8, Y8
+	VPXOR   32(CX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y9, Y9
+	VPXOR   64(CX), Y12, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y2, Y13, Y13
+	VPAND   Y2, Y14, Y14
+	VPSHUFB Y13, Y1, Y13
+	VPSHUFB Y14, Y1, Y14
+	VPADDB  Y14, Y13, Y13
+	VPSADBW Y3, Y13, Y13
+	VPADDQ  Y13, Y10, Y10
+	VPXOR   96(CX), Y12, Y12
+	VPSRLW  $0x04, Y12, Y13
+	VPAND   Y2, Y12, Y12
+	VPAND   Y2, Y13, Y13
+	VPSHUFB Y12, Y1, Y12
+	VPSHUFB Y13, Y1, Y13
+	VPADDB  Y13, Y12, Y12
+	VPSADBW Y3, Y12, Y12
+	VPADDQ  Y12, Y11, Y11
+	DECQ    R11
+	JNZ     slow4probe
+
+slow4done:
+	VPSHUFD $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VPERMQ  $0x4e, Y8, Y12
+	VPADDD  Y12, Y8, Y8
+	VMOVDQU Y8, (SP)
+	VPSHUFD $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VPERMQ  $0x4e, Y9, Y8
+	VPADDD  Y8, Y9, Y9
+	VMOVDQU Y9, 32(SP)
+	VPSHUFD $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VPERMQ  $0x4e, Y10, Y8
+	VPADDD  Y8, Y10, Y10
+	VMOVDQU Y10, 64(SP)
+	VPSHUFD $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VPERMQ  $0x4e, Y11, Y8
+	VPADDD  Y8, Y11, Y11
+	VMOVDQU Y11, 96(SP)
+
+zero3:
+	CMPQ    R10, DI
+	JAE     zerodone4
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	MOVQ    $0x00000000, 16(SP)(R10*1)
+	MOVQ    $0x00000000, 24(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip5
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset6
+
+noskip5:
+	MOVQ $-1, R10
+
+skipset6:
+	JMP zero3
+
+zerodone4:
+	VMOVDQU (SP), Y8
+	VPMAXUD Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUD Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUD Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUD Y8, Y7, Y7
+	MOVQ    DI, CX
+	JMP     loop4
+
+single:
+	LEAQ    32(CX), DI
+	CMPQ    DI, DX
+	JA      last
+	VPXOR   (CX), Y0, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y2, Y8, Y8
+	VPAND   Y2, Y9, Y9
+	VPSHUFB Y8, Y1, Y8
+	VPSHUFB Y9, Y1, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y3, Y8, Y8
+	MOVQ    SI, R11
+	DECQ    R11
+	JZ      singledone
+	MOVQ    BX, R12
+
+singleprobe:
+	ADDQ    $0x00000020, R12
+	VMOVDQU (R12), Y9
+	VPXOR   (CX), Y9, Y9
 	VPSRLW  $0x04, Y9, Y10
 	VPAND   Y2, Y9, Y9
 	VPAND   Y2, Y10, Y10
@@ -7018,23 +10489,51 @@ loop1probe:
 	VPADDB  Y10, Y9, Y9
 	VPSADBW Y3, Y9, Y9
 	VPADDQ  Y9, Y8, Y8
-	DECQ    DI
-	JNZ     loop1probe
+	DECQ    R11
+	JNZ     singleprobe
 
-loop1done:
+singledone:
 	VPSHUFD $0x4e, Y8, Y9
 	VPADDD  Y9, Y8, Y8
 	VPERMQ  $0x4e, Y8, Y9
 	VPADDD  Y9, Y8, Y8
+	VMOVDQU Y8, (SP)
+
+zero7:
+	CMPQ    R10, DI
+	JAE     zerodone8
+	SUBQ    CX, R10
+	MOVQ    $0x00000000, (SP)(R10*1)
+	MOVQ    $0x00000000, 8(SP)(R10*1)
+	MOVQ    $0x00000000, 16(SP)(R10*1)
+	MOVQ    $0x00000000, 24(SP)(R10*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip9
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset10
+
+noskip9:
+	MOVQ $-1, R10
+
+skipset10:
+	JMP zero7
+
+zerodone8:
+	VMOVDQU (SP), Y8
 	VPMAXUD Y8, Y4, Y4
-	ADDQ    $0x20, AX
-	SUBQ    $0x20, CX
-	JMP     loop1
+	MOVQ    DI, CX
+	JMP     single
 
 last:
-	TESTQ   CX, CX
-	JZ      reduce
-	VPXOR   -32(SI), Y0, Y0
+	CMPQ    CX, DX
+	JE      reduce
+	LEAQ    -32(DX), DI
+	SUBQ    DI, CX
+	VPXOR   (DI), Y0, Y0
 	VPSRLW  $0x04, Y0, Y8
 	VPAND   Y2, Y0, Y0
 	VPAND   Y2, Y8, Y8
@@ -7042,15 +10541,13 @@ last:
 	VPSHUFB Y8, Y1, Y8
 	VPADDB  Y8, Y0, Y0
 	VPSADBW Y3, Y0, Y0
-	MOVQ    BX, AX
-	DECQ    AX
+	DECQ    SI
 	JZ      lastdone
-	MOVQ    DX, CX
 
 lastprobe:
-	ADDQ    $0x00000020, CX
-	VMOVDQU (CX), Y8
-	VPXOR   -32(SI), Y8, Y8
+	ADDQ    $0x00000020, BX
+	VMOVDQU (BX), Y8
+	VPXOR   (DI), Y8, Y8
 	VPSRLW  $0x04, Y8, Y9
 	VPAND   Y2, Y8, Y8
 	VPAND   Y2, Y9, Y9
@@ -7059,7 +10556,7 @@ lastprobe:
 	VPADDB  Y9, Y8, Y8
 	VPSADBW Y3, Y8, Y8
 	VPADDQ  Y8, Y0, Y0
-	DECQ    AX
+	DECQ    SI
 	JNZ     lastprobe
 
 lastdone:
@@ -7067,6 +10564,41 @@ lastdone:
 	VPADDD  Y1, Y0, Y0
 	VPERMQ  $0x4e, Y0, Y1
 	VPADDD  Y1, Y0, Y0
+	VMOVDQU Y0, (SP)
+	XORQ    BX, BX
+
+lastoverlap:
+	MOVB $0x00, (SP)(BX*1)
+	INCQ BX
+	CMPQ BX, CX
+	JB   lastoverlap
+
+zero11:
+	CMPQ    R10, DX
+	JAE     zerodone12
+	MOVQ    R10, CX
+	SUBQ    DI, CX
+	MOVQ    $0x00000000, (SP)(CX*1)
+	MOVQ    $0x00000000, 8(SP)(CX*1)
+	MOVQ    $0x00000000, 16(SP)(CX*1)
+	MOVQ    $0x00000000, 24(SP)(CX*1)
+	ADDQ    $0x04, R8
+	DECQ    R9
+	TESTQ   R9, R9
+	JZ      noskip13
+	MOVLQSX (R8), R10
+	SHLQ    $0x05, R10
+	ADDQ    AX, R10
+	JMP     skipset14
+
+noskip13:
+	MOVQ $-1, R10
+
+skipset14:
+	JMP zero11
+
+zerodone12:
+	VMOVDQU (SP), Y0
 	VPMAXUD Y0, Y5, Y5
 
 reduce:
@@ -7080,6 +10612,1237 @@ reduce:
 	VPSHUFD      $0xb1, X4, X0
 	VPMAXUD      X0, X4, X4
 	VMOVD        X4, AX
-	MOVL         AX, ret+32(FP)
+	MOVL         AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind8AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
+TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Z0
+	MOVL         target+40(FP), R8
+	VPBROADCASTB R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z2
+	VPOPCNTB Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTB (R10), Z3
+	VPXORQ       (CX), Z3, Z3
+	VPOPCNTB     Z3, Z3
+	VPADDB       Z3, Z2, Z2
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQB Z1, Z2, K1
+	KMOVQ    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORQ   (R8), Z0, Z0
+	VPOPCNTB Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTB (BX), Z2
+	VPXORQ       (R8), Z2, Z2
+	VPOPCNTB     Z2, Z2
+	VPADDB       Z2, Z0, Z0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQB Z1, Z0, K1
+	KMOVQ    K1, R9
+	SUBQ     R8, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind16AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
+TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Z0
+	MOVL         target+40(FP), R8
+	VPBROADCASTW R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z2
+	VPOPCNTW Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTW (R10), Z3
+	VPXORQ       (CX), Z3, Z3
+	VPOPCNTW     Z3, Z3
+	VPADDW       Z3, Z2, Z2
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQW Z1, Z2, K1
+	KMOVD    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORQ   (R8), Z0, Z0
+	VPOPCNTW Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTW (BX), Z2
+	VPXORQ       (R8), Z2, Z2
+	VPOPCNTW     Z2, Z2
+	VPADDW       Z2, Z0, Z0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQW Z1, Z0, K1
+	KMOVD    K1, R9
+	SUBQ     R8, CX
+	SHRQ     $0x01, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SHLQ $0x01, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x01, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind32AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
+TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Z0
+	MOVL         target+40(FP), R8
+	VPBROADCASTD R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORD   (CX), Z0, Z2
+	VPOPCNTD Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTD (R10), Z3
+	VPXORD       (CX), Z3, Z3
+	VPOPCNTD     Z3, Z3
+	VPADDD       Z3, Z2, Z2
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQD Z1, Z2, K1
+	KMOVW    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORD   (R8), Z0, Z0
+	VPOPCNTD Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTD (BX), Z2
+	VPXORD       (R8), Z2, Z2
+	VPOPCNTD     Z2, Z2
+	VPADDD       Z2, Z0, Z0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQD Z1, Z0, K1
+	KMOVW    K1, R9
+	SUBQ     R8, CX
+	SHRQ     $0x02, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SHLQ $0x02, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x02, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind64AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
+TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Z0
+	MOVL         target+40(FP), R8
+	VPBROADCASTQ R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z2
+	VPOPCNTQ Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTQ (R10), Z3
+	VPXORQ       (CX), Z3, Z3
+	VPOPCNTQ     Z3, Z3
+	VPADDQ       Z3, Z2, Z2
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQQ Z1, Z2, K1
+	KMOVW    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORQ   (R8), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTQ (BX), Z2
+	VPXORQ       (R8), Z2, Z2
+	VPOPCNTQ     Z2, Z2
+	VPADDQ       Z2, Z0, Z0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQQ Z1, Z0, K1
+	KMOVW    K1, R9
+	SUBQ     R8, CX
+	SHRQ     $0x03, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SHLQ $0x03, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x03, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind128AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
+TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-56
+	MOVQ            table+0(FP), AX
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probes+24(FP), BX
+	MOVQ            np+32(FP), SI
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI32X4 (BX), Z0
+	MOVL            target+40(FP), R8
+	VPBROADCASTQ    R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z2
+	VPOPCNTQ Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ            $0x00000010, R10
+	VBROADCASTI32X4 (R10), Z3
+	VPXORQ          (CX), Z3, Z3
+	VPOPCNTQ        Z3, Z3
+	VPADDQ          Z3, Z2, Z2
+	DECQ            R9
+	JNZ             loopprobe
+
+loopdone:
+	VPSHUFD  $0x4e, Z2, Z3
+	VPADDQ   Z3, Z2, Z2
+	VPCMPEQQ Z1, Z2, K1
+	KMOVW    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORQ   (R8), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ            $0x00000010, BX
+	VBROADCASTI32X4 (BX), Z2
+	VPXORQ          (R8), Z2, Z2
+	VPOPCNTQ        Z2, Z2
+	VPADDQ          Z2, Z0, Z0
+	DECQ            DX
+	JNZ             lastprobe
+
+lastdone:
+	VPSHUFD  $0x4e, Z0, Z2
+	VPADDQ   Z2, Z0, Z0
+	VPCMPEQQ Z1, Z0, K1
+	KMOVW    K1, R9
+	SUBQ     R8, CX
+	SHRQ     $0x03, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SHLQ $0x03, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x04, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind256AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
+TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-56
+	MOVQ            table+0(FP), AX
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probes+24(FP), BX
+	MOVQ            np+32(FP), SI
+	LEAQ            (AX)(CX*1), CX
+	LEAQ            (AX)(DX*1), DX
+	VBROADCASTI64X4 (BX), Z0
+	MOVL            target+40(FP), R8
+	VPBROADCASTQ    R8, Z1
+
+loop:
+	LEAQ     64(CX), R8
+	CMPQ     R8, DX
+	JA       last
+	VPXORQ   (CX), Z0, Z2
+	VPOPCNTQ Z2, Z2
+	MOVQ     SI, R9
+	DECQ     R9
+	JZ       loopdone
+	MOVQ     BX, R10
+
+loopprobe:
+	ADDQ            $0x00000020, R10
+	VBROADCASTI64X4 (R10), Z3
+	VPXORQ          (CX), Z3, Z3
+	VPOPCNTQ        Z3, Z3
+	VPADDQ          Z3, Z2, Z2
+	DECQ            R9
+	JNZ             loopprobe
+
+loopdone:
+	VPSHUFD  $0x4e, Z2, Z3
+	VPADDQ   Z3, Z2, Z2
+	VPERMQ   $0x4e, Z2, Z3
+	VPADDQ   Z3, Z2, Z2
+	VPCMPEQQ Z1, Z2, K1
+	KMOVW    K1, R9
+	TESTQ    R9, R9
+	JNZ      found
+	MOVQ     R8, CX
+	JMP      loop
+
+last:
+	CMPQ     CX, DX
+	JE       none
+	LEAQ     -64(DX), R8
+	VPXORQ   (R8), Z0, Z0
+	VPOPCNTQ Z0, Z0
+	MOVQ     SI, DX
+	DECQ     DX
+	JZ       lastdone
+
+lastprobe:
+	ADDQ            $0x00000020, BX
+	VBROADCASTI64X4 (BX), Z2
+	VPXORQ          (R8), Z2, Z2
+	VPOPCNTQ        Z2, Z2
+	VPADDQ          Z2, Z0, Z0
+	DECQ            DX
+	JNZ             lastprobe
+
+lastdone:
+	VPSHUFD  $0x4e, Z0, Z2
+	VPADDQ   Z2, Z0, Z0
+	VPERMQ   $0x4e, Z0, Z2
+	VPADDQ   Z2, Z0, Z0
+	VPCMPEQQ Z1, Z0, K1
+	KMOVW    K1, R9
+	SUBQ     R8, CX
+	SHRQ     $0x03, CX
+	SHRXQ    CX, R9, R9
+	SHLXQ    CX, R9, R9
+	MOVQ     R8, CX
+	TESTQ    R9, R9
+	JNZ      found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SHLQ $0x03, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x05, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind8AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTB (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	MOVL         target+40(FP), R8
+	MOVQ         R8, X3
+	VPBROADCASTB X3, Y3
+
+loop:
+	LEAQ    32(CX), R8
+	CMPQ    R8, DX
+	JA      last
+	VPXOR   (CX), Y0, Y4
+	VPSRLW  $0x04, Y4, Y5
+	VPAND   Y2, Y4, Y4
+	VPAND   Y2, Y5, Y5
+	VPSHUFB Y4, Y1, Y4
+	VPSHUFB Y5, Y1, Y5
+	VPADDB  Y5, Y4, Y4
+	MOVQ    SI, R9
+	DECQ    R9
+	JZ      loopdone
+	MOVQ    BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTB (R10), Y5
+	VPXOR        (CX), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y2, Y5, Y5
+	VPAND        Y2, Y6, Y6
+	VPSHUFB      Y5, Y1, Y5
+	VPSHUFB      Y6, Y1, Y6
+	VPADDB       Y6, Y5, Y5
+	VPADDB       Y5, Y4, Y4
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQB  Y3, Y4, Y4
+	VPMOVMSKB Y4, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ    CX, DX
+	JE      none
+	LEAQ    -32(DX), R8
+	VPXOR   (R8), Y0, Y0
+	VPSRLW  $0x04, Y0, Y4
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y4, Y4
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y4, Y1, Y4
+	VPADDB  Y4, Y0, Y0
+	MOVQ    SI, DX
+	DECQ    DX
+	JZ      lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTB (BX), Y4
+	VPXOR        (R8), Y4, Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y2, Y4, Y4
+	VPAND        Y2, Y5, Y5
+	VPSHUFB      Y4, Y1, Y4
+	VPSHUFB      Y5, Y1, Y5
+	VPADDB       Y5, Y4, Y4
+	VPADDB       Y4, Y0, Y0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQB  Y3, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind16AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	MOVL         target+40(FP), R8
+	MOVQ         R8, X4
+	VPBROADCASTW X4, Y4
+
+loop:
+	LEAQ       32(CX), R8
+	CMPQ       R8, DX
+	JA         last
+	VPXOR      (CX), Y0, Y5
+	VPSRLW     $0x04, Y5, Y6
+	VPAND      Y2, Y5, Y5
+	VPAND      Y2, Y6, Y6
+	VPSHUFB    Y5, Y1, Y5
+	VPSHUFB    Y6, Y1, Y6
+	VPADDB     Y6, Y5, Y5
+	VPMADDUBSW Y3, Y5, Y5
+	MOVQ       SI, R9
+	DECQ       R9
+	JZ         loopdone
+	MOVQ       BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTW (R10), Y6
+	VPXOR        (CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y2, Y6, Y6
+	VPAND        Y2, Y7, Y7
+	VPSHUFB      Y6, Y1, Y6
+	VPSHUFB      Y7, Y1, Y7
+	VPADDB       Y7, Y6, Y6
+	VPMADDUBSW   Y3, Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQW  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ       CX, DX
+	JE         none
+	LEAQ       -32(DX), R8
+	VPXOR      (R8), Y0, Y0
+	VPSRLW     $0x04, Y0, Y5
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y5, Y5
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y5, Y1, Y5
+	VPADDB     Y5, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	MOVQ       SI, DX
+	DECQ       DX
+	JZ         lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTW (BX), Y5
+	VPXOR        (R8), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y2, Y5, Y5
+	VPAND        Y2, Y6, Y6
+	VPSHUFB      Y5, Y1, Y5
+	VPSHUFB      Y6, Y1, Y6
+	VPADDB       Y6, Y5, Y5
+	VPMADDUBSW   Y3, Y5, Y5
+	VPADDW       Y5, Y0, Y0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQW  Y4, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x01, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind32AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VMOVDQU      onesB<>+0(SB), Y3
+	MOVL         target+40(FP), R8
+	MOVQ         R8, X4
+	VPBROADCASTD X4, Y4
+
+loop:
+	LEAQ       32(CX), R8
+	CMPQ       R8, DX
+	JA         last
+	VPXOR      (CX), Y0, Y5
+	VPSRLW     $0x04, Y5, Y6
+	VPAND      Y2, Y5, Y5
+	VPAND      Y2, Y6, Y6
+	VPSHUFB    Y5, Y1, Y5
+	VPSHUFB    Y6, Y1, Y6
+	VPADDB     Y6, Y5, Y5
+	VPMADDUBSW Y3, Y5, Y5
+	VPMADDWD   onesW<>+0(SB), Y5, Y5
+	MOVQ       SI, R9
+	DECQ       R9
+	JZ         loopdone
+	MOVQ       BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTD (R10), Y6
+	VPXOR        (CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y2, Y6, Y6
+	VPAND        Y2, Y7, Y7
+	VPSHUFB      Y6, Y1, Y6
+	VPSHUFB      Y7, Y1, Y7
+	VPADDB       Y7, Y6, Y6
+	VPMADDUBSW   Y3, Y6, Y6
+	VPMADDWD     onesW<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQD  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ       CX, DX
+	JE         none
+	LEAQ       -32(DX), R8
+	VPXOR      (R8), Y0, Y0
+	VPSRLW     $0x04, Y0, Y5
+	VPAND      Y2, Y0, Y0
+	VPAND      Y2, Y5, Y5
+	VPSHUFB    Y0, Y1, Y0
+	VPSHUFB    Y5, Y1, Y5
+	VPADDB     Y5, Y0, Y0
+	VPMADDUBSW Y3, Y0, Y0
+	VPMADDWD   onesW<>+0(SB), Y0, Y0
+	MOVQ       SI, DX
+	DECQ       DX
+	JZ         lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTD (BX), Y5
+	VPXOR        (R8), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y2, Y5, Y5
+	VPAND        Y2, Y6, Y6
+	VPSHUFB      Y5, Y1, Y5
+	VPSHUFB      Y6, Y1, Y6
+	VPADDB       Y6, Y5, Y5
+	VPMADDUBSW   Y3, Y5, Y5
+	VPMADDWD     onesW<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQD  Y4, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x02, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind64AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	MOVL         target+40(FP), R8
+	MOVQ         R8, X4
+	VPBROADCASTQ X4, Y4
+
+loop:
+	LEAQ    32(CX), R8
+	CMPQ    R8, DX
+	JA      last
+	VPXOR   (CX), Y0, Y5
+	VPSRLW  $0x04, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y5, Y1, Y5
+	VPSHUFB Y6, Y1, Y6
+	VPADDB  Y6, Y5, Y5
+	VPSADBW Y3, Y5, Y5
+	MOVQ    SI, R9
+	DECQ    R9
+	JZ      loopdone
+	MOVQ    BX, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTQ (R10), Y6
+	VPXOR        (CX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y2, Y6, Y6
+	VPAND        Y2, Y7, Y7
+	VPSHUFB      Y6, Y1, Y6
+	VPSHUFB      Y7, Y1, Y7
+	VPADDB       Y7, Y6, Y6
+	VPSADBW      Y3, Y6, Y6
+	VPADDQ       Y6, Y5, Y5
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQQ  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ    CX, DX
+	JE      none
+	LEAQ    -32(DX), R8
+	VPXOR   (R8), Y0, Y0
+	VPSRLW  $0x04, Y0, Y5
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y5, Y5
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y5, Y1, Y5
+	VPADDB  Y5, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    SI, DX
+	DECQ    DX
+	JZ      lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, BX
+	VPBROADCASTQ (BX), Y5
+	VPXOR        (R8), Y5, Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y2, Y5, Y5
+	VPAND        Y2, Y6, Y6
+	VPSHUFB      Y5, Y1, Y5
+	VPSHUFB      Y6, Y1, Y6
+	VPADDB       Y6, Y5, Y5
+	VPSADBW      Y3, Y5, Y5
+	VPADDQ       Y5, Y0, Y0
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQQ  Y4, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x03, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind128AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-56
+	MOVQ           table+0(FP), AX
+	MOVQ           from+8(FP), CX
+	MOVQ           to+16(FP), DX
+	MOVQ           probes+24(FP), BX
+	MOVQ           np+32(FP), SI
+	LEAQ           (AX)(CX*1), CX
+	LEAQ           (AX)(DX*1), DX
+	VBROADCASTI128 (BX), Y0
+	VMOVDQU        nibbleLUT<>+0(SB), Y1
+	VMOVDQU        lowNibbles<>+0(SB), Y2
+	VPXOR          Y3, Y3, Y3
+	MOVL           target+40(FP), R8
+	MOVQ           R8, X4
+	VPBROADCASTQ   X4, Y4
+
+loop:
+	LEAQ    32(CX), R8
+	CMPQ    R8, DX
+	JA      last
+	VPXOR   (CX), Y0, Y5
+	VPSRLW  $0x04, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y5, Y1, Y5
+	VPSHUFB Y6, Y1, Y6
+	VPADDB  Y6, Y5, Y5
+	VPSADBW Y3, Y5, Y5
+	MOVQ    SI, R9
+	DECQ    R9
+	JZ      loopdone
+	MOVQ    BX, R10
+
+loopprobe:
+	ADDQ           $0x00000010, R10
+	VBROADCASTI128 (R10), Y6
+	VPXOR          (CX), Y6, Y6
+	VPSRLW         $0x04, Y6, Y7
+	VPAND          Y2, Y6, Y6
+	VPAND          Y2, Y7, Y7
+	VPSHUFB        Y6, Y1, Y6
+	VPSHUFB        Y7, Y1, Y7
+	VPADDB         Y7, Y6, Y6
+	VPSADBW        Y3, Y6, Y6
+	VPADDQ         Y6, Y5, Y5
+	DECQ           R9
+	JNZ            loopprobe
+
+loopdone:
+	VPSHUFD   $0x4e, Y5, Y6
+	VPADDD    Y6, Y5, Y5
+	VPCMPEQQ  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ    CX, DX
+	JE      none
+	LEAQ    -32(DX), R8
+	VPXOR   (R8), Y0, Y0
+	VPSRLW  $0x04, Y0, Y5
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y5, Y5
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y5, Y1, Y5
+	VPADDB  Y5, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    SI, DX
+	DECQ    DX
+	JZ      lastdone
+
+lastprobe:
+	ADDQ           $0x00000010, BX
+	VBROADCASTI128 (BX), Y5
+	VPXOR          (R8), Y5, Y5
+	VPSRLW         $0x04, Y5, Y6
+	VPAND          Y2, Y5, Y5
+	VPAND          Y2, Y6, Y6
+	VPSHUFB        Y5, Y1, Y5
+	VPSHUFB        Y6, Y1, Y6
+	VPADDB         Y6, Y5, Y5
+	VPSADBW        Y3, Y5, Y5
+	VPADDQ         Y5, Y0, Y0
+	DECQ           DX
+	JNZ            lastprobe
+
+lastdone:
+	VPSHUFD   $0x4e, Y0, Y1
+	VPADDD    Y1, Y0, Y0
+	VPCMPEQQ  Y4, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x04, CX
+	MOVQ CX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind256AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-56
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         probes+24(FP), BX
+	MOVQ         np+32(FP), SI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VMOVDQU      (BX), Y0
+	VMOVDQU      nibbleLUT<>+0(SB), Y1
+	VMOVDQU      lowNibbles<>+0(SB), Y2
+	VPXOR        Y3, Y3, Y3
+	MOVL         target+40(FP), R8
+	MOVQ         R8, X4
+	VPBROADCASTQ X4, Y4
+
+loop:
+	LEAQ    32(CX), R8
+	CMPQ    R8, DX
+	JA      last
+	VPXOR   (CX), Y0, Y5
+	VPSRLW  $0x04, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y5, Y1, Y5
+	VPSHUFB Y6, Y1, Y6
+	VPADDB  Y6, Y5, Y5
+	VPSADBW Y3, Y5, Y5
+	MOVQ    SI, R9
+	DECQ    R9
+	JZ      loopdone
+	MOVQ    BX, R10
+
+loopprobe:
+	ADDQ    $0x00000020, R10
+	VMOVDQU (R10), Y6
+	VPXOR   (CX), Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y2, Y6, Y6
+	VPAND   Y2, Y7, Y7
+	VPSHUFB Y6, Y1, Y6
+	VPSHUFB Y7, Y1, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y3, Y6, Y6
+	VPADDQ  Y6, Y5, Y5
+	DECQ    R9
+	JNZ     loopprobe
+
+loopdone:
+	VPSHUFD   $0x4e, Y5, Y6
+	VPADDD    Y6, Y5, Y5
+	VPERMQ    $0x4e, Y5, Y6
+	VPADDD    Y6, Y5, Y5
+	VPCMPEQQ  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      R8, CX
+	JMP       loop
+
+last:
+	CMPQ    CX, DX
+	JE      none
+	LEAQ    -32(DX), R8
+	VPXOR   (R8), Y0, Y0
+	VPSRLW  $0x04, Y0, Y5
+	VPAND   Y2, Y0, Y0
+	VPAND   Y2, Y5, Y5
+	VPSHUFB Y0, Y1, Y0
+	VPSHUFB Y5, Y1, Y5
+	VPADDB  Y5, Y0, Y0
+	VPSADBW Y3, Y0, Y0
+	MOVQ    SI, DX
+	DECQ    DX
+	JZ      lastdone
+
+lastprobe:
+	ADDQ    $0x00000020, BX
+	VMOVDQU (BX), Y5
+	VPXOR   (R8), Y5, Y5
+	VPSRLW  $0x04, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y5, Y1, Y5
+	VPSHUFB Y6, Y1, Y6
+	VPADDB  Y6, Y5, Y5
+	VPSADBW Y3, Y5, Y5
+	VPADDQ  Y5, Y0, Y0
+	DECQ    DX
+	JNZ     lastprobe
+
+lastdone:
+	VPSHUFD   $0x4e, Y0, Y1
+	VPADDD    Y1, Y0, Y0
+	VPERMQ    $0x4e, Y0, Y1
+	VPADDD    Y1, Y0, Y0
+	VPCMPEQQ  Y4, Y0, Y0
+	VPMOVMSKB Y0, R9
+	SUBQ      R8, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      R8, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, DI
+	SUBQ AX, CX
+	ADDQ DI, CX
+	SHRQ $0x05, CX
+	MOVQ CX, ret+48(FP)
 	VZEROUPPER
 	RET

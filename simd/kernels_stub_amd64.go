@@ -501,35 +501,22 @@ func hammingN16AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np 
 //go:noescape
 func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
 
-// maxU32AVX512 returns the largest of x[0:n], n a positive multiple of 64:
-//
-//	m := x[0]
-//	for _, v := range x[1:n] {
-//		m = max(m, v)
-//	}
-//	return m
-//
-//go:noescape
-func maxU32AVX512(x *uint32, n int) uint32
-
-// maxU32AVX2 returns the largest of x[0:n], n a positive multiple of 32:
-//
-//	m := x[0]
-//	for _, v := range x[1:n] {
-//		m = max(m, v)
-//	}
-//	return m
-//
-//go:noescape
-func maxU32AVX2(x *uint32, n int) uint32
-
-// hammingMax8AVX512 returns the largest Hamming distance between the 8-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64):
+// hammingMax8AVX512 returns the largest summed Hamming distance between the probe
+// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
 //
 //	var m int
-//	for i := 0; i < nbytes; i++ {
-//		c := uint8(table[i/8] >> (i % 8 * 8))
-//		m = max(m, bits.OnesCount8(c^uint8(*probe)))
+//	for i := from / 1; i < to/1; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint8)(unsafe.Add(table, i*1))
+//		d += bits.OnesCount8(c ^ uint8(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
@@ -538,15 +525,24 @@ func maxU32AVX2(x *uint32, n int) uint32
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMax8AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax8AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax16AVX512 returns the largest Hamming distance between the 16-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 2):
+// hammingMax16AVX512 returns the largest summed Hamming distance between the probe
+// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
 //
 //	var m int
-//	for i := 0; i < nbytes/2; i++ {
-//		c := uint16(table[i/4] >> (i % 4 * 16))
-//		m = max(m, bits.OnesCount16(c^uint16(*probe)))
+//	for i := from / 2; i < to/2; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint16)(unsafe.Add(table, i*2))
+//		d += bits.OnesCount16(c ^ uint16(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
@@ -555,45 +551,70 @@ func hammingMax8AVX512(table *uint64, nbytes int, probe *uint64) uint32
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMax16AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax16AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax32AVX512 returns the largest Hamming distance between the 32-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 4):
+// hammingMax32AVX512 returns the largest summed Hamming distance between the probe
+// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
 //
 //	var m int
-//	for i := 0; i < nbytes/4; i++ {
-//		c := uint32(table[i/2] >> (i % 2 * 32))
-//		m = max(m, bits.OnesCount32(c^uint32(*probe)))
+//	for i := from / 4; i < to/4; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint32)(unsafe.Add(table, i*4))
+//		d += bits.OnesCount32(c ^ uint32(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax32AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax32AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax64AVX512 returns the largest Hamming distance between the 64-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 8):
+// hammingMax64AVX512 returns the largest summed Hamming distance between the probe
+// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
 //
 //	var m int
-//	for i := 0; i < nbytes/8; i++ {
-//		m = max(m, bits.OnesCount64(table[i]^*probe))
+//	for i := from / 8; i < to/8; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ *probe)
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax64AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax64AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax128AVX512 returns the largest Hamming distance between the 128-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 16):
+// hammingMax128AVX512 returns the largest summed Hamming distance between the probe
+// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
 //
 //	var m int
-//	for i := 0; i < nbytes/16; i++ {
+//	for i := from / 16; i < to/16; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for w := 0; w < 2; w++ {
-//			d += bits.OnesCount64(table[i*2+w] ^ (*[2]uint64)(probe)[w])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(probe)[w])
 //		}
 //		m = max(m, d)
 //	}
@@ -602,16 +623,23 @@ func hammingMax64AVX512(table *uint64, nbytes int, probe *uint64) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax128AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax128AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax256AVX512 returns the largest Hamming distance between the 256-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 64, a multiple of 32):
+// hammingMax256AVX512 returns the largest summed Hamming distance between the probe
+// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
 //
 //	var m int
-//	for i := 0; i < nbytes/32; i++ {
+//	for i := from / 32; i < to/32; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for w := 0; w < 4; w++ {
-//			d += bits.OnesCount64(table[i*4+w] ^ (*[4]uint64)(probe)[w])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(probe)[w])
 //		}
 //		m = max(m, d)
 //	}
@@ -620,75 +648,118 @@ func hammingMax128AVX512(table *uint64, nbytes int, probe *uint64) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax256AVX512(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax256AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax8AVX2 returns the largest Hamming distance between the 8-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32):
+// hammingMax8AVX2 returns the largest summed Hamming distance between the probe
+// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
 //
 //	var m int
-//	for i := 0; i < nbytes; i++ {
-//		c := uint8(table[i/8] >> (i % 8 * 8))
-//		m = max(m, bits.OnesCount8(c^uint8(*probe)))
+//	for i := from / 1; i < to/1; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint8)(unsafe.Add(table, i*1))
+//		d += bits.OnesCount8(c ^ uint8(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax8AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax8AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax16AVX2 returns the largest Hamming distance between the 16-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 2):
+// hammingMax16AVX2 returns the largest summed Hamming distance between the probe
+// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
 //
 //	var m int
-//	for i := 0; i < nbytes/2; i++ {
-//		c := uint16(table[i/4] >> (i % 4 * 16))
-//		m = max(m, bits.OnesCount16(c^uint16(*probe)))
+//	for i := from / 2; i < to/2; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint16)(unsafe.Add(table, i*2))
+//		d += bits.OnesCount16(c ^ uint16(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax16AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax16AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax32AVX2 returns the largest Hamming distance between the 32-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 4):
+// hammingMax32AVX2 returns the largest summed Hamming distance between the probe
+// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
 //
 //	var m int
-//	for i := 0; i < nbytes/4; i++ {
-//		c := uint32(table[i/2] >> (i % 2 * 32))
-//		m = max(m, bits.OnesCount32(c^uint32(*probe)))
+//	for i := from / 4; i < to/4; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		c := *(*uint32)(unsafe.Add(table, i*4))
+//		d += bits.OnesCount32(c ^ uint32(*probe))
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax32AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax32AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax64AVX2 returns the largest Hamming distance between the 64-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 8):
+// hammingMax64AVX2 returns the largest summed Hamming distance between the probe
+// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
 //
 //	var m int
-//	for i := 0; i < nbytes/8; i++ {
-//		m = max(m, bits.OnesCount64(table[i]^*probe))
+//	for i := from / 8; i < to/8; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
+//		var d int
+//		d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ *probe)
+//		m = max(m, d)
 //	}
 //	return uint32(m)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax64AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax64AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax128AVX2 returns the largest Hamming distance between the 128-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 16):
+// hammingMax128AVX2 returns the largest summed Hamming distance between the probe
+// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
 //
 //	var m int
-//	for i := 0; i < nbytes/16; i++ {
+//	for i := from / 16; i < to/16; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for w := 0; w < 2; w++ {
-//			d += bits.OnesCount64(table[i*2+w] ^ (*[2]uint64)(probe)[w])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(probe)[w])
 //		}
 //		m = max(m, d)
 //	}
@@ -697,16 +768,23 @@ func hammingMax64AVX2(table *uint64, nbytes int, probe *uint64) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax128AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax256AVX2 returns the largest Hamming distance between the 256-bit codes in the
-// first nbytes bytes of table and the probe (nbytes >= 32, a multiple of 32):
+// hammingMax256AVX2 returns the largest summed Hamming distance between the probe
+// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
 //
 //	var m int
-//	for i := 0; i < nbytes/32; i++ {
+//	for i := from / 32; i < to/32; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for w := 0; w < 4; w++ {
-//			d += bits.OnesCount64(table[i*4+w] ^ (*[4]uint64)(probe)[w])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(probe)[w])
 //		}
 //		m = max(m, d)
 //	}
@@ -715,17 +793,23 @@ func hammingMax128AVX2(table *uint64, nbytes int, probe *uint64) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
+func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMaxN8AVX512 returns the largest sum of the Hamming distances between one of
-// the 8-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64; 1 <= np, np <= 31):
+// hammingMaxN8AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 31)
+// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
 //
 //	var m int
-//	for i := 0; i < nbytes; i++ {
+//	for i := from / 1; i < to/1; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			c := *(*uint8)(unsafe.Add(table, i*1))
 //			d += bits.OnesCount8(c ^ uint8(probes[p]))
 //		}
 //		m = max(m, d)
@@ -737,17 +821,23 @@ func hammingMax256AVX2(table *uint64, nbytes int, probe *uint64) uint32
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN8AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN8AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN16AVX512 returns the largest sum of the Hamming distances between one of
-// the 16-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64, a multiple of 2; 1 <= np, np <= 4095):
+// hammingMaxN16AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 4095)
+// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
 //
 //	var m int
-//	for i := 0; i < nbytes/2; i++ {
+//	for i := from / 2; i < to/2; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			c := *(*uint16)(unsafe.Add(table, i*2))
 //			d += bits.OnesCount16(c ^ uint16(probes[p]))
 //		}
 //		m = max(m, d)
@@ -759,17 +849,23 @@ func hammingMaxN8AVX512(table *uint64, nbytes int, probes *uint64, np int) uint3
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN16AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN16AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN32AVX512 returns the largest sum of the Hamming distances between one of
-// the 32-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64, a multiple of 4; 1 <= np, np*32 < 2^32):
+// hammingMaxN32AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*32 < 2^32)
+// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
 //
 //	var m int
-//	for i := 0; i < nbytes/4; i++ {
+//	for i := from / 4; i < to/4; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			c := *(*uint32)(unsafe.Add(table, i*4))
 //			d += bits.OnesCount32(c ^ uint32(probes[p]))
 //		}
 //		m = max(m, d)
@@ -779,17 +875,23 @@ func hammingMaxN16AVX512(table *uint64, nbytes int, probes *uint64, np int) uint
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN32AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN64AVX512 returns the largest sum of the Hamming distances between one of
-// the 64-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64, a multiple of 8; 1 <= np, np*64 < 2^32):
+// hammingMaxN64AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*64 < 2^32)
+// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
 //
 //	var m int
-//	for i := 0; i < nbytes/8; i++ {
+//	for i := from / 8; i < to/8; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(table[i] ^ probes[p])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
 //		}
 //		m = max(m, d)
 //	}
@@ -798,18 +900,24 @@ func hammingMaxN32AVX512(table *uint64, nbytes int, probes *uint64, np int) uint
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN64AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN128AVX512 returns the largest sum of the Hamming distances between one of
-// the 128-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64, a multiple of 16; 1 <= np, np*128 < 2^32):
+// hammingMaxN128AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*128 < 2^32)
+// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
 //
 //	var m int
-//	for i := 0; i < nbytes/16; i++ {
+//	for i := from / 16; i < to/16; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(table[i*2+w] ^ probes[p*2+w])
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
 //			}
 //		}
 //		m = max(m, d)
@@ -819,18 +927,24 @@ func hammingMaxN64AVX512(table *uint64, nbytes int, probes *uint64, np int) uint
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN128AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN256AVX512 returns the largest sum of the Hamming distances between one of
-// the 256-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 64, a multiple of 32; 1 <= np, np*256 < 2^32):
+// hammingMaxN256AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*256 < 2^32)
+// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
 //
 //	var m int
-//	for i := 0; i < nbytes/32; i++ {
+//	for i := from / 32; i < to/32; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(table[i*4+w] ^ probes[p*4+w])
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
 //			}
 //		}
 //		m = max(m, d)
@@ -840,17 +954,23 @@ func hammingMaxN128AVX512(table *uint64, nbytes int, probes *uint64, np int) uin
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX512(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN256AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN8AVX2 returns the largest sum of the Hamming distances between one of
-// the 8-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32; 1 <= np, np <= 31):
+// hammingMaxN8AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 31)
+// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
 //
 //	var m int
-//	for i := 0; i < nbytes; i++ {
+//	for i := from / 1; i < to/1; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint8(table[i/8] >> (i % 8 * 8))
+//			c := *(*uint8)(unsafe.Add(table, i*1))
 //			d += bits.OnesCount8(c ^ uint8(probes[p]))
 //		}
 //		m = max(m, d)
@@ -860,17 +980,23 @@ func hammingMaxN256AVX512(table *uint64, nbytes int, probes *uint64, np int) uin
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN8AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN8AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN16AVX2 returns the largest sum of the Hamming distances between one of
-// the 16-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32, a multiple of 2; 1 <= np, np <= 4095):
+// hammingMaxN16AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 4095)
+// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
 //
 //	var m int
-//	for i := 0; i < nbytes/2; i++ {
+//	for i := from / 2; i < to/2; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint16(table[i/4] >> (i % 4 * 16))
+//			c := *(*uint16)(unsafe.Add(table, i*2))
 //			d += bits.OnesCount16(c ^ uint16(probes[p]))
 //		}
 //		m = max(m, d)
@@ -880,17 +1006,23 @@ func hammingMaxN8AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN16AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN16AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN32AVX2 returns the largest sum of the Hamming distances between one of
-// the 32-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32, a multiple of 4; 1 <= np, np*32 < 2^32):
+// hammingMaxN32AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*32 < 2^32)
+// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
 //
 //	var m int
-//	for i := 0; i < nbytes/4; i++ {
+//	for i := from / 4; i < to/4; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := uint32(table[i/2] >> (i % 2 * 32))
+//			c := *(*uint32)(unsafe.Add(table, i*4))
 //			d += bits.OnesCount32(c ^ uint32(probes[p]))
 //		}
 //		m = max(m, d)
@@ -900,17 +1032,23 @@ func hammingMaxN16AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN32AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN64AVX2 returns the largest sum of the Hamming distances between one of
-// the 64-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32, a multiple of 8; 1 <= np, np*64 < 2^32):
+// hammingMaxN64AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*64 < 2^32)
+// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
 //
 //	var m int
-//	for i := 0; i < nbytes/8; i++ {
+//	for i := from / 8; i < to/8; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(table[i] ^ probes[p])
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
 //		}
 //		m = max(m, d)
 //	}
@@ -919,18 +1057,24 @@ func hammingMaxN32AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN64AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN128AVX2 returns the largest sum of the Hamming distances between one of
-// the 128-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32, a multiple of 16; 1 <= np, np*128 < 2^32):
+// hammingMaxN128AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*128 < 2^32)
+// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
 //
 //	var m int
-//	for i := 0; i < nbytes/16; i++ {
+//	for i := from / 16; i < to/16; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(table[i*2+w] ^ probes[p*2+w])
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
 //			}
 //		}
 //		m = max(m, d)
@@ -940,18 +1084,24 @@ func hammingMaxN64AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN128AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN256AVX2 returns the largest sum of the Hamming distances between one of
-// the 256-bit codes in the first nbytes bytes of table and each of the np probes
-// at probes (nbytes >= 32, a multiple of 32; 1 <= np, np*256 < 2^32):
+// hammingMaxN256AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*256 < 2^32)
+// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
+// counting as 0 (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
 //
 //	var m int
-//	for i := 0; i < nbytes/32; i++ {
+//	for i := from / 32; i < to/32; i++ {
+//		for nskip > 0 && int(*skip) < i {
+//			skip, nskip = skip+1, nskip-1
+//		}
+//		if nskip > 0 && int(*skip) == i {
+//			continue
+//		}
 //		var d int
 //		for p := 0; p < np; p++ {
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(table[i*4+w] ^ probes[p*4+w])
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
 //			}
 //		}
 //		m = max(m, d)
@@ -961,4 +1111,238 @@ func hammingMaxN128AVX2(table *uint64, nbytes int, probes *uint64, np int) uint3
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX2(table *uint64, nbytes int, probes *uint64, np int) uint32
+func hammingMaxN256AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+
+// hammingFind8AVX512 returns the index of the first of the 8-bit codes [from/1, to/1)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 31)
+// equals target, or -1 (to-from >= 64, from and to multiples of 1):
+//
+//	for i := from / 1; i < to/1; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint8)(unsafe.Add(table, i*1))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingFind8AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind16AVX512 returns the index of the first of the 16-bit codes [from/2, to/2)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 4095)
+// equals target, or -1 (to-from >= 64, from and to multiples of 2):
+//
+//	for i := from / 2; i < to/2; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint16)(unsafe.Add(table, i*2))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+// Requires AVX512_BITALG.
+//
+//go:noescape
+func hammingFind16AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind32AVX512 returns the index of the first of the 32-bit codes [from/4, to/4)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*32 < 2^32)
+// equals target, or -1 (to-from >= 64, from and to multiples of 4):
+//
+//	for i := from / 4; i < to/4; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint32)(unsafe.Add(table, i*4))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind32AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind64AVX512 returns the index of the first of the 64-bit codes [from/8, to/8)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*64 < 2^32)
+// equals target, or -1 (to-from >= 64, from and to multiples of 8):
+//
+//	for i := from / 8; i < to/8; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind64AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind128AVX512 returns the index of the first of the 128-bit codes [from/16, to/16)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*128 < 2^32)
+// equals target, or -1 (to-from >= 64, from and to multiples of 16):
+//
+//	for i := from / 16; i < to/16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 2; w++ {
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//			}
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind128AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind256AVX512 returns the index of the first of the 256-bit codes [from/32, to/32)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*256 < 2^32)
+// equals target, or -1 (to-from >= 64, from and to multiples of 32):
+//
+//	for i := from / 32; i < to/32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 4; w++ {
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//			}
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind256AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind8AVX2 returns the index of the first of the 8-bit codes [from/1, to/1)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 31)
+// equals target, or -1 (to-from >= 32, from and to multiples of 1):
+//
+//	for i := from / 1; i < to/1; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint8)(unsafe.Add(table, i*1))
+//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind8AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind16AVX2 returns the index of the first of the 16-bit codes [from/2, to/2)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 4095)
+// equals target, or -1 (to-from >= 32, from and to multiples of 2):
+//
+//	for i := from / 2; i < to/2; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint16)(unsafe.Add(table, i*2))
+//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind16AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind32AVX2 returns the index of the first of the 32-bit codes [from/4, to/4)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*32 < 2^32)
+// equals target, or -1 (to-from >= 32, from and to multiples of 4):
+//
+//	for i := from / 4; i < to/4; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			c := *(*uint32)(unsafe.Add(table, i*4))
+//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind32AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind64AVX2 returns the index of the first of the 64-bit codes [from/8, to/8)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*64 < 2^32)
+// equals target, or -1 (to-from >= 32, from and to multiples of 8):
+//
+//	for i := from / 8; i < to/8; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind64AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind128AVX2 returns the index of the first of the 128-bit codes [from/16, to/16)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*128 < 2^32)
+// equals target, or -1 (to-from >= 32, from and to multiples of 16):
+//
+//	for i := from / 16; i < to/16; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 2; w++ {
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//			}
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind128AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+
+// hammingFind256AVX2 returns the index of the first of the 256-bit codes [from/32, to/32)
+// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*256 < 2^32)
+// equals target, or -1 (to-from >= 32, from and to multiples of 32):
+//
+//	for i := from / 32; i < to/32; i++ {
+//		var d int
+//		for p := 0; p < np; p++ {
+//			for w := 0; w < 4; w++ {
+//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//			}
+//		}
+//		if uint32(d) == target {
+//			return i
+//		}
+//	}
+//	return -1
+//
+//go:noescape
+func hammingFind256AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
