@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import subprocess
@@ -42,14 +43,48 @@ def test_library_comes_from_package_or_override():
         assert path.startswith(os.path.dirname(hashevict.__file__)), path
 
 
-def test_signature_defaults_are_the_librarys():
-    d = hashevict.default_params()
+OPTIONAL = ("mode", "policy", "probe", "score", "hash_bits", "n_sink", "n_recent", "seed", "max_seqs", "decay",
+            "memory_cap_bytes")
+
+
+def test_unset_parameters_take_the_librarys_defaults():
+    """Engine restates no default: every optional parameter defaults to None,
+    and a default Engine's params are hashevict_default_params() plus the
+    shape."""
     sig = inspect.signature(hashevict.Engine)
-    for name in ("hash_bits", "n_sink", "n_recent", "seed", "max_seqs", "memory_cap_bytes"):
-        assert sig.parameters[name].default == getattr(d, name), name
-    assert np.float32(sig.parameters["decay"].default) == np.float32(d.decay)
-    for name, enum in (("mode", "mode"), ("policy", "policy"), ("probe", "probe"), ("score", "score")):
-        assert sig.parameters[name].default.upper() == getattr(d, enum).name
+    for name in OPTIONAL:
+        assert sig.parameters[name].default is None, name
+    d = hashevict.default_params()
+    with hashevict.Engine(n_layers=1, n_kv_heads=2, head_dim=8, budget=32) as eng:
+        p = eng.params
+    shape = dict(n_layers=1, n_kv_heads=2, n_q_heads=2, head_dim=8, budget=32)
+    for f in dataclasses.fields(p):
+        want = shape.get(f.name, getattr(d, f.name))
+        assert getattr(p, f.name) == want, (f.name, getattr(p, f.name), want)
+
+
+def test_defaults_come_from_the_loaded_library(monkeypatch):
+    """The defaults are read from the library at each construction, not
+    copied into the bindings: a library with other defaults gives an Engine
+    with those, and a caller's value still wins."""
+    import hashevict.engine as engine_mod
+
+    real = hashevict.library()
+
+    class OtherDefaults:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def hashevict_default_params(self):
+            p = real.hashevict_default_params()
+            p.n_sink, p.n_recent, p.hash_bits, p.score, p.decay = 7, 5, 32, 2, 0.5
+            return p
+
+    monkeypatch.setattr(engine_mod, "_lib", OtherDefaults())
+    with hashevict.Engine(n_layers=1, n_kv_heads=1, head_dim=8, budget=32, n_recent=3) as eng:
+        p = eng.params
+    assert (p.n_sink, p.hash_bits, p.score, p.decay) == (7, 32, hashevict.Score.DECAYED, 0.5)
+    assert p.n_recent == 3
 
 
 def test_params_resolved():

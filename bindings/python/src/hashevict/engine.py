@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import enum
 import threading
@@ -16,7 +17,9 @@ from ._tensors import describe
 from .errors import (
     BufferTooSmall,
     EngineClosed,
+    InvalidArgument,
     InvalidParams,
+    OutOfRange,
     PositionError,
     SequenceClosed,
     ShapeError,
@@ -92,7 +95,12 @@ def kernels() -> str:
 
 def status_string(status: int) -> str:
     """``hashevict_status_string``: the C name of a status."""
-    return library().hashevict_status_string(status).decode()
+    if isinstance(status, bool) or not isinstance(status, (int, np.integer)):
+        raise InvalidArgument(f"status = {status!r}; want an int")
+    if not _INT32_MIN <= int(status) <= _INT32_MAX:
+        # not a hashevict_status at all; ctypes would wrap it onto one
+        return "HASHEVICT_ERR_UNKNOWN_STATUS"
+    return library().hashevict_status_string(int(status)).decode()
 
 
 # ---------------------------------------------------------------------------
@@ -252,6 +260,22 @@ def _i32p(a: np.ndarray):
     return a.ctypes.data_as(_I32)
 
 
+def _int32(value, what: str, too_big=OutOfRange) -> int:
+    """``value`` as an int that fits the C ``int32_t`` it is passed as.
+
+    ctypes converts a Python int to ``c_int32`` modulo 2**32 without a word,
+    so ``sequence(2**32 + 2)`` would act on sequence 2: every int argument is
+    checked here first. Ids, layers and heads outside int32 are outside any
+    range the library accepts (``OutOfRange``, as the library would answer);
+    counts pass ``too_big``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{what} = {value!r}; want an int")
+    v = int(value)
+    if not _INT32_MIN <= v <= _INT32_MAX:
+        raise too_big(f"{what} = {v} does not fit in int32 (the C argument is int32_t)")
+    return v
+
+
 def _positions(positions) -> np.ndarray:
     a = np.asarray(positions)
     if a.ndim == 0:
@@ -312,11 +336,13 @@ class _Handle:
 class Engine:
     """A hashevict engine: model shape, policy and the sequences' state.
 
-    Keyword parameters mirror ``hashevict_params``; the defaults are the
-    library's (``hashevict_default_params``). ``n_q_heads`` defaults to
-    ``n_kv_heads`` (no GQA). Enumerations take names ("slot", "token";
-    "hash", "sink_recent", "knorm", "random", "oracle"; "query", "key";
-    "instant", "accumulated", "decayed"), enum members or ints.
+    Keyword parameters mirror ``hashevict_params``. A parameter left unset
+    (None) keeps the library's default (``hashevict_default_params``), read
+    from the loaded library rather than restated here; ``n_q_heads`` defaults
+    to ``n_kv_heads`` (no GQA), the library having no default for it.
+    Enumerations take names ("slot", "token"; "hash", "sink_recent", "knorm",
+    "random", "oracle"; "query", "key"; "instant", "accumulated", "decayed"),
+    enum members or ints.
 
     Use it as a context manager or call :meth:`close`; it is also freed when
     garbage-collected.
@@ -330,49 +356,53 @@ class Engine:
         head_dim: int,
         budget: int,
         n_q_heads: int | None = None,
-        mode="slot",
-        policy="hash",
-        probe="query",
-        score="instant",
-        hash_bits: int = 16,
-        n_sink: int = 4,
-        n_recent: int = 10,
-        seed: int = 0,
-        max_seqs: int = 64,
-        decay: float = 0.9,
-        memory_cap_bytes: int = 0,
+        mode=None,
+        policy=None,
+        probe=None,
+        score=None,
+        hash_bits: int | None = None,
+        n_sink: int | None = None,
+        n_recent: int | None = None,
+        seed: int | None = None,
+        max_seqs: int | None = None,
+        decay: float | None = None,
+        memory_cap_bytes: int | None = None,
     ):
         lib = library()
         p = lib.hashevict_default_params()
         p.size = ctypes.sizeof(_ffi.hashevict_params)
-        p.mode = _enum(Mode, mode, "mode")
-        p.policy = _enum(Policy, policy, "policy")
-        p.probe = _enum(Probe, probe, "probe")
-        p.score = _enum(Score, score, "score")
+        for name, cls, v in (("mode", Mode, mode), ("policy", Policy, policy), ("probe", Probe, probe), ("score", Score, score)):
+            if v is not None:
+                setattr(p, name, _enum(cls, v, name))
         ints = dict(
             n_layers=n_layers,
             n_kv_heads=n_kv_heads,
             n_q_heads=n_kv_heads if n_q_heads is None else n_q_heads,
             head_dim=head_dim,
-            hash_bits=hash_bits,
             budget=budget,
+            hash_bits=hash_bits,
             n_sink=n_sink,
             n_recent=n_recent,
             max_seqs=max_seqs,
         )
         for name, v in ints.items():
+            if v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise InvalidParams(f"{name} = {v!r}; want an int")
             if not _INT32_MIN <= int(v) <= _INT32_MAX:
                 raise InvalidParams(f"{name} = {v} does not fit in int32")
             setattr(p, name, int(v))
-        if not 0 <= int(seed) < 2**64:
-            raise InvalidParams(f"seed = {seed}; want 0 <= seed < 2**64")
-        if not 0 <= int(memory_cap_bytes) < 2**64:
-            raise InvalidParams(f"memory_cap_bytes = {memory_cap_bytes}; want 0 <= value < 2**64")
-        p.seed = int(seed)
-        p.memory_cap_bytes = int(memory_cap_bytes)
-        p.decay = float(decay)
+        for name, v in (("seed", seed), ("memory_cap_bytes", memory_cap_bytes)):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise InvalidParams(f"{name} = {v!r}; want an int")
+            if not 0 <= int(v) < 2**64:
+                raise InvalidParams(f"{name} = {v}; want 0 <= {name} < 2**64")
+            setattr(p, name, int(v))
+        if decay is not None:
+            p.decay = float(decay)
         ptr = _ffi.hashevict_engine_p()
         _call("hashevict_engine_create", byref(p), byref(ptr))
         self._h = _Handle(ptr)
@@ -434,9 +464,10 @@ class Engine:
     def sequence(self, seq_id: int) -> "Sequence":
         """Adds sequence ``seq_id`` (``hashevict_seq_add``) and returns the
         object owning it; SequenceExists if the id is live already."""
+        seq_id = _int32(seq_id, "seq_id")
         with self._h as e:
-            _call("hashevict_seq_add", e, int(seq_id))
-        return Sequence(self, int(seq_id))
+            _call("hashevict_seq_add", e, seq_id)
+        return Sequence(self, seq_id)
 
     def restore(self, seq_id: int, state) -> "Sequence":
         """Adds sequence ``seq_id`` from a blob of :meth:`Sequence.save_state`
@@ -444,10 +475,11 @@ class Engine:
         the id is live already its state is replaced (the library's rule);
         prefer :meth:`Sequence.load_state` on the object that owns it."""
         _need("hashevict_seq_state_load")
+        seq_id = _int32(seq_id, "seq_id")
         data = _blob(state)
         with self._h as e:
-            _call("hashevict_seq_state_load", e, int(seq_id), c_void_p(data.ctypes.data), data.size)
-        return Sequence(self, int(seq_id))
+            _call("hashevict_seq_state_load", e, seq_id, c_void_p(data.ctypes.data), data.size)
+        return Sequence(self, seq_id)
 
     # -- inspection --------------------------------------------------------
     def hash(self, layer: int, x) -> np.ndarray:
@@ -455,6 +487,7 @@ class Engine:
         [rows, head_dim] or [head_dim]; float32, float16 or bfloat16), as
         uint64 words: shape ``x.shape[:-1] + (words,)``; bit j of a code is
         bit j % 64 of word j // 64."""
+        layer = _int32(layer, "layer")
         v = describe(x, "x", ndim=0)
         lead = tuple(int(s) for s in x.shape[:-1]) if hasattr(x, "shape") else v.shape[:2]
         n_tokens, n_heads, _ = v.shape
@@ -464,7 +497,7 @@ class Engine:
             _call(
                 "hashevict_hash",
                 e,
-                int(layer),
+                layer,
                 byref(v.desc),
                 out.ctypes.data_as(POINTER(c_uint64)),
                 out.size,
@@ -473,15 +506,16 @@ class Engine:
 
     def projection(self, layer: int) -> np.ndarray:
         """Layer ``layer``'s projection Rᵀ, float32 [hash_bits, head_dim]."""
+        layer = _int32(layer, "layer")
         out = np.zeros((self.params.hash_bits, self.params.head_dim), np.float32)
         with self._h as e:
-            _call("hashevict_projection", e, int(layer), out.ctypes.data_as(POINTER(c_float)), out.size)
+            _call("hashevict_projection", e, layer, out.ctypes.data_as(POINTER(c_float)), out.size)
         return out
 
     def stats(self, seq: int | None = None) -> Stats:
         """Counters of the whole engine (removed sequences included in the
         cumulative ones), or of sequence id ``seq``."""
-        return self._stats(-1 if seq is None else int(seq))
+        return self._stats(-1 if seq is None else _int32(seq, "seq"))
 
     def _stats(self, seq: int) -> Stats:
         st = _ffi.hashevict_stats()
@@ -560,9 +594,10 @@ class Sequence:
 
     def fork(self, dst: int) -> "Sequence":
         """Deep-copies this sequence into new id ``dst`` and returns it."""
+        dst = _int32(dst, "dst")
         with self._enter() as e:
-            _call("hashevict_seq_fork", e, self.id, int(dst))
-        return Sequence(self.engine, int(dst))
+            _call("hashevict_seq_fork", e, self.id, dst)
+        return Sequence(self.engine, dst)
 
     def stats(self) -> Stats:
         self._enter()
@@ -607,6 +642,7 @@ class Sequence:
         numpy float32/float16 (or bf16) arrays or torch tensors, passed
         without a copy. ``positions``: n_tokens increasing ints. Returns
         :class:`Placement` (slots, evicted), each [n_tokens, n_kv_heads]."""
+        layer = _int32(layer, "layer")
         pos = _positions(positions)
         n = pos.size
         kv = describe(k, "k")
@@ -619,7 +655,7 @@ class Sequence:
                 "hashevict_place",
                 e,
                 self.id,
-                int(layer),
+                layer,
                 byref(qv.desc) if qv is not None else None,
                 byref(kv.desc),
                 _i32p(pos),
@@ -632,15 +668,17 @@ class Sequence:
     def slot_positions(self, layer: int, kv_head: int) -> np.ndarray:
         """The position in each of the ``budget`` slots of (layer, kv_head),
         -1 for a free slot."""
+        layer, kv_head = _int32(layer, "layer"), _int32(kv_head, "kv_head")
         out = np.empty(self.engine.params.budget, np.int32)
         with self._enter() as e:
-            _call("hashevict_slot_positions", e, self.id, int(layer), int(kv_head), _i32p(out), out.size)
+            _call("hashevict_slot_positions", e, self.id, layer, kv_head, _i32p(out), out.size)
         return out
 
     # -- token mode --------------------------------------------------------
     def observe(self, layer: int, q, k, positions) -> None:
         """Records layer ``layer``'s queries and keys for new positions
         (``hashevict_observe``); arguments as in :meth:`place`."""
+        layer = _int32(layer, "layer")
         pos = _positions(positions)
         kv = describe(k, "k")
         qv = describe(q, "q") if q is not None else None
@@ -649,7 +687,7 @@ class Sequence:
                 "hashevict_observe",
                 e,
                 self.id,
-                int(layer),
+                layer,
                 byref(qv.desc) if qv is not None else None,
                 byref(kv.desc),
                 _i32p(pos),
@@ -663,9 +701,14 @@ class Sequence:
         without, every position needed to get back within the budget."""
         count = c_int32(0)
         if max is not None:
-            buf = np.empty(int(max) if int(max) > 0 else 1, np.int32)
+            cap = _int32(max, "max", too_big=InvalidArgument)
+            if cap > 0:
+                # No more than the positions held can go: a buffer of `max`
+                # would be gigabytes for a large max and hold nothing more.
+                cap = min(cap, builtins.max(self.stats().cached, 1))
+            buf = np.empty(builtins.max(cap, 1), np.int32)
             with self._enter() as e:
-                _call("hashevict_evictions", e, self.id, _i32p(buf), int(max), byref(count))
+                _call("hashevict_evictions", e, self.id, _i32p(buf), cap, byref(count))
             return buf[: count.value].copy()
         parts = []
         while True:
