@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 type Engine struct {
 	P    Params
 	proj [][]float32 // per layer, R^T as [bits][dim]
+	mem  memAccount
 
 	mu   sync.RWMutex
 	seqs []*Sequence
@@ -35,11 +37,15 @@ type Sequence struct {
 	layers []layerState
 	tok    *tokenState // token mode only
 
-	bytes     int64
-	steps     uint64
-	tokens    uint64
-	evictions uint64
-	cached    int64
+	bytes int64 // state as accounted (heldBytes of its tables)
+	// The step scratch of chunks beyond one token, accounted apart: the
+	// largest chunk so far (0: one token) and its bytes.
+	scratchN     int
+	scratchBytes uint64
+	steps        uint64
+	tokens       uint64
+	evictions    uint64
+	cached       int64
 
 	sc scratch
 }
@@ -140,7 +146,15 @@ func NewEngine(p Params) (*Engine, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{P: p, seqs: make([]*Sequence, p.MaxSeqs)}
+	e := &Engine{P: p, mem: memAccount{capBytes: p.MemoryCapBytes, physical: physicalMemory()}}
+	// Refused here is what could never run: the engine with one sequence at
+	// full budget. Then the engine's own arrays are counted and made.
+	fixed := p.engineBytes()
+	if err := e.mem.fits(MemHost, p.budgetBytes(), fmt.Sprintf("the engine (projections and sequence directory: %d bytes) with one sequence at full budget", fixed)); err != nil {
+		return nil, err
+	}
+	e.mem.host = fixed
+	e.seqs = make([]*Sequence, p.MaxSeqs)
 	e.proj = make([][]float32, p.Layers)
 	for l := range e.proj {
 		e.proj[l] = Projection(p.Seed, l, p.HeadDim, p.Bits)
@@ -197,7 +211,7 @@ func (e *Engine) newSequence(id int) *Sequence {
 	} else {
 		s.tok = newTokenState(e.P.Layers)
 	}
-	s.bytes = s.sizeBytes()
+	s.bytes = e.P.heldBytes(e.P.initialSlots())
 	return s
 }
 
@@ -238,37 +252,25 @@ func (s *Sequence) sizeBytes() int64 {
 	return b
 }
 
-// reserve accounts for delta more bytes, refusing when the cap would be
-// exceeded.
-func (e *Engine) reserve(delta int64) error {
-	if delta <= 0 || e.P.MemoryCapBytes == 0 {
-		e.stateBytes.Add(delta)
-		return nil
-	}
-	for {
-		cur := e.stateBytes.Load()
-		if uint64(cur+delta) > e.P.MemoryCapBytes {
-			return errf(CodeMemoryCap, "%d more bytes of state would exceed memory_cap_bytes = %d (in use: %d)", delta, e.P.MemoryCapBytes, cur)
-		}
-		if e.stateBytes.CompareAndSwap(cur, cur+delta) {
-			return nil
-		}
-	}
-}
-
 // AddSeq creates an empty sequence.
 func (e *Engine) AddSeq(id int) error {
 	if err := e.checkSeqID(id); err != nil {
+		return err
+	}
+	if e.exists(id) {
+		return errf(CodeSequenceExists, "sequence %d already exists", id)
+	}
+	capacity := e.P.initialSlots()
+	bytes := e.P.heldBytes(capacity)
+	if err := e.reserveState(bytes, fmt.Sprintf("sequence %d (%d layers x %d KV heads, tables of %d slots)", id, e.P.Layers, e.P.KVHeads, capacity)); err != nil {
 		return err
 	}
 	s := e.newSequence(id)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.seqs[id] != nil {
+		e.reserveState(-bytes, "")
 		return errf(CodeSequenceExists, "sequence %d already exists", id)
-	}
-	if err := e.reserve(s.bytes); err != nil {
-		return err
 	}
 	e.seqs[id] = s
 	e.nSeqs.Add(1)
@@ -290,7 +292,8 @@ func (e *Engine) detach(id int) (*Sequence, error) {
 	e.mu.Unlock()
 	s.mu.Lock()
 	s.dead = true
-	e.stateBytes.Add(-s.bytes)
+	e.reserveState(-s.bytes, "")
+	e.dropScratch(s)
 	e.cached.Add(-s.cached)
 	e.nSeqs.Add(-1)
 	s.mu.Unlock()
@@ -310,16 +313,56 @@ func (e *Engine) ResetSeq(id int) error {
 		return err
 	}
 	defer s.mu.Unlock()
-	fresh := e.newSequence(id)
-	if err := e.reserve(fresh.bytes - s.bytes); err != nil {
-		return err
+	// Cleared in place: a fresh copy would need the room of a second
+	// sequence for a moment, which a cap that holds one does not have. Token
+	// mode's tables are dropped (they grow again with the positions);
+	// the scratch stays, as accounted.
+	p := &e.P
+	if p.Mode == ModeSlot {
+		for l := range s.layers {
+			ls := &s.layers[l]
+			ls.lastPos, ls.steps = -1, 0
+			for h := range ls.heads {
+				ls.heads[h].clear(p.Sinks, p.Recent)
+			}
+		}
+	} else {
+		fresh := e.newSequence(id)
+		s.layers, s.tok = fresh.layers, fresh.tok
+		e.reserveState(fresh.bytes-s.bytes, "")
+		s.bytes = fresh.bytes
 	}
 	e.cached.Add(-s.cached)
 	// As if removed and added again: the sequence's own counters restart;
 	// the engine's cumulative counters keep what happened.
-	s.layers, s.tok, s.bytes, s.cached = fresh.layers, fresh.tok, fresh.bytes, 0
+	s.cached = 0
 	s.steps, s.tokens, s.evictions = 0, 0, 0
 	return nil
+}
+
+// clear empties a slot table as newTable makes it.
+func (t *table) clear(sinks, recent int) {
+	t.used = 0
+	for i := range t.pos {
+		t.pos[i] = -1
+	}
+	clear(t.codes)
+	clear(t.score)
+	clear(t.count)
+	clear(t.keys)
+	t.sinks = t.sinks[:0]
+	for i := range t.recent {
+		t.recent[i] = -1
+	}
+	t.next = 0
+}
+
+// exists reports whether id is live now, so that add and fork refuse an
+// existing id before they allocate; they check again under the lock.
+func (e *Engine) exists(id int) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.seqs[id] != nil
 }
 
 // ForkSeq deep-copies src into a new sequence dst.
@@ -335,16 +378,22 @@ func (e *Engine) ForkSeq(src, dst int) error {
 		s.mu.Unlock()
 		return errf(CodeSequenceExists, "cannot fork sequence %d onto itself", src)
 	}
+	if e.exists(dst) {
+		s.mu.Unlock()
+		return errf(CodeSequenceExists, "sequence %d already exists", dst)
+	}
+	if err := e.reserveState(s.bytes, fmt.Sprintf("the fork of sequence %d into %d", src, dst)); err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	c := s.clone(dst)
 	s.mu.Unlock()
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.seqs[dst] != nil {
+		e.reserveState(-c.bytes, "")
 		return errf(CodeSequenceExists, "sequence %d already exists", dst)
-	}
-	if err := e.reserve(c.bytes); err != nil {
-		return err
 	}
 	e.seqs[dst] = c
 	e.nSeqs.Add(1)

@@ -6,6 +6,7 @@ package policy
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/hashevict/hashevict/simd"
 )
@@ -151,11 +152,7 @@ func (p *Params) Validate() error {
 	if !(p.Decay > 0 && p.Decay < 1) {
 		return paramErr("decay = %v, want a value in (0, 1)", p.Decay)
 	}
-	if p.MemoryCapBytes != 0 {
-		if need := p.budgetBytes(); need > p.MemoryCapBytes {
-			return errf(CodeMemoryCap, "one sequence at full budget needs %d bytes, above memory_cap_bytes = %d", need, p.MemoryCapBytes)
-		}
-	}
+	// The memory bound is checked by NewEngine: it depends on the machine.
 	return nil
 }
 
@@ -182,23 +179,116 @@ func (p *Params) slotBytes() uint64 {
 // codeWords is the number of words of a table of n codes.
 func (p *Params) codeWords(n int) int { return simd.CodeWords(p.Bits, n) }
 
-// tokenSlotBytes is what token mode accounts per slot: every table's entry
-// plus the per-layer observed flags, the seen count, the free list entry
-// and the position index.
-func (p *Params) tokenSlotBytes() uint64 {
-	return p.SeqBytes(1) + uint64(p.Layers) + 4 + 4 + 16
+// The memory model: what an engine counts against its bound (memory.go),
+// sized from the parameters before anything is allocated. Every figure
+// saturates at MaxUint64, which no bound admits.
+
+// Go's sizes of the structures an engine allocates per sequence, layer and
+// table, besides their arrays.
+const (
+	seqHeaderBytes   = uint64(unsafe.Sizeof(Sequence{}))
+	layerHeaderBytes = uint64(unsafe.Sizeof(layerState{}))
+	tableHeaderBytes = uint64(unsafe.Sizeof(table{}))
+	tokenHeaderBytes = uint64(unsafe.Sizeof(tokenState{}))
+	sliceHeaderBytes = uint64(unsafe.Sizeof([]byte(nil)))
+)
+
+// engineBytes is what create allocates: the projections (n_layers matrices
+// of hash_bits x head_dim f32) and the sequence directory.
+func (p *Params) engineBytes() uint64 {
+	proj := satMul(uint64(p.Layers), uint64(p.Bits), uint64(p.HeadDim), 4)
+	return satAdd(proj, uint64(p.Layers)*sliceHeaderBytes, uint64(p.MaxSeqs)*8)
 }
 
-// budgetBytes is the state of one sequence at full budget, as accounted by
-// its mode; an engine whose cap cannot hold it is refused at create. Token
-// mode holds budget + 1 positions between a decode step and its eviction.
-func (p *Params) budgetBytes() uint64 {
-	if p.Mode == ModeToken {
-		return p.tokenSlotBytes() * uint64(p.Budget+1)
+// slotScratchBytes is the step scratch per table slot that a sequence keeps
+// (it grows with the tables, not with the chunk): distances, unpacked narrow
+// codes, the candidates and the token-mode sums, the list of positions
+// returned to the caller; the oracle adds its entry list and logits.
+func (p *Params) slotScratchBytes() uint64 {
+	b := uint64(4 + 8 + 8 + 8 + 4)
+	if p.Policy == PolicyOracle {
+		b += 8 + 8
 	}
-	// Plus each slot table's guard (the slots of sinks and recent tokens).
-	guards := uint64(p.Sinks+p.Recent) * 4 * uint64(p.Layers) * uint64(p.KVHeads)
-	return p.SeqBytes(p.Budget) + guards
+	return b
+}
+
+// chunkScratchBytes is the step scratch of a chunk of n tokens: the codes
+// of its keys (and queries with the query probe), one head's probes, the key
+// norms, the oracle's copies of the rows and sums, and the per-token arrays
+// of place and observe.
+func (p *Params) chunkScratchBytes(n int) uint64 {
+	w := uint64(p.Words()) * 8
+	kv, qh := uint64(p.KVHeads), uint64(p.QHeads)
+	per := satAdd(kv*w, 4+4+8)
+	switch p.Policy {
+	case PolicyHash:
+		per = satAdd(per, w*uint64(1+p.Group()))
+		if p.Probe == ProbeQuery {
+			per = satAdd(per, qh*w)
+		}
+	case PolicyKnorm:
+		per = satAdd(per, kv*4)
+	case PolicyOracle:
+		per = satAdd(per, (kv+qh)*uint64(p.HeadDim)*4, 8+8)
+	}
+	// Fixed: a decoded row, the bit counts over many probes and simd's
+	// lookup tables for them (a byte-indexed table per code byte, 32 KiB at
+	// 256 bits), the skip list.
+	fixed := uint64(p.HeadDim)*4 + uint64(p.Bits)*4 + uint64(p.Bits/8)*256*4 + uint64(p.Sinks+p.Recent)*4 + 8
+	return satAdd(fixed, satMul(per, uint64(max(n, 0))))
+}
+
+// seqBaseBytes is what a sequence holds whatever its tokens: its headers per
+// layer and per table, the token-mode bookkeeping per layer, and the scratch
+// of a one-token step.
+func (p *Params) seqBaseBytes() uint64 {
+	L, H := uint64(p.Layers), uint64(p.KVHeads)
+	b := satAdd(seqHeaderBytes, satMul(L, satAdd(layerHeaderBytes, H*tableHeaderBytes)), p.chunkScratchBytes(1))
+	if p.Mode == ModeToken {
+		// Per layer: the observed flags' slice and a counter.
+		b = satAdd(b, tokenHeaderBytes, L*(sliceHeaderBytes+8))
+	}
+	return b
+}
+
+// heldBytes is what a sequence whose tables have `capacity` slots is
+// accounted: the base, every table, and (slot mode) the guards and the
+// per-slot scratch; token mode's per-slot figure has its own.
+func (p *Params) heldBytes(capacity int) int64 {
+	c := uint64(max(capacity, 0))
+	if p.Mode == ModeToken {
+		return clampInt64(satAdd(p.seqBaseBytes(), satMul(c, p.tokenSlotBytes())))
+	}
+	guards := satMul(uint64(p.Sinks+p.Recent), 4, uint64(p.Layers), uint64(p.KVHeads))
+	return clampInt64(satAdd(p.seqBaseBytes(), p.SeqBytes(capacity), guards, satMul(c, p.slotScratchBytes())))
+}
+
+// tokenSlotBytes is what token mode accounts per slot: every table's entry
+// plus the per-layer observed flags, the seen count, the free list entry,
+// the position index, the list of positions not yet seen by every layer,
+// and the per-slot scratch.
+func (p *Params) tokenSlotBytes() uint64 {
+	return satAdd(p.SeqBytes(1), uint64(p.Layers), 4+4+16+8, p.slotScratchBytes())
+}
+
+// initialSlots is the capacity of a new sequence's tables: slot mode
+// allocates the full budget at once, token mode grows with the positions.
+func (p *Params) initialSlots() int {
+	if p.Mode == ModeSlot {
+		return p.Budget
+	}
+	return 0
+}
+
+// budgetBytes is the least memory_cap_bytes create accepts: the engine and
+// one sequence at full budget, as accounted by its mode (token mode holds
+// budget + 1 positions between a decode step and its eviction).
+func (p *Params) budgetBytes() uint64 {
+	full := p.Budget
+	if p.Mode == ModeToken {
+		full++
+	}
+	return satAdd(p.engineBytes(), uint64(p.heldBytes(full)))
 }
 
 // SeqBytes estimates the state of one sequence holding `tokens` tokens.

@@ -374,10 +374,7 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	s.bytes = s.sizeBytes()
-	if p.Mode == ModeToken {
-		s.bytes = int64(capacity) * int64(p.tokenSlotBytes())
-	}
+	s.bytes = p.heldBytes(capacity)
 	return s, nil
 }
 
@@ -486,6 +483,7 @@ func (e *Engine) LoadSeq(id int, blob []byte) error {
 	}
 	if old != nil {
 		old.dead = true
+		e.dropScratch(old)
 		e.cached.Add(-old.cached)
 	} else {
 		e.nSeqs.Add(1)

@@ -152,6 +152,10 @@ func (e *Engine) beginStep(mode Mode, fn string, id, layer int, q, kr *Rows, pos
 		s.mu.Unlock()
 		return nil, nil, err
 	}
+	if err := e.fitScratch(s, n); err != nil {
+		s.mu.Unlock()
+		return nil, nil, err
+	}
 	k := simd.ActiveSet()
 	if err := e.read(k, s, layer, q, kr, n); err != nil {
 		s.mu.Unlock()

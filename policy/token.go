@@ -1,6 +1,9 @@
 package policy
 
-import "sort"
+import (
+	"fmt"
+	"sort"
+)
 
 // tokenState is the token-mode bookkeeping of a sequence: positions live in
 // slots shared by every (layer, KV head) table, so one decision drops a
@@ -105,18 +108,20 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 		return nil
 	}
 	p := &e.P
-	add := int64(capacity-old) * int64(p.tokenSlotBytes())
-	if err := e.reserve(add); err != nil {
+	// Counted before anything is allocated; arrays are resized to exactly
+	// the capacity counted.
+	add := clampInt64(satMul(uint64(capacity-old), p.tokenSlotBytes()))
+	if err := e.reserveState(add, fmt.Sprintf("growing the token-mode tables of sequence %d from %d to %d positions", s.id, old, capacity)); err != nil {
 		return err
 	}
 	for l := range s.layers {
 		for h := range s.layers[l].heads {
 			t := &s.layers[l].heads[h]
-			t.codes = append(t.codes, make([]uint64, p.codeWords(capacity)-len(t.codes))...)
-			t.score = append(t.score, make([]float32, capacity-old)...)
-			t.count = append(t.count, make([]uint32, capacity-old)...)
+			t.codes = resize(t.codes, p.codeWords(capacity))
+			t.score = resize(t.score, capacity)
+			t.count = resize(t.count, capacity)
 			if p.Policy == PolicyOracle {
-				t.keys = append(t.keys, make([]float32, (capacity-old)*p.HeadDim)...)
+				t.keys = resize(t.keys, capacity*p.HeadDim)
 			}
 		}
 	}
@@ -124,12 +129,14 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 		ts.obs = make([][]bool, p.Layers)
 	}
 	for l := range ts.obs {
-		ts.obs[l] = append(ts.obs[l], make([]bool, capacity-old)...)
+		ts.obs[l] = resize(ts.obs[l], capacity)
 	}
-	ts.seen = append(ts.seen, make([]int32, capacity-old)...)
+	ts.seen = resize(ts.seen, capacity)
+	ts.pos = resize(ts.pos, capacity)
 	for i := old; i < capacity; i++ {
-		ts.pos = append(ts.pos, -1)
+		ts.pos[i] = -1
 	}
+	ts.free = resize(ts.free, len(ts.free)+capacity-old)[:len(ts.free)]
 	// Pushed in descending order so that the lowest free slot is used first.
 	for i := capacity - 1; i >= old; i-- {
 		ts.free = append(ts.free, int32(i))

@@ -351,19 +351,20 @@ CASE(memory_cap_at_create) {
 }
 
 CASE(memory_cap_at_seq_add) {
-    /* find the size of one sequence, then cap at exactly that */
+    /* cap at the least create accepts: the engine (projections, directory)
+     * and one sequence at full budget */
     hashevict_params p = good_params();
+    uint64_t lo = 1, hi = (uint64_t)1 << 32;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        p.memory_cap_bytes = mid;
+        hashevict_engine *probe = NULL;
+        hashevict_status st = hashevict_engine_create(&p, &probe);
+        hashevict_engine_free(probe);
+        if (st == HASHEVICT_OK) hi = mid; else lo = mid + 1;
+    }
+    p.memory_cap_bytes = lo;
     hashevict_engine *e = NULL;
-    if (!CHECK_ST(hashevict_engine_create(&p, &e), HASHEVICT_OK)) return;
-    CHECK_ST(hashevict_seq_add(e, 0), HASHEVICT_OK);
-    hashevict_stats st;
-    memset(&st, 0, sizeof st);
-    st.size = sizeof st;
-    CHECK_ST(hashevict_stats_get(e, 0, &st), HASHEVICT_OK);
-    hashevict_engine_free(e);
-    REQUIRE_V(st.state_bytes > 0, "state_bytes of a sequence is 0");
-    p.memory_cap_bytes = st.state_bytes;
-    e = NULL;
     if (!CHECK_ST(hashevict_engine_create(&p, &e), HASHEVICT_OK)) return;
     CHECK_ST(hashevict_seq_add(e, 0), HASHEVICT_OK);
     EXPECT_ERR(hashevict_seq_add(e, 1), HASHEVICT_ERR_MEMORY_CAP, "memory_cap");
@@ -1140,7 +1141,7 @@ CASE(memory_cap_token_mode_growth) {
      * (MEMORY_CAP, state unchanged) or absorbed — never a crash. */
     hashevict_params p = tu_params(HASHEVICT_MODE_TOKEN, 1, 1, 1, 8, 16, 8, 1, 1);
     hashevict_engine *e = NULL;
-    p.memory_cap_bytes = 4096;
+    p.memory_cap_bytes = 8192;
     if (!CHECK_ST(hashevict_engine_create(&p, &e), HASHEVICT_OK)) return;
     CHECK_ST(hashevict_seq_add(e, 0), HASHEVICT_OK);
     float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -1155,7 +1156,7 @@ CASE(memory_cap_token_mode_growth) {
             CHECK_ST(st, HASHEVICT_OK);
         }
     }
-    CHECK(refused, "2000 positions never evicted did not hit a 4096-byte cap");
+    CHECK(refused, "2000 positions never evicted did not hit an 8192-byte cap");
     hashevict_engine_free(e);
 }
 

@@ -1,0 +1,225 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"sync"
+)
+
+// Memory accounting.
+//
+// Go cannot recover from a failed allocation: "fatal error: out of memory"
+// ends the host process, and on Linux, which overcommits, a huge allocation
+// can even succeed and the process be killed later when the pages are
+// touched. The header promises that the library never aborts its host, so
+// every allocation whose size depends on the parameters or on a call's input
+// is sized first, with saturating arithmetic, and counted against the
+// engine's bound before it is made; a request that does not fit is refused
+// with CodeMemoryCap and nothing is allocated.
+//
+// The bound (documented with memory_cap_bytes in hashevict.h):
+//   - host and device bytes together never exceed memory_cap_bytes when it
+//     is not 0;
+//   - host bytes never exceed half the physical memory available to the
+//     process, whatever the cap. Half, because the Go collector lets the heap
+//     grow to about twice the live data before it collects (GOGC = 100), and
+//     because the host runtime needs the rest for its weights and its cache.
+//
+// What is counted: the projections and the sequence directory (at create),
+// each sequence's tables and headers (at add, fork, load, and as token mode
+// grows), and the scratch a step allocates (per sequence, the largest chunk
+// so far). Figures are the requested sizes; the allocator's rounding and the
+// collector's slack are what the factor of two leaves room for.
+
+// MemKind says which memory a reservation is for.
+type MemKind int
+
+const (
+	MemHost   MemKind = 0 // Go heap: counted against the cap and the physical bound
+	MemDevice MemKind = 1 // accelerator memory: counted against the cap only
+)
+
+// physicalMemory returns the bytes of memory available to the process, 0
+// when unknown. A variable so that tests can stand in a small machine.
+var physicalMemory = readPhysicalMemory
+
+// memAccount holds what an engine has reserved. A mutex rather than atomics:
+// the bound involves two counters, and reservations happen on add, fork,
+// load and growth, not on every step.
+type memAccount struct {
+	mu           sync.Mutex
+	host, device uint64
+	capBytes     uint64 // memory_cap_bytes, 0 = none
+	physical     uint64 // as read at create, 0 = unknown
+}
+
+// hostLimit is the most host memory the engine may hold, 0 for no limit
+// (no cap and the physical memory unknown).
+func (m *memAccount) hostLimit() uint64 {
+	limit := m.capBytes
+	if half := m.physical / 2; m.physical != 0 && (limit == 0 || half < limit) {
+		limit = half
+	}
+	return limit
+}
+
+// describe names the bound that refused a request, with the figures a
+// reader needs to act on it.
+func (m *memAccount) describe(limit uint64, kind MemKind) string {
+	if kind == MemHost && limit != m.capBytes {
+		return fmt.Sprintf("the bound of %d bytes (half of the %d bytes of physical memory available to the process; memory_cap_bytes = %d)", limit, m.physical, m.capBytes)
+	}
+	return fmt.Sprintf("memory_cap_bytes = %d", m.capBytes)
+}
+
+// fits reports whether n more bytes of kind fit, and if not, an error naming
+// what they were for. m.mu must be held.
+func (m *memAccount) fits(kind MemKind, n uint64, what string) error {
+	used := satAdd(m.host, m.device)
+	if m.capBytes != 0 && n > m.capBytes-min(used, m.capBytes) {
+		return errf(CodeMemoryCap, "%s needs %d bytes, more than the %d left under memory_cap_bytes = %d (in use: %d)",
+			what, n, m.capBytes-min(used, m.capBytes), m.capBytes, used)
+	}
+	if kind == MemHost {
+		if limit := m.hostLimit(); limit != 0 && n > limit-min(m.host, limit) {
+			return errf(CodeMemoryCap, "%s needs %d bytes, more than the %d left under %s (in use: %d)",
+				what, n, limit-min(m.host, limit), m.describe(limit, kind), m.host)
+		}
+	}
+	return nil
+}
+
+func (m *memAccount) reserve(kind MemKind, n uint64, what string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.fits(kind, n, what); err != nil {
+		return err
+	}
+	if kind == MemDevice {
+		m.device += n
+	} else {
+		m.host += n
+	}
+	return nil
+}
+
+func (m *memAccount) release(kind MemKind, n uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if kind == MemDevice {
+		m.device -= min(n, m.device)
+	} else {
+		m.host -= min(n, m.host)
+	}
+}
+
+// Reserve counts n bytes that the caller is about to allocate for this
+// engine. On error (CodeMemoryCap, naming what and the bytes) nothing is
+// counted and the caller must not allocate. Every allocation that grows with
+// the parameters or the input goes through it; device memory too (MemDevice),
+// so that memory_cap_bytes bounds everything the engine holds.
+func (e *Engine) Reserve(kind MemKind, n uint64, what string) error {
+	return e.mem.reserve(kind, n, what)
+}
+
+// Release returns n bytes reserved with Reserve, once they are freed.
+func (e *Engine) Release(kind MemKind, n uint64) {
+	e.mem.release(kind, n)
+}
+
+// MemoryInUse returns the bytes the engine has reserved.
+func (e *Engine) MemoryInUse() (host, device uint64) {
+	e.mem.mu.Lock()
+	defer e.mem.mu.Unlock()
+	return e.mem.host, e.mem.device
+}
+
+// reserveState accounts delta more bytes of sequence state (negative:
+// fewer), refusing growth that does not fit; the sequences' total is what
+// hashevict_stats reports as state_bytes.
+func (e *Engine) reserveState(delta int64, what string) error {
+	if delta > 0 {
+		if err := e.mem.reserve(MemHost, uint64(delta), what); err != nil {
+			return err
+		}
+	} else {
+		e.mem.release(MemHost, uint64(-delta))
+	}
+	e.stateBytes.Add(delta)
+	return nil
+}
+
+// reserve is reserveState for callers that have no better name for what
+// grows.
+func (e *Engine) reserve(delta int64) error {
+	return e.reserveState(delta, "sequence state")
+}
+
+// fitScratch counts, before a step of n tokens decodes its input, the
+// scratch the step allocates beyond what s already holds: a sequence keeps
+// the buffers of its largest chunk. Only the part beyond a one-token step
+// (which heldBytes includes) is counted here, apart from the state, so that
+// a sequence's state_bytes does not depend on the chunks it was fed.
+func (e *Engine) fitScratch(s *Sequence, n int) error {
+	have := max(s.scratchN, 1)
+	if n <= have {
+		return nil
+	}
+	add := e.P.chunkScratchBytes(n) - e.P.chunkScratchBytes(have)
+	if err := e.mem.reserve(MemHost, add, fmt.Sprintf("the step scratch of a chunk of %d tokens (sequence %d)", n, s.id)); err != nil {
+		return err
+	}
+	s.scratchN = n
+	s.scratchBytes += add
+	return nil
+}
+
+// dropScratch returns the scratch of a sequence that is going away.
+func (e *Engine) dropScratch(s *Sequence) {
+	e.mem.release(MemHost, s.scratchBytes)
+	s.scratchBytes = 0
+}
+
+// resize returns x with length n, keeping its elements and zeroing the new
+// ones; a new array is exactly n long (append would round up by its own
+// growth rule, beyond what was reserved).
+func resize[T any](x []T, n int) []T {
+	if n <= len(x) {
+		return x[:n]
+	}
+	if n <= cap(x) {
+		old := len(x)
+		x = x[:n]
+		clear(x[old:])
+		return x
+	}
+	y := make([]T, n)
+	copy(y, x)
+	return y
+}
+
+func satAdd(xs ...uint64) uint64 {
+	var s uint64
+	for _, x := range xs {
+		if x > math.MaxUint64-s {
+			return math.MaxUint64
+		}
+		s += x
+	}
+	return s
+}
+
+func satMul(xs ...uint64) uint64 {
+	p := uint64(1)
+	for _, x := range xs {
+		if x != 0 && p > math.MaxUint64/x {
+			return math.MaxUint64
+		}
+		p *= x
+	}
+	return p
+}
+
+func clampInt64(x uint64) int64 {
+	return int64(min(x, math.MaxInt64))
+}
