@@ -70,7 +70,9 @@ typedef int32_t hashevict_status;
 #define HASHEVICT_ERR_CHUNK_TOO_LARGE    10
 /* An output buffer is too small; the message gives the size needed. */
 #define HASHEVICT_ERR_BUFFER_TOO_SMALL   11
-/* The state would exceed params.memory_cap_bytes. */
+/* The memory the engine would hold exceeds its bound (see
+ * hashevict_params.memory_cap_bytes): nothing was allocated, and the message
+ * names what the memory was for, the bytes, the bound and what is in use. */
 #define HASHEVICT_ERR_MEMORY_CAP         12
 /* Positions are negative, not strictly increasing, or not after the
  * positions already cached for that layer. */
@@ -192,8 +194,18 @@ typedef struct hashevict_params {
     int32_t max_seqs;     /* sequence ids are 0 .. max_seqs-1; default 64 */
     float decay;          /* SCORE_DECAYED factor in (0, 1); default 0.9 */
     uint64_t seed;        /* projections and the random policy; default 0 */
-    /* Refuse parameters or sequences whose state would exceed this many
-     * bytes; 0 = no cap (default). */
+    /* A bound on the memory the engine holds: its projections and sequence
+     * directory, every sequence's tables, the scratch of its steps (kept
+     * for its largest chunk) and device memory. Every allocation is sized
+     * and counted before it is made; one that would not fit returns
+     * MEMORY_CAP and allocates nothing. 0 = no cap of the caller's
+     * (default). Whatever the cap, host memory is also bounded by half the
+     * physical memory available to the process, read at create: the least
+     * of /proc/meminfo MemTotal, the memory limits of its cgroups (v2
+     * memory.max, v1 memory.limit_in_bytes, up to the root) and RLIMIT_AS.
+     * Half, because the Go heap may grow to twice its live data before it
+     * is collected, and the host needs the rest. Where none of these can be
+     * read (not Linux), the cap alone bounds. */
     uint64_t memory_cap_bytes;
 } hashevict_params;
 
@@ -233,8 +245,10 @@ typedef struct hashevict_engine hashevict_engine;
 /* Creates an engine. `params` is copied. On success *out is a new handle
  * owned by the caller (free it with hashevict_engine_free); on failure *out
  * is set to NULL when out is not NULL. Statuses: INVALID_ARGUMENT (NULL
- * params or out, or params->size too small), INVALID_PARAMS, MEMORY_CAP.
- * Thread-safe. */
+ * params or out, or params->size too small), INVALID_PARAMS, MEMORY_CAP
+ * (the projections, the sequence directory and one sequence at full budget,
+ * with the scratch of a one-token step, do not fit the bound of
+ * memory_cap_bytes; nothing is allocated then). Thread-safe. */
 hashevict_status hashevict_engine_create(const hashevict_params *params,
                                          hashevict_engine **out);
 
@@ -250,7 +264,8 @@ hashevict_status hashevict_engine_params(const hashevict_engine *engine,
                                          hashevict_params *out);
 
 /* The name of the CPU kernel set in use: "avx512", "avx2" or "generic"
- * (static storage). Thread-safe. */
+ * (static storage; "unknown" only after an internal error in this call).
+ * Thread-safe. */
 const char *hashevict_kernels(void);
 
 /* ------------------------------------------------------------------------ */
@@ -258,18 +273,22 @@ const char *hashevict_kernels(void);
 /* ------------------------------------------------------------------------ */
 
 /* Adds an empty sequence. Statuses: OUT_OF_RANGE (seq outside
- * [0, max_seqs)), SEQUENCE_EXISTS, MEMORY_CAP. */
+ * [0, max_seqs)), SEQUENCE_EXISTS, MEMORY_CAP (its tables, allocated at full
+ * budget in slot mode, would exceed the bound of memory_cap_bytes; nothing
+ * is allocated then). */
 hashevict_status hashevict_seq_add(hashevict_engine *engine, int32_t seq);
 
 /* Removes a sequence and frees its state. UNKNOWN_SEQUENCE if absent. */
 hashevict_status hashevict_seq_remove(hashevict_engine *engine, int32_t seq);
 
-/* Empties a sequence (as if removed and added again). */
+/* Empties a sequence (as if removed and added again). Slot mode clears the
+ * tables in place, so a reset never needs more memory. */
 hashevict_status hashevict_seq_reset(hashevict_engine *engine, int32_t seq);
 
 /* Copies sequence src into a new sequence dst (beam search,
  * llama_memory_seq_cp). dst must not exist. The copy is deep: later calls on
- * one never affect the other. */
+ * one never affect the other. MEMORY_CAP if the copy would exceed the bound
+ * of memory_cap_bytes (nothing is allocated then). */
 hashevict_status hashevict_seq_fork(hashevict_engine *engine, int32_t src,
                                     int32_t dst);
 
@@ -339,7 +358,9 @@ hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
  * out_slots or tensor data, n_tokens < 1, a stream on a host tensor),
  * WRONG_MODE, OUT_OF_RANGE (layer, seq), UNKNOWN_SEQUENCE, SHAPE,
  * UNSUPPORTED (dtype, device), NONFINITE (in a tensor the policy reads),
- * POSITION, CHUNK_TOO_LARGE. */
+ * POSITION, CHUNK_TOO_LARGE, MEMORY_CAP (the step scratch of a chunk longer
+ * than any before in this sequence, which grows with n_tokens x heads x
+ * code words, would exceed the bound of memory_cap_bytes). */
 hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
                                  int32_t layer, const hashevict_tensor *q,
                                  const hashevict_tensor *k,
@@ -361,8 +382,9 @@ hashevict_status hashevict_slot_positions(hashevict_engine *engine,
 /* Records layer `layer`'s queries and keys for n_tokens new positions of
  * `seq` and updates the scores of every position this layer holds (step
  * semantics as in hashevict_place, steps 1, 2 and 5). The sequence's tables
- * grow with the positions held between evictions; MEMORY_CAP if that would
- * exceed params.memory_cap_bytes (nothing is changed then). Every layer must be
+ * grow with the positions held between evictions; MEMORY_CAP if that, or the
+ * step scratch of a chunk longer than any before, would exceed the bound of
+ * params.memory_cap_bytes (nothing is changed then). Every layer must be
  * observed for every position, in increasing position order per layer; a
  * position is a candidate for eviction only once all layers observed it.
  * So every layer observes the same positions in the same order, though a
@@ -425,7 +447,11 @@ hashevict_status hashevict_projection(hashevict_engine *engine, int32_t layer,
 typedef struct hashevict_stats {
     uint32_t size;            /* sizeof(hashevict_stats); must be first */
     int32_t n_sequences;      /* sequences alive */
-    uint64_t state_bytes;     /* bytes of state held (sequence tables) */
+    /* Bytes of sequence state, as counted against memory_cap_bytes: the
+     * tables, their headers and the scratch of a one-token step. The
+     * engine's projections and the scratch of longer chunks count against
+     * the bound too, but not here. */
+    uint64_t state_bytes;
     uint64_t steps;           /* place/observe calls that succeeded */
     uint64_t tokens;          /* tokens placed or observed (per layer) */
     uint64_t evictions;       /* victims chosen (per slot or per position) */
