@@ -128,3 +128,21 @@ eval-quick: llamacpp
 
 clean:
 	rm -rf $(BUILD)
+
+# --- CUDA (docs/cuda.md) --------------------------------------------------------
+# gpu-check, on a machine with an NVIDIA GPU and its driver: the embedded kernels
+# against their sources, the host tests, then the kernels against the CPU engine
+# (codes and decisions bit for bit, slot and token mode, the async path) and their
+# speed; about 5 minutes on an H200 (GPU_CHECK_ARGS=-quick: about one).
+# cuda-fatbin rebuilds the embedded kernels (nvcc from PyPI, into .cache/).
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check cuda-fatbin
+gpu-check:
+	bash cuda/check-fatbin.sh
+	$(GO) test -count=1 -short ./cuda
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/gpucheck ./cuda/gpucheck
+	$(BUILD)/gpucheck $(GPU_CHECK_ARGS)
+
+cuda-fatbin:
+	bash cuda/build.sh

@@ -402,3 +402,94 @@ func (v *Device) DestroyStream(s Stream) error {
 
 // DriverVersion returns the driver's CUDA version, e.g. "13.0".
 func (v *Device) DriverVersion() string { return v.d.versionString() }
+
+// Pending reports whether work queued on s has not finished yet.
+func (v *Device) Pending(s Stream) (bool, error) {
+	exit, err := v.enter()
+	if err != nil {
+		return false, err
+	}
+	defer exit()
+	switch r := v.d.call(v.d.cuStreamQuery, uintptr(s)); r {
+	case resSuccess:
+		return false, nil
+	case resNotReady:
+		return true, nil
+	default:
+		return false, v.d.err(r, "cuStreamQuery")
+	}
+}
+
+// Event is a CUevent, for timing work on a stream.
+type Event uintptr
+
+// NewEvent creates an event that records time stamps.
+func (v *Device) NewEvent() (Event, error) {
+	exit, err := v.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer exit()
+	var e uintptr
+	if r := v.d.call(v.d.cuEventCreate, uintptr(unsafe.Pointer(&e)), 0); r != resSuccess {
+		return 0, v.d.err(r, "cuEventCreate")
+	}
+	return Event(e), nil
+}
+
+// Record queues e on s.
+func (v *Device) Record(e Event, s Stream) error {
+	exit, err := v.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	if r := v.d.call(v.d.cuEventRecord, uintptr(e), uintptr(s)); r != resSuccess {
+		return v.d.err(r, "cuEventRecord")
+	}
+	return nil
+}
+
+// Elapsed waits for b and returns the milliseconds between a and b.
+func (v *Device) Elapsed(a, b Event) (float32, error) {
+	exit, err := v.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer exit()
+	if r := v.d.call(v.d.cuEventSynchronize, uintptr(b)); r != resSuccess {
+		return 0, v.d.err(r, "cuEventSynchronize")
+	}
+	var ms float32
+	if r := v.d.call(v.d.cuEventElapsedTime, uintptr(unsafe.Pointer(&ms)), uintptr(a), uintptr(b)); r != resSuccess {
+		return 0, v.d.err(r, "cuEventElapsedTime")
+	}
+	return ms, nil
+}
+
+// DestroyEvent destroys an event from NewEvent.
+func (v *Device) DestroyEvent(e Event) error {
+	exit, err := v.enter()
+	if err != nil {
+		return err
+	}
+	defer exit()
+	if r := v.d.call(v.d.cuEventDestroy, uintptr(e)); r != resSuccess {
+		return v.d.err(r, "cuEventDestroy")
+	}
+	return nil
+}
+
+// MemInfo returns the free and total device memory of v's device.
+func (v *Device) MemInfo() (free, total int64, err error) {
+	exit, err := v.enter()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer exit()
+	var f, t uintptr
+	if r := v.d.call(v.d.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t))); r != resSuccess {
+		return 0, 0, v.d.err(r, "cuMemGetInfo")
+	}
+	return int64(f), int64(t), nil
+}

@@ -46,7 +46,7 @@ type driver struct {
 	cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuFuncGetAttribute            uintptr
 	cuLaunchKernel, cuMemAlloc, cuMemFree, cuMemAllocHost, cuMemFreeHost                 uintptr
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async            uintptr
-	cuStreamSynchronize, cuStreamCreate, cuStreamDestroy, cuMemGetInfo                   uintptr
+	cuStreamSynchronize, cuStreamCreate, cuStreamDestroy, cuMemGetInfo, cuStreamQuery    uintptr
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy uintptr
 }
 
@@ -91,6 +91,7 @@ func (d *driver) symbols() []struct {
 		{"cuMemcpyDtoDAsync_v2", &d.cuMemcpyDtoDAsync},
 		{"cuMemsetD32Async", &d.cuMemsetD32Async},
 		{"cuStreamSynchronize", &d.cuStreamSynchronize},
+		{"cuStreamQuery", &d.cuStreamQuery},
 		{"cuStreamCreate", &d.cuStreamCreate},
 		{"cuStreamDestroy_v2", &d.cuStreamDestroy},
 		{"cuMemGetInfo_v2", &d.cuMemGetInfo},

@@ -140,6 +140,7 @@ CUresult cuMemcpyDtoHAsync_v2(void *d, u64 s, size_t n, void *st) { (void)s, (vo
 CUresult cuMemcpyDtoDAsync_v2(u64 d, u64 s, size_t n, void *st) { (void)d, (void)s, (void)n, (void)st; return 0; }
 CUresult cuMemsetD32Async(u64 d, unsigned v, size_t n, void *st) { (void)d, (void)v, (void)n, (void)st; return 0; }
 CUresult cuStreamSynchronize(void *s) { (void)s; return 0; }
+CUresult cuStreamQuery(void *s) { (void)s; return 0; }
 CUresult cuStreamCreate(void **s, unsigned f) { (void)f; *s = (void *)0x77; return 0; }
 CUresult cuStreamDestroy_v2(void *s) { (void)s; return 0; }
 CUresult cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1 << 30, *t = 1 << 30; return 0; }
