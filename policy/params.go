@@ -231,10 +231,14 @@ func (p *Params) chunkScratchBytes(n int) uint64 {
 	case PolicyOracle:
 		per = satAdd(per, (kv+qh)*uint64(p.HeadDim)*4, 8+8)
 	}
-	// Fixed: a decoded row, the bit counts over many probes and simd's
-	// lookup tables for them (a byte-indexed table per code byte, 32 KiB at
-	// 256 bits), the skip list.
-	fixed := uint64(p.HeadDim)*4 + uint64(p.Bits)*4 + uint64(p.Bits/8)*256*4 + uint64(p.Sinks+p.Recent)*4 + 8
+	// Fixed: a decoded row, the bit counts over many probes, the skip list,
+	// and above 64 bits simd's lookup tables for the counts (a byte-indexed
+	// table per code byte, 32 KiB at 256 bits; narrower ones live on the
+	// stack).
+	fixed := uint64(p.HeadDim)*4 + uint64(p.Bits)*4 + uint64(p.Sinks+p.Recent)*4 + 8
+	if p.Bits > 64 {
+		fixed += uint64(p.Bits/8) * 256 * 4
+	}
 	return satAdd(fixed, satMul(per, uint64(max(n, 0))))
 }
 
