@@ -1,5 +1,6 @@
 /*
  * hashevict.h — the C contract of libhashevict.
+ * SPDX-License-Identifier: MIT. Copyright the hashevict authors (LICENSE).
  *
  * HashEvict (arXiv 2412.16187) decides, before attention runs, which cached
  * token a KV cache drops: every cached key carries a short binary code (the
