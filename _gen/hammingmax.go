@@ -362,11 +362,62 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 			VPADDD(s, t, t)
 		}
 	}
+	// combined says whether a pass over ms sums its wide codes with
+	// combine: the four vectors of 128- or 256-bit codes of the fast loop
+	// of a maximum, where the order of the sums does not matter (the
+	// buffered passes need them in the order of the codes).
+	fast := false
+	combined := func(ms []Mem) bool { return fast && nb >= 128 && len(ms) == 4 }
+	// combine sums the qwords of the codes of four vectors of qword
+	// counts, sharing the shuffles between vectors: the low and high
+	// qwords of each 128 bits of two vectors are interleaved (VPUNPCKLQDQ,
+	// VPUNPCKHQDQ) and added, which sums the halves of each 128 bits; for
+	// 256-bit codes the 128-bit halves of the codes are then gathered into
+	// two vectors (VSHUFI64X2, VPERM2I128) and added. The sums come out
+	// in another order than the codes: two vectors (128 bits) or one
+	// (256) of them. Per vector that is 2.5 shuffles and adds (1.5 for
+	// 128 bits) where finish takes 4 (2).
+	combine := func(t []reg.VecVirtual) []reg.VecVirtual {
+		pair := func(a, b reg.VecVirtual) reg.VecVirtual {
+			lo, hi := v.vec(), v.vec()
+			VPUNPCKLQDQ(b, a, lo)
+			VPUNPCKHQDQ(b, a, hi)
+			VPADDQ(hi, lo, lo)
+			return lo
+		}
+		s01, s23 := pair(t[0], t[1]), pair(t[2], t[3])
+		if nb == 128 {
+			return []reg.VecVirtual{s01, s23}
+		}
+		x, y := v.vec(), v.vec()
+		if zmm {
+			VSHUFI64X2(U8(0x88), s23, s01, x) // the first 128 bits of each code
+			VSHUFI64X2(U8(0xdd), s23, s01, y) // the second
+		} else {
+			VPERM2I128(U8(0x20), s23, s01, x)
+			VPERM2I128(U8(0x31), s23, s01, y)
+		}
+		VPADDQ(y, x, x)
+		return []reg.VecVirtual{x}
+	}
 	// pass counts the vectors at ms against every probe (the first, in pv,
 	// peeled) and hands each vector's summed distances to sink; also(j),
 	// if any, is emitted after vector j's first count (one probe) or after
 	// the first probe's counts (multi).
 	pass := func(label string, ms []Mem, sink func(j int, t reg.VecVirtual), also func(j int)) {
+		if combined(ms) && !multi {
+			ts := make([]reg.VecVirtual, len(ms))
+			for j, m := range ms {
+				ts[j] = count(m, pv)
+				if also != nil {
+					also(j)
+				}
+			}
+			for j, r := range combine(ts) {
+				sink(j, r)
+			}
+			return
+		}
 		if !multi {
 			// One probe: each vector counted, summed and sunk in turn.
 			for j, m := range ms {
@@ -403,6 +454,12 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 		DECQ(left)
 		JNZ(LabelRef(label + "probe"))
 		Label(label + "done")
+		if combined(ms) {
+			for j, r := range combine(sums) {
+				sink(j, r)
+			}
+			return
+		}
 		for j := range ms {
 			finish(sums[j])
 			sink(j, sums[j])
@@ -510,11 +567,13 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 	JA(LabelRef("single"))
 	CMPQ(stop, next)
 	JA(LabelRef("slow4"))
+	fast = true
 	pass("loop4", vecs(p, 4), func(j int, t reg.VecVirtual) { vmax(t, acc[j], acc[j]) }, func(j int) {
 		if vb*j%64 == 0 {
 			PREFETCHT1(Mem{Base: p, Disp: 4096 + vb*j})
 		}
 	})
+	fast = false
 	MOVQ(stop, p)
 	JMP(LabelRef("loop4"))
 	Label("slow4")

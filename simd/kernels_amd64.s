@@ -4563,37 +4563,33 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), BX
-	CMPQ       BX, DX
-	JA         single
-	CMPQ       BX, R8
-	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z1, Z1
-	PREFETCHT1 4096(CX)
-	VPXORQ     64(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z2, Z2
-	PREFETCHT1 4160(CX)
-	VPXORQ     128(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z3, Z3
-	PREFETCHT1 4224(CX)
-	VPXORQ     192(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z4, Z4
-	PREFETCHT1 4288(CX)
-	MOVQ       BX, CX
-	JMP        loop4
+	LEAQ        256(CX), BX
+	CMPQ        BX, DX
+	JA          single
+	CMPQ        BX, R8
+	JA          slow4
+	VPXORQ      (CX), Z0, Z5
+	VPOPCNTQ    Z5, Z5
+	PREFETCHT1  4096(CX)
+	VPXORQ      64(CX), Z0, Z6
+	VPOPCNTQ    Z6, Z6
+	PREFETCHT1  4160(CX)
+	VPXORQ      128(CX), Z0, Z7
+	VPOPCNTQ    Z7, Z7
+	PREFETCHT1  4224(CX)
+	VPXORQ      192(CX), Z0, Z8
+	VPOPCNTQ    Z8, Z8
+	PREFETCHT1  4288(CX)
+	VPUNPCKLQDQ Z6, Z5, Z9
+	VPUNPCKHQDQ Z6, Z5, Z5
+	VPADDQ      Z5, Z9, Z9
+	VPUNPCKLQDQ Z8, Z7, Z5
+	VPUNPCKHQDQ Z8, Z7, Z6
+	VPADDQ      Z6, Z5, Z5
+	VPMAXUQ     Z9, Z1, Z1
+	VPMAXUQ     Z5, Z2, Z2
+	MOVQ        BX, CX
+	JMP         loop4
 
 slow4:
 	VPXORQ    (CX), Z0, Z5
@@ -4776,45 +4772,35 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), BX
-	CMPQ       BX, DX
-	JA         single
-	CMPQ       BX, R8
-	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPERMQ     $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z1, Z1
-	PREFETCHT1 4096(CX)
-	VPXORQ     64(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPERMQ     $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z2, Z2
-	PREFETCHT1 4160(CX)
-	VPXORQ     128(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPERMQ     $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z3, Z3
-	PREFETCHT1 4224(CX)
-	VPXORQ     192(CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPSHUFD    $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPERMQ     $0x4e, Z5, Z6
-	VPADDQ     Z6, Z5, Z5
-	VPMAXUQ    Z5, Z4, Z4
-	PREFETCHT1 4288(CX)
-	MOVQ       BX, CX
-	JMP        loop4
+	LEAQ        256(CX), BX
+	CMPQ        BX, DX
+	JA          single
+	CMPQ        BX, R8
+	JA          slow4
+	VPXORQ      (CX), Z0, Z5
+	VPOPCNTQ    Z5, Z5
+	PREFETCHT1  4096(CX)
+	VPXORQ      64(CX), Z0, Z6
+	VPOPCNTQ    Z6, Z6
+	PREFETCHT1  4160(CX)
+	VPXORQ      128(CX), Z0, Z7
+	VPOPCNTQ    Z7, Z7
+	PREFETCHT1  4224(CX)
+	VPXORQ      192(CX), Z0, Z8
+	VPOPCNTQ    Z8, Z8
+	PREFETCHT1  4288(CX)
+	VPUNPCKLQDQ Z6, Z5, Z9
+	VPUNPCKHQDQ Z6, Z5, Z5
+	VPADDQ      Z5, Z9, Z9
+	VPUNPCKLQDQ Z8, Z7, Z5
+	VPUNPCKHQDQ Z8, Z7, Z6
+	VPADDQ      Z6, Z5, Z5
+	VSHUFI64X2  $0x88, Z5, Z9, Z6
+	VSHUFI64X2  $0xdd, Z5, Z9, Z5
+	VPADDQ      Z5, Z6, Z6
+	VPMAXUQ     Z6, Z1, Z1
+	MOVQ        BX, CX
+	JMP         loop4
 
 slow4:
 	VPXORQ    (CX), Z0, Z5
@@ -6014,59 +6000,55 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), BX
-	CMPQ       BX, DX
-	JA         single
-	CMPQ       BX, R8
-	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(CX)
-	VPXOR      32(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(CX)
-	VPXOR      96(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y7, Y7
-	MOVQ       BX, CX
-	JMP        loop4
+	LEAQ        128(CX), BX
+	CMPQ        BX, DX
+	JA          single
+	CMPQ        BX, R8
+	JA          slow4
+	VPXOR       (CX), Y0, Y8
+	VPSRLW      $0x04, Y8, Y9
+	VPAND       Y2, Y8, Y8
+	VPAND       Y2, Y9, Y9
+	VPSHUFB     Y8, Y1, Y8
+	VPSHUFB     Y9, Y1, Y9
+	VPADDB      Y9, Y8, Y8
+	VPSADBW     Y3, Y8, Y8
+	PREFETCHT1  4096(CX)
+	VPXOR       32(CX), Y0, Y9
+	VPSRLW      $0x04, Y9, Y10
+	VPAND       Y2, Y9, Y9
+	VPAND       Y2, Y10, Y10
+	VPSHUFB     Y9, Y1, Y9
+	VPSHUFB     Y10, Y1, Y10
+	VPADDB      Y10, Y9, Y9
+	VPSADBW     Y3, Y9, Y9
+	VPXOR       64(CX), Y0, Y10
+	VPSRLW      $0x04, Y10, Y11
+	VPAND       Y2, Y10, Y10
+	VPAND       Y2, Y11, Y11
+	VPSHUFB     Y10, Y1, Y10
+	VPSHUFB     Y11, Y1, Y11
+	VPADDB      Y11, Y10, Y10
+	VPSADBW     Y3, Y10, Y10
+	PREFETCHT1  4160(CX)
+	VPXOR       96(CX), Y0, Y11
+	VPSRLW      $0x04, Y11, Y12
+	VPAND       Y2, Y11, Y11
+	VPAND       Y2, Y12, Y12
+	VPSHUFB     Y11, Y1, Y11
+	VPSHUFB     Y12, Y1, Y12
+	VPADDB      Y12, Y11, Y11
+	VPSADBW     Y3, Y11, Y11
+	VPUNPCKLQDQ Y9, Y8, Y12
+	VPUNPCKHQDQ Y9, Y8, Y8
+	VPADDQ      Y8, Y12, Y12
+	VPUNPCKLQDQ Y11, Y10, Y8
+	VPUNPCKHQDQ Y11, Y10, Y9
+	VPADDQ      Y9, Y8, Y8
+	VPMAXUD     Y12, Y4, Y4
+	VPMAXUD     Y8, Y5, Y5
+	MOVQ        BX, CX
+	JMP         loop4
 
 slow4:
 	VPXOR   (CX), Y0, Y8
@@ -6286,67 +6268,57 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), BX
-	CMPQ       BX, DX
-	JA         single
-	CMPQ       BX, R8
-	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPERMQ     $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y4, Y4
-	PREFETCHT1 4096(CX)
-	VPXOR      32(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPERMQ     $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y5, Y5
-	VPXOR      64(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPERMQ     $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y6, Y6
-	PREFETCHT1 4160(CX)
-	VPXOR      96(CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPSHUFD    $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPERMQ     $0x4e, Y8, Y9
-	VPADDD     Y9, Y8, Y8
-	VPMAXUD    Y8, Y7, Y7
-	MOVQ       BX, CX
-	JMP        loop4
+	LEAQ        128(CX), BX
+	CMPQ        BX, DX
+	JA          single
+	CMPQ        BX, R8
+	JA          slow4
+	VPXOR       (CX), Y0, Y8
+	VPSRLW      $0x04, Y8, Y9
+	VPAND       Y2, Y8, Y8
+	VPAND       Y2, Y9, Y9
+	VPSHUFB     Y8, Y1, Y8
+	VPSHUFB     Y9, Y1, Y9
+	VPADDB      Y9, Y8, Y8
+	VPSADBW     Y3, Y8, Y8
+	PREFETCHT1  4096(CX)
+	VPXOR       32(CX), Y0, Y9
+	VPSRLW      $0x04, Y9, Y10
+	VPAND       Y2, Y9, Y9
+	VPAND       Y2, Y10, Y10
+	VPSHUFB     Y9, Y1, Y9
+	VPSHUFB     Y10, Y1, Y10
+	VPADDB      Y10, Y9, Y9
+	VPSADBW     Y3, Y9, Y9
+	VPXOR       64(CX), Y0, Y10
+	VPSRLW      $0x04, Y10, Y11
+	VPAND       Y2, Y10, Y10
+	VPAND       Y2, Y11, Y11
+	VPSHUFB     Y10, Y1, Y10
+	VPSHUFB     Y11, Y1, Y11
+	VPADDB      Y11, Y10, Y10
+	VPSADBW     Y3, Y10, Y10
+	PREFETCHT1  4160(CX)
+	VPXOR       96(CX), Y0, Y11
+	VPSRLW      $0x04, Y11, Y12
+	VPAND       Y2, Y11, Y11
+	VPAND       Y2, Y12, Y12
+	VPSHUFB     Y11, Y1, Y11
+	VPSHUFB     Y12, Y1, Y12
+	VPADDB      Y12, Y11, Y11
+	VPSADBW     Y3, Y11, Y11
+	VPUNPCKLQDQ Y9, Y8, Y12
+	VPUNPCKHQDQ Y9, Y8, Y8
+	VPADDQ      Y8, Y12, Y12
+	VPUNPCKLQDQ Y11, Y10, Y8
+	VPUNPCKHQDQ Y11, Y10, Y9
+	VPADDQ      Y9, Y8, Y8
+	VPERM2I128  $0x20, Y8, Y12, Y9
+	VPERM2I128  $0x31, Y8, Y12, Y8
+	VPADDQ      Y8, Y9, Y9
+	VPMAXUD     Y9, Y4, Y4
+	MOVQ        BX, CX
+	JMP         loop4
 
 slow4:
 	VPXOR   (CX), Y0, Y8
@@ -7692,20 +7664,16 @@ loop4probe:
 	JNZ             loop4probe
 
 loop4done:
-	VPSHUFD $0x4e, Z5, Z9
-	VPADDQ  Z9, Z5, Z5
-	VPMAXUQ Z5, Z1, Z1
-	VPSHUFD $0x4e, Z6, Z5
-	VPADDQ  Z5, Z6, Z6
-	VPMAXUQ Z6, Z2, Z2
-	VPSHUFD $0x4e, Z7, Z5
-	VPADDQ  Z5, Z7, Z7
-	VPMAXUQ Z7, Z3, Z3
-	VPSHUFD $0x4e, Z8, Z5
-	VPADDQ  Z5, Z8, Z8
-	VPMAXUQ Z8, Z4, Z4
-	MOVQ    DI, CX
-	JMP     loop4
+	VPUNPCKLQDQ Z6, Z5, Z9
+	VPUNPCKHQDQ Z6, Z5, Z5
+	VPADDQ      Z5, Z9, Z9
+	VPUNPCKLQDQ Z8, Z7, Z5
+	VPUNPCKHQDQ Z8, Z7, Z6
+	VPADDQ      Z6, Z5, Z5
+	VPMAXUQ     Z9, Z1, Z1
+	VPMAXUQ     Z5, Z2, Z2
+	MOVQ        DI, CX
+	JMP         loop4
 
 slow4:
 	VPXORQ   (CX), Z0, Z5
@@ -7982,28 +7950,18 @@ loop4probe:
 	JNZ             loop4probe
 
 loop4done:
-	VPSHUFD $0x4e, Z5, Z9
-	VPADDQ  Z9, Z5, Z5
-	VPERMQ  $0x4e, Z5, Z9
-	VPADDQ  Z9, Z5, Z5
-	VPMAXUQ Z5, Z1, Z1
-	VPSHUFD $0x4e, Z6, Z5
-	VPADDQ  Z5, Z6, Z6
-	VPERMQ  $0x4e, Z6, Z5
-	VPADDQ  Z5, Z6, Z6
-	VPMAXUQ Z6, Z2, Z2
-	VPSHUFD $0x4e, Z7, Z5
-	VPADDQ  Z5, Z7, Z7
-	VPERMQ  $0x4e, Z7, Z5
-	VPADDQ  Z5, Z7, Z7
-	VPMAXUQ Z7, Z3, Z3
-	VPSHUFD $0x4e, Z8, Z5
-	VPADDQ  Z5, Z8, Z8
-	VPERMQ  $0x4e, Z8, Z5
-	VPADDQ  Z5, Z8, Z8
-	VPMAXUQ Z8, Z4, Z4
-	MOVQ    DI, CX
-	JMP     loop4
+	VPUNPCKLQDQ Z6, Z5, Z9
+	VPUNPCKHQDQ Z6, Z5, Z5
+	VPADDQ      Z5, Z9, Z9
+	VPUNPCKLQDQ Z8, Z7, Z5
+	VPUNPCKHQDQ Z8, Z7, Z6
+	VPADDQ      Z6, Z5, Z5
+	VSHUFI64X2  $0x88, Z5, Z9, Z6
+	VSHUFI64X2  $0xdd, Z5, Z9, Z5
+	VPADDQ      Z5, Z6, Z6
+	VPMAXUQ     Z6, Z1, Z1
+	MOVQ        DI, CX
+	JMP         loop4
 
 slow4:
 	VPXORQ   (CX), Z0, Z5
@@ -9891,20 +9849,16 @@ loop4probe:
 	JNZ            loop4probe
 
 loop4done:
-	VPSHUFD $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VPMAXUD Y8, Y4, Y4
-	VPSHUFD $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VPMAXUD Y9, Y5, Y5
-	VPSHUFD $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VPMAXUD Y10, Y6, Y6
-	VPSHUFD $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VPMAXUD Y11, Y7, Y7
-	MOVQ    DI, CX
-	JMP     loop4
+	VPUNPCKLQDQ Y9, Y8, Y12
+	VPUNPCKHQDQ Y9, Y8, Y8
+	VPADDQ      Y8, Y12, Y12
+	VPUNPCKLQDQ Y11, Y10, Y8
+	VPUNPCKHQDQ Y11, Y10, Y9
+	VPADDQ      Y9, Y8, Y8
+	VPMAXUD     Y12, Y4, Y4
+	VPMAXUD     Y8, Y5, Y5
+	MOVQ        DI, CX
+	JMP         loop4
 
 slow4:
 	VPXOR   (CX), Y0, Y8
@@ -10300,28 +10254,18 @@ loop4probe:
 	JNZ     loop4probe
 
 loop4done:
-	VPSHUFD $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VPERMQ  $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VPMAXUD Y8, Y4, Y4
-	VPSHUFD $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VPERMQ  $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VPMAXUD Y9, Y5, Y5
-	VPSHUFD $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VPERMQ  $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VPMAXUD Y10, Y6, Y6
-	VPSHUFD $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VPERMQ  $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VPMAXUD Y11, Y7, Y7
-	MOVQ    DI, CX
-	JMP     loop4
+	VPUNPCKLQDQ Y9, Y8, Y12
+	VPUNPCKHQDQ Y9, Y8, Y8
+	VPADDQ      Y8, Y12, Y12
+	VPUNPCKLQDQ Y11, Y10, Y8
+	VPUNPCKHQDQ Y11, Y10, Y9
+	VPADDQ      Y9, Y8, Y8
+	VPERM2I128  $0x20, Y8, Y12, Y9
+	VPERM2I128  $0x31, Y8, Y12, Y8
+	VPADDQ      Y8, Y9, Y9
+	VPMAXUD     Y9, Y4, Y4
+	MOVQ        DI, CX
+	JMP         loop4
 
 slow4:
 	VPXOR   (CX), Y0, Y8
