@@ -42,6 +42,11 @@ var (
 	only    = flag.String("only", "", "comma-separated subset of: hash,slot,token,async,bench")
 	budgets = flag.String("budgets", "4096,32768,131072", "budgets of the per-layer latency benchmark")
 	rounds  = flag.Int("rounds", 7, "paired rounds per benchmark")
+	// Sizes of the device buffers the benchmarks scan and the long kernel
+	// the async check queues first (the host-emulation test makes them
+	// small; on a GPU the defaults fit in 10 GB).
+	benchBytes = flag.Int64("bench-bytes", 1<<30, "bytes of codes per scan benchmark")
+	delayBytes = flag.Int64("delay-bytes", 4<<30, "bytes read by the kernel queued before the async check's steps")
 )
 
 var passed, failed int
@@ -86,6 +91,10 @@ func main() {
 	bl, err := parseBudgets(*budgets)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gpu-check:", err)
+		os.Exit(2)
+	}
+	if *benchBytes < 1<<20 || *benchBytes%(1<<20) != 0 || *delayBytes < 16 || *delayBytes%16 != 0 {
+		fmt.Fprintln(os.Stderr, "gpu-check: -bench-bytes must be a multiple of 1 MiB, -delay-bytes of 16")
 		os.Exit(2)
 	}
 	if *rounds < 1 {
@@ -393,9 +402,10 @@ func (c *checker) newLayer(s shape, slots int) layerBufs {
 
 func (c *checker) newStep(s shape, maxTokens, skipStride int) stepBufs {
 	W := int64(wordsOf(s.bits))
-	rowBytes := int64(s.dim) * s.dt.Size() * 2
+	// randomRows pads each stride by up to two elements.
+	rowBytes := int64(s.dim+4) * s.dt.Size()
 	return stepBufs{
-		q: c.alloc(int64(maxTokens*s.qh) * rowBytes), k: c.alloc(int64(maxTokens*s.kvh) * rowBytes),
+		q: c.alloc(int64(maxTokens*s.qh)*rowBytes + 64), k: c.alloc(int64(maxTokens*s.kvh)*rowBytes + 64),
 		kc: c.alloc(8 * W * int64(maxTokens*s.kvh)), qc: c.alloc(8 * W * int64(maxTokens*s.qh)),
 		bad: c.alloc(4), skip: c.alloc(4 * int64(skipStride*s.kvh)), skipN: c.alloc(4 * int64(s.kvh)),
 		keys: c.alloc(8 * int64(s.kvh)), victims: c.alloc(4 * int64(s.kvh)), out: c.alloc(4 * int64(s.kvh)),
@@ -716,7 +726,7 @@ func (c *checker) asyncCheck() {
 	defer c.v.DestroyStream(st)
 	lb := c.newLayer(s, s.budget)
 	b := c.newStep(s, s.budget, s.budget)
-	big := c.alloc(4 << 30)
+	big := c.alloc(*delayBytes)
 	sink := c.alloc(8)
 	stageQ, stageK := c.alloc(b.q.n), c.alloc(b.k.n)
 	defer func() { c.free(append(b.all(), lb.codes, lb.score, lb.count, big, sink, stageQ, stageK)...) }()
@@ -806,7 +816,7 @@ func (c *checker) asyncCheck() {
 			pos[h][got[h]] = t
 		}
 	}
-	report(mismatch == 0, "async path on a non-blocking stream behind a 4 GiB read: %d decode steps, slots as Engine.Place (%d differ)", steps, mismatch)
+	report(mismatch == 0, "async path on a non-blocking stream behind a %d MiB read: %d decode steps, slots as Engine.Place (%d differ)", *delayBytes>>20, steps, mismatch)
 	report(busy == steps, "async path: the stream was still busy when the step's launches returned in %d of %d steps (no host sync inside)", busy, steps)
 }
 
@@ -845,7 +855,7 @@ func (c *checker) bench(budgets []int) {
 	runtime.GC()
 	// Device read bandwidth, then each scan over ~1 GiB of codes, rounds
 	// interleaved so that clocks and temperature drift alike for both.
-	const total = 1 << 30
+	total := *benchBytes
 	big := c.alloc(total)
 	sink := c.alloc(8)
 	keys, out := c.alloc(8*64), c.alloc(4*64)
@@ -862,18 +872,18 @@ func (c *checker) bench(budgets []int) {
 		for r := 0; r < *rounds; r++ {
 			msBW := c.timeDevice(func() { must(c.v.ReadAll(0, big.p, total, sink.p), "ReadAll") })
 			msScan := c.timeDevice(func() { must(c.v.Farthest(0, tb, pr, cuda.Skip{}, keys.p, out.p), "Farthest") })
-			bw = append(bw, total/msBW/1e6)
-			scan = append(scan, total/msScan/1e6)
+			bw = append(bw, float64(total)/msBW/1e6)
+			scan = append(scan, float64(total)/msScan/1e6)
 			ratio = append(ratio, msBW/msScan)
 		}
-		report(true, "bench Farthest %3d-bit codes, 8 heads x %d slots (1 GiB), GQA group 4: %s GB/s; device read bandwidth %s GB/s; ratio %s (target >= 0.7)",
-			bits, slots, spread(scan), spread(bw), spread(ratio))
+		report(true, "bench Farthest %3d-bit codes, 8 heads x %d slots (%d MiB), GQA group 4: %s GB/s; device read bandwidth %s GB/s; ratio %s (target >= 0.7)",
+			bits, slots, total>>20, spread(scan), spread(bw), spread(ratio))
 	}
 	// The decayed score's step reads codes, scores and counts and writes
 	// the scores: bytes moved per slot = bits/8 + 8.
 	{
 		bits, heads := 16, 8
-		slots := 1 << 24
+		slots := int(total / 64)
 		codes := c.alloc(int64(simd.CodeWords(bits, slots)) * 8 * int64(heads))
 		score := c.alloc(4 * int64(slots*heads))
 		count := c.alloc(4 * int64(slots*heads))
@@ -888,7 +898,7 @@ func (c *checker) bench(budgets []int) {
 				must(c.v.ScoreStep(0, tb, pr, cuda.Skip{}, policy.ScoreDecayed, 0.9, keys.p, out.p), "ScoreStep")
 			})
 			gbs = append(gbs, moved/ms/1e6)
-			ratio = append(ratio, (moved/ms)/(total/msBW))
+			ratio = append(ratio, (moved/ms)/(float64(total)/msBW))
 		}
 		report(true, "bench ScoreStep (decayed) 16-bit, 8 heads x %d slots: %s GB/s moved; ratio to read bandwidth %s", slots, spread(gbs), spread(ratio))
 	}

@@ -13,8 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernel_params.h"
+
 typedef int CUresult;
-typedef unsigned long long u64;
 
 #ifdef HEV_STUB_PARTIAL
 CUresult cuInit(unsigned flags) { (void)flags; return 0; }
@@ -149,22 +150,6 @@ CUresult cuEventRecord(void *e, void *s) { (void)e, (void)s; return 0; }
 CUresult cuEventSynchronize(void *e) { (void)e; return 0; }
 CUresult cuEventElapsedTime(float *ms, void *a, void *b) { (void)a, (void)b; *ms = 1.0f; return 0; }
 CUresult cuEventDestroy_v2(void *e) { (void)e; return 0; }
-
-/* The kernels' parameter lists (hashevict.cu), as structs: a C compiler
- * lays them out as CUDA lays out a kernel's parameter buffer. */
-typedef const void *P;
-struct hash_p { P x; int dtype, dim, heads, rows; long long head_stride, token_stride; P rt; int bits; P codes, bad; };
-struct farthest_p { P table; long long table_stride; int bits, slots; P probes; long long probe_head, probe_token;
-                    int per_token, tokens; P skip; int skip_stride; P skip_count, keys; };
-struct score_p { P table; long long table_stride; int bits, slots; P probes; long long probe_head, probe_token;
-                 int per_token, tokens; P skip; int skip_stride; P skip_count; P score, count; long long score_stride;
-                 int mode; float inv, decay, keep; int argmax; P keys; };
-struct keys_p { P keys; int heads; P out; int out_stride; };
-struct store_p { P table; long long table_stride; int bits; P probes; long long probe_head, probe_token;
-                 int per_token, tokens; P score, count; long long score_stride; float inv; P new_codes;
-                 long long new_head, new_token; int token, fixed_slot; P slots; int slots_stride; P out_slots; };
-struct totals_p { P scores; int tables, slots; P totals; };
-struct readbw_p { P p; long long n; u64 never; P sink; };
 
 #define F(s, m) {offsetof(struct s, m), sizeof(((struct s *)0)->m)}
 static const size_t layout[][24][2] = {
