@@ -24,6 +24,18 @@ type Rows struct {
 
 const hashThreads = 256
 
+// aligned refuses a device pointer that is not a multiple of size: a
+// misaligned access is a sticky error that ruins the whole CUDA context,
+// the caller's included, so it must never reach a kernel.
+func aligned(size uintptr, what string, ps ...Ptr) error {
+	for _, p := range ps {
+		if uintptr(p)%size != 0 {
+			return fail(policy.CodeInvalidArgument, "%s at %#x is not aligned to %d bytes", what, uintptr(p), size)
+		}
+	}
+	return nil
+}
+
 // Hash writes the wide codes of every row of x, [token][head][words], into
 // codes, with rt the layer's projection (bits rows of x.Dim float32, as
 // policy.Projection returns it) in device memory. *bad (a device uint32)
@@ -42,6 +54,15 @@ func (v *Device) Hash(s Stream, x Rows, rt Ptr, bits int, codes, bad Ptr) error 
 	rows := x.Tokens * x.Heads
 	if x.Data == 0 || rt == 0 || codes == 0 || bad == 0 {
 		return fail(policy.CodeInvalidArgument, "hash: a device pointer is NULL")
+	}
+	if err := aligned(uintptr(x.DType.Size()), "hash: the rows", x.Data); err != nil {
+		return err
+	}
+	if err := aligned(8, "hash: the codes", codes); err != nil {
+		return err
+	}
+	if err := aligned(4, "hash: the projection or the bad-row word", rt, bad); err != nil {
+		return err
 	}
 	if err := v.Fill32(s, bad, 0xffffffff, 1); err != nil {
 		return err
@@ -113,9 +134,15 @@ func (t *Tables) check(needScores bool) error {
 	if need := int64(codeWords(t.Bits, t.Slots)); t.Stride < need && t.Heads > 1 {
 		return fail(policy.CodeShape, "tables: head stride %d words is below the %d words of %d codes", t.Stride, need, t.Slots)
 	}
+	if err := aligned(8, "tables: the codes", t.Codes); err != nil {
+		return err
+	}
 	if needScores {
 		if t.Score == 0 || t.Count == 0 {
 			return fail(policy.CodeInvalidArgument, "tables: scores or counts are NULL")
+		}
+		if err := aligned(4, "tables: the scores or counts", t.Score, t.Count); err != nil {
+			return err
 		}
 		if t.ScoreStride < int64(t.Slots) && t.Heads > 1 {
 			return fail(policy.CodeShape, "tables: score stride %d is below %d slots", t.ScoreStride, t.Slots)
@@ -127,6 +154,9 @@ func (t *Tables) check(needScores bool) error {
 func (p *Probes) check(bits int) error {
 	if p.Codes == 0 || p.PerToken < 1 || p.Tokens < 1 {
 		return fail(policy.CodeInvalidArgument, "probes: %d per token, %d tokens at %#x", p.PerToken, p.Tokens, uintptr(p.Codes))
+	}
+	if err := aligned(8, "probes", p.Codes); err != nil {
+		return err
 	}
 	if n := p.PerToken * p.Tokens * words(bits); n > MaxProbeWords {
 		return fail(policy.CodeUnsupported, "%d probe words exceed the %d a device scan holds: run this chunk on the host, or in smaller chunks", n, MaxProbeWords)
@@ -153,6 +183,16 @@ func (v *Device) scanGrid(items, heads int) ([3]int, error) {
 	return [3]int{max(1, min(per, limit)), heads, 1}, nil
 }
 
+func (sk Skip) check() error {
+	if sk.Count == 0 {
+		return nil
+	}
+	if sk.Slots == 0 || sk.Stride < 0 {
+		return fail(policy.CodeInvalidArgument, "skip: %#x with stride %d", uintptr(sk.Slots), sk.Stride)
+	}
+	return aligned(4, "skip lists", sk.Slots, sk.Count)
+}
+
 func (sk Skip) stride() int {
 	if sk.Count == 0 {
 		return 0
@@ -174,6 +214,15 @@ func (v *Device) Farthest(s Stream, t Tables, p Probes, sk Skip, keys, out Ptr) 
 	}
 	if keys == 0 || out == 0 {
 		return fail(policy.CodeInvalidArgument, "farthest: keys or out is NULL")
+	}
+	if err := sk.check(); err != nil {
+		return err
+	}
+	if err := aligned(8, "farthest: keys", keys); err != nil {
+		return err
+	}
+	if err := aligned(4, "farthest: out", out); err != nil {
+		return err
 	}
 	if err := v.farthestScan(s, t, p, sk, keys); err != nil {
 		return err
@@ -222,10 +271,19 @@ func (v *Device) ScoreStep(s Stream, t Tables, p Probes, sk Skip, mode policy.Sc
 	if mode < policy.ScoreInstant || mode > policy.ScoreDecayed {
 		return fail(policy.CodeInvalidArgument, "score mode %d", mode)
 	}
+	if err := sk.check(); err != nil {
+		return err
+	}
 	argmax := 0
 	if out != 0 {
 		if keys == 0 {
 			return fail(policy.CodeInvalidArgument, "score step: keys is NULL")
+		}
+		if err := aligned(8, "score step: keys", keys); err != nil {
+			return err
+		}
+		if err := aligned(4, "score step: out", out); err != nil {
+			return err
 		}
 		argmax = 1
 		if err := v.Fill32(s, keys, 0, 2*t.Heads); err != nil {
@@ -278,6 +336,12 @@ func (v *Device) Store(s Stream, t Tables, p Probes, nc NewCodes, token, fixedSl
 	if nc.Codes == 0 || token < 0 || token >= p.Tokens || fixedSlot >= t.Slots || (fixedSlot < 0 && slots == 0) {
 		return fail(policy.CodeInvalidArgument, "store: token %d of %d, slot %d of %d, victims at %#x", token, p.Tokens, fixedSlot, t.Slots, uintptr(slots))
 	}
+	if err := aligned(8, "store: the new codes", nc.Codes); err != nil {
+		return err
+	}
+	if err := aligned(4, "store: the slots", slots, outSlots); err != nil {
+		return err
+	}
 	inv := 1 / float32(p.Tokens)
 	a := new(args).ptr(t.Codes).i64(t.Stride).i32(t.Bits).
 		ptr(p.Codes).i64(p.HeadStride).i64(p.TokenStride).i32(p.PerToken).i32(p.Tokens).
@@ -294,6 +358,9 @@ func (v *Device) TokenTotals(s Stream, scores Ptr, tables, slots int, totals Ptr
 	if scores == 0 || totals == 0 || tables < 1 || slots < 1 {
 		return fail(policy.CodeInvalidArgument, "token totals: %d tables of %d slots", tables, slots)
 	}
+	if err := aligned(8, "token totals: the table list or the totals", scores, totals); err != nil {
+		return err
+	}
 	grid, err := v.scanGrid(slots, 1)
 	if err != nil {
 		return err
@@ -308,6 +375,12 @@ func (v *Device) TokenTotals(s Stream, scores Ptr, tables, slots int, totals Ptr
 func (v *Device) ReadAll(s Stream, p Ptr, bytes int64, sink Ptr) error {
 	if p == 0 || sink == 0 || bytes < 16 || bytes%16 != 0 {
 		return fail(policy.CodeInvalidArgument, "read: %d bytes", bytes)
+	}
+	if err := aligned(16, "read", p); err != nil {
+		return err
+	}
+	if err := aligned(8, "read: sink", sink); err != nil {
+		return err
 	}
 	grid, err := v.scanGrid(int(min(bytes/16, 1<<30)), 1)
 	if err != nil {

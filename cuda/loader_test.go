@@ -286,7 +286,7 @@ func TestLaunchParameters(t *testing.T) {
 		t.Fatal(err)
 	}
 	const (
-		codes, rt, probes, skip, skipN, keys, out, score, count, nc, slots, outSlots = 0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB
+		codes, rt, probes, skip, skipN, keys, out, score, count, nc, slots, outSlots = 0xA000, 0xA100, 0xA200, 0xA300, 0xA400, 0xA500, 0xA600, 0xA700, 0xA800, 0xA900, 0xAA00, 0xAB00
 	)
 	f32 := func(f float32) uint64 { return uint64(math.Float32bits(f)) }
 	check := func(what string, wantFn int, want []uint64) {
@@ -304,11 +304,11 @@ func TestLaunchParameters(t *testing.T) {
 			}
 		}
 	}
-	x := Rows{Data: 0xB0, DType: policy.BF16, Dim: 100, Heads: 3, Tokens: 5, HeadStride: 200, TokenStride: 600}
+	x := Rows{Data: 0xB000, DType: policy.BF16, Dim: 100, Heads: 3, Tokens: 5, HeadStride: 200, TokenStride: 600}
 	if err := v.Hash(0, x, rt, 32, codes, out); err != nil {
 		t.Fatal(err)
 	}
-	check("Hash", kHash, []uint64{0xB0, 2, 100, 3, 15, 200, 600, rt, 32, codes, out})
+	check("Hash", kHash, []uint64{0xB000, 2, 100, 3, 15, 200, 600, rt, 32, codes, out})
 	if _, _, grid, block, smem := s.lastLaunch(); grid != [3]uint32{15, 1, 1} || block != 256 || smem != 400 {
 		t.Errorf("Hash launch grid %v block %d smem %d", grid, block, smem)
 	}
@@ -340,14 +340,14 @@ func TestLaunchParameters(t *testing.T) {
 	check("Store", kStore, []uint64{codes, 8000, 128, probes, 4, 32, 4, 3, score, count, 4096, f32(1 / float32(3)),
 		nc, 2, 16, 2, 0xffffffff, slots, 1, outSlots})
 
-	if err := v.TokenTotals(0, 0xC0, 60, 5000, 0xC1); err != nil {
+	if err := v.TokenTotals(0, 0xC000, 60, 5000, 0xC100); err != nil {
 		t.Fatal(err)
 	}
-	check("TokenTotals", kTokenTotals, []uint64{0xC0, 60, 5000, 0xC1})
-	if err := v.ReadAll(0, 0xD0, 1<<20, 0xD1); err != nil {
+	check("TokenTotals", kTokenTotals, []uint64{0xC000, 60, 5000, 0xC100})
+	if err := v.ReadAll(0, 0xD000, 1<<20, 0xD100); err != nil {
 		t.Fatal(err)
 	}
-	check("ReadAll", kReadBW, []uint64{0xD0, 1 << 16, 0x9e3779b97f4a7c15, 0xD1})
+	check("ReadAll", kReadBW, []uint64{0xD000, 1 << 16, 0x9e3779b97f4a7c15, 0xD100})
 }
 
 // TestLaunchRefusesBadSizes: sizes the kernels cannot take are errors
@@ -358,23 +358,37 @@ func TestLaunchRefusesBadSizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := Rows{Data: 0xB0, DType: policy.F32, Dim: 4097, Heads: 1, Tokens: 1, HeadStride: 1 << 15, TokenStride: 1 << 15}
+	x := Rows{Data: 0xB000, DType: policy.F32, Dim: 4097, Heads: 1, Tokens: 1, HeadStride: 1 << 15, TokenStride: 1 << 15}
 	wantErr(t, v.Hash(0, x, 1, 16, 1, 1), policy.CodeShape, "head_dim 4097")
 	x.Dim, x.DType = 8, 7
 	wantErr(t, v.Hash(0, x, 1, 16, 1, 1), policy.CodeUnsupported, "dtype 7")
 	x.DType = policy.F32
 	wantErr(t, v.Hash(0, x, 1, 24, 1, 1), policy.CodeInvalidArgument, "code width 24")
-	tb := Tables{Codes: 1, Stride: 10, Bits: 16, Slots: 100, Heads: 2}
-	pr := Probes{Codes: 1, HeadStride: 1, TokenStride: 1, PerToken: 1, Tokens: 2}
-	wantErr(t, v.Farthest(0, tb, pr, Skip{}, 1, 1), policy.CodeShape, "head stride 10")
+	const a = 0x100 // an aligned fake device address
+	tb := Tables{Codes: a, Stride: 10, Bits: 16, Slots: 100, Heads: 2}
+	pr := Probes{Codes: a, HeadStride: 1, TokenStride: 1, PerToken: 1, Tokens: 2}
+	wantErr(t, v.Farthest(0, tb, pr, Skip{}, a, a), policy.CodeShape, "head stride 10")
 	tb.Stride = 25
 	pr.PerToken = 600
-	wantErr(t, v.Farthest(0, tb, pr, Skip{}, 1, 1), policy.CodeUnsupported, "probe words")
+	wantErr(t, v.Farthest(0, tb, pr, Skip{}, a, a), policy.CodeUnsupported, "probe words")
 	pr.PerToken = 1
-	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, policy.ScoreAccumulated, 0, 1, 1), policy.CodeInvalidArgument, "NULL")
-	tb.Score, tb.Count, tb.ScoreStride = 1, 1, 100
-	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: 1}, 0, 100, 0, 0, 0), policy.CodeInvalidArgument, "store")
-	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, 3, 0, 1, 1), policy.CodeInvalidArgument, "score mode 3")
+	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, policy.ScoreAccumulated, 0, a, a), policy.CodeInvalidArgument, "NULL")
+	tb.Score, tb.Count, tb.ScoreStride = a, a, 100
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, 0, 100, 0, 0, 0), policy.CodeInvalidArgument, "store")
+	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, 3, 0, a, a), policy.CodeInvalidArgument, "score mode 3")
+	// Misaligned pointers never reach a kernel (a misaligned access
+	// would poison the caller's whole context).
+	x = Rows{Data: a + 2, DType: policy.F32, Dim: 8, Heads: 1, Tokens: 1, HeadStride: 32, TokenStride: 32}
+	wantErr(t, v.Hash(0, x, a, 16, a, a), policy.CodeInvalidArgument, "not aligned to 4 bytes")
+	x.DType = policy.BF16
+	wantErr(t, v.Hash(0, x, a, 16, a+4, a), policy.CodeInvalidArgument, "codes at 0x104 is not aligned to 8")
+	tb.Codes = a + 4
+	wantErr(t, v.Farthest(0, tb, pr, Skip{}, a, a), policy.CodeInvalidArgument, "not aligned")
+	tb.Codes = a
+	wantErr(t, v.Farthest(0, tb, pr, Skip{Slots: a + 2, Count: a}, a, a), policy.CodeInvalidArgument, "skip lists")
+	wantErr(t, v.Farthest(0, tb, pr, Skip{Count: a}, a, a), policy.CodeInvalidArgument, "skip")
+	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, policy.ScoreDecayed, 0.5, a+4, a), policy.CodeInvalidArgument, "keys")
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, 0, -1, a+1, 1, 0), policy.CodeInvalidArgument, "slots")
 }
 
 func TestMain(m *testing.M) {
