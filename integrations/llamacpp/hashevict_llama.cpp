@@ -45,6 +45,14 @@ struct hev_llama {
 
     hev_llama_stats stats{};
     std::vector<int32_t> evict_buf;
+
+    // The cb_eval the caller had installed before hev_llama_attach, chained.
+    ggml_backend_sched_eval_callback prev_cb = nullptr;
+    void *prev_cb_data = nullptr;
+    // The scheduler hands a node over (ask == false) right after asking about
+    // that same node; remembering the caller's answer lets us hand it only
+    // the nodes it asked for, without asking it twice.
+    const ggml_tensor *prev_wants = nullptr;
 };
 
 namespace {
@@ -168,17 +176,28 @@ bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
     char which = 0;
     int il = qk_layer(t->name, &which);
     bool wanted = hl->active && il >= 0 && il < hl->n_layer && t->op == GGML_OP_ROPE;
-    if (ask) return wanted;
-    if (!wanted) return true;
-    hl->stats.nodes_observed++;
-    uint64_t t0 = now_ns();
-    auto &list = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
-    list.emplace_back();
-    if (!copy_rows(t, &list.back())) {
-        set_error(hl, "%s: unsupported node type %s or shape", t->name, ggml_type_name(t->type));
+    if (ask) {
+        bool theirs = hl->prev_cb && hl->prev_cb(t, true, hl->prev_cb_data);
+        hl->prev_wants = theirs ? t : nullptr;
+        return wanted || theirs;
     }
-    hl->stats.observe_ns += now_ns() - t0;
-    return true;  // never abort the graph: errors surface in hev_llama_evict
+    if (wanted) {
+        hl->stats.nodes_observed++;
+        uint64_t t0 = now_ns();
+        auto &list = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
+        list.emplace_back();
+        if (!copy_rows(t, &list.back())) {
+            set_error(hl, "%s: unsupported node type %s or shape", t->name, ggml_type_name(t->type));
+        }
+        hl->stats.observe_ns += now_ns() - t0;
+    }
+    // Our own errors never abort the graph (they surface in hev_llama_evict);
+    // the caller's callback keeps its right to.
+    if (hl->prev_wants == t) {
+        hl->prev_wants = nullptr;
+        return hl->prev_cb(t, false, hl->prev_cb_data);
+    }
+    return true;
 }
 
 int32_t meta_int(const llama_model *model, const std::string &key) {
@@ -232,6 +251,12 @@ void hev_llama_free(hev_llama *hl) {
 }
 
 void hev_llama_attach(hev_llama *hl, llama_context_params *cparams) {
+    if (!hl || !cparams) return;
+    // Attaching twice to the same parameters must not chain us to ourselves.
+    if (cparams->cb_eval == eval_cb && cparams->cb_eval_user_data == hl) return;
+    hl->prev_cb = cparams->cb_eval;
+    hl->prev_cb_data = cparams->cb_eval_user_data;
+    hl->prev_wants = nullptr;
     cparams->cb_eval = eval_cb;
     cparams->cb_eval_user_data = hl;
 }

@@ -285,6 +285,13 @@ int main(int argc, char **argv) {
                     policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                     o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels());
 
+        // Refuse bad eviction settings now, not after minutes of the
+        // full-cache run.
+        char err[512] = {0};
+        hev_llama *settings = hev_llama_new(model, &o.hp, err, sizeof err);
+        if (!settings) throw std::runtime_error(err);
+        hev_llama_free(settings);
+
         run_result full, ev;
         if (o.baseline) full = run(o, model, toks, false);
         ev = run(o, model, toks, true);

@@ -89,6 +89,9 @@ session::session(llama_model *model, const session_options &opts) : opts_(opts) 
     cp.n_batch = cp.n_ubatch = (uint32_t) opts.chunk;
     cp.n_seq_max = 1;
     cp.no_perf = true;
+    // Set before hev_llama_attach, which chains it.
+    cp.cb_eval = opts.extra_cb;
+    cp.cb_eval_user_data = opts.extra_cb_data;
     if (opts.evict) {
         char err[512];
         hl_ = hev_llama_new(model, opts.evict, err, sizeof err);
@@ -98,12 +101,6 @@ session::session(llama_model *model, const session_options &opts) : opts_(opts) 
         cp.n_ctx = (uint32_t) (opts.evict->budget + opts.chunk);
     } else {
         cp.n_ctx = (uint32_t) opts.n_ctx;
-    }
-    if (opts.extra_cb) {
-        hl_cb_ = cp.cb_eval;
-        hl_cb_data_ = cp.cb_eval_user_data;
-        cp.cb_eval = dispatch_cb;
-        cp.cb_eval_user_data = this;
     }
     ctx_ = llama_init_from_model(model, cp);
     if (!ctx_) {
@@ -129,13 +126,6 @@ session::~session() {
         if (tp_free) tp_free(tp_);
     }
     hev_llama_free(hl_);
-}
-
-bool session::dispatch_cb(ggml_tensor *t, bool ask, void *self) {
-    auto *s = (session *) self;
-    bool want = s->opts_.extra_cb(t, ask, s->opts_.extra_cb_data);
-    if (s->hl_cb_) want = s->hl_cb_(t, ask, s->hl_cb_data_) || want;
-    return ask ? want : true;
 }
 
 void session::step(const llama_token *tk, int start, int n, bool all_logits) {

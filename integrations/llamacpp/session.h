@@ -31,8 +31,9 @@ struct session_options {
     bool threadpool = true;  // one ggml threadpool for the context's life
     int n_ctx = 0;           // full cache: the stream length; evicting: ignored
     const hashevict_params *evict = nullptr;  // NULL: full cache
-    // Optional extra graph callback, called for every node (ask and data)
-    // before the eviction integration's own.
+    // Optional graph callback of the caller, with the usual cb_eval
+    // contract (asked about every node, handed the ones it asks for); with
+    // eviction on, hev_llama_attach chains it.
     ggml_backend_sched_eval_callback extra_cb = nullptr;
     void *extra_cb_data = nullptr;
 };
@@ -58,15 +59,12 @@ class session {
     bool evicting() const { return hl_ != nullptr; }
 
   private:
-    static bool dispatch_cb(ggml_tensor *t, bool ask, void *self);
     session_options opts_;
     hev_llama *hl_ = nullptr;
     llama_context *ctx_ = nullptr;
     ggml_threadpool *tp_ = nullptr;
     llama_batch batch_{};
     int fed_ = 0;
-    ggml_backend_sched_eval_callback hl_cb_ = nullptr;
-    void *hl_cb_data_ = nullptr;
 };
 
 }  // namespace hev
