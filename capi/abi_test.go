@@ -80,6 +80,8 @@ func FuzzABI(f *testing.F) {
 						tt.HeadStride, tt.TokenStride = int64(rd32()), int64(rd32())
 					case 3:
 						tt.Dim, tt.Heads, tt.Tokens = int64(int8(rd())), int64(int8(rd())), int64(int8(rd()))
+					case 4:
+						tt.Stream = true
 					}
 					tt.Fill = []byte{rd(), rd(), rd(), rd() & 0x7f}
 					return tt

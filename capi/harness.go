@@ -85,6 +85,7 @@ func (h *harness) seqOp(op int, a, b int32) int32 {
 // bounds), or passed as NULL when Null is set.
 type harnessTensor struct {
 	Null                    bool
+	Stream                  bool // a non-NULL stream (a pointer to C memory)
 	DType, Device           int32
 	Dim, Heads, Tokens      int64
 	HeadStride, TokenStride int64
@@ -102,6 +103,9 @@ func (h *harness) tensor(t *harnessTensor) (*C.hashevict_tensor, bool) {
 	c.dtype, c.device = C.int32_t(t.DType), C.int32_t(t.Device)
 	c.head_dim, c.n_heads, c.n_tokens = C.int64_t(t.Dim), C.int64_t(t.Heads), C.int64_t(t.Tokens)
 	c.head_stride, c.token_stride = C.int64_t(t.HeadStride), C.int64_t(t.TokenStride)
+	if t.Stream {
+		c.stream = h.cmem(8)
+	}
 	if t.Null {
 		return c, true
 	}
