@@ -3,7 +3,10 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 )
 
 func TestReadSum(t *testing.T) {
@@ -99,3 +102,61 @@ func itoa(n int) string {
 	}
 	return s
 }
+
+func TestSpreadOf(t *testing.T) {
+	for _, c := range []struct {
+		x    []float64
+		want Spread
+	}{
+		{nil, Spread{}},
+		{[]float64{3}, Spread{3, 3, 3}},
+		{[]float64{5, 1, 3}, Spread{3, 1, 5}},
+		{[]float64{4, 1, 3, 2}, Spread{2.5, 1, 4}},
+	} {
+		in := append([]float64(nil), c.x...)
+		if got := SpreadOf(c.x); got != c.want {
+			t.Fatalf("SpreadOf(%v) = %v, want %v", c.x, got, c.want)
+		}
+		if !slices.Equal(in, c.x) {
+			t.Fatalf("SpreadOf sorted its argument")
+		}
+	}
+}
+
+// Paired alternates the order of the two calls, round by round, and times
+// each: a call that burns CPU takes more thread time than one that does
+// not, and sleeping does not count.
+func TestPaired(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var order []string
+	busy := func() {
+		order = append(order, "a")
+		x := 0.0
+		for i := 0; i < 2_000_000; i++ {
+			x += float64(i)
+		}
+		sinkF = x
+	}
+	sleep := func() {
+		order = append(order, "b")
+		time.Sleep(20 * time.Millisecond)
+	}
+	ta, tb := Paired(4, busy, sleep)
+	if want := []string{"a", "b", "b", "a", "a", "b", "b", "a"}; !slices.Equal(order, want) {
+		t.Fatalf("order %v, want %v", order, want)
+	}
+	for r := range ta {
+		if ta[r] <= 0 {
+			t.Fatalf("round %d: busy call took %v", r, ta[r])
+		}
+		if ClockName != "wall time (no per-thread CPU clock on this OS)" && tb[r] > 10*time.Millisecond {
+			t.Fatalf("round %d: a 20 ms sleep counted %v of thread time", r, tb[r])
+		}
+	}
+	if got := Ratios([]time.Duration{2, 9}, []time.Duration{4, 3}); !slices.Equal(got, []float64{0.5, 3}) {
+		t.Fatalf("Ratios: %v", got)
+	}
+}
+
+var sinkF float64

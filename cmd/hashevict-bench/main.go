@@ -1,7 +1,7 @@
 // Command hashevict-bench measures, on one core, in one run:
 //
-//  1. the machine's single-core memory-read bandwidth (a read loop over a
-//     buffer much larger than the last-level cache; see bench.ReadMethod);
+//  1. the machine's single-core memory-read bandwidth (read loops over a
+//     buffer much larger than the last-level cache; see bench.ReadLoops);
 //  2. every kernel of every available set (package simd) on tables larger
 //     than the caches, as a fraction of that bandwidth, and on
 //     cache-resident tables, as a multiple of the generic Go kernel;
@@ -15,8 +15,14 @@
 //	go run ./cmd/hashevict-bench            # full run (needs ~3 GiB of RAM)
 //	go run ./cmd/hashevict-bench -quick     # smaller sizes, a smoke test
 //
-// Times are the minimum over repetitions (the least disturbed run), except
-// the policy cost per step, which is also given as a median.
+// The machine is shared, so no figure rests on a wall clock or on one
+// timing: every call is timed by the thread's CPU time (bench.ThreadTime,
+// the goroutine locked to its thread), which does not run while the
+// thread waits for a core, and every figure is a ratio of two calls timed
+// in the same round (bench.Paired: a kernel and the read loop over the
+// same number of bytes, a set and the generic kernel, the policy step and
+// the attention step), the order alternating between rounds. Tables give
+// the median over the rounds and its range (min–max).
 package main
 
 import (
@@ -48,7 +54,8 @@ var (
 	flagSmall  = flag.Int("small", 16<<10, "bytes of the cache-resident tables")
 	flagTokens = flag.String("tokens", "4096,32768,131072", "cached tokens of the policy/attention comparison")
 	flagQuick  = flag.Bool("quick", false, "small sizes: a smoke test, not a measurement")
-	flagMinT   = flag.Duration("mintime", 300*time.Millisecond, "minimum time spent per measurement")
+	flagRounds = flag.Int("rounds", 7, "paired rounds per figure")
+	flagBatch  = flag.Duration("batch", 20*time.Millisecond, "thread CPU time per timed batch of short calls")
 	flagSkip   = flag.Bool("policy-only", false, "only the policy/attention comparison")
 	flagKern   = flag.String("kernels", "", "only the kernels whose name matches this regular expression (and no policy section)")
 	flagProf   = flag.String("cpuprofile", "", "write a CPU profile of the policy section to this file")
@@ -67,7 +74,8 @@ func main() {
 	if *flagQuick {
 		large = 64 << 20
 		tokens = []int{4096, 32768}
-		*flagMinT = 50 * time.Millisecond
+		*flagRounds = 3
+		*flagBatch = 5 * time.Millisecond
 	}
 
 	fmt.Printf("# hashevict-bench\n\n")
@@ -77,18 +85,14 @@ func main() {
 		strings.Join(simd.Available(), ", "), simd.Active().Name)
 	fmt.Printf("command: %s\n\n", strings.Join(os.Args, " "))
 
+	fmt.Printf("Timing: %s per call (batches of short calls: >= %v), %d paired rounds per figure, order alternating; median (min–max) over the rounds.\n\n",
+		bench.ClockName, *flagBatch, *flagRounds)
 	if !*flagSkip {
 		buf := makeBuffer(large)
 		fmt.Printf("## Memory-read bandwidth (one core)\n\n")
-		fmt.Printf("Each read loop over %s, best pass in %v; the bandwidth is the fastest loop's.\n\n", size(large), *flagMinT*3)
-		bw := 0.0
-		for _, l := range bench.ReadLoops {
-			r := memoryBandwidth(buf, l.Sum)
-			fmt.Printf("- %.2f GB/s: %s\n", r/1e9, l.Name)
-			bw = max(bw, r)
-		}
-		fmt.Printf("\nMemory-read bandwidth: %.2f GB/s\n\n", bw/1e9)
-		kernelTable(buf, bw, *flagSmall)
+		fmt.Printf("Each read loop over %s, %d rounds (each loop once per round, in turn); the reference is the loop with the best median.\n\n", size(large), *flagRounds)
+		ref := readBandwidth(buf)
+		kernelTable(buf, ref, *flagSmall)
 		buf = nil
 		runtime.GC()
 	}
@@ -145,46 +149,41 @@ func makeBuffer(n int) []uint64 {
 	return b
 }
 
-// measure calls f until minTime has passed (at least twice) and returns
-// the shortest call.
-func measure(minTime time.Duration, f func()) time.Duration {
-	best := time.Duration(math.MaxInt64)
-	start := time.Now()
-	for n := 0; n < 2 || time.Since(start) < minTime; n++ {
-		t := time.Now()
-		f()
-		best = min(best, time.Since(t))
-	}
-	return best
-}
-
-// perCall runs f in batches long enough to time (≥ 1 ms) and returns the
-// best time of one call.
-func perCall(minTime time.Duration, f func()) time.Duration {
-	reps := 1
-	for {
-		t := time.Now()
-		for i := 0; i < reps; i++ {
-			f()
-		}
-		if time.Since(t) >= time.Millisecond || reps >= 1<<24 {
-			break
-		}
-		reps *= 2
-	}
-	d := measure(minTime, func() {
-		for i := 0; i < reps; i++ {
-			f()
-		}
-	})
-	return d / time.Duration(reps)
-}
-
 var sink uint64
 
-func memoryBandwidth(buf []uint64, sum func([]uint64) uint64) float64 {
-	d := measure(3**flagMinT, func() { sink += sum(buf) })
-	return float64(8*len(buf)) / d.Seconds()
+// readBandwidth times every read loop over buf, the loops taking turns in
+// each round, prints their bandwidth (median and range) and returns the
+// fastest one by median: the reference the kernels are paired with.
+func readBandwidth(buf []uint64) bench.ReadLoop {
+	loops := bench.ReadLoops
+	per := make([][]float64, len(loops))
+	for r := 0; r < *flagRounds; r++ {
+		for i := range loops {
+			l := loops[(i+r)%len(loops)]
+			t := bench.ThreadTime()
+			sink += l.Sum(buf)
+			d := bench.ThreadTime() - t
+			j := (i + r) % len(loops)
+			per[j] = append(per[j], float64(8*len(buf))/d.Seconds()/1e9)
+		}
+	}
+	best := 0
+	for i, l := range loops {
+		sp := bench.SpreadOf(per[i])
+		fmt.Printf("- %s GB/s: %s\n", sp.Format("%.2f"), l.Name)
+		if sp.Median > bench.SpreadOf(per[best]).Median {
+			best = i
+		}
+	}
+	fmt.Printf("\nMemory-read bandwidth: %s GB/s, %s (the reference below)\n\n", bench.SpreadOf(per[best]).Format("%.2f"), loops[best].Name)
+	return loops[best]
+}
+
+// timedBatch returns f repeated so that one call of the result takes at
+// least -batch of thread CPU time (f itself when it does).
+func timedBatch(f func()) (func(), int) {
+	reps := bench.Batch(*flagBatch, f)
+	return bench.Repeat(reps, f), reps
 }
 
 // Views of the buffer as other element types.
@@ -382,7 +381,7 @@ func kernelCases() []kernelCase {
 	return cases
 }
 
-func kernelTable(buf []uint64, bw float64, small int) {
+func kernelTable(buf []uint64, ref bench.ReadLoop, small int) {
 	sets := simd.Available()
 	kernels := map[string]simd.Kernels{}
 	for _, name := range sets {
@@ -399,12 +398,13 @@ func kernelTable(buf []uint64, bw float64, small int) {
 	smallBuf, smallOut := buf[:small/8], out[:small/8]
 
 	fmt.Printf("## Kernels\n\n")
-	fmt.Printf("GB/s of input bytes (the table, the rows, the scores and positions, the distances…), and of input plus output bytes (in+out).\n")
-	fmt.Printf("Large: up to %s of input, beyond the caches, as %% of the memory-read bandwidth (compute-bound kernels use less).\n", size(8*len(buf)))
-	fmt.Printf("Small: %s of input (cache-resident), and the speed-up over the generic Go kernel on the same input.\n\n", size(small))
+	fmt.Printf("Large: up to %s of input, beyond the caches. Each round times the kernel once and the reference read loop once over the same number of bytes;\n", size(8*len(buf)))
+	fmt.Printf("\"%% of read\" is the kernel's input rate over the read loop's, per round (the generic set, far slower, is capped at %s of input).\n", size(genericLarge))
+	fmt.Printf("\"in+out\" counts the bytes the kernel writes too. Small: %s of input (cache-resident), batches of calls of the set and of the generic kernel\n", size(small))
+	fmt.Printf("in the same round; \"× generic\" is the ratio per round. GB/s columns are medians of input bytes per second.\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "| kernel\t set\t large input\t large GB/s\t % of mem BW\t in+out GB/s\t % of mem BW\t small GB/s\t × generic\t")
-	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(tw, "| kernel\t set\t large input\t large GB/s\t % of read: median (min–max)\t in+out % of read\t small GB/s\t × generic: median (min–max)\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t")
 	var only *regexp.Regexp
 	if *flagKern != "" {
 		only = regexp.MustCompile(*flagKern)
@@ -413,33 +413,55 @@ func kernelTable(buf []uint64, bw float64, small int) {
 		if only != nil && !only.MatchString(c.name) {
 			continue
 		}
-		genericSmall := 0.0
-		rows := map[string][6]float64{}
-		for _, name := range slices.Backward(sets) { // generic first
+		runG, inG, _ := c.prep(kernels["generic"], smallBuf, smallOut, small)
+		batchG, repsG := timedBatch(runG)
+		for _, name := range sets {
 			k := kernels[name]
 			lb := 8 * len(buf)
 			if c.maxLarge > 0 {
 				lb = min(lb, c.maxLarge)
 			}
-			run, in, written := c.prep(k, buf, out, lb)
-			dl := measure(*flagMinT, run)
-			runS, inS, _ := c.prep(k, smallBuf, smallOut, small)
-			ds := perCall(*flagMinT, runS)
-			large := float64(in) / dl.Seconds()
-			smallRate := float64(inS) / ds.Seconds()
 			if name == "generic" {
-				genericSmall = smallRate
+				lb = min(lb, genericLarge)
 			}
-			moved := float64(in+written) / dl.Seconds()
-			rows[name] = [6]float64{large, large / bw, smallRate, smallRate / genericSmall, float64(in), moved}
-		}
-		for _, name := range sets {
-			r := rows[name]
-			fmt.Fprintf(tw, "| %s\t %s\t %s\t %.2f\t %.0f %%\t %.2f\t %.0f %%\t %.2f\t %.1f\t\n", c.name, name, size(int(r[4])), r[0]/1e9, 100*r[1], r[5]/1e9, 100*r[5]/bw, r[2]/1e9, r[3])
+			run, in, written := c.prep(k, buf, out, lb)
+			refBuf := buf[:in/8]
+			readRef := func() { sink += ref.Sum(refBuf) }
+			readRef() // warm-up: code, TLB and frequency
+			run()
+			tr, tk := bench.Paired(*flagRounds, readRef, run)
+			large := make([]float64, len(tk))
+			for i, d := range tk {
+				large[i] = float64(in) / d.Seconds()
+			}
+			frac := bench.SpreadOf(bench.Ratios(tr, tk))
+			moved := frac.Median * float64(in+written) / float64(in)
+
+			runS, inS, _ := c.prep(k, smallBuf, smallOut, small)
+			batchS, repsS := timedBatch(runS)
+			tg, ts := bench.Paired(*flagRounds, batchG, batchS)
+			rate := make([]float64, len(ts))
+			speed := make([]float64, len(ts))
+			for i := range ts {
+				perS := ts[i].Seconds() / float64(repsS)
+				rate[i] = float64(inS) / perS
+				speed[i] = (tg[i].Seconds() / float64(repsG) / float64(inG)) / (perS / float64(inS))
+			}
+			fmt.Fprintf(tw, "| %s\t %s\t %s\t %.2f\t %s\t %.0f %%\t %.2f\t %s\t\n", c.name, name, size(in),
+				bench.SpreadOf(large).Median/1e9, pct(frac), 100*moved, bench.SpreadOf(rate).Median/1e9, bench.SpreadOf(speed).Format("%.1f"))
 		}
 	}
 	tw.Flush()
 	fmt.Println()
+}
+
+// genericLarge caps the large input of the generic kernels, which run at
+// a few hundred MB/s: the fraction of the bandwidth they reach does not
+// need a table larger than the caches many times over.
+const genericLarge = 64 << 20
+
+func pct(s bench.Spread) string {
+	return fmt.Sprintf("%.0f %% (%.0f–%.0f %%)", 100*s.Median, 100*s.Min, 100*s.Max)
 }
 
 // rowsOf wraps x, [tokens][heads][dim] float32, as policy rows.
@@ -518,11 +540,11 @@ func (r *engineRun) step() time.Duration {
 	i := int(r.pos) % len(r.q)
 	q, k := rowsOf(r.q[i], 1, qHeads, headDim), rowsOf(r.k[i], 1, kvHeads, headDim)
 	pos := []int32{r.pos}
-	t := time.Now()
+	t := bench.ThreadTime()
 	if err := r.e.Place(0, 0, q, k, pos, r.slots, nil); err != nil {
 		panic(err)
 	}
-	d := time.Since(t)
+	d := bench.ThreadTime() - t
 	r.pos++
 	return d
 }
@@ -560,12 +582,12 @@ func newAttention(tokens int, rng *rand.Rand) *attention {
 // step runs the attention of one decode step: the 32 query heads over the
 // cache of every KV head (GQA 4).
 func (a *attention) step() time.Duration {
-	t := time.Now()
+	t := bench.ThreadTime()
 	for h := 0; h < kvHeads; h++ {
 		o := h * bench.Group * headDim
 		bench.Attend(a.out[o:o+bench.Group*headDim], a.q[o:o+bench.Group*headDim], a.k[h], a.v[h], a.tokens, a.scratch)
 	}
-	return time.Since(t)
+	return bench.ThreadTime() - t
 }
 
 func policyTable(tokens []int, score policy.Score) {
@@ -573,44 +595,56 @@ func policyTable(tokens []int, score policy.Score) {
 	fmt.Printf("## Policy cost per decode step vs. the attention of that step\n\n")
 	fmt.Printf("Policy: policy.Engine.Place, slot mode, 1 layer, %d KV heads, %d query heads (GQA %d), head_dim %d, 16-bit codes, %s score,\n",
 		kvHeads, qHeads, qHeads/kvHeads, headDim, []string{"instant (the default)", "accumulated", "decayed"}[score])
-	fmt.Printf("full cache of N tokens (one eviction per KV head per step); f32 inputs. Median (min) over the steps.\n")
-	fmt.Printf("\"after attention\": the policy step timed right after an attention step, whose K/V stream has evicted its tables from the caches.\n")
-	fmt.Printf("Attention: %d query heads over N cached f32 keys and values per KV head (%s per step at N tokens: K and V), %s.\n\n",
+	fmt.Printf("full cache of N tokens (one eviction per KV head per step); f32 inputs.\n")
+	fmt.Printf("Attention: %d query heads over N cached f32 keys and values per KV head (%s per step at N tokens: K and V), %s.\n",
 		qHeads, "2·8·N·512 B", bench.AttendMethod)
+	fmt.Printf("Each round: one attention step, then a policy step (\"after attention\": the K/V stream has evicted the policy's tables from the caches),\n")
+	fmt.Printf("then another policy step (\"hot\"); the ratios are per round. Each step timed by thread CPU time; median (min–max) over the rounds.\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintf(tw, "| N tokens\t policy, %s\t policy, generic\t attention\t policy/attention (%s)\t after attention: policy, %s\t ratio\t policy/attention (generic)\t\n", best, best, best)
+	fmt.Fprintf(tw, "| N tokens\t policy hot, %s\t attention\t hot / attention\t policy after attention\t after / attention\t policy hot, generic\t generic / attention\t\n", best)
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t")
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, n := range tokens {
 		simd.Use(best)
 		r := newEngineRun(n, score, rng)
-		steps := max(20, min(400, 4<<20/n))
-		r.steps(steps / 4) // warm up
-		pMin, pMed := r.steps(steps)
-		simd.Use("generic")
-		gMin, gMed := r.steps(max(10, steps/4))
-		simd.Use(best)
-
 		a := newAttention(n, rng)
 		a.step()
-		aBest := measure(*flagMinT, func() { a.step() })
-		// Interleaved: attention, then a policy step.
-		var after []time.Duration
-		for i := 0; i < max(5, min(40, steps/8)); i++ {
-			a.step()
+		r.steps(8) // warm up
+		rounds := max(*flagRounds, min(40, 4<<20/n))
+		var hot, after, att []time.Duration
+		for i := 0; i < rounds; i++ {
+			att = append(att, a.step())
 			after = append(after, r.step())
+			hot = append(hot, r.step())
 		}
-		slices.Sort(after)
-		aMed := after[len(after)/2]
-		fmt.Fprintf(tw, "| %d\t %s (%s)\t %s (%s)\t %s\t %.3f %%\t %s\t %.3f %%\t %.2f %%\t\n", n,
-			us(pMed), us(pMin), us(gMed), us(gMin), ms(aBest),
-			100*pMed.Seconds()/aBest.Seconds(), us(aMed), 100*aMed.Seconds()/aBest.Seconds(),
-			100*gMed.Seconds()/aBest.Seconds())
+		simd.Use("generic")
+		var gen []time.Duration
+		for i := 0; i < max(3, *flagRounds/2); i++ {
+			d := a.step()
+			r.step() // after attention: not timed
+			att, gen = append(att, d), append(gen, r.step())
+		}
+		simd.Use(best)
+		med := func(x []time.Duration) time.Duration {
+			f := make([]float64, len(x))
+			for i, d := range x {
+				f[i] = float64(d)
+			}
+			return time.Duration(bench.SpreadOf(f).Median)
+		}
+		fmt.Fprintf(tw, "| %d\t %s\t %s\t %s\t %s\t %s\t %s\t %s\t\n", n,
+			us(med(hot)), ms(med(att)), pct3(bench.SpreadOf(bench.Ratios(hot, att[:rounds]))),
+			us(med(after)), pct3(bench.SpreadOf(bench.Ratios(after, att[:rounds]))),
+			us(med(gen)), pct3(bench.SpreadOf(bench.Ratios(gen, att[rounds:]))))
 		r, a = nil, nil
 		runtime.GC()
 	}
 	tw.Flush()
 	fmt.Println()
+}
+
+func pct3(s bench.Spread) string {
+	return fmt.Sprintf("%.3f %% (%.3f–%.3f %%)", 100*s.Median, 100*s.Min, 100*s.Max)
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1e3) }
