@@ -207,6 +207,9 @@ func FuzzPolicySteps(f *testing.F) {
 						if err != nil && !ok && CodeOf(err) != CodePosition && CodeOf(err) != CodeShape && CodeOf(err) != CodeNonFinite {
 							t.Fatalf("out-of-order observe: %v", err)
 						}
+						if ok && CodeOf(err) == CodePosition {
+							t.Fatalf("layer %d refused %v, in order (model %v, layer at %d): %v", layer, positions, m.all, m.idx[layer], err)
+						}
 					}
 				}
 				if err == nil {
