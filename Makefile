@@ -8,7 +8,7 @@ GOFLAGS_SO = -trimpath -buildmode=c-shared \
              -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
 GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.s' -o -name '*.map') go.mod go.sum
 
-.PHONY: all build bench-kernels test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
+.PHONY: all build bench-kernels bench-faiss test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
@@ -69,6 +69,17 @@ test-llamacpp: llamacpp
 # policy's cost per decode step against attention (docs/kernels.md).
 bench-kernels:
 	$(GO) run ./cmd/hashevict-bench
+
+# Farthest against FAISS (PyPI faiss-cpu, one thread) on identical codes,
+# in one Python process: FAISS through its module, Farthest through a
+# benchmark-only library built from bench/peer (docs/kernels.md).
+FAISS_VENV ?= $(BUILD)/venv-faiss
+bench-faiss:
+	@mkdir -p $(BUILD)/bench
+	$(GO) build -buildmode=c-shared -o $(BUILD)/bench/libhevpeer.so ./bench/peer
+	test -x $(FAISS_VENV)/bin/python || python3 -m venv $(FAISS_VENV)
+	$(FAISS_VENV)/bin/pip install --quiet faiss-cpu==1.15.1 numpy
+	$(FAISS_VENV)/bin/python bench/faiss_peer.py --lib $(BUILD)/bench/libhevpeer.so
 
 # --- reliability (docs/reliability.md) ----------------------------------------
 # The long forms of what `make test` runs short.
