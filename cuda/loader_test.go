@@ -104,7 +104,7 @@ func openStub(t *testing.T) *stub {
 		}
 	}
 	// The defaults: a working fake GPU.
-	for k, v := range []int64{0, 1, 2, 0x1000, 0, 0, 0, 0x1000} {
+	for k, v := range []int64{0, 1, 2, 0x1000, 0, 0, 0, 0x1000, 13000, 0} {
 		s.setKey(k, v)
 	}
 	return s
@@ -119,6 +119,8 @@ const (
 	kCurCtx
 	kAlloc
 	kPtrCtx
+	kVersion
+	kModLoad2
 )
 
 func (s *stub) setKey(k int, v int64) {
@@ -263,6 +265,7 @@ func TestFakeDevice(t *testing.T) {
 func TestNoKernelImage(t *testing.T) {
 	s := openStub(t)
 	s.setKey(kModLoad, 209)
+	s.setKey(kModLoad2, 209)
 	v, err := Open()
 	if err != nil {
 		t.Fatal(err)
@@ -270,10 +273,46 @@ func TestNoKernelImage(t *testing.T) {
 	tb := Tables{Codes: 0x7f0000000000, Bits: 16, Slots: 100, Heads: 2, Stride: 25}
 	pr := Probes{Codes: 0x7f0000100000, HeadStride: 1, TokenStride: 2, PerToken: 1, Tokens: 1}
 	err = v.Farthest(0, tb, pr, Skip{}, 0x7f0000200000, 0x7f0000300000)
-	wantErr(t, err, policy.CodeUnsupported, "CUDA_ERROR_NO_BINARY_FOR_GPU (209)", "sm_80", "Fake GPU")
+	wantErr(t, err, policy.CodeUnsupported, "no embedded image loads", "CUDA 13 image", "CUDA 12 image", "CUDA_ERROR_NO_BINARY_FOR_GPU (209)", "sm_80", "Fake GPU")
 	// The failed load is remembered: later calls get the same error.
 	_, err = v.Code()
 	wantErr(t, err, policy.CodeUnsupported, "209")
+}
+
+// TestImageChoice: a CUDA 13 driver that cannot JIT the CUDA 13 image's
+// PTX falls back to the CUDA 12 image; a CUDA 12 driver only tries that
+// one; an older driver is refused by name.
+func TestImageChoice(t *testing.T) {
+	for _, c := range []struct {
+		version, first, second int64
+		image, err             string
+	}{
+		{13000, 0, 0, "CUDA 13 image", ""},
+		{13000, 222, 0, "CUDA 12 image", ""},
+		{12020, 0, 0, "CUDA 12 image", ""},
+		{12020, 222, 0, "", "CUDA_ERROR_UNSUPPORTED_PTX_VERSION (222)"},
+		{13000, 2, 0, "", "CUDA_ERROR_OUT_OF_MEMORY"},
+		{11080, 0, 0, "", "supports CUDA 11.8; the kernels need a driver for CUDA 12.0 (R525) or later"},
+	} {
+		s := openStub(t)
+		s.setKey(kVersion, c.version)
+		s.setKey(kModLoad, c.first)
+		s.setKey(kModLoad2, c.second)
+		v, err := Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := v.Code()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("driver %d, loads %d then %d: %v, want an error with %q", c.version, c.first, c.second, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !strings.HasPrefix(code, c.image) {
+			t.Errorf("driver %d, loads %d then %d: %q, %v; want the %s", c.version, c.first, c.second, code, err, c.image)
+		}
+	}
 }
 
 // TestLaunchParameters checks, against the C layout of every kernel's

@@ -5,16 +5,45 @@ import (
 	"encoding/binary"
 	"math"
 	"os"
+	"strings"
 	"unsafe"
 
 	"github.com/hashevict/hashevict/policy"
 )
 
-// fatbin is kernels/hashevict.cu compiled by build.sh; check-fatbin.sh
-// verifies it against its sources wherever nvcc is installed.
-//
-//go:embed hashevict.fatbin
-var fatbin []byte
+// The kernels of kernels/hashevict.cu as build.sh compiles them, in two
+// images (toolchain.sh): for CUDA 13 drivers (nvcc 13: SASS sm_80 and sm_90,
+// PTX ISA 9.x) and for CUDA 12 drivers (ptxas 12.9: the same kernels, PTX
+// ISA 8.0). check-fatbin.sh verifies both against the sources wherever the
+// toolchain is installed.
+var (
+	//go:embed hashevict.fatbin
+	fatbin13 []byte
+	//go:embed hashevict_cu12.fatbin
+	fatbin12 []byte
+)
+
+// image is one embedded fatbin and the oldest driver it can load on.
+type image struct {
+	name      string
+	data      []byte
+	minDriver int
+}
+
+var images = []image{
+	{"CUDA 13 image", fatbin13, 13000},
+	{"CUDA 12 image", fatbin12, 12000},
+}
+
+// retryable results of cuModuleLoadData: another image may load where this
+// one cannot (a GPU without SASS here whose PTX the driver cannot JIT).
+func retryable(r uintptr) bool {
+	switch r {
+	case resNoBinaryForGPU, resUnsupportedPTX, resInvalidImage, 218 /* INVALID_PTX */, 221 /* JIT_COMPILER_NOT_FOUND */ :
+		return true
+	}
+	return false
+}
 
 // kernelNames are the extern "C" entry points of hashevict.cu.
 var kernelNames = [...]string{"hev_hash", "hev_farthest", "hev_score_step", "hev_keys_to_slots", "hev_store", "hev_token_totals", "hev_read_bw"}
@@ -33,6 +62,7 @@ const (
 type module struct {
 	handle uintptr
 	fn     [len(kernelNames)]uintptr
+	image  string // which embedded image loaded
 	// binary[i] is the architecture of the code the driver chose for
 	// kernel i (e.g. 90 for SASS sm_90; JIT-compiled PTX reports the
 	// device's own), ptx[i] the PTX version it was built from.
@@ -71,9 +101,28 @@ func (v *Device) kernels() (*module, error) {
 func (v *Device) loadModule() (*module, error) {
 	d := v.d
 	m := &module{}
-	if r := d.call(d.cuModuleLoadData, uintptr(unsafe.Pointer(&m.handle)), uintptr(unsafe.Pointer(&fatbin[0]))); r != resSuccess {
-		err := d.err(r, "cuModuleLoadData (the embedded kernels, on "+v.Name+", sm_"+itoa(v.CCMajor)+itoa(v.CCMinor)+")")
-		return nil, err
+	where := "on " + v.Name + ", sm_" + itoa(v.CCMajor) + itoa(v.CCMinor)
+	if d.version < 12000 {
+		return nil, fail(policy.CodeUnsupported, "the driver supports CUDA %s; the kernels need a driver for CUDA 12.0 (R525) or later (%s)", d.versionString(), where)
+	}
+	var errs []string
+	for _, im := range images {
+		if d.version < im.minDriver {
+			continue
+		}
+		r := d.call(d.cuModuleLoadData, uintptr(unsafe.Pointer(&m.handle)), uintptr(unsafe.Pointer(&im.data[0])))
+		if r == resSuccess {
+			m.image = im.name
+			break
+		}
+		err := d.err(r, "cuModuleLoadData (the embedded "+im.name+", "+where+")")
+		if !retryable(r) {
+			return nil, err
+		}
+		errs = append(errs, trimPrefix(err))
+	}
+	if m.image == "" {
+		return nil, fail(policy.CodeUnsupported, "no embedded image loads: %s", strings.Join(errs, "; "))
 	}
 	for i, name := range kernelNames {
 		cname := append([]byte(name), 0)
@@ -106,7 +155,7 @@ func (v *Device) Code() (string, error) {
 		return "", err
 	}
 	b := m.binary[kFarthest]
-	s := "binary version " + itoa(b/10) + "." + itoa(b%10) + ", PTX " + itoa(m.ptx[kFarthest]/10) + "." + itoa(m.ptx[kFarthest]%10)
+	s := m.image + ", binary version " + itoa(b/10) + "." + itoa(b%10) + ", PTX " + itoa(m.ptx[kFarthest]/10) + "." + itoa(m.ptx[kFarthest]%10)
 	if b == 80 || b == 90 {
 		s += " (embedded SASS sm_" + itoa(b) + ")"
 	} else {

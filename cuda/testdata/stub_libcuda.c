@@ -21,16 +21,18 @@ typedef int CUresult;
 CUresult cuInit(unsigned flags) { (void)flags; return 0; }
 #else
 
-enum { K_INIT, K_COUNT, K_MEMTYPE, K_STREAMCTX, K_MODLOAD, K_CURCTX, K_ALLOC, K_PTRCTX, K_N };
-static long long cfg[K_N] = {0, 1, 2, 0x1000, 0, 0, 0, 0x1000};
+enum { K_INIT, K_COUNT, K_MEMTYPE, K_STREAMCTX, K_MODLOAD, K_CURCTX, K_ALLOC, K_PTRCTX, K_VERSION, K_MODLOAD2, K_N };
+static long long cfg[K_N] = {0, 1, 2, 0x1000, 0, 0, 0, 0x1000, 13000, 0};
+static int loads; /* cuModuleLoadData calls: the second gets K_MODLOAD2 */
 
 void hev_stub_set(int key, long long value) {
     if (key >= 0 && key < K_N) cfg[key] = value;
+    loads = 0;
 }
 
 static const char *names[][2] = {
     {"0", "CUDA_SUCCESS"},         {"2", "CUDA_ERROR_OUT_OF_MEMORY"}, {"34", "CUDA_ERROR_STUB_LIBRARY"},
-    {"100", "CUDA_ERROR_NO_DEVICE"}, {"209", "CUDA_ERROR_NO_BINARY_FOR_GPU"}, {"1", "CUDA_ERROR_INVALID_VALUE"},
+    {"100", "CUDA_ERROR_NO_DEVICE"}, {"209", "CUDA_ERROR_NO_BINARY_FOR_GPU"}, {"222", "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"}, {"1", "CUDA_ERROR_INVALID_VALUE"},
 };
 
 CUresult cuGetErrorName(CUresult r, const char **s) {
@@ -50,7 +52,7 @@ CUresult cuGetErrorString(CUresult r, const char **s) {
     return 0;
 }
 CUresult cuInit(unsigned flags) { (void)flags; return (CUresult)cfg[K_INIT]; }
-CUresult cuDriverGetVersion(int *v) { *v = 13000; return 0; }
+CUresult cuDriverGetVersion(int *v) { *v = (int)cfg[K_VERSION]; return 0; }
 CUresult cuDeviceGetCount(int *n) { *n = (int)cfg[K_COUNT]; return 0; }
 CUresult cuDeviceGet(int *d, int ordinal) { *d = ordinal; return ordinal < cfg[K_COUNT] ? 0 : 101; }
 CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
@@ -92,7 +94,7 @@ static const char *kernels[] = {"hev_hash", "hev_farthest", "hev_score_step", "h
 CUresult cuModuleLoadData(void **mod, const void *image) {
     (void)image;
     *mod = (void *)0x42;
-    return (CUresult)cfg[K_MODLOAD];
+    return (CUresult)cfg[loads++ == 0 ? K_MODLOAD : K_MODLOAD2];
 }
 CUresult cuModuleUnload(void *mod) { (void)mod; return 0; }
 CUresult cuModuleGetFunction(void **fn, void *mod, const char *name) {
