@@ -1,6 +1,8 @@
 // Command capi is libhashevict: built with -buildmode=c-shared, it exports
 // the functions of include/hashevict.h. It is the only package that imports
-// "C". Every export validates its arguments, describes failures through the
+// "C". Each C function hashevict_<name> is one Go export hevgo_<name>,
+// reached through a one-line forwarder in shim.c (which says why it exists).
+// Every export validates its arguments, describes failures through the
 // thread-local last error, and recovers panics into HASHEVICT_ERR_INTERNAL.
 package main
 
