@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 )
@@ -314,7 +316,11 @@ func TestSizesSaturate(t *testing.T) {
 		if b := p.budgetBytes(); b < 1<<56 {
 			t.Errorf("mode %d: the largest shape needs only %d bytes", mode, b)
 		}
-		if _, err := NewEngine(p); CodeOf(err) != CodeMemoryCap {
+		// Refused as a whole, with small projections (4 MiB): were the check
+		// missing, this test would not draw the 4 GiB of the largest ones.
+		q := p
+		q.HeadDim, q.Bits = 64, 16
+		if _, err := NewEngine(q); CodeOf(err) != CodeMemoryCap {
 			t.Errorf("mode %d: the largest shape was not refused: %v", mode, err)
 		}
 	}
@@ -384,5 +390,82 @@ func TestPhysicalFrom(t *testing.T) {
 	}
 	if readPhysicalMemory() == 0 {
 		t.Error("this machine's memory is unknown")
+	}
+}
+
+// Reservations stay exact under concurrent add / fork / reset / remove /
+// steps near the cap: once every sequence is gone, the engine holds its own
+// arrays only.
+func TestAccountingUnderConcurrency(t *testing.T) {
+	p := smallParams()
+	for _, mode := range []Mode{ModeSlot, ModeToken} {
+		p.Mode = mode
+		p.MaxSeqs = 16
+		p.MemoryCapBytes = p.engineBytes() + 5*uint64(p.heldBytes(p.Budget+1))
+		e := mustEngine(t, p)
+		var wg sync.WaitGroup
+		var refused atomic.Int64
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				rng := newRand(uint64(g))
+				next := make([]int32, p.MaxSeqs)
+				for i := 0; i < 400; i++ {
+					id := 4*g + rng.IntN(4) // each goroutine steps its own ids
+					switch rng.IntN(6) {
+					case 0:
+						if CodeOf(e.AddSeq(id)) == CodeMemoryCap {
+							refused.Add(1)
+						}
+					case 1:
+						src := 4*g + rng.IntN(4)
+						if err := e.ForkSeq(src, id); err == nil {
+							next[id] = next[src]
+						} else if CodeOf(err) == CodeMemoryCap {
+							refused.Add(1)
+						}
+					case 2:
+						if e.ResetSeq(id) == nil {
+							next[id] = 0
+						}
+					case 3:
+						e.RemoveSeq(id)
+						next[id] = 0
+					default:
+						n := 1 + rng.IntN(40)
+						x := overlapping(uint64(i), n, p.QHeads, p.HeadDim)
+						k := overlapping(uint64(i+1), n, p.KVHeads, p.HeadDim)
+						pos := seqPositions(int(next[id]), n)
+						var err error
+						for l := 0; l < p.Layers; l++ {
+							if mode == ModeSlot {
+								err = e.Place(id, l, x, k, pos, make([]int32, n*p.KVHeads), nil)
+							} else if err = e.Observe(id, l, x, k, pos); err == nil && l == p.Layers-1 {
+								_, err = e.Evictions(id, make([]int32, 64))
+							}
+						}
+						if err == nil {
+							next[id] += int32(n)
+						}
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		if refused.Load() == 0 {
+			t.Errorf("mode %d: the cap never refused an add or a fork", mode)
+		}
+		for _, id := range e.SeqIDs() {
+			if err := e.RemoveSeq(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if host, _ := e.MemoryInUse(); host != p.engineBytes() {
+			t.Errorf("mode %d: with no sequence left the engine holds %d bytes, want %d", mode, host, p.engineBytes())
+		}
+		if st := e.EngineStats(); st.StateBytes != 0 {
+			t.Errorf("mode %d: state_bytes %d with no sequence", mode, st.StateBytes)
+		}
 	}
 }
