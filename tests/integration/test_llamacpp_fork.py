@@ -1,0 +1,187 @@
+"""Per-KV-head HashEvict inside llama.cpp (integrations/llamacpp-fork, docs/llamacpp-fork.md).
+
+Needs `make llamacpp-fork llamacpp-stock` (the patched and the unpatched llama.cpp, each with
+its fork-probe) and `make deps`; skips with that message otherwise."""
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(os.environ.get("HASHEVICT_FORK_OUT", ROOT / "build" / "llamacpp-fork"))
+FORK_PROBE = OUT / "fork" / "fork-probe"
+STOCK_PROBE = OUT / "stock" / "fork-probe"
+SERVER = OUT / "fork" / "build" / "bin" / "llama-server"
+
+
+def deps():
+    env = {}
+    path = ROOT / ".cache" / "deps.env"
+    if not path.exists():
+        pytest.skip("run `make deps` first")
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k] = v.strip('"')
+    return env
+
+
+def need(*paths):
+    for p in paths:
+        if not p.exists():
+            pytest.skip(f"{p} missing: run `make llamacpp-fork llamacpp-stock`")
+
+
+def run(args, timeout=900):
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def probe(binary, *args):
+    d = deps()
+    out = run([binary, *args[:1], "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], *args[1:]]).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_budget_covering_every_token_gives_the_stock_logits_bit_for_bit(tmp_path):
+    need(FORK_PROBE, STOCK_PROBE)
+    # 200 prompt tokens and 100 greedy steps; the stock cache and the placer's both hold
+    # 512 cells, so no eviction happens and attention sees the same cells.
+    common = ["--prompt", "200", "--gen", "100", "--ctx", "512"]
+    probe(STOCK_PROBE, "logits", *common, "--out", tmp_path / "stock.bin")
+    probe(FORK_PROBE, "logits", *common, "--out", tmp_path / "fork_off.bin")
+    probe(FORK_PROBE, "logits", *common, "--budget", "512", "--out", tmp_path / "fork_on.bin")
+    stock = (tmp_path / "stock.bin").read_bytes()
+    assert len(stock) == 101 * 49152 * 4
+    # the patch changes nothing without a placer ...
+    assert (tmp_path / "fork_off.bin").read_bytes() == stock
+    # ... and with one, per-head rows at the same cells give the same numbers
+    assert (tmp_path / "fork_on.bin").read_bytes() == stock
+
+
+@pytest.mark.parametrize("prompt,budget,gen,probe_kind", [
+    (48, 64, 300, "query"),    # prompt fits, then 284 evicting steps
+    (150, 64, 200, "key"),     # prompt larger than the budget: one token per step once full
+])
+def test_every_cached_k_row_is_the_post_rope_k_of_the_position_reported(prompt, budget, gen, probe_kind):
+    need(FORK_PROBE)
+    r = probe(FORK_PROBE, "kvcheck", "--prompt", prompt, "--budget", budget, "--gen", gen, "--probe", probe_kind)
+    assert r["placement_failures"] == 0
+    assert r["decode_steps"] == gen
+    # every (layer, KV head, slot) holds a position, and its row is that position's K
+    assert r["rows_checked"] == r["layers"] * r["kv_heads"] * budget
+    assert r["rows_missing"] == 0
+    assert r["rows_mismatched"] == 0
+    # the decision for position t is made in t's own decode step, one slot per head
+    assert r["new_position_not_placed_in_step"] == 0
+    assert r["bad_evictions"] == 0
+    assert r["evicting_head_steps"] >= r["layers"] * r["kv_heads"] * (gen - max(0, budget - prompt))
+    # the heads decide for themselves: their victims differ somewhere
+    assert r["victim_differs_from_head0"] > 0
+
+
+def test_bad_options_are_refused_with_a_message():
+    need(SERVER)
+    d = deps()
+    for args, msg in [
+        (["--kv-evict", "nonsense"], "unknown --kv-evict policy"),
+        (["--kv-evict", "hash", "--kv-evict-budget", "8"], "must exceed sinks + recent"),
+        (["--kv-evict", "hash", "--kv-evict-budget", "64", "--kv-evict-bits", "7"], "HASHEVICT_ERR_INVALID_PARAMS"),
+    ]:
+        proc = subprocess.run([str(SERVER), "-m", d["SMOLLM_GGUF"], "--port", str(free_port()), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert msg in proc.stdout + proc.stderr, (args, proc.stderr[-2000:])
+    # a sliding-window model (Gemma 3) has no plain KV cache: refused, not crashed
+    proc = subprocess.run([str(SERVER), "-m", d["GEMMA_GGUF"], "--port", str(free_port()), "--kv-evict", "hash",
+                           "--kv-evict-budget", "64"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.returncode > 0, proc.returncode
+    assert "kv_placer: supported for models with one plain KV cache" in proc.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, path, body, timeout=300):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+@pytest.fixture
+def server(tmp_path):
+    need(SERVER)
+    d = deps()
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    # 2 slots of 512 positions each, 64 KV cells per slot: prompts below overflow the cells
+    proc = subprocess.Popen([str(SERVER), "-m", d["SMOLLM_GGUF"], "--host", "127.0.0.1", "--port", str(port),
+                             "-c", "1024", "--parallel", "2", "-t", "2", "--kv-evict", "hash",
+                             "--kv-evict-budget", "64"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.time() < deadline, "server did not become healthy"
+            time.sleep(0.5)
+        yield port, tmp_path / "server.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+STORY = ("Elizabeth walked to Netherfield through the mud to see her sister Jane, who had fallen ill. "
+         "Mr. Bingley was kind, his sisters were not, and Mr. Darcy said little but watched her closely. ")
+
+
+def chat(port, question):
+    status, body = post(port, "/v1/chat/completions", {
+        "messages": [{"role": "system", "content": "You answer questions about a story."},
+                     {"role": "user", "content": STORY * 2 + question}],
+        "max_tokens": 40, "temperature": 0, "seed": 1})
+    assert status == 200
+    return body
+
+
+def test_server_chat_completion_and_two_sequences_with_their_own_eviction_state(server):
+    port, log = server
+    qa = "Who was ill?"
+    qb = "Describe Mr. Darcy in one sentence."
+    a = chat(port, qa)
+    msg = a["choices"][0]["message"]["content"]
+    assert msg.strip(), a
+    # the prompt alone is longer than the 64 cells: eviction ran during the request
+    assert a["usage"]["prompt_tokens"] > 64
+    b = chat(port, qb)
+    # both at once, in two slots (two sequences): each answer is the one it gets alone,
+    # so neither sequence's placements touched the other's cells or state
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        fa, fb = pool.submit(chat, port, qa), pool.submit(chat, port, qb)
+        ca, cb = fa.result(), fb.result()
+    assert ca["choices"][0]["message"]["content"] == msg
+    assert cb["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+    text = log.read_text()
+    assert "--kv-evict: 64 cells per sequence" in text
+    assert "hashevict-kv:" not in text and "KV placer failed" not in text, text[-3000:]
