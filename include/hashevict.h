@@ -315,7 +315,10 @@ hashevict_status hashevict_seq_state_save(hashevict_engine *engine,
 
 /* Restores a saved state into sequence seq, replacing it if it exists and
  * adding it otherwise. CORRUPT_STATE, INCOMPATIBLE_STATE or MEMORY_CAP leave
- * the engine unchanged. buf is only read during the call. */
+ * the engine unchanged. Until the swap, the loaded sequence and the one it
+ * replaces are both held: MEMORY_CAP, before anything is decoded, if the
+ * bound of memory_cap_bytes cannot hold both. buf is only read during the
+ * call. */
 hashevict_status hashevict_seq_state_load(hashevict_engine *engine,
                                           int32_t seq, const void *buf,
                                           size_t size);

@@ -174,6 +174,18 @@ func (e *Engine) fitScratch(s *Sequence, n int) error {
 	return nil
 }
 
+// holdDecoding counts, before a saved sequence is decoded, the tables it
+// will have (the blob says how many slots), until the caller releases them:
+// LoadSeq then accounts the sequence as its own. Until it swaps them, the
+// decoded sequence and the one it replaces are both held.
+func (e *Engine) holdDecoding(capacity int) (release func(), err error) {
+	n := uint64(e.P.heldBytes(capacity))
+	if err := e.mem.reserve(MemHost, n, fmt.Sprintf("decoding a saved sequence with tables of %d slots", capacity)); err != nil {
+		return nil, err
+	}
+	return func() { e.mem.release(MemHost, n) }, nil
+}
+
 // dropScratch returns the scratch of a sequence that is going away.
 func (e *Engine) dropScratch(s *Sequence) {
 	e.mem.release(MemHost, s.scratchBytes)

@@ -469,3 +469,53 @@ func TestAccountingUnderConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// A saved sequence is counted before it is decoded, so a blob too large for
+// the engine is refused without building its tables first.
+func TestLoadCountsBeforeDecoding(t *testing.T) {
+	p := smallParams()
+	p.Mode, p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget = ModeToken, 4, 4, 4, 8, 32
+	src := mustEngine(t, p)
+	if err := src.AddSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	// 4000 positions never evicted, in one chunk: tables of 4000 slots.
+	const n = 4000
+	q, k := overlapping(1, n, p.QHeads, p.HeadDim), overlapping(2, n, p.KVHeads, p.HeadDim)
+	for l := 0; l < p.Layers; l++ {
+		if err := src.Observe(0, l, q, k, seqPositions(0, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob, err := src.SaveSeq(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := uint64(p.heldBytes(4000))
+	p.MemoryCapBytes = p.budgetBytes()
+	dst := mustEngine(t, p)
+	if a := allocated(func() { err = dst.LoadSeq(0, blob) }); a > held/8 {
+		t.Errorf("a refused load allocated %d bytes (the sequence holds %d)", a, held)
+	}
+	wantMemCap(t, err, "decoding a saved sequence with tables of 4000 slots", "memory_cap_bytes")
+	if host, _ := dst.MemoryInUse(); host != p.engineBytes() {
+		t.Errorf("after the refusal the engine holds %d bytes, want %d", host, p.engineBytes())
+	}
+	// With room for it, it loads, replaces itself (both held meanwhile),
+	// and is accounted as it was in the engine that saved it.
+	p.MemoryCapBytes = p.engineBytes() + 2*held
+	dst = mustEngine(t, p)
+	for i := 0; i < 2; i++ {
+		if err := dst.LoadSeq(0, blob); err != nil {
+			t.Fatalf("load %d: %v", i, err)
+		}
+	}
+	a, _ := src.SeqStats(0)
+	b, _ := dst.SeqStats(0)
+	if a.StateBytes != b.StateBytes {
+		t.Errorf("state_bytes %d after load, %d in the source", b.StateBytes, a.StateBytes)
+	}
+	if host, _ := dst.MemoryInUse(); host != p.engineBytes()+b.StateBytes {
+		t.Errorf("the engine holds %d bytes, want %d", host, p.engineBytes()+b.StateBytes)
+	}
+}

@@ -280,6 +280,13 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 	if r.err == nil && p.Mode == ModeSlot && capacity != p.Budget {
 		r.fail("slot tables of %d slots, budget is %d", capacity, p.Budget)
 	}
+	if r.err == nil {
+		release, err := e.holdDecoding(capacity)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	for l := range s.layers {
 		ls := &s.layers[l]
 		ls.lastPos = int32(r.u32())
