@@ -25,8 +25,8 @@ var host struct {
 	once     sync.Once
 	err      string
 	hash     func(rows unsafe.Pointer, dtype int32, nrows int64, dim int32, rt unsafe.Pointer, bits int32, codes unsafe.Pointer) int64
-	farthest func(table unsafe.Pointer, bits, slots int32, probes unsafe.Pointer, np int32, skip unsafe.Pointer, ns int32) int32
-	step     func(score, count, table unsafe.Pointer, bits, slots int32, probes unsafe.Pointer, np, tokens, mode int32, decay float32, skip unsafe.Pointer, ns, argmax int32) int32
+	farthest func(table unsafe.Pointer, bits, slots int32, probes unsafe.Pointer, np int32, skip unsafe.Pointer, ns, threads int32) int32
+	step     func(score, count, table unsafe.Pointer, bits, slots int32, probes unsafe.Pointer, np, tokens, mode int32, decay float32, skip unsafe.Pointer, ns, argmax, threads int32) int32
 	newScore func(code unsafe.Pointer, bits int32, probes unsafe.Pointer, np, tokens int32) float32
 	totals   func(scores unsafe.Pointer, tables, slots int32, totals unsafe.Pointer)
 }
@@ -339,10 +339,14 @@ func TestScansMatchGo(t *testing.T) {
 				}
 				table, probes := randomTable(r, bits, slots, np)
 				skip := randomSkip(r, slots)
+				// The scans run as that many grid-stride walks, each
+				// with its own skip cursor: one, fewer than the items, and
+				// more.
+				threads := []int32{1, 3, 256, 2048}[r.IntN(4)]
 				want := g.Farthest(table, bits, probes, slots, skip)
-				got := int(host.farthest(ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), ptr(skip), int32(len(skip))))
+				got := int(host.farthest(ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), ptr(skip), int32(len(skip)), threads))
 				if got != want {
-					t.Fatalf("Farthest bits %d slots %d probes %d skip %v: %d, Go says %d", bits, slots, np, skip, got, want)
+					t.Fatalf("Farthest bits %d slots %d probes %d skip %v, %d threads: %d, Go says %d", bits, slots, np, skip, threads, got, want)
 				}
 				for mode := 0; mode <= 2; mode++ {
 					decay := float32(r.Float64())
@@ -358,7 +362,7 @@ func TestScansMatchGo(t *testing.T) {
 					}
 					ws, wc := slices.Clone(score), slices.Clone(count)
 					want := g.ScoreStep(ws, wc, table, bits, probes, uint32(tokens), mode, decay, skip)
-					got := int(host.step(ptr(score), ptr(count), ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), int32(tokens), int32(mode), decay, ptr(skip), int32(len(skip)), 1))
+					got := int(host.step(ptr(score), ptr(count), ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), int32(tokens), int32(mode), decay, ptr(skip), int32(len(skip)), 1, threads))
 					if got != want {
 						t.Fatalf("ScoreStep mode %d bits %d slots %d: victim %d, Go says %d", mode, bits, slots, got, want)
 					}
@@ -375,7 +379,7 @@ func TestScansMatchGo(t *testing.T) {
 						g.Hamming(dist, table, bits/64, probes)
 					}
 					g.Update(ws, wc, dist, uint32(tokens), mode, decay)
-					if v := host.step(ptr(score), ptr(count), ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), int32(tokens), int32(mode), decay, nil, 0, 0); v != -1 {
+					if v := host.step(ptr(score), ptr(count), ptr(table), int32(bits), int32(slots), ptr(probes), int32(np), int32(tokens), int32(mode), decay, nil, 0, 0, threads); v != -1 {
 						t.Fatalf("update without argmax returned %d", v)
 					}
 					for i := range ws {

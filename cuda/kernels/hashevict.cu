@@ -93,6 +93,7 @@ hev_hash(const char *x, int dtype, int dim, int heads, int rows, long long head_
 //   probes                      probe p = (t, j), t < tokens, j < per_token,
 //                               at probes + h*probe_head + t*probe_token + j*words
 //   skip + h*skip_stride        skip_count[h] slots not to evict, ascending
+//                               (repeats and entries outside [0, slots) allowed)
 // They are loaded into shared memory by hev_scan_setup.
 struct hev_scan {
     const u64 *table;
@@ -141,23 +142,25 @@ hev_farthest(const u64 *table, long long table_stride, int bits, int slots, cons
     hev_scan s = hev_scan_setup(pr, sk, table, table_stride, bits, probes, probe_head, probe_token, per_token, tokens,
                                 skip, skip_stride, skip_count);
     u64 best = 0;
-    int stride = gridDim.x * blockDim.x;
+    int stride = gridDim.x * blockDim.x, first = blockIdx.x * blockDim.x + threadIdx.x;
     if (hev_narrow(bits)) {
         int k = 64 / bits, nwords = (int)(((long long)slots * bits + 63) / 64);
-        for (int wi = blockIdx.x * blockDim.x + threadIdx.x; wi < nwords; wi += stride) {
+        int cur = hev_skip_start(s.skip, s.ns, first * k);
+        for (int wi = first; wi < nwords; wi += stride) {
             u64 word = s.table[wi];
             for (int c = 0; c < k; c++) {
                 int slot = wi * k + c;
                 if (slot >= slots) break;
                 uint32_t d = hev_narrow_dist(hev_narrow_code(word, c, bits), s.probes, s.np, bits);
-                if (!hev_skipped(s.skip, s.ns, slot)) best = hev_key_max(best, hev_key(d, slot));
+                if (!hev_skip_next(s.skip, s.ns, &cur, slot)) best = hev_key_max(best, hev_key(d, slot));
             }
         }
     } else {
         int w = bits / 64;
-        for (int slot = blockIdx.x * blockDim.x + threadIdx.x; slot < slots; slot += stride) {
+        int cur = hev_skip_start(s.skip, s.ns, first);
+        for (int slot = first; slot < slots; slot += stride) {
             uint32_t d = hev_wide_dist(s.table + (long long)slot * w, w, s.probes, s.np);
-            if (!hev_skipped(s.skip, s.ns, slot)) best = hev_key_max(best, hev_key(d, slot));
+            if (!hev_skip_next(s.skip, s.ns, &cur, slot)) best = hev_key_max(best, hev_key(d, slot));
         }
     }
     best = hev_block_max(best);
@@ -183,10 +186,11 @@ hev_score_step(const u64 *table, long long table_stride, int bits, int slots, co
     float *sc = score + blockIdx.y * score_stride;
     unsigned int *cn = count + blockIdx.y * score_stride;
     u64 best = 0;
-    int stride = gridDim.x * blockDim.x;
+    int stride = gridDim.x * blockDim.x, first = blockIdx.x * blockDim.x + threadIdx.x;
+    int cur = argmax ? hev_skip_start(s.skip, s.ns, first) : 0;
     // One thread per slot (narrow codes are extracted from their word), so
     // that the scores and counts are read and written coalesced.
-    for (int slot = blockIdx.x * blockDim.x + threadIdx.x; slot < slots; slot += stride) {
+    for (int slot = first; slot < slots; slot += stride) {
         uint32_t d;
         if (hev_narrow(bits)) {
             int k = 64 / bits;
@@ -199,7 +203,7 @@ hev_score_step(const u64 *table, long long table_stride, int bits, int slots, co
         float v = hev_update(mode, sc[slot], &c, d, inv, decay, keep);
         sc[slot] = v;
         if (mode == HEV_ACCUMULATED) cn[slot] = c;
-        if (argmax && !hev_skipped(s.skip, s.ns, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
+        if (argmax && !hev_skip_next(s.skip, s.ns, &cur, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
     }
     if (!argmax) return;
     best = hev_block_max(best);

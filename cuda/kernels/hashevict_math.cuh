@@ -64,6 +64,14 @@ HEV_HD double hev_dadd(double a, double b) {
 #endif
 }
 
+HEV_HD int hev_popc32(uint32_t x) {
+#ifdef __CUDA_ARCH__
+    return __popc(x);
+#else
+    return __builtin_popcount(x);
+#endif
+}
+
 HEV_HD int hev_popc64(uint64_t x) {
 #ifdef __CUDA_ARCH__
     return __popcll(x);
@@ -158,11 +166,13 @@ HEV_HD uint64_t hev_mask(int bits) { return bits >= 64 ? ~(uint64_t)0 : (((uint6
 HEV_HD uint64_t hev_narrow_code(uint64_t word, int s, int bits) { return (word >> (s * bits)) & hev_mask(bits); }
 
 // hev_narrow_dist sums the Hamming distances of a narrow code to np probes
-// (one word each; only their low bits bits count).
+// (one word each; only their low bits bits count). Narrow codes have at
+// most 32 bits, so one 32-bit popcount per probe does (a 64-bit one is two
+// instructions on the GPU, and popcounts bound the scan's speed).
 HEV_HD uint32_t hev_narrow_dist(uint64_t code, const uint64_t *probes, int np, int bits) {
-    uint64_t m = hev_mask(bits);
+    uint32_t m = (uint32_t)hev_mask(bits), c = (uint32_t)code;
     uint32_t d = 0;
-    for (int p = 0; p < np; p++) d += hev_popc64(code ^ (probes[p] & m));
+    for (int p = 0; p < np; p++) d += hev_popc32(c ^ ((uint32_t)probes[p] & m));
     return d;
 }
 
@@ -175,10 +185,15 @@ HEV_HD uint32_t hev_wide_dist(const uint64_t *code, int w, const uint64_t *probe
     return d;
 }
 
-// hev_skipped reports whether slot is in skip (ascending, may repeat).
-HEV_HD int hev_skipped(const int32_t *skip, int n, int32_t slot) {
-    if (n == 0 || slot < skip[0] || slot > skip[n - 1]) return 0;
-    int lo = 0, hi = n - 1;
+// A skip list is ascending (repeats and entries outside the table are
+// allowed). A thread visits its slots in increasing order, so it keeps a
+// cursor into the list: hev_skip_start places it at the first entry >= its
+// first slot (a binary search, once), and hev_skip_next advances it past
+// entries below each slot (each entry is passed once per thread) and reports
+// whether the slot is listed. Per slot that is one comparison, where a
+// search per slot would be a handful of dependent loads.
+HEV_HD int hev_skip_start(const int32_t *skip, int n, int32_t slot) {
+    int lo = 0, hi = n;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
         if (skip[mid] < slot)
@@ -186,7 +201,14 @@ HEV_HD int hev_skipped(const int32_t *skip, int n, int32_t slot) {
         else
             hi = mid;
     }
-    return skip[lo] == slot;
+    return lo;
+}
+
+HEV_HD int hev_skip_next(const int32_t *skip, int n, int *cur, int32_t slot) {
+    int c = *cur;
+    while (c < n && skip[c] < slot) c++;
+    *cur = c;
+    return c < n && skip[c] == slot;
 }
 
 // Candidates are compared as one 64-bit key, so that a maximum over any

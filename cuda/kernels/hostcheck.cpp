@@ -40,38 +40,47 @@ long long hev_host_hash(const void *rows, int dtype, long long nrows, int dim, c
     return bad;
 }
 
-// hev_host_farthest is hev_farthest (then hev_keys_to_slots) for one head:
-// narrow tables word by word, wide ones code by code.
+// hev_host_farthest is hev_farthest (then hev_keys_to_slots) for one head
+// run by `threads` threads in all: narrow tables word by word, wide ones
+// code by code.
 int hev_host_farthest(const uint64_t *table, int bits, int slots, const uint64_t *probes, int np,
-                      const int32_t *skip, int ns) {
+                      const int32_t *skip, int ns, int threads) {
+    // As `threads` device threads would, each a grid-stride walk with its
+    // own skip cursor, then the maximum of their keys.
     uint64_t best = 0;
-    if (hev_narrow(bits)) {
-        int k = 64 / bits, nwords = (int)(((long long)slots * bits + 63) / 64);
-        for (int wi = 0; wi < nwords; wi++)
-            for (int c = 0; c < k; c++) {
-                int slot = wi * k + c;
-                if (slot >= slots) break;
-                uint32_t d = hev_narrow_dist(hev_narrow_code(table[wi], c, bits), probes, np, bits);
-                if (!hev_skipped(skip, ns, slot)) best = hev_key_max(best, hev_key(d, slot));
+    int k = hev_narrow(bits) ? 64 / bits : 1;
+    int items = hev_narrow(bits) ? (int)(((long long)slots * bits + 63) / 64) : slots;
+    for (int first = 0; first < threads; first++) {
+        int cur = hev_skip_start(skip, ns, first * k);
+        for (int it = first; it < items; it += threads) {
+            if (hev_narrow(bits)) {
+                for (int c = 0; c < k; c++) {
+                    int slot = it * k + c;
+                    if (slot >= slots) break;
+                    uint32_t d = hev_narrow_dist(hev_narrow_code(table[it], c, bits), probes, np, bits);
+                    if (!hev_skip_next(skip, ns, &cur, slot)) best = hev_key_max(best, hev_key(d, slot));
+                }
+            } else {
+                int w = bits / 64;
+                uint32_t d = hev_wide_dist(table + (long long)it * w, w, probes, np);
+                if (!hev_skip_next(skip, ns, &cur, it)) best = hev_key_max(best, hev_key(d, it));
             }
-    } else {
-        int w = bits / 64;
-        for (int slot = 0; slot < slots; slot++) {
-            uint32_t d = hev_wide_dist(table + (long long)slot * w, w, probes, np);
-            if (!hev_skipped(skip, ns, slot)) best = hev_key_max(best, hev_key(d, slot));
         }
     }
     return hev_key_slot(best);
 }
 
-// hev_host_score_step is hev_score_step for one head (with the launcher's
-// inv and keep); returns the victim, or -1 (also when argmax is 0).
+// hev_host_score_step is hev_score_step for one head run by `threads`
+// threads (with the launcher's inv and keep); returns the victim, or -1
+// (also when argmax is 0).
 int hev_host_score_step(float *score, uint32_t *count, const uint64_t *table, int bits, int slots,
                         const uint64_t *probes, int np, int tokens, int mode, float decay, const int32_t *skip,
-                        int ns, int argmax) {
+                        int ns, int argmax, int threads) {
     float inv = 1.0f / (float)tokens, keep = 1.0f - decay;
     uint64_t best = 0;
-    for (int slot = 0; slot < slots; slot++) {
+    for (int first = 0; first < threads; first++) {
+    int cur = hev_skip_start(skip, ns, first);
+    for (int slot = first; slot < slots; slot += threads) {
         uint32_t d;
         if (hev_narrow(bits)) {
             int k = 64 / bits;
@@ -84,7 +93,8 @@ int hev_host_score_step(float *score, uint32_t *count, const uint64_t *table, in
         float v = hev_update(mode, score[slot], &c, d, inv, decay, keep);
         score[slot] = v;
         if (mode == HEV_ACCUMULATED) count[slot] = c;
-        if (argmax && !hev_skipped(skip, ns, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
+        if (argmax && !hev_skip_next(skip, ns, &cur, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
+    }
     }
     return hev_key_slot(best);
 }

@@ -136,30 +136,40 @@ static int gather(U64 *pr, const void *probes, long long probe_head, long long p
     return np;
 }
 
-static void farthest(const farthest_p &a, int heads) {
+// Each scan runs as its `threads` (grid x blocks of 256) grid-stride walks,
+// each with its own skip cursor, as on the device.
+static void farthest(const farthest_p &a, int heads, int threads) {
     static U64 pr[1024];
     for (int h = 0; h < heads; h++) {
         int np = gather(pr, a.probes, a.probe_head, a.probe_token, a.per_token, a.tokens, a.bits, h);
         const U64 *tab = (const U64 *)a.table + h * a.table_stride;
         int ns = a.skip_count ? ((const int *)a.skip_count)[h] : 0;
         const int32_t *sk = (const int32_t *)a.skip + (long long)h * a.skip_stride;
+        int k = hev_narrow(a.bits) ? 64 / a.bits : 1;
+        int items = hev_narrow(a.bits) ? (int)(((long long)a.slots * a.bits + 63) / 64) : a.slots;
         U64 best = 0;
-        for (int slot = 0; slot < a.slots; slot++) {
-            uint32_t d;
-            if (hev_narrow(a.bits)) {
-                int k = 64 / a.bits;
-                d = hev_narrow_dist(hev_narrow_code(tab[slot / k], slot % k, a.bits), pr, np, a.bits);
-            } else {
-                d = hev_wide_dist(tab + (long long)slot * (a.bits / 64), a.bits / 64, pr, np);
+        for (int first = 0; first < threads; first++) {
+            int cur = hev_skip_start(sk, ns, first * k);
+            for (int it = first; it < items; it += threads) {
+                if (hev_narrow(a.bits)) {
+                    for (int c = 0; c < k; c++) {
+                        int slot = it * k + c;
+                        if (slot >= a.slots) break;
+                        uint32_t d = hev_narrow_dist(hev_narrow_code(tab[it], c, a.bits), pr, np, a.bits);
+                        if (!hev_skip_next(sk, ns, &cur, slot)) best = hev_key_max(best, hev_key(d, slot));
+                    }
+                } else {
+                    uint32_t d = hev_wide_dist(tab + (long long)it * (a.bits / 64), a.bits / 64, pr, np);
+                    if (!hev_skip_next(sk, ns, &cur, it)) best = hev_key_max(best, hev_key(d, it));
+                }
             }
-            if (!hev_skipped(sk, ns, slot)) best = hev_key_max(best, hev_key(d, slot));
         }
         U64 *keys = (U64 *)a.keys;
         keys[h] = hev_key_max(keys[h], best);
     }
 }
 
-static void score_step(const score_p &a, int heads) {
+static void score_step(const score_p &a, int heads, int threads) {
     static U64 pr[1024];
     for (int h = 0; h < heads; h++) {
         int np = gather(pr, a.probes, a.probe_head, a.probe_token, a.per_token, a.tokens, a.bits, h);
@@ -169,19 +179,22 @@ static void score_step(const score_p &a, int heads) {
         float *sc = (float *)a.score + h * a.score_stride;
         uint32_t *cn = (uint32_t *)a.count + h * a.score_stride;
         U64 best = 0;
-        for (int slot = 0; slot < a.slots; slot++) {
-            uint32_t d;
-            if (hev_narrow(a.bits)) {
-                int k = 64 / a.bits;
-                d = hev_narrow_dist(hev_narrow_code(tab[slot / k], slot % k, a.bits), pr, np, a.bits);
-            } else {
-                d = hev_wide_dist(tab + (long long)slot * (a.bits / 64), a.bits / 64, pr, np);
+        for (int first = 0; first < threads; first++) {
+            int cur = a.argmax ? hev_skip_start(sk, ns, first) : 0;
+            for (int slot = first; slot < a.slots; slot += threads) {
+                uint32_t d;
+                if (hev_narrow(a.bits)) {
+                    int k = 64 / a.bits;
+                    d = hev_narrow_dist(hev_narrow_code(tab[slot / k], slot % k, a.bits), pr, np, a.bits);
+                } else {
+                    d = hev_wide_dist(tab + (long long)slot * (a.bits / 64), a.bits / 64, pr, np);
+                }
+                uint32_t c = a.mode == HEV_ACCUMULATED ? cn[slot] : 0;
+                float v = hev_update(a.mode, sc[slot], &c, d, a.inv, a.decay, a.keep);
+                sc[slot] = v;
+                if (a.mode == HEV_ACCUMULATED) cn[slot] = c;
+                if (a.argmax && !hev_skip_next(sk, ns, &cur, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
             }
-            uint32_t c = a.mode == HEV_ACCUMULATED ? cn[slot] : 0;
-            float v = hev_update(a.mode, sc[slot], &c, d, a.inv, a.decay, a.keep);
-            sc[slot] = v;
-            if (a.mode == HEV_ACCUMULATED) cn[slot] = c;
-            if (a.argmax && !hev_skipped(sk, ns, slot)) best = hev_key_max(best, hev_key(hev_score_order(v), slot));
         }
         if (a.argmax) {
             U64 *keys = (U64 *)a.keys;
@@ -229,14 +242,14 @@ static void totals(const totals_p &a) {
     }
 }
 
-extern "C" CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned, unsigned, unsigned, unsigned, unsigned,
+extern "C" CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned, unsigned bx, unsigned, unsigned, unsigned,
                                    void *, void **params, void **extra) {
     if (params != NULL || extra == NULL || extra[0] != (void *)1 || extra[2] != (void *)2 || extra[4] != NULL) return 1;
     const void *buf = extra[1];
     switch ((int)(uintptr_t)fn - 1) {
     case 0: hash(*(const hash_p *)buf); break;
-    case 1: farthest(*(const farthest_p *)buf, (int)gy); break;
-    case 2: score_step(*(const score_p *)buf, (int)gy); break;
+    case 1: farthest(*(const farthest_p *)buf, (int)gy, (int)(gx * bx)); break;
+    case 2: score_step(*(const score_p *)buf, (int)gy, (int)(gx * bx)); break;
     case 3: keys_to_slots(*(const keys_p *)buf); break;
     case 4: store(*(const store_p *)buf, (int)gx); break;  // one block per head
     case 5: totals(*(const totals_p *)buf); break;
