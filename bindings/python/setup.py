@@ -3,13 +3,14 @@
 ``build_py`` puts libhashevict.so (and a copy of include/hashevict.h) into
 the package, from the first of:
 
-1. ``$HASHEVICT_LIB_PREBUILT``: the path of an already built .so, copied;
-2. a Go build, ``go build -trimpath -buildmode=c-shared ... ./capi``, run in
-   the hashevict source tree, found as
+1. ``$HASHEVICT_LIB_PREBUILT``: the path of an already built .so, copied
+   (``make test-python`` passes the library ``make build`` made);
+2. ``cmake/build-lib.sh``, the project's one recipe for the library (the
+   CMake build runs the same script), in the hashevict source tree, found as
    ``$HASHEVICT_SOURCE_DIR``, else ``_gosrc/`` (the copy an sdist carries),
    else the nearest directory above this file holding the hashevict go.mod
    (``bindings/python/../..`` in a checkout: pip builds local directories in
-   place).
+   place). It needs a POSIX shell, Go with cgo and a C compiler; not CMake.
 
 ``$HASHEVICT_GO`` names the go binary (default: ``go`` on PATH).
 """
@@ -17,10 +18,10 @@ the package, from the first of:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import Distribution, setup
@@ -29,17 +30,11 @@ from setuptools.command.sdist import sdist as _sdist
 
 HERE = Path(__file__).resolve().parent
 MODULE = "module github.com/hashevict/hashevict"
-GO_PARTS = ("go.mod", "go.sum", "capi", "policy", "simd", "include")
+# What an sdist carries to build the library: the Go packages the library is
+# made of (cuda/ once it exists) and the recipe.
+GO_PARTS = ("go.mod", "go.sum", "capi", "policy", "simd", "cuda", "include", "cmake/build-lib.sh")
+RECIPE = Path("cmake") / "build-lib.sh"
 LIB_NAME = "libhashevict.so"
-
-
-def soname(root: Path) -> str:
-    """libhashevict.so.<HASHEVICT_ABI_VERSION>, as the Makefile and CMake name it."""
-    text = (root / "include" / "hashevict.h").read_text()
-    m = re.search(r"^#define\s+HASHEVICT_ABI_VERSION\s+(\d+)", text, re.M)
-    if not m:
-        raise SystemExit(f"hashevict build: no HASHEVICT_ABI_VERSION in {root}/include/hashevict.h")
-    return f"{LIB_NAME}.{m.group(1)}"
 
 
 def _is_source_root(path: Path) -> bool:
@@ -102,34 +97,19 @@ def build_library(dest_dir: Path) -> None:
                 "hashevict build: the Go toolchain is needed to build libhashevict.so (go not on "
                 "PATH); install Go, set HASHEVICT_GO, or set HASHEVICT_LIB_PREBUILT to a built library."
             )
-        tmp = dest_dir / (LIB_NAME + ".tmp")
-        # The same link flags as the Makefile: SONAME, and only the public
-        # hashevict_* symbols exported when capi/exports.map is there.
-        ext = f"-Wl,-soname,{soname(root)}"
-        if (root / "capi" / "exports.map").is_file():
-            ext += f",--version-script={root / 'capi' / 'exports.map'}"
-        cmd = [
-            go,
-            "build",
-            "-trimpath",
-            "-buildmode=c-shared",
-            f"-ldflags=-s -w '-extldflags={ext}'",
-            "-o",
-            str(tmp),
-            "./capi",
-        ]
-        env = dict(os.environ, CGO_ENABLED="1")
-        _log(f"in {root}: {' '.join(cmd)}")
-        try:
-            subprocess.run(cmd, cwd=root, env=env, check=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise SystemExit(f"hashevict build: go build of libhashevict.so failed in {root}: {exc} (see the output above)") from None
-        os.replace(tmp, dest)
-        # cgo's generated header (libhashevict.so.h): include/hashevict.h
-        # is the contract.
-        gen = tmp.with_suffix(".h")
-        if gen.exists():
-            gen.unlink()
+        if not (root / RECIPE).is_file():
+            raise SystemExit(f"hashevict build: {root / RECIPE} is missing; the source tree is incomplete")
+        env = dict(os.environ, GO=go)
+        with tempfile.TemporaryDirectory(prefix="hashevict-lib-") as tmp:
+            cmd = ["sh", str(root / RECIPE), tmp]
+            _log(f"in {root}: GO={go} {' '.join(cmd)}")
+            try:
+                subprocess.run(cmd, cwd=root, env=env, check=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise SystemExit(f"hashevict build: {RECIPE} failed in {root}: {exc} (see the output above)") from None
+            # One file under the plain name: a wheel cannot hold the
+            # SONAME symlinks, and the loader opens the package's copy by path.
+            shutil.copyfile(Path(tmp) / LIB_NAME, dest)
     if root is not None and (root / "include" / "hashevict.h").is_file():
         inc = dest_dir.parent / "include"
         inc.mkdir(exist_ok=True)
@@ -167,8 +147,14 @@ class sdist(_sdist):
             if src.is_dir():
                 shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("*_test.go", "testdata"))
             elif src.is_file():
-                dst.mkdir(parents=True, exist_ok=True)
+                (dst / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst / part)
+        # LICENSE is a link to the repository's; an archive needs the file.
+        lic = Path(base_dir) / "LICENSE"
+        if lic.is_symlink():
+            text = lic.read_bytes()
+            lic.unlink()
+            lic.write_bytes(text)
 
 
 class BinaryDistribution(Distribution):

@@ -5,7 +5,10 @@
 #
 #   bash tests/consumer/run.sh
 #
-# Environment: HASHEVICT_GO (go binary), CC (C compiler, default cc),
+# Environment: HASHEVICT_BUILD_DIR (a configured and built CMake build
+# directory to install from, as `make test-consumer` passes, so the library
+# is not built a second time; default: a fresh build in the temporary
+# directory), HASHEVICT_GO (go binary), CC (C compiler, default cc),
 # CMAKE_GENERATOR (default Ninja when ninja is installed),
 # HASHEVICT_KEEP_TMP=1 keeps the temporary directory.
 set -euo pipefail
@@ -39,11 +42,19 @@ fi
 
 prefix="$tmp/prefix"
 
-step "build and install libhashevict into $prefix"
-cmake -S "$repo" -B "$tmp/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_INSTALL_PREFIX="$prefix" -DHASHEVICT_BUILD_TESTS=OFF "${extra[@]}" >/dev/null
-cmake --build "$tmp/build"
-cmake --install "$tmp/build"
+if [[ -n "${HASHEVICT_BUILD_DIR:-}" ]]; then
+    step "install libhashevict from $HASHEVICT_BUILD_DIR into $prefix"
+    [[ -f "$HASHEVICT_BUILD_DIR/CMakeCache.txt" ]] || fail "HASHEVICT_BUILD_DIR=$HASHEVICT_BUILD_DIR is not a CMake build directory"
+    # Up to date first: installing a stale library would test the wrong one.
+    cmake --build "$HASHEVICT_BUILD_DIR" --target hashevict_go
+    cmake --install "$HASHEVICT_BUILD_DIR" --prefix "$prefix"
+else
+    step "build and install libhashevict into $prefix"
+    cmake -S "$repo" -B "$tmp/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+          -DCMAKE_INSTALL_PREFIX="$prefix" -DHASHEVICT_BUILD_TESTS=OFF "${extra[@]}" >/dev/null
+    cmake --build "$tmp/build"
+    cmake --install "$tmp/build"
+fi
 
 step "installed layout"
 libdir=""
@@ -56,6 +67,7 @@ done
 cmp -s "$prefix/include/hashevict.h" "$repo/include/hashevict.h" || fail "installed hashevict.h differs from include/hashevict.h"
 if find "$prefix" -name 'libhashevict*.h' | grep -q .; then fail "the cgo-generated header was installed"; fi
 [[ -f "$libdir/cmake/hashevict/hashevictConfig.cmake" ]] || fail "hashevictConfig.cmake missing"
+cmp -s "$prefix/share/doc/hashevict/LICENSE" "$repo/LICENSE" || fail "share/doc/hashevict/LICENSE not installed"
 [[ -f "$libdir/cmake/hashevict/hashevictConfigVersion.cmake" ]] || fail "hashevictConfigVersion.cmake missing"
 [[ -L "$libdir/libhashevict.so" ]] || fail "libhashevict.so is not a symlink"
 real="$(readlink -f "$libdir/libhashevict.so")"
@@ -91,6 +103,7 @@ step "plain cc with pkg-config"
 export PKG_CONFIG_PATH="$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 pkg-config --exists --print-errors hashevict
 echo "pkg-config: version $(pkg-config --modversion hashevict): $(pkg-config --cflags --libs hashevict)"
+grep -qx 'License: MIT' "$libdir/pkgconfig/hashevict.pc" || fail "hashevict.pc has no License: MIT"
 pc_libdir="$(pkg-config --variable=libdir hashevict)"
 [[ "$(cd "$pc_libdir" && pwd -P)" == "$(cd "$libdir" && pwd -P)" ]] || fail "pkg-config libdir $pc_libdir is not $libdir"
 mkdir -p "$tmp/cc"

@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("HASHEVICT_CACHE", ROOT / ".cache"))
-RUN = ROOT / "build" / "llamacpp" / "hashevict-run"
+# The Makefile's BUILD (build/ unless given), passed on by `make test-llamacpp`.
+BIN = Path(os.environ.get("HASHEVICT_BUILD", ROOT / "build")) / "llamacpp"
+RUN = BIN / "hashevict-run"
 
 
 def deps():
@@ -67,3 +69,14 @@ def test_bad_arguments_fail_cleanly(tmp_path):
     proc = subprocess.run([str(RUN), "--model", "/nonexistent.gguf", "--text", d["TEXT_FILE"]],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "cannot load model" in proc.stderr
+
+
+def test_attach_chains_the_callers_cb_eval():
+    """hev_llama_attach keeps a cb_eval the program had set: the program's
+    callback is still asked about every node and handed exactly the nodes it
+    asked for, while HashEvict observes its own and caps the cache (the
+    checks are in integrations/llamacpp/test_chain_cb.cpp)."""
+    d = deps()
+    proc = subprocess.run([str(BIN / "hev-llama-test-chain"), d["SMOLLM_GGUF"], d["TEXT_FILE"]],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "chain: OK" in proc.stdout, proc.stdout + proc.stderr
