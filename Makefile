@@ -134,3 +134,44 @@ eval-quick: llamacpp
 
 clean:
 	rm -rf $(BUILD)
+
+# --- llama.cpp fork: per-KV-head HashEvict inside llama.cpp (docs/llamacpp-fork.md) ---
+# llama.cpp (CPU) from the fetched source, unpatched ("stock", libllama only: the
+# reference of the tests) and with integrations/llamacpp-fork/llama.cpp.patch ("fork":
+# libllama, llama-server, llama-cli with --kv-evict). Each is ~5-10 min on 2 idle cores.
+FORK_OUT := $(BUILD)/llamacpp-fork
+FORK_BENCH_ARGS ?= --budget 512 --steps 128 --rounds 12
+
+.PHONY: llamacpp-fork llamacpp-stock test-llamacpp-fork bench-llamacpp-fork
+
+llamacpp-fork: build $(DEPS_ENV)
+	bash integrations/llamacpp-fork/build.sh fork $(FORK_OUT)/fork $(BUILD)
+
+llamacpp-stock: $(DEPS_ENV)
+	bash integrations/llamacpp-fork/build.sh stock $(FORK_OUT)/stock
+
+test-llamacpp-fork: llamacpp-fork llamacpp-stock
+	python3 -m pytest -q -rs tests/integration/test_llamacpp_fork.py
+
+# Decode tokens per CPU second, eviction on against off at the same cache size (one
+# thread, interleaved rounds in one process).
+bench-llamacpp-fork: llamacpp-fork
+	. $(DEPS_ENV) && $(FORK_OUT)/fork/fork-probe bench --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(FORK_BENCH_ARGS)
+
+# --- CUDA (docs/cuda.md) --------------------------------------------------------
+# gpu-check, on a machine with an NVIDIA GPU and its driver: the embedded kernels
+# against their sources, the host tests, then the kernels against the CPU engine
+# (codes and decisions bit for bit, slot and token mode, the async path) and their
+# speed; about 5 minutes on an H200 (GPU_CHECK_ARGS=-quick: about one).
+# cuda-fatbin rebuilds the embedded kernels (nvcc from PyPI, into .cache/).
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check cuda-fatbin
+gpu-check:
+	bash cuda/check-fatbin.sh
+	$(GO) test -count=1 -short ./cuda
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/gpucheck ./cuda/gpucheck
+	$(BUILD)/gpucheck $(GPU_CHECK_ARGS)
+
+cuda-fatbin:
+	bash cuda/build.sh
