@@ -10,8 +10,8 @@
 //   * llama_memory_seq_rm behaviour (middle range, tail) and that decoding
 //     continues afterwards (cells really freed: a full cache accepts new tokens).
 //
-// build:  make -f integrations/llamacpp/probe.mk            (after scripts/fetch-deps.sh)
-//   i.e.  g++ -O2 -std=c++17 $LLAMA_CFLAGS integrations/llamacpp/probe.cpp  (cont.)
+// build:  make -f tools/explore/llamacpp-probe/probe.mk            (after scripts/fetch-deps.sh)
+//   i.e.  g++ -O2 -std=c++17 $LLAMA_CFLAGS tools/explore/llamacpp-probe/probe.cpp  (cont.)
 //             -o .cache/bin/probe $LLAMA_LDFLAGS -DPROBE_LIB_DIR="\"$LLAMA_LIB_DIR\""
 // run:    .cache/bin/probe <model.gguf> <text.txt> [n_ctx=1024] [n_batch=256] [threads=2] [fa=auto|on|off] [swa_full=0|1]
 //         env: PROBE_NO_CB=1 (no cb_eval, speed baseline), PROBE_NO_MMAP=1 (no mmap of the gguf),

@@ -1,15 +1,15 @@
 # probe.mk — build and run the llama.cpp groundwork probe.
 #   scripts/fetch-deps.sh                       # once: libs, headers, models, text -> .cache
-#   make -f integrations/llamacpp/probe.mk run  # from the repo root
+#   make -f tools/explore/llamacpp-probe/probe.mk run  # from the repo root
 # Equivalent plain command (after `set -a; . .cache/deps.env; set +a`):
-#   g++ -O2 -std=c++17 $LLAMA_CFLAGS integrations/llamacpp/probe.cpp -o .cache/bin/probe \
+#   g++ -O2 -std=c++17 $LLAMA_CFLAGS tools/explore/llamacpp-probe/probe.cpp -o .cache/bin/probe \
 #       $LLAMA_LDFLAGS -DPROBE_LIB_DIR="\"$LLAMA_LIB_DIR\""
 
 HASHEVICT_CACHE ?= $(CURDIR)/.cache
 include $(HASHEVICT_CACHE)/deps.mk
 
 PROBE_BIN := $(HASHEVICT_CACHE)/bin/probe
-PROBE_SRC := integrations/llamacpp/probe.cpp
+PROBE_SRC := tools/explore/llamacpp-probe/probe.cpp
 PROBE_OUT ?= $(HASHEVICT_CACHE)/probe-out
 CXX ?= g++
 
