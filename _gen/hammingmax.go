@@ -15,13 +15,20 @@ import (
 // words a code), are compared with a set of np probes, the distance of a
 // code being the sum of its Hamming distances to the probes.
 //
-//   - hammingMax<bits><set> (one probe) and hammingMaxN<bits><set> (np of
-//     them) return the largest distance over the codes of a byte range of
-//     the table, the codes on a sorted skip list counting as 0. They stream
-//     the codes once and keep per-element running maxima in registers.
-//   - hammingFind<bits><set> returns the first code of a byte range whose
-//     distance equals a given value: after the maxima, Farthest searches
-//     the one range that reached the largest for its first index.
+//   - hammingMax<bits><set> (one probe) returns the largest distance over
+//     the codes of a byte range of the table, the codes on a sorted skip
+//     list counting as 0; hammingMaxN<bits><set> the largest "level" of
+//     several probes turned into planes (simd's probeSet): with m the
+//     probes' bitwise majority and planes[0..np) the bit planes, highest
+//     first, of a_b = |probes - 2·(probes with bit b set)|, the level of a
+//     code c is Σ_k 2^(np-1-k)·popcount((c ^ m) & planes[k]), the summed
+//     distance less a constant, shifted: 4 probes take 2 popcounts, 8
+//     take 3. Both stream the codes once and keep per-element running
+//     maxima in registers.
+//   - hammingFind<bits><set> returns the first code of a byte range at a
+//     given level (the one probe's distance is its level over m = probe
+//     and one plane of all ones): after the maxima, Farthest searches the
+//     one range that reached the largest for its first index.
 //
 // The range is given as byte offsets [from, to) from the table's start, so
 // the caller can cut a table into runs of a fixed number of bytes whatever
@@ -45,18 +52,20 @@ import (
 // A skipped code at distance 0 cannot win over a positive maximum, and the
 // caller handles a maximum of 0 (every kept code at distance 0).
 //
-// hammingMax<bits><set> is kept apart from the N kernels: a probe loop
+// hammingMax<bits><set> is kept apart from the N kernels: a plane loop
 // that is never run still costs the one-probe loop about 5% in the caches
-// and, for 256-bit codes, 10-15% beyond them. The N kernels sum the probes
-// inside the vector loop: the first probe is broadcast once, before the
-// loops, and counted against the pass's vectors; each further probe is
-// broadcast from memory once a pass and its counts are added to the pass's
-// sums. The table's vectors are read again for each probe, from L1. The
-// sums are in the counts' element type (bytes for 8-bit codes, words for
-// 16, dwords for 32, qwords for 64 and more), so the caller bounds np:
-// np*bits must fit that type (8 bits: np <= 31; 16 bits: np <= 4095;
-// wider: np*bits < 2^32, the maximum being a uint32 and the AVX2 wide
-// kernels taking dword maxima of qword sums).
+// and, for 256-bit codes, 10-15% beyond them. The N kernels loop over the
+// planes inside the vector loop: x = code ^ m once per vector (AVX-512;
+// AVX2, short of registers, xors again from L1 for each plane), the first
+// plane broadcast once, before the loops; each further plane is broadcast
+// from memory once a pass, the pass's sums doubled and its counts of
+// x & plane added. With a few planes the kernels are bound by the vector
+// ports, not by memory. The sums are in the counts' element type (bytes
+// for 8-bit codes, words for 16, dwords for 32, qwords for 64 and more),
+// so the caller bounds the levels (a level never exceeds the summed
+// distance, so np probes with np*bits within the type do: 8 bits: np <=
+// 31; 16 bits: np <= 4095; wider: np*bits < 2^32, the maximum being a
+// uint32 and the AVX2 wide kernels taking dword maxima of qword sums).
 //
 // How a vector is counted against one probe:
 //
@@ -101,56 +110,49 @@ func genHammingMaxAll() {
 	}
 }
 
-// hmDistDoc is the Go loop's body that sets d to code i's distance.
+// hmDistDoc is the Go loop's body that sets d to code i's distance (one
+// probe) or level (planes).
 func hmDistDoc(nb int, multi bool) []string {
-	probe, ind := "*probe", "\t\t"
-	if multi {
-		probe, ind = "probes[p]", "\t\t\t"
+	w := max(1, nb/64)
+	word := fmt.Sprintf("*(*uint%d)(unsafe.Add(table, i*%d))", min(nb, 64), nb/8)
+	if w > 1 {
+		word = fmt.Sprintf("*(*uint64)(unsafe.Add(table, i*%d+w*8))", nb/8)
 	}
-	var body []string
-	switch {
-	case nb < 64:
-		body = []string{
-			fmt.Sprintf("c := *(*uint%d)(unsafe.Add(table, i*%d))", nb, nb/8),
-			fmt.Sprintf("d += bits.OnesCount%d(c ^ uint%d(%s))", nb, nb, probe)}
-	case nb == 64:
-		body = []string{fmt.Sprintf("d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ %s)", probe)}
-	default:
-		w := nb / 64
-		pw := fmt.Sprintf("(*[%d]uint64)(probe)[w]", w)
-		if multi {
-			pw = fmt.Sprintf("probes[p*%d+w]", w)
+	cnt := fmt.Sprintf("bits.OnesCount%d", min(nb, 64))
+	typ := fmt.Sprintf("uint%d", min(nb, 64))
+	if !multi {
+		if w == 1 {
+			return []string{fmt.Sprintf("\t\td = %s(%s ^ %s(*probe))", cnt, word, typ)}
 		}
-		body = []string{
-			fmt.Sprintf("for w := 0; w < %d; w++ {", w),
-			fmt.Sprintf("\td += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*%d+w*8)) ^ %s)", nb/8, pw),
-			"}"}
+		return []string{
+			fmt.Sprintf("\t\tfor w := 0; w < %d; w++ {", w),
+			fmt.Sprintf("\t\t\td += %s(%s ^ (*[%d]uint64)(probe)[w])", cnt, word, w),
+			"\t\t}"}
 	}
-	var doc []string
-	if multi {
-		doc = append(doc, "\t\tfor p := 0; p < np; p++ {")
+	if w == 1 {
+		return []string{
+			"\t\tfor p := 0; p < np; p++ {",
+			fmt.Sprintf("\t\t\td = 2*d + %s((%s ^ %s(*m)) & %s(planes[p]))", cnt, word, typ, typ),
+			"\t\t}"}
 	}
-	for _, l := range body {
-		doc = append(doc, ind+l)
-	}
-	if multi {
-		doc = append(doc, "\t\t}")
-	}
-	return doc
+	return []string{
+		"\t\tfor p := 0; p < np; p++ {",
+		"\t\t\td *= 2",
+		fmt.Sprintf("\t\t\tfor w := 0; w < %d; w++ {", w),
+		fmt.Sprintf("\t\t\t\td += %s((%s ^ (*[%d]uint64)(m)[w]) & planes[p*%d+w])", cnt, word, w, w),
+		"\t\t\t}",
+		"\t\t}"}
 }
 
 func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 	size := nb / 8
-	probes := "the probe"
-	if mode != hmOne {
-		probes = fmt.Sprintf("each of the np probes at probes (1 <= np, %s)", hmLimit(nb))
-	}
 	var doc []string
 	if mode == hmFind {
 		doc = []string{
 			fmt.Sprintf("%s returns the index of the first of the %d-bit codes [from/%d, to/%d)", name, nb, size, size),
-			fmt.Sprintf("of table whose summed Hamming distance to %s", probes),
-			fmt.Sprintf("equals target, or -1 (to-from >= %d, from and to multiples of %d):", vb, size),
+			"of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount",
+			"of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1",
+			fmt.Sprintf("(to-from >= %d, from and to multiples of %d; every level and target at most %s):", vb, size, hmLimit(nb)),
 			"",
 			fmt.Sprintf("\tfor i := from / %d; i < to/%d; i++ {", size, size),
 			"\t\tvar d int",
@@ -163,12 +165,23 @@ func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 			"\t}",
 			"\treturn -1")
 	} else {
-		doc = []string{
-			fmt.Sprintf("%s returns the largest summed Hamming distance between %s", name, probes),
-			fmt.Sprintf("and the %d-bit codes [from/%d, to/%d) of table, the codes listed in skip[:nskip]", nb, size, size),
-			fmt.Sprintf("counting as 0 (to-from >= %d, from and to multiples of %d; skip sorted, entries >= from/%d):", vb, size, size),
+		if mode == hmOne {
+			doc = []string{
+				fmt.Sprintf("%s returns the largest Hamming distance between the probe and the %d-bit", name, nb),
+				fmt.Sprintf("codes [from/%d, to/%d) of table, the codes listed in skip[:nskip] counting as 0", size, size),
+			}
+		} else {
+			doc = []string{
+				fmt.Sprintf("%s returns the largest level over the np planes (1 <= np; the level of a", name),
+				"code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;",
+				fmt.Sprintf("every level at most %s) of the %d-bit codes [from/%d, to/%d) of table,", hmLimit(nb), nb, size, size),
+				"the codes listed in skip[:nskip] counting as 0",
+			}
+		}
+		doc = append(doc,
+			fmt.Sprintf("(to-from >= %d, from and to multiples of %d; skip sorted, entries >= from/%d):", vb, size, size),
 			"",
-			"\tvar m int",
+			"\tvar best int",
 			fmt.Sprintf("\tfor i := from / %d; i < to/%d; i++ {", size, size),
 			"\t\tfor nskip > 0 && int(*skip) < i {",
 			"\t\t\tskip, nskip = skip+1, nskip-1",
@@ -177,12 +190,12 @@ func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 			"\t\t\tcontinue",
 			"\t\t}",
 			"\t\tvar d int",
-		}
+		)
 		doc = append(doc, hmDistDoc(nb, mode == hmMany)...)
 		doc = append(doc,
-			"\t\tm = max(m, d)",
+			"\t\tbest = max(best, d)",
 			"\t}",
-			"\treturn uint32(m)",
+			"\treturn uint32(best)",
 			"", "It prefetches the table 4 KiB ahead (to L2).")
 	}
 	if nb <= 16 && vb == 64 {
@@ -191,14 +204,15 @@ func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 	return doc
 }
 
+// hmLimit is the largest level the sums' element type holds.
 func hmLimit(nb int) string {
 	switch nb {
 	case 8:
-		return "np <= 31"
+		return "255, byte sums"
 	case 16:
-		return "np <= 4095"
+		return "65535, word sums"
 	}
-	return fmt.Sprintf("np*%d < 2^32", nb)
+	return "2^32-1"
 }
 
 // genHammingMax writes hammingMax<bits><set> (one probe), hammingMaxN<bits><set>
@@ -218,16 +232,18 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 		kernel(name, "func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
 	case hmMany:
 		name := fmt.Sprintf("hammingMaxN%d%s", nb, v.name)
-		kernel(name, "func(table *byte, from, to int, probes *uint64, np int, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
+		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
 	default:
 		name := fmt.Sprintf("hammingFind%d%s", nb, v.name)
-		kernel(name, "func(table *byte, from, to int, probes *uint64, np int, target uint32) int", hammingMaxDoc(name, nb, vb, mode))
+		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, target uint32) int", hammingMaxDoc(name, nb, vb, mode))
 	}
 	table = Load(Param("table"), GP64())
 	from = Load(Param("from"), GP64())
 	to = Load(Param("to"), GP64())
+	var mp reg.Register // the xor of the planes kernels
 	if multi {
-		probes = Load(Param("probes"), GP64())
+		mp = Load(Param("m"), GP64())
+		probes = Load(Param("planes"), GP64())
 		np = Load(Param("np"), GP64())
 	} else {
 		probes = Load(Param("probe"), GP64())
@@ -254,8 +270,13 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 	if nb > 64 {
 		stride = nb / 8
 	}
-	pv := v.vec() // the first probe
+	pv := v.vec() // the first probe, or plane
 	broadcast(Mem{Base: probes}, pv)
+	var mv reg.VecVirtual
+	if multi {
+		mv = v.vec()
+		broadcast(Mem{Base: mp}, mv)
+	}
 	var lut, low, ones, zero reg.VecVirtual
 	if !zmm {
 		lut, low = YMM(), YMM()
@@ -298,6 +319,28 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 			VPADDQ(a, b, dst)
 		}
 	}
+	// countReg (AVX2) turns the bits of t into their count per byte, word,
+	// dword or qword of each code, in t.
+	countReg := func(t reg.VecVirtual) reg.VecVirtual {
+		hi := YMM()
+		VPSRLW(U8(4), t, hi)
+		VPAND(low, t, t)
+		VPAND(low, hi, hi)
+		VPSHUFB(t, lut, t)
+		VPSHUFB(hi, lut, hi)
+		VPADDB(hi, t, t)
+		switch nb {
+		case 8:
+		case 16:
+			VPMADDUBSW(ones, t, t)
+		case 32:
+			VPMADDUBSW(ones, t, t)
+			VPMADDWD(onesW, t, t)
+		default:
+			VPSADBW(zero, t, t)
+		}
+		return t
+	}
 	// count returns the distances of the vector at m to the probe in p,
 	// per byte, word, dword or qword of each code.
 	count := func(m Mem, p reg.VecVirtual) reg.VecVirtual {
@@ -316,25 +359,8 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 			}
 			return t
 		}
-		hi := YMM()
 		VPXOR(m, p, t)
-		VPSRLW(U8(4), t, hi)
-		VPAND(low, t, t)
-		VPAND(low, hi, hi)
-		VPSHUFB(t, lut, t)
-		VPSHUFB(hi, lut, hi)
-		VPADDB(hi, t, t)
-		switch nb {
-		case 8:
-		case 16:
-			VPMADDUBSW(ones, t, t)
-		case 32:
-			VPMADDUBSW(ones, t, t)
-			VPMADDWD(onesW, t, t)
-		default:
-			VPSADBW(zero, t, t)
-		}
-		return t
+		return countReg(t)
 	}
 	// finish sums the qwords of each wide code in t.
 	finish := func(t reg.VecVirtual) {
@@ -430,9 +456,39 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 			}
 			return
 		}
+		// Planes: x = code ^ m, once per vector (AVX-512; AVX2, short of
+		// registers, takes it again from L1 for each plane), and the sum
+		// doubled before each further plane's count of x & plane.
+		var xs []reg.VecVirtual
+		if zmm {
+			for _, m := range ms {
+				x := v.vec()
+				VPXORQ(m, mv, x)
+				xs = append(xs, x)
+			}
+		}
+		countPlane := func(j int, m Mem, q reg.VecVirtual) reg.VecVirtual {
+			if zmm {
+				t := v.vec()
+				VPANDQ(q, xs[j], t)
+				switch nb {
+				case 8, 16:
+					vpopcntBW(nb, t, t)
+				case 32:
+					VPOPCNTD(t, t)
+				default:
+					VPOPCNTQ(t, t)
+				}
+				return t
+			}
+			x := YMM()
+			VPXOR(m, mv, x)
+			VPAND(q, x, x)
+			return countReg(x)
+		}
 		sums := make([]reg.VecVirtual, len(ms))
 		for j, m := range ms {
-			sums[j] = count(m, pv)
+			sums[j] = countPlane(j, m, pv)
 		}
 		if also != nil {
 			for j := range ms {
@@ -449,7 +505,8 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 		q := v.vec()
 		broadcast(Mem{Base: pp}, q)
 		for j, m := range ms {
-			vadd(count(m, q), sums[j], sums[j])
+			vadd(sums[j], sums[j], sums[j])
+			vadd(countPlane(j, m, q), sums[j], sums[j])
 		}
 		DECQ(left)
 		JNZ(LabelRef(label + "probe"))

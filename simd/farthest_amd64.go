@@ -18,6 +18,8 @@ type blockScratch struct {
 	// A kernel's last partial block, zero-padded, and its distances.
 	tailCodes [32]uint64
 	tailDist  [64]uint32
+	// Farthest's probes as planes (probeSet).
+	planes [(maxPlanes + 1) * 4]uint64
 }
 
 var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
@@ -33,14 +35,16 @@ var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
 const farthestRun = 32 << 10
 
 // farthestWith runs Farthest with a set's fused kernels: the table in runs
-// of farthestRun bytes, each run's largest summed distance from a maximum
-// kernel that counts the skipped entries as 0 (the first run that reached
-// the overall largest is remembered), then a search kernel for the first
-// entry of that run at the largest distance that is not skipped. Zeroing
-// is exact: a skipped entry cannot win over a positive maximum (ties go to
-// the first index, and the search steps over skipped entries), and when
-// the maximum is 0 every kept entry is at distance 0, so the answer is the
-// first kept entry. Calls the kernels do not take go to the generic loop.
+// of farthestRun bytes, each run's largest level (the summed distance, or
+// for several probes a quantity strictly increasing with it: see
+// probeSet) from a maximum kernel that counts the skipped entries as 0
+// (the first run that reached the overall largest is remembered), then a
+// search kernel for the first entry of that run at the largest level that
+// is not skipped. Zeroing is exact: a skipped entry cannot win over a
+// positive maximum (ties go to the first index, and the search steps over
+// skipped entries), and when the maximum is 0 every kept entry is at
+// level 0 (one distance), so the answer is the first kept entry. Calls
+// the kernels do not take go to the generic loop.
 func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, probes []uint64, n int, skip []int32) int {
 	np := 0
 	if blockLayout(bits) && n > 0 && n <= math.MaxInt32 {
@@ -50,6 +54,9 @@ func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, pr
 		return farthestGeneric(table, bits, probes, n, skip)
 	}
 	k := kerns(bits)
+	sc := blockScratchPool.Get().(*blockScratch)
+	defer blockScratchPool.Put(sc)
+	ps := newProbeSet(&sc.planes, bits, probes, np)
 	sorted := sortedSkip(skip)
 	run := farthestRun / (bits / 8)
 	best, bestDist := -1, uint32(0)
@@ -59,7 +66,7 @@ func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, pr
 		for len(s) > 0 && int(s[0]) < c0 {
 			s = s[1:]
 		}
-		if m := k.maxRange(table, bits, c0, min(c0+run, n), probes, np, s); m > bestDist {
+		if m := k.maxRange(table, bits, c0, min(c0+run, n), &ps, s); m > bestDist {
 			best, bestDist, bestSkip = c0, m, s
 		}
 	}
@@ -68,7 +75,7 @@ func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, pr
 	}
 	end := min(best+run, n)
 	for c0, s := best, bestSkip; c0 < end; {
-		i := k.findRange(table, bits, c0, end, probes, np, bestDist)
+		i := k.findRange(table, bits, c0, end, &ps, bestDist)
 		if i < 0 {
 			break
 		}

@@ -4,6 +4,7 @@ package simd
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -103,23 +104,66 @@ func newFusedCase(rng *rand.Rand, nb, np, n, c0, c1 int) fusedCase {
 	return fusedCase{c: c, table: c.pack(fill), probes: probes, c0: c0, c1: c1, skip: skip}
 }
 
-func (f fusedCase) refMax() uint32 {
-	var m int
+// refMax is the largest level of a kept code, 0 when none is kept.
+func (f fusedCase) refMax(ps *probeSet) uint32 {
+	var m uint32
 	for i := f.c0; i < f.c1; i++ {
 		if !slices.Contains(f.skip, int32(i)) {
-			m = max(m, f.c.refDist(i, f.probes))
+			m = max(m, ps.level(f.table, f.c.bits, i))
 		}
 	}
-	return uint32(m)
+	return m
 }
 
-func (f fusedCase) refFind(target uint32) int {
+func (f fusedCase) refFind(ps *probeSet, target uint32) int {
 	for i := f.c0; i < f.c1; i++ {
-		if uint32(f.c.refDist(i, f.probes)) == target {
+		if ps.level(f.table, f.c.bits, i) == target {
 			return i
 		}
 	}
 	return -1
+}
+
+// The levels of a probeSet give back the summed distances, for every code
+// width and 1 to 40 probes (random, near each other, all equal, pairs of
+// complements), and take fewer planes than probes.
+func TestProbeSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	var buf [(maxPlanes + 1) * 4]uint64
+	for _, nb := range hammingMaxWidths {
+		for np := 1; np <= 40; np++ {
+			if np > hammingMaxLimits[nb] {
+				continue
+			}
+			for kind := 0; kind < 4; kind++ {
+				probes := randProbes(rng, nb, np)
+				switch kind {
+				case 1:
+					probes = nearProbes(rng, nb, np)
+				case 2:
+					probes = sameProbes(rng, nb, np)
+				case 3:
+					w := max(1, nb/64)
+					for i := w; i+w <= len(probes); i += 2 * w {
+						for j := 0; j < w; j++ {
+							probes[i+j] = ^probes[i-w+j]
+						}
+					}
+				}
+				c := randHmCodes(rng, nb, 300, rng.IntN(3), probes)
+				table := c.pack(rng.Uint64())
+				ps := newProbeSet(&buf, nb, probes, np)
+				if np > 1 && ps.nplanes > bits.Len(uint(np)) {
+					t.Fatalf("bits %d np %d: %d planes", nb, np, ps.nplanes)
+				}
+				for i := 0; i < c.n; i++ {
+					if got, want := ps.dist(ps.level(table, nb, i)), uint32(c.refDist(i, probes)); got != want {
+						t.Fatalf("bits %d np %d kind %d code %d: distance %d, want %d", nb, np, kind, i, got, want)
+					}
+				}
+			}
+		}
+	}
 }
 
 // fusedRanges are the ranges of a table of n codes of cb bytes tested:
@@ -146,15 +190,17 @@ func fusedRanges(rng *rand.Rand, cb, n int) [][2]int {
 func TestFusedMaxRange(t *testing.T) {
 	forEachFusedSet(t, func(t *testing.T, s fusedSet) {
 		rng := rand.New(rand.NewPCG(31, 32))
+		var buf [(maxPlanes + 1) * 4]uint64
 		for _, nb := range hammingMaxWidths {
 			k := s.k(nb)
-			for _, np := range []int{1, 2, 5} {
+			for _, np := range []int{1, 2, 4, 5, 8} {
 				n := 12 * 64 / (nb / 8)
 				for _, r := range fusedRanges(rng, nb/8, n) {
 					f := newFusedCase(rng, nb, np, n, r[0], r[1])
 					before := slices.Clone(f.skip)
-					got := k.maxRange(f.table, nb, f.c0, f.c1, f.probes, np, f.skip)
-					if want := f.refMax(); got != want {
+					ps := newProbeSet(&buf, nb, f.probes, np)
+					got := k.maxRange(f.table, nb, f.c0, f.c1, &ps, f.skip)
+					if want := f.refMax(&ps); got != want {
 						t.Fatalf("bits %d np %d [%d, %d) skip %v: max %d, want %d", nb, np, f.c0, f.c1, f.skip, got, want)
 					}
 					if !slices.Equal(f.skip, before) {
@@ -169,21 +215,25 @@ func TestFusedMaxRange(t *testing.T) {
 func TestFusedFindRange(t *testing.T) {
 	forEachFusedSet(t, func(t *testing.T, s fusedSet) {
 		rng := rand.New(rand.NewPCG(33, 34))
+		var buf [(maxPlanes + 1) * 4]uint64
 		for _, nb := range hammingMaxWidths {
 			k := s.k(nb)
 			for _, np := range []int{1, 3} {
 				n := 12 * 64 / (nb / 8)
 				for _, r := range fusedRanges(rng, nb/8, n) {
 					f := newFusedCase(rng, nb, np, n, r[0], r[1])
-					// The distance of a random code of the table (in the
-					// range or not), the largest one, and one no code has.
-					targets := []uint32{uint32(f.c.refDist(rng.IntN(n), f.probes)), uint32(np * nb), uint32(np*nb + 1), 1<<16 + uint32(f.c.refDist(rng.IntN(n), f.probes))}
+					ps := newProbeSet(&buf, nb, f.probes, np)
+					// The level of a random code of the table (in the
+					// range or not), the largest one, one no code has,
+					// and one whose low 16 bits are a code's.
+					lv := func(i int) uint32 { return ps.level(f.table, nb, i) }
+					targets := []uint32{lv(rng.IntN(n)), uint32(np * nb), uint32(np*nb + 1), 1<<16 + lv(rng.IntN(n))}
 					if f.c1 > f.c0 {
-						targets = append(targets, uint32(f.c.refDist(f.c0+rng.IntN(f.c1-f.c0), f.probes)))
+						targets = append(targets, lv(f.c0+rng.IntN(f.c1-f.c0)))
 					}
 					for _, target := range targets {
-						got := k.findRange(f.table, nb, f.c0, f.c1, f.probes, np, target)
-						if want := f.refFind(target); got != want {
+						got := k.findRange(f.table, nb, f.c0, f.c1, &ps, target)
+						if want := f.refFind(&ps, target); got != want {
 							t.Fatalf("bits %d np %d [%d, %d) target %d: %d, want %d", nb, np, f.c0, f.c1, target, got, want)
 						}
 					}

@@ -19,8 +19,8 @@ import (
 // the bytes of its vectors.
 type fusedKerns struct {
 	one      [6]func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32
-	many     [6]func(table *byte, from, to int, probes *uint64, np int, skip *int32, nskip int) uint32
-	find     [6]func(table *byte, from, to int, probes *uint64, np int, target uint32) int
+	many     [6]func(table *byte, from, to int, m, planes *uint64, np int, skip *int32, nskip int) uint32
+	find     [6]func(table *byte, from, to int, m, planes *uint64, np int, target uint32) int
 	vecBytes int
 }
 
@@ -28,18 +28,18 @@ var (
 	fusedAVX512 = fusedKerns{
 		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX512, hammingMax16AVX512, hammingMax32AVX512,
 			hammingMax64AVX512, hammingMax128AVX512, hammingMax256AVX512},
-		many: [6]func(*byte, int, int, *uint64, int, *int32, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
+		many: [6]func(*byte, int, int, *uint64, *uint64, int, *int32, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
 			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
-		find: [6]func(*byte, int, int, *uint64, int, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
+		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
 			hammingFind64AVX512, hammingFind128AVX512, hammingFind256AVX512},
 		vecBytes: 64,
 	}
 	fusedAVX2 = fusedKerns{
 		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
 			hammingMax64AVX2, hammingMax128AVX2, hammingMax256AVX2},
-		many: [6]func(*byte, int, int, *uint64, int, *int32, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
+		many: [6]func(*byte, int, int, *uint64, *uint64, int, *int32, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
 			hammingMaxN64AVX2, hammingMaxN128AVX2, hammingMaxN256AVX2},
-		find: [6]func(*byte, int, int, *uint64, int, uint32) int{hammingFind8AVX2, hammingFind16AVX2, hammingFind32AVX2,
+		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint32) int{hammingFind8AVX2, hammingFind16AVX2, hammingFind32AVX2,
 			hammingFind64AVX2, hammingFind128AVX2, hammingFind256AVX2},
 		vecBytes: 32,
 	}
@@ -82,16 +82,20 @@ func hammingMaxWith(table []uint64, width, n int, probes []uint64, k *fusedKerns
 	if np == 0 {
 		return 0, false
 	}
-	return k.maxRange(table, width, 0, n, probes, np, nil), true
+	sc := blockScratchPool.Get().(*blockScratch)
+	defer blockScratchPool.Put(sc)
+	ps := newProbeSet(&sc.planes, width, probes, np)
+	return ps.dist(k.maxRange(table, width, 0, n, &ps, nil)), true
 }
 
-// maxRange is the largest distance over codes [c0, c1) of table, the codes
-// in skip (sorted, every entry >= c0) counting as 0; the arguments are as
-// hammingMaxArgs accepts for a table of at least c1 codes, np probes.
-func (k *fusedKerns) maxRange(table []uint64, width, c0, c1 int, probes []uint64, np int, skip []int32) uint32 {
+// maxRange is the largest level (see probeSet) over codes [c0, c1) of
+// table, the codes in skip (sorted, every entry >= c0) counting as 0; the
+// arguments are as hammingMaxArgs accepts for a table of at least c1
+// codes.
+func (k *fusedKerns) maxRange(table []uint64, width, c0, c1 int, ps *probeSet, skip []int32) uint32 {
 	cb := width / 8
 	if (c1-c0)*cb < k.vecBytes {
-		return hammingMaxGo(table, width, c0, c1, probes, skip)
+		return hammingMaxGo(table, width, c0, c1, ps, skip)
 	}
 	w := bits.TrailingZeros(uint(width)) - 3 // widths 8, 16, ..., 256 as 0..5
 	base := (*byte)(unsafe.Pointer(&table[0]))
@@ -99,29 +103,166 @@ func (k *fusedKerns) maxRange(table []uint64, width, c0, c1 int, probes []uint64
 	if len(skip) > 0 {
 		sp = &skip[0]
 	}
-	if np == 1 {
-		return k.one[w](base, c0*cb, c1*cb, &probes[0], sp, len(skip))
+	if ps.np == 1 {
+		return k.one[w](base, c0*cb, c1*cb, &ps.probes[0], sp, len(skip))
 	}
-	return k.many[w](base, c0*cb, c1*cb, &probes[0], np, sp, len(skip))
+	return k.many[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, sp, len(skip))
 }
 
-// findRange is the first code of [c0, c1) at distance target, or -1; the
+// findRange is the first code of [c0, c1) at level target, or -1; the
 // arguments are as for maxRange.
-func (k *fusedKerns) findRange(table []uint64, width, c0, c1 int, probes []uint64, np int, target uint32) int {
-	if uint64(target) > uint64(np)*uint64(width) {
-		return -1 // no distance is that large; the kernels compare only the low bits of a byte or word sum
+func (k *fusedKerns) findRange(table []uint64, width, c0, c1 int, ps *probeSet, target uint32) int {
+	if uint64(target) > uint64(ps.np)*uint64(width) {
+		return -1 // no level is that large; the kernels compare only the low bits of a byte or word sum
 	}
 	cb := width / 8
 	if (c1-c0)*cb < k.vecBytes {
 		for i := c0; i < c1; i++ {
-			if codeDist(table, width, i, probes) == target {
+			if ps.level(table, width, i) == target {
 				return i
 			}
 		}
 		return -1
 	}
 	w := bits.TrailingZeros(uint(width)) - 3
-	return k.find[w]((*byte)(unsafe.Pointer(&table[0])), c0*cb, c1*cb, &probes[0], np, target)
+	base := (*byte)(unsafe.Pointer(&table[0]))
+	return k.find[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, target)
+}
+
+// A probeSet is the np probes of a Farthest call in the form the kernels
+// take. One probe is taken as it is: the level of a code is its Hamming
+// distance. Several are turned into planes, which need fewer popcounts
+// than probes (2 for 4 probes, 3 for 8): at bit b of the codes, u_b of
+// the np probes are set, so a code with bit b equal to the probes'
+// majority M_b differs from min(u_b, np-u_b) of them and one with the
+// other bit from that many plus a_b = |np - 2u_b|. The summed distance of
+// a code c is then
+//
+//	base + Σ_b a_b·[c_b ≠ M_b] = base + Σ_k 2^k·popcount((c ^ M) & A_k),
+//
+// base = Σ_b min(u_b, np-u_b), A_k the bit plane k of the a_b. The
+// kernels compute the level s = Σ_k 2^(k-k0)·popcount((c ^ M) & A_k) over
+// the planes from the highest, k1, down to the lowest, k0 (every a_b is a
+// multiple of 2^k0), by doubling: the distance is base + s<<k0, strictly
+// increasing in s, so the largest level and its first index are those of
+// the distance. A level never exceeds its distance, so the probe limits
+// of hammingMaxProbeLimit hold for levels too.
+type probeSet struct {
+	np             int
+	probes         []uint64 // np == 1: the probe, for the maximum kernels
+	m, planes      []uint64 // max(1, bits/64) words each; nplanes planes from k1 down to k0 (one of all ones for np == 1)
+	nplanes        int
+	base           uint32
+	shift          uint // k0
+	words, widthIn int
+}
+
+// maxPlanes bounds the planes of a probeSet: a_b <= np < 2^25 (the probe
+// limit for 256-bit codes is 2^24-1), so at most 25 levels, of at most 4
+// words.
+const maxPlanes = 25
+
+var _ = [32 - (maxPlanes + 2)]int{} // the two's complement levels of newProbeSet fit its arrays
+
+// newProbeSet prepares np probes (as hammingMaxArgs counts them) of
+// width-bit codes; buf holds the planes and the majority.
+func newProbeSet(buf *[(maxPlanes + 1) * 4]uint64, width int, probes []uint64, np int) probeSet {
+	ps := probeSet{np: np, probes: probes, words: max(1, width/64), widthIn: min(width, 64)}
+	w := ps.words
+	if np == 1 { // for the search kernels: x = code ^ probe, all of it counted
+		ps.m, ps.planes, ps.nplanes = buf[:w], buf[w:2*w], 1
+		copy(ps.m, probes)
+		for i := range ps.planes {
+			ps.planes[i] = ^uint64(0)
+		}
+		return ps
+	}
+	// The count of set bits per bit position, bit-sliced: slice j of word
+	// i holds bit j of the counts of that word's 64 positions.
+	nbits := bits.Len(uint(np))
+	var slices [4][maxPlanes]uint64
+	for p := 0; p < np; p++ {
+		for i := 0; i < w; i++ {
+			carry := probes[p*w+i]
+			for j := 0; j < nbits && carry != 0; j++ {
+				slices[i][j], carry = slices[i][j]^carry, slices[i][j]&carry
+			}
+		}
+	}
+	// Word-parallel, per bit position: d = 2u - np in two's complement
+	// (L bits hold ±np), the majority where d > 0, a = |d|, and the sum of
+	// the a_b, from which base = Σ_b (np - a_b)/2.
+	L := nbits + 2
+	mask := ^uint64(0) >> uint(64-ps.widthIn)
+	var planeA [4][32]uint64
+	var levels uint64 // bit k set: plane k is not empty
+	for i := 0; i < w; i++ {
+		var d [32]uint64
+		borrow := uint64(0)
+		for j := 0; j < L; j++ {
+			var u uint64 // bit j of 2u
+			if j > 0 && j-1 < nbits {
+				u = slices[i][j-1]
+			}
+			n := -uint64(np >> uint(j) & 1) // bit j of np, as a mask
+			d[j] = u ^ n ^ borrow
+			borrow = ^u&(n|borrow) | n&borrow
+		}
+		neg := d[L-1]
+		var nz uint64
+		carry := neg // |d| = d where d >= 0, ^d + 1 where d < 0
+		sumA := 0
+		for j := 0; j < L; j++ {
+			nz |= d[j]
+			x := d[j] ^ neg
+			planeA[i][j] = (x ^ carry) & mask
+			carry &= x
+			if planeA[i][j] != 0 {
+				levels |= 1 << uint(j)
+				sumA += bits.OnesCount64(planeA[i][j]) << uint(j)
+			}
+		}
+		buf[i] = nz &^ neg & mask // the majority: d > 0
+		ps.base += uint32((ps.widthIn*np - sumA) / 2)
+	}
+	ps.m = buf[:w]
+	if levels == 0 { // every probe equal: every code at distance base
+		ps.planes = buf[w : 2*w]
+		clear(ps.planes)
+		ps.nplanes = 1
+		return ps
+	}
+	k0, k1 := bits.TrailingZeros64(levels), bits.Len64(levels)-1
+	ps.shift = uint(k0)
+	ps.nplanes = k1 - k0 + 1
+	ps.planes = buf[w : w+ps.nplanes*w]
+	for l := 0; l < ps.nplanes; l++ {
+		for i := 0; i < w; i++ {
+			ps.planes[l*w+i] = planeA[i][k1-l]
+		}
+	}
+	return ps
+}
+
+// dist is the distance of a code at level s.
+func (ps *probeSet) dist(s uint32) uint32 { return ps.base + s<<ps.shift }
+
+// level is the level of code i of table.
+func (ps *probeSet) level(table []uint64, width, i int) uint32 {
+	if ps.np == 1 {
+		return codeDist(table, width, i, ps.probes)
+	}
+	var code [4]uint64
+	GetCode(code[:], table, width, i)
+	var s uint32
+	for l := 0; l < ps.nplanes; l++ {
+		c := 0
+		for j := 0; j < ps.words; j++ {
+			c += bits.OnesCount64((code[j] ^ ps.m[j]) & ps.planes[l*ps.words+j])
+		}
+		s = 2*s + uint32(c)
+	}
+	return s
 }
 
 // hammingMaxProbeLimit is the most probes the fused kernels sum for
@@ -189,13 +330,13 @@ func codeDist(table []uint64, width, i int, probes []uint64) uint32 {
 }
 
 // hammingMaxGo is maxRange in Go, for ranges shorter than a vector.
-func hammingMaxGo(table []uint64, width, c0, c1 int, probes []uint64, skip []int32) uint32 {
+func hammingMaxGo(table []uint64, width, c0, c1 int, ps *probeSet, skip []int32) uint32 {
 	var m uint32
 	for i := c0; i < c1; i++ {
 		if skipNext(&skip, i) {
 			continue
 		}
-		m = max(m, codeDist(table, width, i, probes))
+		m = max(m, ps.level(table, width, i))
 	}
 	return m
 }

@@ -6525,23 +6525,25 @@ reduce:
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTB (BX), Z0
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXORD       Z1, Z1, Z1
+	VPBROADCASTB (SI), Z0
+	VPBROADCASTB (BX), Z1
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -6553,94 +6555,110 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTB   Z5, Z5
-	VPXORQ     64(CX), Z0, Z6
-	VPOPCNTB   Z6, Z6
-	VPXORQ     128(CX), Z0, Z7
-	VPOPCNTB   Z7, Z7
-	VPXORQ     192(CX), Z0, Z8
-	VPOPCNTB   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTB   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTB   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTB   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTB   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTB     Z9, Z9
-	VPADDB       Z9, Z8, Z8
-	DECQ         R11
+	ADDQ         $0x00000008, R11
+	VPBROADCASTB (R11), Z14
+	VPADDB       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z10, Z10
+	VPADDB       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z11, Z11
+	VPADDB       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z12, Z12
+	VPADDB       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTB     Z14, Z14
+	VPADDB       Z14, Z13, Z13
+	DECQ         CX
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUB Z5, Z1, Z1
-	VPMAXUB Z6, Z2, Z2
-	VPMAXUB Z7, Z3, Z3
-	VPMAXUB Z8, Z4, Z4
-	MOVQ    DI, CX
+	VPMAXUB Z10, Z2, Z2
+	VPMAXUB Z11, Z3, Z3
+	VPMAXUB Z12, Z4, Z4
+	VPMAXUB Z13, Z5, Z5
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTB Z5, Z5
-	VPXORQ   64(CX), Z0, Z6
-	VPOPCNTB Z6, Z6
-	VPXORQ   128(CX), Z0, Z7
-	VPOPCNTB Z7, Z7
-	VPXORQ   192(CX), Z0, Z8
-	VPOPCNTB Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTB Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTB Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTB Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTB Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTB     Z10, Z10
-	VPADDB       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTB     Z9, Z9
-	VPADDB       Z9, Z8, Z8
+	VPBROADCASTB (R12), Z14
+	VPADDB       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z10, Z10
+	VPADDB       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z11, Z11
+	VPADDB       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTB     Z15, Z15
+	VPADDB       Z15, Z12, Z12
+	VPADDB       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTB     Z14, Z14
+	VPADDB       Z14, Z13, Z13
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU32 Z5, (SP)
-	VMOVDQU32 Z6, 64(SP)
-	VMOVDQU32 Z7, 128(SP)
-	VMOVDQU32 Z8, 192(SP)
+	VMOVDQU32 Z10, (SP)
+	VMOVDQU32 Z11, 64(SP)
+	VMOVDQU32 Z12, 128(SP)
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVB    $0x00, (SP)(R10*1)
@@ -6659,42 +6677,44 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUB   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUB   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUB   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUB   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUB   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUB   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUB   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUB   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTB Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTB Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Z6
-	VPXORQ       (CX), Z6, Z6
-	VPOPCNTB     Z6, Z6
-	VPADDB       Z6, Z5, Z5
+	VPBROADCASTB (R12), Z8
+	VPADDB       Z7, Z7, Z7
+	VPANDQ       Z8, Z6, Z8
+	VPOPCNTB     Z8, Z8
+	VPADDB       Z8, Z7, Z7
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVB    $0x00, (SP)(R10*1)
@@ -6713,45 +6733,47 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUB   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUB   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORQ   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTB Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTB (BX), Z5
-	VPXORQ       (DI), Z5, Z5
-	VPOPCNTB     Z5, Z5
-	VPADDB       Z5, Z0, Z0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTB (SI), Z6
+	VPADDB       Z0, Z0, Z0
+	VPANDQ       Z6, Z1, Z6
+	VPOPCNTB     Z6, Z6
+	VPADDB       Z6, Z0, Z0
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVB    $0x00, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -6769,17 +6791,17 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUB   Z0, Z2, Z2
+	VPMAXUB   Z0, Z3, Z3
 
 reduce:
-	VPMAXUB       Z2, Z1, Z1
-	VPMAXUB       Z4, Z3, Z3
-	VPMAXUB       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUB       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUB       X0, X1, X1
-	VPMOVZXBW     X1, Y0
+	VPMAXUB       Z3, Z2, Z2
+	VPMAXUB       Z5, Z4, Z4
+	VPMAXUB       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUB       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUB       X0, X2, X2
+	VPMOVZXBW     X2, Y0
 	VEXTRACTI128  $0x01, Y0, X1
 	VPMAXUW       X1, X0, X0
 	VPCMPEQB      X1, X1, X1
@@ -6788,27 +6810,29 @@ reduce:
 	VMOVD         X0, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+56(FP)
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTW (BX), Z0
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXORD       Z1, Z1, Z1
+	VPBROADCASTW (SI), Z0
+	VPBROADCASTW (BX), Z1
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -6821,94 +6845,110 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTW   Z5, Z5
-	VPXORQ     64(CX), Z0, Z6
-	VPOPCNTW   Z6, Z6
-	VPXORQ     128(CX), Z0, Z7
-	VPOPCNTW   Z7, Z7
-	VPXORQ     192(CX), Z0, Z8
-	VPOPCNTW   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTW   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTW   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTW   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTW   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTW     Z9, Z9
-	VPADDW       Z9, Z8, Z8
-	DECQ         R11
+	ADDQ         $0x00000008, R11
+	VPBROADCASTW (R11), Z14
+	VPADDW       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z10, Z10
+	VPADDW       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z11, Z11
+	VPADDW       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z12, Z12
+	VPADDW       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTW     Z14, Z14
+	VPADDW       Z14, Z13, Z13
+	DECQ         CX
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUW Z5, Z1, Z1
-	VPMAXUW Z6, Z2, Z2
-	VPMAXUW Z7, Z3, Z3
-	VPMAXUW Z8, Z4, Z4
-	MOVQ    DI, CX
+	VPMAXUW Z10, Z2, Z2
+	VPMAXUW Z11, Z3, Z3
+	VPMAXUW Z12, Z4, Z4
+	VPMAXUW Z13, Z5, Z5
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTW Z5, Z5
-	VPXORQ   64(CX), Z0, Z6
-	VPOPCNTW Z6, Z6
-	VPXORQ   128(CX), Z0, Z7
-	VPOPCNTW Z7, Z7
-	VPXORQ   192(CX), Z0, Z8
-	VPOPCNTW Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTW Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTW Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTW Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTW Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTW     Z10, Z10
-	VPADDW       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTW     Z9, Z9
-	VPADDW       Z9, Z8, Z8
+	VPBROADCASTW (R12), Z14
+	VPADDW       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z10, Z10
+	VPADDW       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z11, Z11
+	VPADDW       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTW     Z15, Z15
+	VPADDW       Z15, Z12, Z12
+	VPADDW       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTW     Z14, Z14
+	VPADDW       Z14, Z13, Z13
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU32 Z5, (SP)
-	VMOVDQU32 Z6, 64(SP)
-	VMOVDQU32 Z7, 128(SP)
-	VMOVDQU32 Z8, 192(SP)
+	VMOVDQU32 Z10, (SP)
+	VMOVDQU32 Z11, 64(SP)
+	VMOVDQU32 Z12, 128(SP)
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVW    $0x0000, (SP)(R10*1)
@@ -6928,42 +6968,44 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUW   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUW   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUW   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUW   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUW   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUW   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUW   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUW   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTW Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTW Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Z6
-	VPXORQ       (CX), Z6, Z6
-	VPOPCNTW     Z6, Z6
-	VPADDW       Z6, Z5, Z5
+	VPBROADCASTW (R12), Z8
+	VPADDW       Z7, Z7, Z7
+	VPANDQ       Z8, Z6, Z8
+	VPOPCNTW     Z8, Z8
+	VPADDW       Z8, Z7, Z7
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVW    $0x0000, (SP)(R10*1)
@@ -6983,45 +7025,47 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUW   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUW   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORQ   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTW Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTW (BX), Z5
-	VPXORQ       (DI), Z5, Z5
-	VPOPCNTW     Z5, Z5
-	VPADDW       Z5, Z0, Z0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTW (SI), Z6
+	VPADDW       Z0, Z0, Z0
+	VPANDQ       Z6, Z1, Z6
+	VPOPCNTW     Z6, Z6
+	VPADDW       Z6, Z0, Z0
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVW    $0x0000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -7040,43 +7084,45 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUW   Z0, Z2, Z2
+	VPMAXUW   Z0, Z3, Z3
 
 reduce:
-	VPMAXUW       Z2, Z1, Z1
-	VPMAXUW       Z4, Z3, Z3
-	VPMAXUW       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUW       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUW       X0, X1, X1
+	VPMAXUW       Z3, Z2, Z2
+	VPMAXUW       Z5, Z4, Z4
+	VPMAXUW       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUW       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUW       X0, X2, X2
 	VPCMPEQB      X0, X0, X0
-	VPXOR         X0, X1, X1
-	VPHMINPOSUW   X1, X1
-	VMOVD         X1, AX
+	VPXOR         X0, X2, X2
+	VPHMINPOSUW   X2, X2
+	VMOVD         X2, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+56(FP)
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTD (BX), Z0
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXORD       Z1, Z1, Z1
+	VPBROADCASTD (SI), Z0
+	VPBROADCASTD (BX), Z1
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -7089,94 +7135,110 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORD     (CX), Z0, Z5
-	VPOPCNTD   Z5, Z5
-	VPXORD     64(CX), Z0, Z6
-	VPOPCNTD   Z6, Z6
-	VPXORD     128(CX), Z0, Z7
-	VPOPCNTD   Z7, Z7
-	VPXORD     192(CX), Z0, Z8
-	VPOPCNTD   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTD   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTD   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTD   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTD   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Z9
-	VPXORD       (CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z5, Z5
-	VPXORD       64(CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z6, Z6
-	VPXORD       128(CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z7, Z7
-	VPXORD       192(CX), Z9, Z9
-	VPOPCNTD     Z9, Z9
-	VPADDD       Z9, Z8, Z8
-	DECQ         R11
+	ADDQ         $0x00000008, R11
+	VPBROADCASTD (R11), Z14
+	VPADDD       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z10, Z10
+	VPADDD       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z11, Z11
+	VPADDD       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z12, Z12
+	VPADDD       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTD     Z14, Z14
+	VPADDD       Z14, Z13, Z13
+	DECQ         CX
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUD Z5, Z1, Z1
-	VPMAXUD Z6, Z2, Z2
-	VPMAXUD Z7, Z3, Z3
-	VPMAXUD Z8, Z4, Z4
-	MOVQ    DI, CX
+	VPMAXUD Z10, Z2, Z2
+	VPMAXUD Z11, Z3, Z3
+	VPMAXUD Z12, Z4, Z4
+	VPMAXUD Z13, Z5, Z5
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXORD   (CX), Z0, Z5
-	VPOPCNTD Z5, Z5
-	VPXORD   64(CX), Z0, Z6
-	VPOPCNTD Z6, Z6
-	VPXORD   128(CX), Z0, Z7
-	VPOPCNTD Z7, Z7
-	VPXORD   192(CX), Z0, Z8
-	VPOPCNTD Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTD Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTD Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTD Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTD Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Z9
-	VPXORD       (CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z5, Z5
-	VPXORD       64(CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z6, Z6
-	VPXORD       128(CX), Z9, Z10
-	VPOPCNTD     Z10, Z10
-	VPADDD       Z10, Z7, Z7
-	VPXORD       192(CX), Z9, Z9
-	VPOPCNTD     Z9, Z9
-	VPADDD       Z9, Z8, Z8
+	VPBROADCASTD (R12), Z14
+	VPADDD       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z10, Z10
+	VPADDD       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z11, Z11
+	VPADDD       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTD     Z15, Z15
+	VPADDD       Z15, Z12, Z12
+	VPADDD       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTD     Z14, Z14
+	VPADDD       Z14, Z13, Z13
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU32 Z5, (SP)
-	VMOVDQU32 Z6, 64(SP)
-	VMOVDQU32 Z7, 128(SP)
-	VMOVDQU32 Z8, 192(SP)
+	VMOVDQU32 Z10, (SP)
+	VMOVDQU32 Z11, 64(SP)
+	VMOVDQU32 Z12, 128(SP)
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVL    $0x00000000, (SP)(R10*1)
@@ -7196,42 +7258,44 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUD   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUD   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUD   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUD   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUD   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUD   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUD   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUD   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORD   (CX), Z0, Z5
-	VPOPCNTD Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTD Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Z6
-	VPXORD       (CX), Z6, Z6
-	VPOPCNTD     Z6, Z6
-	VPADDD       Z6, Z5, Z5
+	VPBROADCASTD (R12), Z8
+	VPADDD       Z7, Z7, Z7
+	VPANDQ       Z8, Z6, Z8
+	VPOPCNTD     Z8, Z8
+	VPADDD       Z8, Z7, Z7
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVL    $0x00000000, (SP)(R10*1)
@@ -7251,45 +7315,47 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUD   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUD   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORD   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTD Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTD (BX), Z5
-	VPXORD       (DI), Z5, Z5
-	VPOPCNTD     Z5, Z5
-	VPADDD       Z5, Z0, Z0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTD (SI), Z6
+	VPADDD       Z0, Z0, Z0
+	VPANDQ       Z6, Z1, Z6
+	VPOPCNTD     Z6, Z6
+	VPADDD       Z6, Z0, Z0
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVL    $0x00000000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -7308,42 +7374,44 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUD   Z0, Z2, Z2
+	VPMAXUD   Z0, Z3, Z3
 
 reduce:
-	VPMAXUD       Z2, Z1, Z1
-	VPMAXUD       Z4, Z3, Z3
-	VPMAXUD       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUD       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0x4e, X1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0xb1, X1, X0
-	VPMAXUD       X0, X1, X1
-	VMOVD         X1, AX
-	MOVL          AX, ret+56(FP)
+	VPMAXUD       Z3, Z2, Z2
+	VPMAXUD       Z5, Z4, Z4
+	VPMAXUD       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUD       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0x4e, X2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0xb1, X2, X0
+	VPMAXUD       X0, X2, X2
+	VMOVD         X2, AX
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTQ (BX), Z0
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXORD       Z1, Z1, Z1
+	VPBROADCASTQ (SI), Z0
+	VPBROADCASTQ (BX), Z1
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -7356,94 +7424,110 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(CX), Z0, Z6
-	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(CX), Z0, Z7
-	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(CX), Z0, Z8
-	VPOPCNTQ   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTQ   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTQ   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTQ   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTQ   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTQ     Z9, Z9
-	VPADDQ       Z9, Z8, Z8
-	DECQ         R11
+	ADDQ         $0x00000008, R11
+	VPBROADCASTQ (R11), Z14
+	VPADDQ       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z10, Z10
+	VPADDQ       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z11, Z11
+	VPADDQ       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z12, Z12
+	VPADDQ       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTQ     Z14, Z14
+	VPADDQ       Z14, Z13, Z13
+	DECQ         CX
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUQ Z5, Z1, Z1
-	VPMAXUQ Z6, Z2, Z2
-	VPMAXUQ Z7, Z3, Z3
-	VPMAXUQ Z8, Z4, Z4
-	MOVQ    DI, CX
+	VPMAXUQ Z10, Z2, Z2
+	VPMAXUQ Z11, Z3, Z3
+	VPMAXUQ Z12, Z4, Z4
+	VPMAXUQ Z13, Z5, Z5
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPXORQ   64(CX), Z0, Z6
-	VPOPCNTQ Z6, Z6
-	VPXORQ   128(CX), Z0, Z7
-	VPOPCNTQ Z7, Z7
-	VPXORQ   192(CX), Z0, Z8
-	VPOPCNTQ Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTQ Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTQ Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTQ Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Z9
-	VPXORQ       (CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z5, Z5
-	VPXORQ       64(CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z6, Z6
-	VPXORQ       128(CX), Z9, Z10
-	VPOPCNTQ     Z10, Z10
-	VPADDQ       Z10, Z7, Z7
-	VPXORQ       192(CX), Z9, Z9
-	VPOPCNTQ     Z9, Z9
-	VPADDQ       Z9, Z8, Z8
+	VPBROADCASTQ (R12), Z14
+	VPADDQ       Z10, Z10, Z10
+	VPANDQ       Z14, Z6, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z10, Z10
+	VPADDQ       Z11, Z11, Z11
+	VPANDQ       Z14, Z7, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z11, Z11
+	VPADDQ       Z12, Z12, Z12
+	VPANDQ       Z14, Z8, Z15
+	VPOPCNTQ     Z15, Z15
+	VPADDQ       Z15, Z12, Z12
+	VPADDQ       Z13, Z13, Z13
+	VPANDQ       Z14, Z9, Z14
+	VPOPCNTQ     Z14, Z14
+	VPADDQ       Z14, Z13, Z13
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU32 Z5, (SP)
-	VMOVDQU32 Z6, 64(SP)
-	VMOVDQU32 Z7, 128(SP)
-	VMOVDQU32 Z8, 192(SP)
+	VMOVDQU32 Z10, (SP)
+	VMOVDQU32 Z11, 64(SP)
+	VMOVDQU32 Z12, 128(SP)
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -7463,42 +7547,44 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUQ   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUQ   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUQ   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUQ   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUQ   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUQ   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTQ Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Z6
-	VPXORQ       (CX), Z6, Z6
-	VPOPCNTQ     Z6, Z6
-	VPADDQ       Z6, Z5, Z5
+	VPBROADCASTQ (R12), Z8
+	VPADDQ       Z7, Z7, Z7
+	VPANDQ       Z8, Z6, Z8
+	VPOPCNTQ     Z8, Z8
+	VPADDQ       Z8, Z7, Z7
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU32 Z5, (SP)
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -7518,45 +7604,47 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORQ   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTQ (BX), Z5
-	VPXORQ       (DI), Z5, Z5
-	VPOPCNTQ     Z5, Z5
-	VPADDQ       Z5, Z0, Z0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTQ (SI), Z6
+	VPADDQ       Z0, Z0, Z0
+	VPANDQ       Z6, Z1, Z6
+	VPOPCNTQ     Z6, Z6
+	VPADDQ       Z6, Z0, Z0
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -7575,42 +7663,44 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUQ   Z0, Z2, Z2
+	VPMAXUQ   Z0, Z3, Z3
 
 reduce:
-	VPMAXUQ       Z2, Z1, Z1
-	VPMAXUQ       Z4, Z3, Z3
-	VPMAXUQ       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUD       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0x4e, X1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0xb1, X1, X0
-	VPMAXUD       X0, X1, X1
-	VMOVD         X1, AX
-	MOVL          AX, ret+56(FP)
+	VPMAXUQ       Z3, Z2, Z2
+	VPMAXUQ       Z5, Z4, Z4
+	VPMAXUQ       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUD       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0x4e, X2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0xb1, X2, X0
+	VPMAXUD       X0, X2, X2
+	VMOVD         X2, AX
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-68
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
-	MOVQ            probes+24(FP), BX
-	MOVQ            np+32(FP), SI
+	MOVQ            m+24(FP), BX
+	MOVQ            planes+32(FP), SI
+	MOVQ            np+40(FP), DI
 	LEAQ            (AX)(CX*1), CX
 	LEAQ            (AX)(DX*1), DX
-	VBROADCASTI32X4 (BX), Z0
-	MOVQ            skip+40(FP), R8
-	MOVQ            nskip+48(FP), R9
-	VPXORD          Z1, Z1, Z1
+	VBROADCASTI32X4 (SI), Z0
+	VBROADCASTI32X4 (BX), Z1
+	MOVQ            skip+48(FP), R8
+	MOVQ            nskip+56(FP), R9
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
+	VPXORD          Z5, Z5, Z5
 	TESTQ           R9, R9
 	JZ              noskip1
 	MOVLQSX         (R8), R10
@@ -7623,106 +7713,122 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(CX), Z0, Z6
-	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(CX), Z0, Z7
-	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(CX), Z0, Z8
-	VPOPCNTQ   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTQ   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTQ   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTQ   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTQ   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ            $0x00000010, R12
-	VBROADCASTI32X4 (R12), Z9
-	VPXORQ          (CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(CX), Z9, Z9
-	VPOPCNTQ        Z9, Z9
-	VPADDQ          Z9, Z8, Z8
-	DECQ            R11
+	ADDQ            $0x00000010, R11
+	VBROADCASTI32X4 (R11), Z14
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z14, Z6, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z10, Z10
+	VPADDQ          Z11, Z11, Z11
+	VPANDQ          Z14, Z7, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z11, Z11
+	VPADDQ          Z12, Z12, Z12
+	VPANDQ          Z14, Z8, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z12, Z12
+	VPADDQ          Z13, Z13, Z13
+	VPANDQ          Z14, Z9, Z14
+	VPOPCNTQ        Z14, Z14
+	VPADDQ          Z14, Z13, Z13
+	DECQ            CX
 	JNZ             loop4probe
 
 loop4done:
-	VPUNPCKLQDQ Z6, Z5, Z9
-	VPUNPCKHQDQ Z6, Z5, Z5
-	VPADDQ      Z5, Z9, Z9
-	VPUNPCKLQDQ Z8, Z7, Z5
-	VPUNPCKHQDQ Z8, Z7, Z6
-	VPADDQ      Z6, Z5, Z5
-	VPMAXUQ     Z9, Z1, Z1
-	VPMAXUQ     Z5, Z2, Z2
-	MOVQ        DI, CX
+	VPUNPCKLQDQ Z11, Z10, Z6
+	VPUNPCKHQDQ Z11, Z10, Z7
+	VPADDQ      Z7, Z6, Z6
+	VPUNPCKLQDQ Z13, Z12, Z7
+	VPUNPCKHQDQ Z13, Z12, Z8
+	VPADDQ      Z8, Z7, Z7
+	VPMAXUQ     Z6, Z2, Z2
+	VPMAXUQ     Z7, Z3, Z3
+	MOVQ        BX, CX
 	JMP         loop4
 
 slow4:
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPXORQ   64(CX), Z0, Z6
-	VPOPCNTQ Z6, Z6
-	VPXORQ   128(CX), Z0, Z7
-	VPOPCNTQ Z7, Z7
-	VPXORQ   192(CX), Z0, Z8
-	VPOPCNTQ Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTQ Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTQ Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTQ Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ            $0x00000010, R12
-	VBROADCASTI32X4 (R12), Z9
-	VPXORQ          (CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(CX), Z9, Z9
-	VPOPCNTQ        Z9, Z9
-	VPADDQ          Z9, Z8, Z8
+	VBROADCASTI32X4 (R12), Z14
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z14, Z6, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z10, Z10
+	VPADDQ          Z11, Z11, Z11
+	VPANDQ          Z14, Z7, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z11, Z11
+	VPADDQ          Z12, Z12, Z12
+	VPANDQ          Z14, Z8, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z12, Z12
+	VPADDQ          Z13, Z13, Z13
+	VPANDQ          Z14, Z9, Z14
+	VPOPCNTQ        Z14, Z14
+	VPADDQ          Z14, Z13, Z13
 	DECQ            R11
 	JNZ             slow4probe
 
 slow4done:
-	VPSHUFD   $0x4e, Z5, Z9
-	VPADDQ    Z9, Z5, Z5
-	VMOVDQU32 Z5, (SP)
-	VPSHUFD   $0x4e, Z6, Z5
-	VPADDQ    Z5, Z6, Z6
-	VMOVDQU32 Z6, 64(SP)
-	VPSHUFD   $0x4e, Z7, Z5
-	VPADDQ    Z5, Z7, Z7
-	VMOVDQU32 Z7, 128(SP)
-	VPSHUFD   $0x4e, Z8, Z5
-	VPADDQ    Z5, Z8, Z8
-	VMOVDQU32 Z8, 192(SP)
+	VPSHUFD   $0x4e, Z10, Z6
+	VPADDQ    Z6, Z10, Z10
+	VMOVDQU32 Z10, (SP)
+	VPSHUFD   $0x4e, Z11, Z6
+	VPADDQ    Z6, Z11, Z11
+	VMOVDQU32 Z11, 64(SP)
+	VPSHUFD   $0x4e, Z12, Z6
+	VPADDQ    Z6, Z12, Z12
+	VMOVDQU32 Z12, 128(SP)
+	VPSHUFD   $0x4e, Z13, Z6
+	VPADDQ    Z6, Z13, Z13
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -7743,44 +7849,46 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUQ   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUQ   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUQ   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUQ   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUQ   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUQ   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTQ Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ            $0x00000010, R12
-	VBROADCASTI32X4 (R12), Z6
-	VPXORQ          (CX), Z6, Z6
-	VPOPCNTQ        Z6, Z6
-	VPADDQ          Z6, Z5, Z5
+	VBROADCASTI32X4 (R12), Z8
+	VPADDQ          Z7, Z7, Z7
+	VPANDQ          Z8, Z6, Z8
+	VPOPCNTQ        Z8, Z8
+	VPADDQ          Z8, Z7, Z7
 	DECQ            R11
 	JNZ             singleprobe
 
 singledone:
-	VPSHUFD   $0x4e, Z5, Z6
-	VPADDQ    Z6, Z5, Z5
-	VMOVDQU32 Z5, (SP)
+	VPSHUFD   $0x4e, Z7, Z6
+	VPADDQ    Z6, Z7, Z7
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -7801,47 +7909,49 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORQ   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ            $0x00000010, BX
-	VBROADCASTI32X4 (BX), Z5
-	VPXORQ          (DI), Z5, Z5
-	VPOPCNTQ        Z5, Z5
-	VPADDQ          Z5, Z0, Z0
-	DECQ            SI
+	ADDQ            $0x00000010, SI
+	VBROADCASTI32X4 (SI), Z6
+	VPADDQ          Z0, Z0, Z0
+	VPANDQ          Z6, Z1, Z6
+	VPOPCNTQ        Z6, Z6
+	VPADDQ          Z6, Z0, Z0
+	DECQ            DI
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD   $0x4e, Z0, Z5
-	VPADDQ    Z5, Z0, Z0
+	VPSHUFD   $0x4e, Z0, Z1
+	VPADDQ    Z1, Z0, Z0
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	MOVQ    $0x00000000, 8(SP)(CX*1)
 	ADDQ    $0x04, R8
@@ -7861,42 +7971,44 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUQ   Z0, Z2, Z2
+	VPMAXUQ   Z0, Z3, Z3
 
 reduce:
-	VPMAXUQ       Z2, Z1, Z1
-	VPMAXUQ       Z4, Z3, Z3
-	VPMAXUQ       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUD       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0x4e, X1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0xb1, X1, X0
-	VPMAXUD       X0, X1, X1
-	VMOVD         X1, AX
-	MOVL          AX, ret+56(FP)
+	VPMAXUQ       Z3, Z2, Z2
+	VPMAXUQ       Z5, Z4, Z4
+	VPMAXUQ       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUD       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0x4e, X2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0xb1, X2, X0
+	VPMAXUD       X0, X2, X2
+	VMOVD         X2, AX
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-60
+TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-68
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
-	MOVQ            probes+24(FP), BX
-	MOVQ            np+32(FP), SI
+	MOVQ            m+24(FP), BX
+	MOVQ            planes+32(FP), SI
+	MOVQ            np+40(FP), DI
 	LEAQ            (AX)(CX*1), CX
 	LEAQ            (AX)(DX*1), DX
-	VBROADCASTI64X4 (BX), Z0
-	MOVQ            skip+40(FP), R8
-	MOVQ            nskip+48(FP), R9
-	VPXORD          Z1, Z1, Z1
+	VBROADCASTI64X4 (SI), Z0
+	VBROADCASTI64X4 (BX), Z1
+	MOVQ            skip+48(FP), R8
+	MOVQ            nskip+56(FP), R9
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
+	VPXORD          Z5, Z5, Z5
 	TESTQ           R9, R9
 	JZ              noskip1
 	MOVLQSX         (R8), R10
@@ -7909,116 +8021,132 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       256(CX), DI
-	CMPQ       DI, DX
+	LEAQ       256(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXORQ     (CX), Z0, Z5
-	VPOPCNTQ   Z5, Z5
-	VPXORQ     64(CX), Z0, Z6
-	VPOPCNTQ   Z6, Z6
-	VPXORQ     128(CX), Z0, Z7
-	VPOPCNTQ   Z7, Z7
-	VPXORQ     192(CX), Z0, Z8
-	VPOPCNTQ   Z8, Z8
+	VPXORQ     (CX), Z1, Z6
+	VPXORQ     64(CX), Z1, Z7
+	VPXORQ     128(CX), Z1, Z8
+	VPXORQ     192(CX), Z1, Z9
+	VPANDQ     Z0, Z6, Z10
+	VPOPCNTQ   Z10, Z10
+	VPANDQ     Z0, Z7, Z11
+	VPOPCNTQ   Z11, Z11
+	VPANDQ     Z0, Z8, Z12
+	VPOPCNTQ   Z12, Z12
+	VPANDQ     Z0, Z9, Z13
+	VPOPCNTQ   Z13, Z13
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
 	PREFETCHT1 4224(CX)
 	PREFETCHT1 4288(CX)
-	MOVQ       SI, R11
-	DECQ       R11
+	MOVQ       DI, CX
+	DECQ       CX
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R11
 
 loop4probe:
-	ADDQ            $0x00000020, R12
-	VBROADCASTI64X4 (R12), Z9
-	VPXORQ          (CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(CX), Z9, Z9
-	VPOPCNTQ        Z9, Z9
-	VPADDQ          Z9, Z8, Z8
-	DECQ            R11
+	ADDQ            $0x00000020, R11
+	VBROADCASTI64X4 (R11), Z14
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z14, Z6, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z10, Z10
+	VPADDQ          Z11, Z11, Z11
+	VPANDQ          Z14, Z7, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z11, Z11
+	VPADDQ          Z12, Z12, Z12
+	VPANDQ          Z14, Z8, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z12, Z12
+	VPADDQ          Z13, Z13, Z13
+	VPANDQ          Z14, Z9, Z14
+	VPOPCNTQ        Z14, Z14
+	VPADDQ          Z14, Z13, Z13
+	DECQ            CX
 	JNZ             loop4probe
 
 loop4done:
-	VPUNPCKLQDQ Z6, Z5, Z9
-	VPUNPCKHQDQ Z6, Z5, Z5
-	VPADDQ      Z5, Z9, Z9
-	VPUNPCKLQDQ Z8, Z7, Z5
-	VPUNPCKHQDQ Z8, Z7, Z6
-	VPADDQ      Z6, Z5, Z5
-	VSHUFI64X2  $0x88, Z5, Z9, Z6
-	VSHUFI64X2  $0xdd, Z5, Z9, Z5
-	VPADDQ      Z5, Z6, Z6
-	VPMAXUQ     Z6, Z1, Z1
-	MOVQ        DI, CX
+	VPUNPCKLQDQ Z11, Z10, Z6
+	VPUNPCKHQDQ Z11, Z10, Z7
+	VPADDQ      Z7, Z6, Z6
+	VPUNPCKLQDQ Z13, Z12, Z7
+	VPUNPCKHQDQ Z13, Z12, Z8
+	VPADDQ      Z8, Z7, Z7
+	VSHUFI64X2  $0x88, Z7, Z6, Z8
+	VSHUFI64X2  $0xdd, Z7, Z6, Z6
+	VPADDQ      Z6, Z8, Z8
+	VPMAXUQ     Z8, Z2, Z2
+	MOVQ        BX, CX
 	JMP         loop4
 
 slow4:
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	VPXORQ   64(CX), Z0, Z6
-	VPOPCNTQ Z6, Z6
-	VPXORQ   128(CX), Z0, Z7
-	VPOPCNTQ Z7, Z7
-	VPXORQ   192(CX), Z0, Z8
-	VPOPCNTQ Z8, Z8
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPXORQ   64(CX), Z1, Z7
+	VPXORQ   128(CX), Z1, Z8
+	VPXORQ   192(CX), Z1, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	VPANDQ   Z0, Z7, Z11
+	VPOPCNTQ Z11, Z11
+	VPANDQ   Z0, Z8, Z12
+	VPOPCNTQ Z12, Z12
+	VPANDQ   Z0, Z9, Z13
+	VPOPCNTQ Z13, Z13
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       slow4done
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 slow4probe:
 	ADDQ            $0x00000020, R12
-	VBROADCASTI64X4 (R12), Z9
-	VPXORQ          (CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z5, Z5
-	VPXORQ          64(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z6, Z6
-	VPXORQ          128(CX), Z9, Z10
-	VPOPCNTQ        Z10, Z10
-	VPADDQ          Z10, Z7, Z7
-	VPXORQ          192(CX), Z9, Z9
-	VPOPCNTQ        Z9, Z9
-	VPADDQ          Z9, Z8, Z8
+	VBROADCASTI64X4 (R12), Z14
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z14, Z6, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z10, Z10
+	VPADDQ          Z11, Z11, Z11
+	VPANDQ          Z14, Z7, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z11, Z11
+	VPADDQ          Z12, Z12, Z12
+	VPANDQ          Z14, Z8, Z15
+	VPOPCNTQ        Z15, Z15
+	VPADDQ          Z15, Z12, Z12
+	VPADDQ          Z13, Z13, Z13
+	VPANDQ          Z14, Z9, Z14
+	VPOPCNTQ        Z14, Z14
+	VPADDQ          Z14, Z13, Z13
 	DECQ            R11
 	JNZ             slow4probe
 
 slow4done:
-	VPSHUFD   $0x4e, Z5, Z9
-	VPADDQ    Z9, Z5, Z5
-	VPERMQ    $0x4e, Z5, Z9
-	VPADDQ    Z9, Z5, Z5
-	VMOVDQU32 Z5, (SP)
-	VPSHUFD   $0x4e, Z6, Z5
-	VPADDQ    Z5, Z6, Z6
-	VPERMQ    $0x4e, Z6, Z5
-	VPADDQ    Z5, Z6, Z6
-	VMOVDQU32 Z6, 64(SP)
-	VPSHUFD   $0x4e, Z7, Z5
-	VPADDQ    Z5, Z7, Z7
-	VPERMQ    $0x4e, Z7, Z5
-	VPADDQ    Z5, Z7, Z7
-	VMOVDQU32 Z7, 128(SP)
-	VPSHUFD   $0x4e, Z8, Z5
-	VPADDQ    Z5, Z8, Z8
-	VPERMQ    $0x4e, Z8, Z5
-	VPADDQ    Z5, Z8, Z8
-	VMOVDQU32 Z8, 192(SP)
+	VPSHUFD   $0x4e, Z10, Z6
+	VPADDQ    Z6, Z10, Z10
+	VPERMQ    $0x4e, Z10, Z6
+	VPADDQ    Z6, Z10, Z10
+	VMOVDQU32 Z10, (SP)
+	VPSHUFD   $0x4e, Z11, Z6
+	VPADDQ    Z6, Z11, Z11
+	VPERMQ    $0x4e, Z11, Z6
+	VPADDQ    Z6, Z11, Z11
+	VMOVDQU32 Z11, 64(SP)
+	VPSHUFD   $0x4e, Z12, Z6
+	VPADDQ    Z6, Z12, Z12
+	VPERMQ    $0x4e, Z12, Z6
+	VPADDQ    Z6, Z12, Z12
+	VMOVDQU32 Z12, 128(SP)
+	VPSHUFD   $0x4e, Z13, Z6
+	VPADDQ    Z6, Z13, Z13
+	VPERMQ    $0x4e, Z13, Z6
+	VPADDQ    Z6, Z13, Z13
+	VMOVDQU32 Z13, 192(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -8041,46 +8169,48 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	VMOVDQU32 64(SP), Z5
-	VPMAXUQ   Z5, Z2, Z2
-	VMOVDQU32 128(SP), Z5
-	VPMAXUQ   Z5, Z3, Z3
-	VMOVDQU32 192(SP), Z5
-	VPMAXUQ   Z5, Z4, Z4
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	VMOVDQU32 64(SP), Z6
+	VPMAXUQ   Z6, Z3, Z3
+	VMOVDQU32 128(SP), Z6
+	VPMAXUQ   Z6, Z4, Z4
+	VMOVDQU32 192(SP), Z6
+	VPMAXUQ   Z6, Z5, Z5
+	MOVQ      BX, CX
 	JMP       loop4
 
 single:
-	LEAQ     64(CX), DI
-	CMPQ     DI, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z5
-	VPOPCNTQ Z5, Z5
-	MOVQ     SI, R11
+	VPXORQ   (CX), Z1, Z6
+	VPANDQ   Z0, Z6, Z7
+	VPOPCNTQ Z7, Z7
+	MOVQ     DI, R11
 	DECQ     R11
 	JZ       singledone
-	MOVQ     BX, R12
+	MOVQ     SI, R12
 
 singleprobe:
 	ADDQ            $0x00000020, R12
-	VBROADCASTI64X4 (R12), Z6
-	VPXORQ          (CX), Z6, Z6
-	VPOPCNTQ        Z6, Z6
-	VPADDQ          Z6, Z5, Z5
+	VBROADCASTI64X4 (R12), Z8
+	VPADDQ          Z7, Z7, Z7
+	VPANDQ          Z8, Z6, Z8
+	VPOPCNTQ        Z8, Z8
+	VPADDQ          Z8, Z7, Z7
 	DECQ            R11
 	JNZ             singleprobe
 
 singledone:
-	VPSHUFD   $0x4e, Z5, Z6
-	VPADDQ    Z6, Z5, Z5
-	VPERMQ    $0x4e, Z5, Z6
-	VPADDQ    Z6, Z5, Z5
-	VMOVDQU32 Z5, (SP)
+	VPSHUFD   $0x4e, Z7, Z6
+	VPADDQ    Z6, Z7, Z7
+	VPERMQ    $0x4e, Z7, Z6
+	VPADDQ    Z6, Z7, Z7
+	VMOVDQU32 Z7, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -8103,49 +8233,51 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU32 (SP), Z5
-	VPMAXUQ   Z5, Z1, Z1
-	MOVQ      DI, CX
+	VMOVDQU32 (SP), Z6
+	VPMAXUQ   Z6, Z2, Z2
+	MOVQ      BX, CX
 	JMP       single
 
 last:
 	CMPQ     CX, DX
 	JE       reduce
-	LEAQ     -64(DX), DI
-	SUBQ     DI, CX
-	VPXORQ   (DI), Z0, Z0
+	LEAQ     -64(DX), BX
+	SUBQ     BX, CX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	DECQ     SI
+	DECQ     DI
 	JZ       lastdone
 
 lastprobe:
-	ADDQ            $0x00000020, BX
-	VBROADCASTI64X4 (BX), Z5
-	VPXORQ          (DI), Z5, Z5
-	VPOPCNTQ        Z5, Z5
-	VPADDQ          Z5, Z0, Z0
-	DECQ            SI
+	ADDQ            $0x00000020, SI
+	VBROADCASTI64X4 (SI), Z6
+	VPADDQ          Z0, Z0, Z0
+	VPANDQ          Z6, Z1, Z6
+	VPOPCNTQ        Z6, Z6
+	VPADDQ          Z6, Z0, Z0
+	DECQ            DI
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD   $0x4e, Z0, Z5
-	VPADDQ    Z5, Z0, Z0
-	VPERMQ    $0x4e, Z0, Z5
-	VPADDQ    Z5, Z0, Z0
+	VPSHUFD   $0x4e, Z0, Z1
+	VPADDQ    Z1, Z0, Z0
+	VPERMQ    $0x4e, Z0, Z1
+	VPADDQ    Z1, Z0, Z0
 	VMOVDQU32 Z0, (SP)
-	XORQ      BX, BX
+	XORQ      SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	MOVQ    $0x00000000, 8(SP)(CX*1)
 	MOVQ    $0x00000000, 16(SP)(CX*1)
@@ -8167,44 +8299,46 @@ skipset14:
 
 zerodone12:
 	VMOVDQU32 (SP), Z0
-	VPMAXUQ   Z0, Z2, Z2
+	VPMAXUQ   Z0, Z3, Z3
 
 reduce:
-	VPMAXUQ       Z2, Z1, Z1
-	VPMAXUQ       Z4, Z3, Z3
-	VPMAXUQ       Z3, Z1, Z1
-	VEXTRACTI64X4 $0x01, Z1, Y0
-	VPMAXUD       Y0, Y1, Y1
-	VEXTRACTI128  $0x01, Y1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0x4e, X1, X0
-	VPMAXUD       X0, X1, X1
-	VPSHUFD       $0xb1, X1, X0
-	VPMAXUD       X0, X1, X1
-	VMOVD         X1, AX
-	MOVL          AX, ret+56(FP)
+	VPMAXUQ       Z3, Z2, Z2
+	VPMAXUQ       Z5, Z4, Z4
+	VPMAXUQ       Z4, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPMAXUD       Y0, Y2, Y2
+	VEXTRACTI128  $0x01, Y2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0x4e, X2, X0
+	VPMAXUD       X0, X2, X2
+	VPSHUFD       $0xb1, X2, X0
+	VPMAXUD       X0, X2, X2
+	VMOVD         X2, AX
+	MOVL          AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTB (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXOR        Y3, Y3, Y3
+	VPBROADCASTB (SI), Y0
+	VPBROADCASTB (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -8216,172 +8350,196 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y7
-	VPSRLW     $0x04, Y7, Y8
-	VPAND      Y2, Y7, Y7
-	VPAND      Y2, Y8, Y8
-	VPSHUFB    Y7, Y1, Y7
-	VPSHUFB    Y8, Y1, Y8
-	VPADDB     Y8, Y7, Y7
-	VPXOR      32(CX), Y0, Y8
+	VPXOR      (CX), Y1, Y8
+	VPAND      Y0, Y8, Y8
 	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
+	VPAND      Y3, Y8, Y8
+	VPAND      Y3, Y9, Y9
+	VPSHUFB    Y8, Y2, Y8
+	VPSHUFB    Y9, Y2, Y9
 	VPADDB     Y9, Y8, Y8
-	VPXOR      64(CX), Y0, Y9
+	VPXOR      32(CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPXOR      96(CX), Y0, Y10
+	VPXOR      64(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
+	VPXOR      96(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Y11
-	VPXOR        (CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y7, Y7
-	VPXOR        32(CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y8, Y8
-	VPXOR        64(CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y9, Y9
-	VPXOR        96(CX), Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y2, Y11, Y11
-	VPAND        Y2, Y12, Y12
-	VPSHUFB      Y11, Y1, Y11
-	VPSHUFB      Y12, Y1, Y12
-	VPADDB       Y12, Y11, Y11
-	VPADDB       Y11, Y10, Y10
+	VPBROADCASTB (R12), Y12
+	VPADDB       Y8, Y8, Y8
+	VPXOR        (CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y8, Y8
+	VPADDB       Y9, Y9, Y9
+	VPXOR        32(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y9, Y9
+	VPADDB       Y10, Y10, Y10
+	VPXOR        64(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y10, Y10
+	VPADDB       Y11, Y11, Y11
+	VPXOR        96(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y12
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y13, Y13
+	VPADDB       Y13, Y11, Y11
 	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUB Y7, Y3, Y3
 	VPMAXUB Y8, Y4, Y4
 	VPMAXUB Y9, Y5, Y5
 	VPMAXUB Y10, Y6, Y6
-	MOVQ    DI, CX
+	VPMAXUB Y11, Y7, Y7
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXOR   (CX), Y0, Y7
-	VPSRLW  $0x04, Y7, Y8
-	VPAND   Y2, Y7, Y7
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y7, Y1, Y7
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y7, Y7
-	VPXOR   32(CX), Y0, Y8
+	VPXOR   (CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
 	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
 	VPADDB  Y9, Y8, Y8
-	VPXOR   64(CX), Y0, Y9
+	VPXOR   32(CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
 	VPSRLW  $0x04, Y9, Y10
-	VPAND   Y2, Y9, Y9
-	VPAND   Y2, Y10, Y10
-	VPSHUFB Y9, Y1, Y9
-	VPSHUFB Y10, Y1, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
 	VPADDB  Y10, Y9, Y9
-	VPXOR   96(CX), Y0, Y10
+	VPXOR   64(CX), Y1, Y10
+	VPAND   Y0, Y10, Y10
 	VPSRLW  $0x04, Y10, Y11
-	VPAND   Y2, Y10, Y10
-	VPAND   Y2, Y11, Y11
-	VPSHUFB Y10, Y1, Y10
-	VPSHUFB Y11, Y1, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
 	VPADDB  Y11, Y10, Y10
-	MOVQ    SI, R11
+	VPXOR   96(CX), Y1, Y11
+	VPAND   Y0, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      slow4done
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Y11
-	VPXOR        (CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y7, Y7
-	VPXOR        32(CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y8, Y8
-	VPXOR        64(CX), Y11, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPADDB       Y12, Y9, Y9
-	VPXOR        96(CX), Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y2, Y11, Y11
-	VPAND        Y2, Y12, Y12
-	VPSHUFB      Y11, Y1, Y11
-	VPSHUFB      Y12, Y1, Y12
-	VPADDB       Y12, Y11, Y11
-	VPADDB       Y11, Y10, Y10
+	VPBROADCASTB (R12), Y12
+	VPADDB       Y8, Y8, Y8
+	VPXOR        (CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y8, Y8
+	VPADDB       Y9, Y9, Y9
+	VPXOR        32(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y9, Y9
+	VPADDB       Y10, Y10, Y10
+	VPXOR        64(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y14
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y14, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPADDB       Y14, Y13, Y13
+	VPADDB       Y13, Y10, Y10
+	VPADDB       Y11, Y11, Y11
+	VPXOR        96(CX), Y1, Y13
+	VPAND        Y12, Y13, Y13
+	VPSRLW       $0x04, Y13, Y12
+	VPAND        Y3, Y13, Y13
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y13, Y2, Y13
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y13, Y13
+	VPADDB       Y13, Y11, Y11
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU Y7, (SP)
-	VMOVDQU Y8, 32(SP)
-	VMOVDQU Y9, 64(SP)
-	VMOVDQU Y10, 96(SP)
+	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, 32(SP)
+	VMOVDQU Y10, 64(SP)
+	VMOVDQU Y11, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVB    $0x00, (SP)(R10*1)
@@ -8400,52 +8558,55 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y7
-	VPMAXUB Y7, Y3, Y3
-	VMOVDQU 32(SP), Y7
-	VPMAXUB Y7, Y4, Y4
-	VMOVDQU 64(SP), Y7
-	VPMAXUB Y7, Y5, Y5
-	VMOVDQU 96(SP), Y7
-	VPMAXUB Y7, Y6, Y6
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y8
+	VPMAXUB Y8, Y4, Y4
+	VMOVDQU 32(SP), Y8
+	VPMAXUB Y8, Y5, Y5
+	VMOVDQU 64(SP), Y8
+	VPMAXUB Y8, Y6, Y6
+	VMOVDQU 96(SP), Y8
+	VPMAXUB Y8, Y7, Y7
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ    32(CX), DI
-	CMPQ    DI, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y7
-	VPSRLW  $0x04, Y7, Y8
-	VPAND   Y2, Y7, Y7
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y7, Y1, Y7
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y7, Y7
-	MOVQ    SI, R11
+	VPXOR   (CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y8, Y8
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      singledone
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTB (R12), Y8
-	VPXOR        (CX), Y8, Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y2, Y8, Y8
-	VPAND        Y2, Y9, Y9
-	VPSHUFB      Y8, Y1, Y8
-	VPSHUFB      Y9, Y1, Y9
-	VPADDB       Y9, Y8, Y8
-	VPADDB       Y8, Y7, Y7
+	VPBROADCASTB (R12), Y9
+	VPADDB       Y8, Y8, Y8
+	VPXOR        (CX), Y1, Y10
+	VPAND        Y9, Y10, Y10
+	VPSRLW       $0x04, Y10, Y9
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y9, Y9
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y9, Y2, Y9
+	VPADDB       Y9, Y10, Y10
+	VPADDB       Y10, Y8, Y8
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU Y7, (SP)
+	VMOVDQU Y8, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVB    $0x00, (SP)(R10*1)
@@ -8464,55 +8625,58 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y7
-	VPMAXUB Y7, Y3, Y3
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y8
+	VPMAXUB Y8, Y4, Y4
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ    CX, DX
 	JE      reduce
-	LEAQ    -32(DX), DI
-	SUBQ    DI, CX
-	VPXOR   (DI), Y0, Y0
-	VPSRLW  $0x04, Y0, Y7
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y7, Y7
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y7, Y1, Y7
-	VPADDB  Y7, Y0, Y0
-	DECQ    SI
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y0
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y8, Y8
+	DECQ    DI
 	JZ      lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTB (BX), Y7
-	VPXOR        (DI), Y7, Y7
-	VPSRLW       $0x04, Y7, Y8
-	VPAND        Y2, Y7, Y7
-	VPAND        Y2, Y8, Y8
-	VPSHUFB      Y7, Y1, Y7
-	VPSHUFB      Y8, Y1, Y8
-	VPADDB       Y8, Y7, Y7
-	VPADDB       Y7, Y0, Y0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTB (SI), Y0
+	VPADDB       Y8, Y8, Y8
+	VPXOR        (BX), Y1, Y9
+	VPAND        Y0, Y9, Y9
+	VPSRLW       $0x04, Y9, Y0
+	VPAND        Y3, Y9, Y9
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y9, Y2, Y9
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y9, Y9
+	VPADDB       Y9, Y8, Y8
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VMOVDQU Y8, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVB    $0x00, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -8530,15 +8694,15 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUB Y0, Y4, Y4
+	VPMAXUB Y0, Y5, Y5
 
 reduce:
-	VPMAXUB      Y4, Y3, Y3
-	VPMAXUB      Y6, Y5, Y5
-	VPMAXUB      Y5, Y3, Y3
-	VEXTRACTI128 $0x01, Y3, X0
-	VPMAXUB      X0, X3, X3
-	VPMOVZXBW    X3, Y0
+	VPMAXUB      Y5, Y4, Y4
+	VPMAXUB      Y7, Y6, Y6
+	VPMAXUB      Y6, Y4, Y4
+	VEXTRACTI128 $0x01, Y4, X0
+	VPMAXUB      X0, X4, X4
+	VPMOVZXBW    X4, Y0
 	VEXTRACTI128 $0x01, Y0, X1
 	VPMAXUW      X1, X0, X0
 	VPCMPEQB     X1, X1, X1
@@ -8547,30 +8711,32 @@ reduce:
 	VMOVD        X0, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+56(FP)
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTW (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VMOVDQU      onesB<>+0(SB), Y3
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXOR        Y4, Y4, Y4
+	VPBROADCASTW (SI), Y0
+	VPBROADCASTW (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VMOVDQU      onesB<>+0(SB), Y4
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
+	VPXOR        Y8, Y8, Y8
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -8583,188 +8749,212 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPMADDUBSW Y3, Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPMADDUBSW Y4, Y9, Y9
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPMADDUBSW Y3, Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPMADDUBSW Y4, Y10, Y10
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPMADDUBSW Y3, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPMADDUBSW Y4, Y12, Y12
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPMADDUBSW   Y3, Y12, Y12
-	VPADDW       Y12, Y11, Y11
+	VPBROADCASTW (R12), Y13
+	VPADDW       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y9, Y9
+	VPADDW       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y10, Y10
+	VPADDW       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y11, Y11
+	VPADDW       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUW Y8, Y4, Y4
 	VPMAXUW Y9, Y5, Y5
 	VPMAXUW Y10, Y6, Y6
 	VPMAXUW Y11, Y7, Y7
-	MOVQ    DI, CX
+	VPMAXUW Y12, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPMADDUBSW Y3, Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPMADDUBSW Y4, Y9, Y9
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPMADDUBSW Y3, Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPMADDUBSW Y4, Y10, Y10
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPMADDUBSW Y3, Y11, Y11
-	MOVQ       SI, R11
+	VPMADDUBSW Y4, Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPMADDUBSW Y4, Y12, Y12
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         slow4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPADDW       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPMADDUBSW   Y3, Y12, Y12
-	VPADDW       Y12, Y11, Y11
+	VPBROADCASTW (R12), Y13
+	VPADDW       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y9, Y9
+	VPADDW       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y10, Y10
+	VPADDW       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y11, Y11
+	VPADDW       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPADDW       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU Y8, (SP)
-	VMOVDQU Y9, 32(SP)
-	VMOVDQU Y10, 64(SP)
-	VMOVDQU Y11, 96(SP)
+	VMOVDQU Y9, (SP)
+	VMOVDQU Y10, 32(SP)
+	VMOVDQU Y11, 64(SP)
+	VMOVDQU Y12, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVW    $0x0000, (SP)(R10*1)
@@ -8784,54 +8974,57 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y8
-	VPMAXUW Y8, Y4, Y4
-	VMOVDQU 32(SP), Y8
-	VPMAXUW Y8, Y5, Y5
-	VMOVDQU 64(SP), Y8
-	VPMAXUW Y8, Y6, Y6
-	VMOVDQU 96(SP), Y8
-	VPMAXUW Y8, Y7, Y7
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUW Y9, Y5, Y5
+	VMOVDQU 32(SP), Y9
+	VPMAXUW Y9, Y6, Y6
+	VMOVDQU 64(SP), Y9
+	VPMAXUW Y9, Y7, Y7
+	VMOVDQU 96(SP), Y9
+	VPMAXUW Y9, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ       32(CX), DI
-	CMPQ       DI, DX
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
 	JA         last
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	MOVQ       SI, R11
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         singledone
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTW (R12), Y9
-	VPXOR        (CX), Y9, Y9
-	VPSRLW       $0x04, Y9, Y10
-	VPAND        Y2, Y9, Y9
-	VPAND        Y2, Y10, Y10
-	VPSHUFB      Y9, Y1, Y9
-	VPSHUFB      Y10, Y1, Y10
-	VPADDB       Y10, Y9, Y9
-	VPMADDUBSW   Y3, Y9, Y9
-	VPADDW       Y9, Y8, Y8
+	VPBROADCASTW (R12), Y10
+	VPADDW       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPADDW       Y11, Y9, Y9
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVW    $0x0000, (SP)(R10*1)
@@ -8851,57 +9044,60 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y8
-	VPMAXUW Y8, Y4, Y4
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUW Y9, Y5, Y5
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ       CX, DX
 	JE         reduce
-	LEAQ       -32(DX), DI
-	SUBQ       DI, CX
-	VPXOR      (DI), Y0, Y0
-	VPSRLW     $0x04, Y0, Y8
-	VPAND      Y2, Y0, Y0
-	VPAND      Y2, Y8, Y8
-	VPSHUFB    Y0, Y1, Y0
-	VPSHUFB    Y8, Y1, Y8
-	VPADDB     Y8, Y0, Y0
-	VPMADDUBSW Y3, Y0, Y0
-	DECQ       SI
+	LEAQ       -32(DX), BX
+	SUBQ       BX, CX
+	VPXOR      (BX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y0
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	DECQ       DI
 	JZ         lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTW (BX), Y8
-	VPXOR        (DI), Y8, Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y2, Y8, Y8
-	VPAND        Y2, Y9, Y9
-	VPSHUFB      Y8, Y1, Y8
-	VPSHUFB      Y9, Y1, Y9
-	VPADDB       Y9, Y8, Y8
-	VPMADDUBSW   Y3, Y8, Y8
-	VPADDW       Y8, Y0, Y0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTW (SI), Y0
+	VPADDW       Y9, Y9, Y9
+	VPXOR        (BX), Y1, Y10
+	VPAND        Y0, Y10, Y10
+	VPSRLW       $0x04, Y10, Y0
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y10, Y10
+	VPMADDUBSW   Y4, Y10, Y10
+	VPADDW       Y10, Y9, Y9
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VMOVDQU Y9, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVW    $0x0000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -8920,44 +9116,46 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUW Y0, Y5, Y5
+	VPMAXUW Y0, Y6, Y6
 
 reduce:
-	VPMAXUW      Y5, Y4, Y4
-	VPMAXUW      Y7, Y6, Y6
-	VPMAXUW      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUW      X0, X4, X4
+	VPMAXUW      Y6, Y5, Y5
+	VPMAXUW      Y8, Y7, Y7
+	VPMAXUW      Y7, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X0
+	VPMAXUW      X0, X5, X5
 	VPCMPEQB     X0, X0, X0
-	VPXOR        X0, X4, X4
-	VPHMINPOSUW  X4, X4
-	VMOVD        X4, AX
+	VPXOR        X0, X5, X5
+	VPHMINPOSUW  X5, X5
+	VMOVD        X5, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+56(FP)
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTD (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VMOVDQU      onesB<>+0(SB), Y3
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
-	VPXOR        Y4, Y4, Y4
+	VPBROADCASTD (SI), Y0
+	VPBROADCASTD (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VMOVDQU      onesB<>+0(SB), Y4
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
+	VPXOR        Y8, Y8, Y8
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -8970,204 +9168,228 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPMADDUBSW Y3, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
 	VPMADDWD   onesW<>+0(SB), Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPMADDUBSW Y3, Y10, Y10
+	VPMADDUBSW Y4, Y10, Y10
 	VPMADDWD   onesW<>+0(SB), Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPMADDUBSW Y3, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
 	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPMADDUBSW Y4, Y12, Y12
+	VPMADDWD   onesW<>+0(SB), Y12, Y12
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPMADDUBSW   Y3, Y12, Y12
-	VPMADDWD     onesW<>+0(SB), Y12, Y12
-	VPADDD       Y12, Y11, Y11
+	VPBROADCASTD (R12), Y13
+	VPADDD       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y9, Y9
+	VPADDD       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y10, Y10
+	VPADDD       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y11, Y11
+	VPADDD       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUD Y8, Y4, Y4
 	VPMAXUD Y9, Y5, Y5
 	VPMAXUD Y10, Y6, Y6
 	VPMAXUD Y11, Y7, Y7
-	MOVQ    DI, CX
+	VPMAXUD Y12, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPMADDUBSW Y3, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
 	VPMADDWD   onesW<>+0(SB), Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPMADDUBSW Y3, Y10, Y10
+	VPMADDUBSW Y4, Y10, Y10
 	VPMADDWD   onesW<>+0(SB), Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPMADDUBSW Y3, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
 	VPMADDWD   onesW<>+0(SB), Y11, Y11
-	MOVQ       SI, R11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPMADDUBSW Y4, Y12, Y12
+	VPMADDWD   onesW<>+0(SB), Y12, Y12
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         slow4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPMADDUBSW   Y3, Y13, Y13
-	VPMADDWD     onesW<>+0(SB), Y13, Y13
-	VPADDD       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPMADDUBSW   Y3, Y12, Y12
-	VPMADDWD     onesW<>+0(SB), Y12, Y12
-	VPADDD       Y12, Y11, Y11
+	VPBROADCASTD (R12), Y13
+	VPADDD       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y9, Y9
+	VPADDD       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y10, Y10
+	VPADDD       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y11, Y11
+	VPADDD       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPMADDUBSW   Y4, Y14, Y14
+	VPMADDWD     onesW<>+0(SB), Y14, Y14
+	VPADDD       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU Y8, (SP)
-	VMOVDQU Y9, 32(SP)
-	VMOVDQU Y10, 64(SP)
-	VMOVDQU Y11, 96(SP)
+	VMOVDQU Y9, (SP)
+	VMOVDQU Y10, 32(SP)
+	VMOVDQU Y11, 64(SP)
+	VMOVDQU Y12, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVL    $0x00000000, (SP)(R10*1)
@@ -9187,56 +9409,59 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	VMOVDQU 32(SP), Y8
-	VPMAXUD Y8, Y5, Y5
-	VMOVDQU 64(SP), Y8
-	VPMAXUD Y8, Y6, Y6
-	VMOVDQU 96(SP), Y8
-	VPMAXUD Y8, Y7, Y7
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	VMOVDQU 32(SP), Y9
+	VPMAXUD Y9, Y6, Y6
+	VMOVDQU 64(SP), Y9
+	VPMAXUD Y9, Y7, Y7
+	VMOVDQU 96(SP), Y9
+	VPMAXUD Y9, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ       32(CX), DI
-	CMPQ       DI, DX
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
 	JA         last
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPMADDUBSW Y3, Y8, Y8
-	VPMADDWD   onesW<>+0(SB), Y8, Y8
-	MOVQ       SI, R11
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	VPMADDWD   onesW<>+0(SB), Y9, Y9
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         singledone
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTD (R12), Y9
-	VPXOR        (CX), Y9, Y9
-	VPSRLW       $0x04, Y9, Y10
-	VPAND        Y2, Y9, Y9
-	VPAND        Y2, Y10, Y10
-	VPSHUFB      Y9, Y1, Y9
-	VPSHUFB      Y10, Y1, Y10
-	VPADDB       Y10, Y9, Y9
-	VPMADDUBSW   Y3, Y9, Y9
-	VPMADDWD     onesW<>+0(SB), Y9, Y9
-	VPADDD       Y9, Y8, Y8
+	VPBROADCASTD (R12), Y10
+	VPADDD       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPMADDWD     onesW<>+0(SB), Y11, Y11
+	VPADDD       Y11, Y9, Y9
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVL    $0x00000000, (SP)(R10*1)
@@ -9256,59 +9481,62 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ       CX, DX
 	JE         reduce
-	LEAQ       -32(DX), DI
-	SUBQ       DI, CX
-	VPXOR      (DI), Y0, Y0
-	VPSRLW     $0x04, Y0, Y8
-	VPAND      Y2, Y0, Y0
-	VPAND      Y2, Y8, Y8
-	VPSHUFB    Y0, Y1, Y0
-	VPSHUFB    Y8, Y1, Y8
-	VPADDB     Y8, Y0, Y0
-	VPMADDUBSW Y3, Y0, Y0
-	VPMADDWD   onesW<>+0(SB), Y0, Y0
-	DECQ       SI
+	LEAQ       -32(DX), BX
+	SUBQ       BX, CX
+	VPXOR      (BX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y0
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	VPMADDWD   onesW<>+0(SB), Y9, Y9
+	DECQ       DI
 	JZ         lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTD (BX), Y8
-	VPXOR        (DI), Y8, Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y2, Y8, Y8
-	VPAND        Y2, Y9, Y9
-	VPSHUFB      Y8, Y1, Y8
-	VPSHUFB      Y9, Y1, Y9
-	VPADDB       Y9, Y8, Y8
-	VPMADDUBSW   Y3, Y8, Y8
-	VPMADDWD     onesW<>+0(SB), Y8, Y8
-	VPADDD       Y8, Y0, Y0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTD (SI), Y0
+	VPADDD       Y9, Y9, Y9
+	VPXOR        (BX), Y1, Y10
+	VPAND        Y0, Y10, Y10
+	VPSRLW       $0x04, Y10, Y0
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y10, Y10
+	VPMADDUBSW   Y4, Y10, Y10
+	VPMADDWD     onesW<>+0(SB), Y10, Y10
+	VPADDD       Y10, Y9, Y9
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VMOVDQU Y9, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVL    $0x00000000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -9327,43 +9555,45 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUD Y0, Y5, Y5
+	VPMAXUD Y0, Y6, Y6
 
 reduce:
-	VPMAXUD      Y5, Y4, Y4
-	VPMAXUD      Y7, Y6, Y6
-	VPMAXUD      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0x4e, X4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0xb1, X4, X0
-	VPMAXUD      X0, X4, X4
-	VMOVD        X4, AX
-	MOVL         AX, ret+56(FP)
+	VPMAXUD      Y6, Y5, Y5
+	VPMAXUD      Y8, Y7, Y7
+	VPMAXUD      Y7, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0x4e, X5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0xb1, X5, X0
+	VPMAXUD      X0, X5, X5
+	VMOVD        X5, AX
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-68
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTQ (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VPXOR        Y3, Y3, Y3
-	MOVQ         skip+40(FP), R8
-	MOVQ         nskip+48(FP), R9
+	VPBROADCASTQ (SI), Y0
+	VPBROADCASTQ (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VPXOR        Y4, Y4, Y4
+	MOVQ         skip+48(FP), R8
+	MOVQ         nskip+56(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
+	VPXOR        Y8, Y8, Y8
 	TESTQ        R9, R9
 	JZ           noskip1
 	MOVLQSX      (R8), R10
@@ -9376,188 +9606,212 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPSADBW    Y4, Y9, Y9
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPSADBW    Y4, Y10, Y10
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPSADBW    Y3, Y11, Y11
+	VPSADBW    Y4, Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPSADBW    Y4, Y12, Y12
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPSADBW      Y3, Y12, Y12
-	VPADDQ       Y12, Y11, Y11
+	VPBROADCASTQ (R12), Y13
+	VPADDQ       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y9, Y9
+	VPADDQ       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y10, Y10
+	VPADDQ       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y11, Y11
+	VPADDQ       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          loop4probe
 
 loop4done:
-	VPMAXUD Y8, Y4, Y4
 	VPMAXUD Y9, Y5, Y5
 	VPMAXUD Y10, Y6, Y6
 	VPMAXUD Y11, Y7, Y7
-	MOVQ    DI, CX
+	VPMAXUD Y12, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 slow4:
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	VPXOR   32(CX), Y0, Y9
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
 	VPSRLW  $0x04, Y9, Y10
-	VPAND   Y2, Y9, Y9
-	VPAND   Y2, Y10, Y10
-	VPSHUFB Y9, Y1, Y9
-	VPSHUFB Y10, Y1, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
 	VPADDB  Y10, Y9, Y9
-	VPSADBW Y3, Y9, Y9
-	VPXOR   64(CX), Y0, Y10
+	VPSADBW Y4, Y9, Y9
+	VPXOR   32(CX), Y1, Y10
+	VPAND   Y0, Y10, Y10
 	VPSRLW  $0x04, Y10, Y11
-	VPAND   Y2, Y10, Y10
-	VPAND   Y2, Y11, Y11
-	VPSHUFB Y10, Y1, Y10
-	VPSHUFB Y11, Y1, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
 	VPADDB  Y11, Y10, Y10
-	VPSADBW Y3, Y10, Y10
-	VPXOR   96(CX), Y0, Y11
+	VPSADBW Y4, Y10, Y10
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y0, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
-	VPAND   Y2, Y11, Y11
-	VPAND   Y2, Y12, Y12
-	VPSHUFB Y11, Y1, Y11
-	VPSHUFB Y12, Y1, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
 	VPADDB  Y12, Y11, Y11
-	VPSADBW Y3, Y11, Y11
-	MOVQ    SI, R11
+	VPSADBW Y4, Y11, Y11
+	VPXOR   96(CX), Y1, Y12
+	VPAND   Y0, Y12, Y12
+	VPSRLW  $0x04, Y12, Y13
+	VPAND   Y3, Y12, Y12
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y12, Y2, Y12
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y12, Y12
+	VPSADBW Y4, Y12, Y12
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      slow4done
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 slow4probe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Y12
-	VPXOR        (CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y8, Y8
-	VPXOR        32(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y9, Y9
-	VPXOR        64(CX), Y12, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y2, Y13, Y13
-	VPAND        Y2, Y14, Y14
-	VPSHUFB      Y13, Y1, Y13
-	VPSHUFB      Y14, Y1, Y14
-	VPADDB       Y14, Y13, Y13
-	VPSADBW      Y3, Y13, Y13
-	VPADDQ       Y13, Y10, Y10
-	VPXOR        96(CX), Y12, Y12
-	VPSRLW       $0x04, Y12, Y13
-	VPAND        Y2, Y12, Y12
-	VPAND        Y2, Y13, Y13
-	VPSHUFB      Y12, Y1, Y12
-	VPSHUFB      Y13, Y1, Y13
-	VPADDB       Y13, Y12, Y12
-	VPSADBW      Y3, Y12, Y12
-	VPADDQ       Y12, Y11, Y11
+	VPBROADCASTQ (R12), Y13
+	VPADDQ       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y9, Y9
+	VPADDQ       Y10, Y10, Y10
+	VPXOR        32(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y10, Y10
+	VPADDQ       Y11, Y11, Y11
+	VPXOR        64(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y15
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y15, Y15
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y15, Y2, Y15
+	VPADDB       Y15, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y11, Y11
+	VPADDQ       Y12, Y12, Y12
+	VPXOR        96(CX), Y1, Y14
+	VPAND        Y13, Y14, Y14
+	VPSRLW       $0x04, Y14, Y13
+	VPAND        Y3, Y14, Y14
+	VPAND        Y3, Y13, Y13
+	VPSHUFB      Y14, Y2, Y14
+	VPSHUFB      Y13, Y2, Y13
+	VPADDB       Y13, Y14, Y14
+	VPSADBW      Y4, Y14, Y14
+	VPADDQ       Y14, Y12, Y12
 	DECQ         R11
 	JNZ          slow4probe
 
 slow4done:
-	VMOVDQU Y8, (SP)
-	VMOVDQU Y9, 32(SP)
-	VMOVDQU Y10, 64(SP)
-	VMOVDQU Y11, 96(SP)
+	VMOVDQU Y9, (SP)
+	VMOVDQU Y10, 32(SP)
+	VMOVDQU Y11, 64(SP)
+	VMOVDQU Y12, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -9577,54 +9831,57 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	VMOVDQU 32(SP), Y8
-	VPMAXUD Y8, Y5, Y5
-	VMOVDQU 64(SP), Y8
-	VPMAXUD Y8, Y6, Y6
-	VMOVDQU 96(SP), Y8
-	VPMAXUD Y8, Y7, Y7
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	VMOVDQU 32(SP), Y9
+	VPMAXUD Y9, Y6, Y6
+	VMOVDQU 64(SP), Y9
+	VPMAXUD Y9, Y7, Y7
+	VMOVDQU 96(SP), Y9
+	VPMAXUD Y9, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ    32(CX), DI
-	CMPQ    DI, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	MOVQ    SI, R11
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      singledone
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 singleprobe:
 	ADDQ         $0x00000008, R12
-	VPBROADCASTQ (R12), Y9
-	VPXOR        (CX), Y9, Y9
-	VPSRLW       $0x04, Y9, Y10
-	VPAND        Y2, Y9, Y9
-	VPAND        Y2, Y10, Y10
-	VPSHUFB      Y9, Y1, Y9
-	VPSHUFB      Y10, Y1, Y10
-	VPADDB       Y10, Y9, Y9
-	VPSADBW      Y3, Y9, Y9
-	VPADDQ       Y9, Y8, Y8
+	VPBROADCASTQ (R12), Y10
+	VPADDQ       Y9, Y9, Y9
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPSADBW      Y4, Y11, Y11
+	VPADDQ       Y11, Y9, Y9
 	DECQ         R11
 	JNZ          singleprobe
 
 singledone:
-	VMOVDQU Y8, (SP)
+	VMOVDQU Y9, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -9644,57 +9901,60 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ    CX, DX
 	JE      reduce
-	LEAQ    -32(DX), DI
-	SUBQ    DI, CX
-	VPXOR   (DI), Y0, Y0
-	VPSRLW  $0x04, Y0, Y8
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	DECQ    SI
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y0
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	DECQ    DI
 	JZ      lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTQ (BX), Y8
-	VPXOR        (DI), Y8, Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y2, Y8, Y8
-	VPAND        Y2, Y9, Y9
-	VPSHUFB      Y8, Y1, Y8
-	VPSHUFB      Y9, Y1, Y9
-	VPADDB       Y9, Y8, Y8
-	VPSADBW      Y3, Y8, Y8
-	VPADDQ       Y8, Y0, Y0
-	DECQ         SI
+	ADDQ         $0x00000008, SI
+	VPBROADCASTQ (SI), Y0
+	VPADDQ       Y9, Y9, Y9
+	VPXOR        (BX), Y1, Y10
+	VPAND        Y0, Y10, Y10
+	VPSRLW       $0x04, Y10, Y0
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y10, Y10
+	VPSADBW      Y4, Y10, Y10
+	VPADDQ       Y10, Y9, Y9
+	DECQ         DI
 	JNZ          lastprobe
 
 lastdone:
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VMOVDQU Y9, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	ADDQ    $0x04, R8
 	DECQ    R9
@@ -9713,43 +9973,45 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUD Y0, Y5, Y5
+	VPMAXUD Y0, Y6, Y6
 
 reduce:
-	VPMAXUD      Y5, Y4, Y4
-	VPMAXUD      Y7, Y6, Y6
-	VPMAXUD      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0x4e, X4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0xb1, X4, X0
-	VPMAXUD      X0, X4, X4
-	VMOVD        X4, AX
-	MOVL         AX, ret+56(FP)
+	VPMAXUD      Y6, Y5, Y5
+	VPMAXUD      Y8, Y7, Y7
+	VPMAXUD      Y7, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0x4e, X5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0xb1, X5, X0
+	VPMAXUD      X0, X5, X5
+	VMOVD        X5, AX
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-68
 	MOVQ           table+0(FP), AX
 	MOVQ           from+8(FP), CX
 	MOVQ           to+16(FP), DX
-	MOVQ           probes+24(FP), BX
-	MOVQ           np+32(FP), SI
+	MOVQ           m+24(FP), BX
+	MOVQ           planes+32(FP), SI
+	MOVQ           np+40(FP), DI
 	LEAQ           (AX)(CX*1), CX
 	LEAQ           (AX)(DX*1), DX
-	VBROADCASTI128 (BX), Y0
-	VMOVDQU        nibbleLUT<>+0(SB), Y1
-	VMOVDQU        lowNibbles<>+0(SB), Y2
-	VPXOR          Y3, Y3, Y3
-	MOVQ           skip+40(FP), R8
-	MOVQ           nskip+48(FP), R9
+	VBROADCASTI128 (SI), Y0
+	VBROADCASTI128 (BX), Y1
+	VMOVDQU        nibbleLUT<>+0(SB), Y2
+	VMOVDQU        lowNibbles<>+0(SB), Y3
 	VPXOR          Y4, Y4, Y4
+	MOVQ           skip+48(FP), R8
+	MOVQ           nskip+56(FP), R9
 	VPXOR          Y5, Y5, Y5
 	VPXOR          Y6, Y6, Y6
 	VPXOR          Y7, Y7, Y7
+	VPXOR          Y8, Y8, Y8
 	TESTQ          R9, R9
 	JZ             noskip1
 	MOVLQSX        (R8), R10
@@ -9762,200 +10024,224 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPSADBW    Y4, Y9, Y9
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPSADBW    Y4, Y10, Y10
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPSADBW    Y3, Y11, Y11
+	VPSADBW    Y4, Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPSADBW    Y4, Y12, Y12
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ           $0x00000010, R12
-	VBROADCASTI128 (R12), Y12
-	VPXOR          (CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y8, Y8
-	VPXOR          32(CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y9, Y9
-	VPXOR          64(CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y10, Y10
-	VPXOR          96(CX), Y12, Y12
-	VPSRLW         $0x04, Y12, Y13
-	VPAND          Y2, Y12, Y12
-	VPAND          Y2, Y13, Y13
-	VPSHUFB        Y12, Y1, Y12
-	VPSHUFB        Y13, Y1, Y13
-	VPADDB         Y13, Y12, Y12
-	VPSADBW        Y3, Y12, Y12
-	VPADDQ         Y12, Y11, Y11
+	VBROADCASTI128 (R12), Y13
+	VPADDQ         Y9, Y9, Y9
+	VPXOR          (CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y9, Y9
+	VPADDQ         Y10, Y10, Y10
+	VPXOR          32(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y10, Y10
+	VPADDQ         Y11, Y11, Y11
+	VPXOR          64(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y11, Y11
+	VPADDQ         Y12, Y12, Y12
+	VPXOR          96(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y13
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y13, Y13
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y13, Y2, Y13
+	VPADDB         Y13, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y12, Y12
 	DECQ           R11
 	JNZ            loop4probe
 
 loop4done:
-	VPUNPCKLQDQ Y9, Y8, Y12
-	VPUNPCKHQDQ Y9, Y8, Y8
-	VPADDQ      Y8, Y12, Y12
-	VPUNPCKLQDQ Y11, Y10, Y8
-	VPUNPCKHQDQ Y11, Y10, Y9
-	VPADDQ      Y9, Y8, Y8
-	VPMAXUD     Y12, Y4, Y4
-	VPMAXUD     Y8, Y5, Y5
-	MOVQ        DI, CX
+	VPUNPCKLQDQ Y10, Y9, Y13
+	VPUNPCKHQDQ Y10, Y9, Y9
+	VPADDQ      Y9, Y13, Y13
+	VPUNPCKLQDQ Y12, Y11, Y9
+	VPUNPCKHQDQ Y12, Y11, Y10
+	VPADDQ      Y10, Y9, Y9
+	VPMAXUD     Y13, Y5, Y5
+	VPMAXUD     Y9, Y6, Y6
+	MOVQ        BX, CX
 	JMP         loop4
 
 slow4:
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	VPXOR   32(CX), Y0, Y9
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
 	VPSRLW  $0x04, Y9, Y10
-	VPAND   Y2, Y9, Y9
-	VPAND   Y2, Y10, Y10
-	VPSHUFB Y9, Y1, Y9
-	VPSHUFB Y10, Y1, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
 	VPADDB  Y10, Y9, Y9
-	VPSADBW Y3, Y9, Y9
-	VPXOR   64(CX), Y0, Y10
+	VPSADBW Y4, Y9, Y9
+	VPXOR   32(CX), Y1, Y10
+	VPAND   Y0, Y10, Y10
 	VPSRLW  $0x04, Y10, Y11
-	VPAND   Y2, Y10, Y10
-	VPAND   Y2, Y11, Y11
-	VPSHUFB Y10, Y1, Y10
-	VPSHUFB Y11, Y1, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
 	VPADDB  Y11, Y10, Y10
-	VPSADBW Y3, Y10, Y10
-	VPXOR   96(CX), Y0, Y11
+	VPSADBW Y4, Y10, Y10
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y0, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
-	VPAND   Y2, Y11, Y11
-	VPAND   Y2, Y12, Y12
-	VPSHUFB Y11, Y1, Y11
-	VPSHUFB Y12, Y1, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
 	VPADDB  Y12, Y11, Y11
-	VPSADBW Y3, Y11, Y11
-	MOVQ    SI, R11
+	VPSADBW Y4, Y11, Y11
+	VPXOR   96(CX), Y1, Y12
+	VPAND   Y0, Y12, Y12
+	VPSRLW  $0x04, Y12, Y13
+	VPAND   Y3, Y12, Y12
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y12, Y2, Y12
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y12, Y12
+	VPSADBW Y4, Y12, Y12
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      slow4done
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 slow4probe:
 	ADDQ           $0x00000010, R12
-	VBROADCASTI128 (R12), Y12
-	VPXOR          (CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y8, Y8
-	VPXOR          32(CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y9, Y9
-	VPXOR          64(CX), Y12, Y13
-	VPSRLW         $0x04, Y13, Y14
-	VPAND          Y2, Y13, Y13
-	VPAND          Y2, Y14, Y14
-	VPSHUFB        Y13, Y1, Y13
-	VPSHUFB        Y14, Y1, Y14
-	VPADDB         Y14, Y13, Y13
-	VPSADBW        Y3, Y13, Y13
-	VPADDQ         Y13, Y10, Y10
-	VPXOR          96(CX), Y12, Y12
-	VPSRLW         $0x04, Y12, Y13
-	VPAND          Y2, Y12, Y12
-	VPAND          Y2, Y13, Y13
-	VPSHUFB        Y12, Y1, Y12
-	VPSHUFB        Y13, Y1, Y13
-	VPADDB         Y13, Y12, Y12
-	VPSADBW        Y3, Y12, Y12
-	VPADDQ         Y12, Y11, Y11
+	VBROADCASTI128 (R12), Y13
+	VPADDQ         Y9, Y9, Y9
+	VPXOR          (CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y9, Y9
+	VPADDQ         Y10, Y10, Y10
+	VPXOR          32(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y10, Y10
+	VPADDQ         Y11, Y11, Y11
+	VPXOR          64(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y15
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y15, Y15
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y15, Y2, Y15
+	VPADDB         Y15, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y11, Y11
+	VPADDQ         Y12, Y12, Y12
+	VPXOR          96(CX), Y1, Y14
+	VPAND          Y13, Y14, Y14
+	VPSRLW         $0x04, Y14, Y13
+	VPAND          Y3, Y14, Y14
+	VPAND          Y3, Y13, Y13
+	VPSHUFB        Y14, Y2, Y14
+	VPSHUFB        Y13, Y2, Y13
+	VPADDB         Y13, Y14, Y14
+	VPSADBW        Y4, Y14, Y14
+	VPADDQ         Y14, Y12, Y12
 	DECQ           R11
 	JNZ            slow4probe
 
 slow4done:
-	VPSHUFD $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VMOVDQU Y8, (SP)
-	VPSHUFD $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VMOVDQU Y9, 32(SP)
-	VPSHUFD $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VMOVDQU Y10, 64(SP)
-	VPSHUFD $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VMOVDQU Y11, 96(SP)
+	VPSHUFD $0x4e, Y9, Y13
+	VPADDD  Y13, Y9, Y9
+	VMOVDQU Y9, (SP)
+	VPSHUFD $0x4e, Y10, Y9
+	VPADDD  Y9, Y10, Y10
+	VMOVDQU Y10, 32(SP)
+	VPSHUFD $0x4e, Y11, Y9
+	VPADDD  Y9, Y11, Y11
+	VMOVDQU Y11, 64(SP)
+	VPSHUFD $0x4e, Y12, Y9
+	VPADDD  Y9, Y12, Y12
+	VMOVDQU Y12, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -9976,56 +10262,59 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	VMOVDQU 32(SP), Y8
-	VPMAXUD Y8, Y5, Y5
-	VMOVDQU 64(SP), Y8
-	VPMAXUD Y8, Y6, Y6
-	VMOVDQU 96(SP), Y8
-	VPMAXUD Y8, Y7, Y7
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	VMOVDQU 32(SP), Y9
+	VPMAXUD Y9, Y6, Y6
+	VMOVDQU 64(SP), Y9
+	VPMAXUD Y9, Y7, Y7
+	VMOVDQU 96(SP), Y9
+	VPMAXUD Y9, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ    32(CX), DI
-	CMPQ    DI, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	MOVQ    SI, R11
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      singledone
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 singleprobe:
 	ADDQ           $0x00000010, R12
-	VBROADCASTI128 (R12), Y9
-	VPXOR          (CX), Y9, Y9
-	VPSRLW         $0x04, Y9, Y10
-	VPAND          Y2, Y9, Y9
-	VPAND          Y2, Y10, Y10
-	VPSHUFB        Y9, Y1, Y9
-	VPSHUFB        Y10, Y1, Y10
-	VPADDB         Y10, Y9, Y9
-	VPSADBW        Y3, Y9, Y9
-	VPADDQ         Y9, Y8, Y8
+	VBROADCASTI128 (R12), Y10
+	VPADDQ         Y9, Y9, Y9
+	VPXOR          (CX), Y1, Y11
+	VPAND          Y10, Y11, Y11
+	VPSRLW         $0x04, Y11, Y10
+	VPAND          Y3, Y11, Y11
+	VPAND          Y3, Y10, Y10
+	VPSHUFB        Y11, Y2, Y11
+	VPSHUFB        Y10, Y2, Y10
+	VPADDB         Y10, Y11, Y11
+	VPSADBW        Y4, Y11, Y11
+	VPADDQ         Y11, Y9, Y9
 	DECQ           R11
 	JNZ            singleprobe
 
 singledone:
-	VPSHUFD $0x4e, Y8, Y9
-	VPADDD  Y9, Y8, Y8
-	VMOVDQU Y8, (SP)
+	VPSHUFD $0x4e, Y9, Y10
+	VPADDD  Y10, Y9, Y9
+	VMOVDQU Y9, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -10046,59 +10335,62 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ    CX, DX
 	JE      reduce
-	LEAQ    -32(DX), DI
-	SUBQ    DI, CX
-	VPXOR   (DI), Y0, Y0
-	VPSRLW  $0x04, Y0, Y8
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	DECQ    SI
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y0
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	DECQ    DI
 	JZ      lastdone
 
 lastprobe:
-	ADDQ           $0x00000010, BX
-	VBROADCASTI128 (BX), Y8
-	VPXOR          (DI), Y8, Y8
-	VPSRLW         $0x04, Y8, Y9
-	VPAND          Y2, Y8, Y8
-	VPAND          Y2, Y9, Y9
-	VPSHUFB        Y8, Y1, Y8
-	VPSHUFB        Y9, Y1, Y9
-	VPADDB         Y9, Y8, Y8
-	VPSADBW        Y3, Y8, Y8
-	VPADDQ         Y8, Y0, Y0
-	DECQ           SI
+	ADDQ           $0x00000010, SI
+	VBROADCASTI128 (SI), Y0
+	VPADDQ         Y9, Y9, Y9
+	VPXOR          (BX), Y1, Y10
+	VPAND          Y0, Y10, Y10
+	VPSRLW         $0x04, Y10, Y0
+	VPAND          Y3, Y10, Y10
+	VPAND          Y3, Y0, Y0
+	VPSHUFB        Y10, Y2, Y10
+	VPSHUFB        Y0, Y2, Y0
+	VPADDB         Y0, Y10, Y10
+	VPSADBW        Y4, Y10, Y10
+	VPADDQ         Y10, Y9, Y9
+	DECQ           DI
 	JNZ            lastprobe
 
 lastdone:
-	VPSHUFD $0x4e, Y0, Y1
-	VPADDD  Y1, Y0, Y0
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VPSHUFD $0x4e, Y9, Y0
+	VPADDD  Y0, Y9, Y9
+	VMOVDQU Y9, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	MOVQ    $0x00000000, 8(SP)(CX*1)
 	ADDQ    $0x04, R8
@@ -10118,43 +10410,45 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUD Y0, Y5, Y5
+	VPMAXUD Y0, Y6, Y6
 
 reduce:
-	VPMAXUD      Y5, Y4, Y4
-	VPMAXUD      Y7, Y6, Y6
-	VPMAXUD      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0x4e, X4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0xb1, X4, X0
-	VPMAXUD      X0, X4, X4
-	VMOVD        X4, AX
-	MOVL         AX, ret+56(FP)
+	VPMAXUD      Y6, Y5, Y5
+	VPMAXUD      Y8, Y7, Y7
+	VPMAXUD      Y7, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0x4e, X5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0xb1, X5, X0
+	VPMAXUD      X0, X5, X5
+	VMOVD        X5, AX
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-60
+TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-68
 	MOVQ    table+0(FP), AX
 	MOVQ    from+8(FP), CX
 	MOVQ    to+16(FP), DX
-	MOVQ    probes+24(FP), BX
-	MOVQ    np+32(FP), SI
+	MOVQ    m+24(FP), BX
+	MOVQ    planes+32(FP), SI
+	MOVQ    np+40(FP), DI
 	LEAQ    (AX)(CX*1), CX
 	LEAQ    (AX)(DX*1), DX
-	VMOVDQU (BX), Y0
-	VMOVDQU nibbleLUT<>+0(SB), Y1
-	VMOVDQU lowNibbles<>+0(SB), Y2
-	VPXOR   Y3, Y3, Y3
-	MOVQ    skip+40(FP), R8
-	MOVQ    nskip+48(FP), R9
+	VMOVDQU (SI), Y0
+	VMOVDQU (BX), Y1
+	VMOVDQU nibbleLUT<>+0(SB), Y2
+	VMOVDQU lowNibbles<>+0(SB), Y3
 	VPXOR   Y4, Y4, Y4
+	MOVQ    skip+48(FP), R8
+	MOVQ    nskip+56(FP), R9
 	VPXOR   Y5, Y5, Y5
 	VPXOR   Y6, Y6, Y6
 	VPXOR   Y7, Y7, Y7
+	VPXOR   Y8, Y8, Y8
 	TESTQ   R9, R9
 	JZ      noskip1
 	MOVLQSX (R8), R10
@@ -10167,210 +10461,234 @@ noskip1:
 
 skipset2:
 loop4:
-	LEAQ       128(CX), DI
-	CMPQ       DI, DX
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
 	JA         single
-	CMPQ       DI, R10
+	CMPQ       BX, R10
 	JA         slow4
-	VPXOR      (CX), Y0, Y8
-	VPSRLW     $0x04, Y8, Y9
-	VPAND      Y2, Y8, Y8
-	VPAND      Y2, Y9, Y9
-	VPSHUFB    Y8, Y1, Y8
-	VPSHUFB    Y9, Y1, Y9
-	VPADDB     Y9, Y8, Y8
-	VPSADBW    Y3, Y8, Y8
-	VPXOR      32(CX), Y0, Y9
+	VPXOR      (CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
 	VPSRLW     $0x04, Y9, Y10
-	VPAND      Y2, Y9, Y9
-	VPAND      Y2, Y10, Y10
-	VPSHUFB    Y9, Y1, Y9
-	VPSHUFB    Y10, Y1, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
 	VPADDB     Y10, Y9, Y9
-	VPSADBW    Y3, Y9, Y9
-	VPXOR      64(CX), Y0, Y10
+	VPSADBW    Y4, Y9, Y9
+	VPXOR      32(CX), Y1, Y10
+	VPAND      Y0, Y10, Y10
 	VPSRLW     $0x04, Y10, Y11
-	VPAND      Y2, Y10, Y10
-	VPAND      Y2, Y11, Y11
-	VPSHUFB    Y10, Y1, Y10
-	VPSHUFB    Y11, Y1, Y11
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y11, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y11, Y2, Y11
 	VPADDB     Y11, Y10, Y10
-	VPSADBW    Y3, Y10, Y10
-	VPXOR      96(CX), Y0, Y11
+	VPSADBW    Y4, Y10, Y10
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y0, Y11, Y11
 	VPSRLW     $0x04, Y11, Y12
-	VPAND      Y2, Y11, Y11
-	VPAND      Y2, Y12, Y12
-	VPSHUFB    Y11, Y1, Y11
-	VPSHUFB    Y12, Y1, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
 	VPADDB     Y12, Y11, Y11
-	VPSADBW    Y3, Y11, Y11
+	VPSADBW    Y4, Y11, Y11
+	VPXOR      96(CX), Y1, Y12
+	VPAND      Y0, Y12, Y12
+	VPSRLW     $0x04, Y12, Y13
+	VPAND      Y3, Y12, Y12
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y12, Y2, Y12
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y12, Y12
+	VPSADBW    Y4, Y12, Y12
 	PREFETCHT1 4096(CX)
 	PREFETCHT1 4160(CX)
-	MOVQ       SI, R11
+	MOVQ       DI, R11
 	DECQ       R11
 	JZ         loop4done
-	MOVQ       BX, R12
+	MOVQ       SI, R12
 
 loop4probe:
 	ADDQ    $0x00000020, R12
-	VMOVDQU (R12), Y12
-	VPXOR   (CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y8, Y8
-	VPXOR   32(CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y9, Y9
-	VPXOR   64(CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y10, Y10
-	VPXOR   96(CX), Y12, Y12
-	VPSRLW  $0x04, Y12, Y13
-	VPAND   Y2, Y12, Y12
-	VPAND   Y2, Y13, Y13
-	VPSHUFB Y12, Y1, Y12
-	VPSHUFB Y13, Y1, Y13
-	VPADDB  Y13, Y12, Y12
-	VPSADBW Y3, Y12, Y12
-	VPADDQ  Y12, Y11, Y11
+	VMOVDQU (R12), Y13
+	VPADDQ  Y9, Y9, Y9
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPADDQ  Y10, Y10, Y10
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPADDQ  Y11, Y11, Y11
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPADDQ  Y12, Y12, Y12
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
 	DECQ    R11
 	JNZ     loop4probe
 
 loop4done:
-	VPUNPCKLQDQ Y9, Y8, Y12
-	VPUNPCKHQDQ Y9, Y8, Y8
-	VPADDQ      Y8, Y12, Y12
-	VPUNPCKLQDQ Y11, Y10, Y8
-	VPUNPCKHQDQ Y11, Y10, Y9
-	VPADDQ      Y9, Y8, Y8
-	VPERM2I128  $0x20, Y8, Y12, Y9
-	VPERM2I128  $0x31, Y8, Y12, Y8
-	VPADDQ      Y8, Y9, Y9
-	VPMAXUD     Y9, Y4, Y4
-	MOVQ        DI, CX
+	VPUNPCKLQDQ Y10, Y9, Y13
+	VPUNPCKHQDQ Y10, Y9, Y9
+	VPADDQ      Y9, Y13, Y13
+	VPUNPCKLQDQ Y12, Y11, Y9
+	VPUNPCKHQDQ Y12, Y11, Y10
+	VPADDQ      Y10, Y9, Y9
+	VPERM2I128  $0x20, Y9, Y13, Y10
+	VPERM2I128  $0x31, Y9, Y13, Y9
+	VPADDQ      Y9, Y10, Y10
+	VPMAXUD     Y10, Y5, Y5
+	MOVQ        BX, CX
 	JMP         loop4
 
 slow4:
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	VPXOR   32(CX), Y0, Y9
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
 	VPSRLW  $0x04, Y9, Y10
-	VPAND   Y2, Y9, Y9
-	VPAND   Y2, Y10, Y10
-	VPSHUFB Y9, Y1, Y9
-	VPSHUFB Y10, Y1, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
 	VPADDB  Y10, Y9, Y9
-	VPSADBW Y3, Y9, Y9
-	VPXOR   64(CX), Y0, Y10
+	VPSADBW Y4, Y9, Y9
+	VPXOR   32(CX), Y1, Y10
+	VPAND   Y0, Y10, Y10
 	VPSRLW  $0x04, Y10, Y11
-	VPAND   Y2, Y10, Y10
-	VPAND   Y2, Y11, Y11
-	VPSHUFB Y10, Y1, Y10
-	VPSHUFB Y11, Y1, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
 	VPADDB  Y11, Y10, Y10
-	VPSADBW Y3, Y10, Y10
-	VPXOR   96(CX), Y0, Y11
+	VPSADBW Y4, Y10, Y10
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y0, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
-	VPAND   Y2, Y11, Y11
-	VPAND   Y2, Y12, Y12
-	VPSHUFB Y11, Y1, Y11
-	VPSHUFB Y12, Y1, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
 	VPADDB  Y12, Y11, Y11
-	VPSADBW Y3, Y11, Y11
-	MOVQ    SI, R11
+	VPSADBW Y4, Y11, Y11
+	VPXOR   96(CX), Y1, Y12
+	VPAND   Y0, Y12, Y12
+	VPSRLW  $0x04, Y12, Y13
+	VPAND   Y3, Y12, Y12
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y12, Y2, Y12
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y12, Y12
+	VPSADBW Y4, Y12, Y12
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      slow4done
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 slow4probe:
 	ADDQ    $0x00000020, R12
-	VMOVDQU (R12), Y12
-	VPXOR   (CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y8, Y8
-	VPXOR   32(CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y9, Y9
-	VPXOR   64(CX), Y12, Y13
-	VPSRLW  $0x04, Y13, Y14
-	VPAND   Y2, Y13, Y13
-	VPAND   Y2, Y14, Y14
-	VPSHUFB Y13, Y1, Y13
-	VPSHUFB Y14, Y1, Y14
-	VPADDB  Y14, Y13, Y13
-	VPSADBW Y3, Y13, Y13
-	VPADDQ  Y13, Y10, Y10
-	VPXOR   96(CX), Y12, Y12
-	VPSRLW  $0x04, Y12, Y13
-	VPAND   Y2, Y12, Y12
-	VPAND   Y2, Y13, Y13
-	VPSHUFB Y12, Y1, Y12
-	VPSHUFB Y13, Y1, Y13
-	VPADDB  Y13, Y12, Y12
-	VPSADBW Y3, Y12, Y12
-	VPADDQ  Y12, Y11, Y11
+	VMOVDQU (R12), Y13
+	VPADDQ  Y9, Y9, Y9
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPADDQ  Y10, Y10, Y10
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPADDQ  Y11, Y11, Y11
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPADDQ  Y12, Y12, Y12
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
 	DECQ    R11
 	JNZ     slow4probe
 
 slow4done:
-	VPSHUFD $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VPERMQ  $0x4e, Y8, Y12
-	VPADDD  Y12, Y8, Y8
-	VMOVDQU Y8, (SP)
-	VPSHUFD $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VPERMQ  $0x4e, Y9, Y8
-	VPADDD  Y8, Y9, Y9
-	VMOVDQU Y9, 32(SP)
-	VPSHUFD $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VPERMQ  $0x4e, Y10, Y8
-	VPADDD  Y8, Y10, Y10
-	VMOVDQU Y10, 64(SP)
-	VPSHUFD $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VPERMQ  $0x4e, Y11, Y8
-	VPADDD  Y8, Y11, Y11
-	VMOVDQU Y11, 96(SP)
+	VPSHUFD $0x4e, Y9, Y13
+	VPADDD  Y13, Y9, Y9
+	VPERMQ  $0x4e, Y9, Y13
+	VPADDD  Y13, Y9, Y9
+	VMOVDQU Y9, (SP)
+	VPSHUFD $0x4e, Y10, Y9
+	VPADDD  Y9, Y10, Y10
+	VPERMQ  $0x4e, Y10, Y9
+	VPADDD  Y9, Y10, Y10
+	VMOVDQU Y10, 32(SP)
+	VPSHUFD $0x4e, Y11, Y9
+	VPADDD  Y9, Y11, Y11
+	VPERMQ  $0x4e, Y11, Y9
+	VPADDD  Y9, Y11, Y11
+	VMOVDQU Y11, 64(SP)
+	VPSHUFD $0x4e, Y12, Y9
+	VPADDD  Y9, Y12, Y12
+	VPERMQ  $0x4e, Y12, Y9
+	VPADDD  Y9, Y12, Y12
+	VMOVDQU Y12, 96(SP)
 
 zero3:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone4
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -10393,58 +10711,61 @@ skipset6:
 	JMP zero3
 
 zerodone4:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	VMOVDQU 32(SP), Y8
-	VPMAXUD Y8, Y5, Y5
-	VMOVDQU 64(SP), Y8
-	VPMAXUD Y8, Y6, Y6
-	VMOVDQU 96(SP), Y8
-	VPMAXUD Y8, Y7, Y7
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	VMOVDQU 32(SP), Y9
+	VPMAXUD Y9, Y6, Y6
+	VMOVDQU 64(SP), Y9
+	VPMAXUD Y9, Y7, Y7
+	VMOVDQU 96(SP), Y9
+	VPMAXUD Y9, Y8, Y8
+	MOVQ    BX, CX
 	JMP     loop4
 
 single:
-	LEAQ    32(CX), DI
-	CMPQ    DI, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	MOVQ    SI, R11
+	VPXOR   (CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R11
 	DECQ    R11
 	JZ      singledone
-	MOVQ    BX, R12
+	MOVQ    SI, R12
 
 singleprobe:
 	ADDQ    $0x00000020, R12
-	VMOVDQU (R12), Y9
-	VPXOR   (CX), Y9, Y9
-	VPSRLW  $0x04, Y9, Y10
-	VPAND   Y2, Y9, Y9
-	VPAND   Y2, Y10, Y10
-	VPSHUFB Y9, Y1, Y9
-	VPSHUFB Y10, Y1, Y10
-	VPADDB  Y10, Y9, Y9
-	VPSADBW Y3, Y9, Y9
-	VPADDQ  Y9, Y8, Y8
+	VMOVDQU (R12), Y10
+	VPADDQ  Y9, Y9, Y9
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
 	DECQ    R11
 	JNZ     singleprobe
 
 singledone:
-	VPSHUFD $0x4e, Y8, Y9
-	VPADDD  Y9, Y8, Y8
-	VPERMQ  $0x4e, Y8, Y9
-	VPADDD  Y9, Y8, Y8
-	VMOVDQU Y8, (SP)
+	VPSHUFD $0x4e, Y9, Y10
+	VPADDD  Y10, Y9, Y9
+	VPERMQ  $0x4e, Y9, Y10
+	VPADDD  Y10, Y9, Y9
+	VMOVDQU Y9, (SP)
 
 zero7:
-	CMPQ    R10, DI
+	CMPQ    R10, BX
 	JAE     zerodone8
 	SUBQ    CX, R10
 	MOVQ    $0x00000000, (SP)(R10*1)
@@ -10467,61 +10788,64 @@ skipset10:
 	JMP zero7
 
 zerodone8:
-	VMOVDQU (SP), Y8
-	VPMAXUD Y8, Y4, Y4
-	MOVQ    DI, CX
+	VMOVDQU (SP), Y9
+	VPMAXUD Y9, Y5, Y5
+	MOVQ    BX, CX
 	JMP     single
 
 last:
 	CMPQ    CX, DX
 	JE      reduce
-	LEAQ    -32(DX), DI
-	SUBQ    DI, CX
-	VPXOR   (DI), Y0, Y0
-	VPSRLW  $0x04, Y0, Y8
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y8, Y8
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y8, Y1, Y8
-	VPADDB  Y8, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	DECQ    SI
+	LEAQ    -32(DX), BX
+	SUBQ    BX, CX
+	VPXOR   (BX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y0
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	DECQ    DI
 	JZ      lastdone
 
 lastprobe:
-	ADDQ    $0x00000020, BX
-	VMOVDQU (BX), Y8
-	VPXOR   (DI), Y8, Y8
-	VPSRLW  $0x04, Y8, Y9
-	VPAND   Y2, Y8, Y8
-	VPAND   Y2, Y9, Y9
-	VPSHUFB Y8, Y1, Y8
-	VPSHUFB Y9, Y1, Y9
-	VPADDB  Y9, Y8, Y8
-	VPSADBW Y3, Y8, Y8
-	VPADDQ  Y8, Y0, Y0
-	DECQ    SI
+	ADDQ    $0x00000020, SI
+	VMOVDQU (SI), Y0
+	VPADDQ  Y9, Y9, Y9
+	VPXOR   (BX), Y1, Y10
+	VPAND   Y0, Y10, Y10
+	VPSRLW  $0x04, Y10, Y0
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y10, Y10
+	VPSADBW Y4, Y10, Y10
+	VPADDQ  Y10, Y9, Y9
+	DECQ    DI
 	JNZ     lastprobe
 
 lastdone:
-	VPSHUFD $0x4e, Y0, Y1
-	VPADDD  Y1, Y0, Y0
-	VPERMQ  $0x4e, Y0, Y1
-	VPADDD  Y1, Y0, Y0
-	VMOVDQU Y0, (SP)
-	XORQ    BX, BX
+	VPSHUFD $0x4e, Y9, Y0
+	VPADDD  Y0, Y9, Y9
+	VPERMQ  $0x4e, Y9, Y0
+	VPADDD  Y0, Y9, Y9
+	VMOVDQU Y9, (SP)
+	XORQ    SI, SI
 
 lastoverlap:
-	MOVB $0x00, (SP)(BX*1)
-	INCQ BX
-	CMPQ BX, CX
+	MOVB $0x00, (SP)(SI*1)
+	INCQ SI
+	CMPQ SI, CX
 	JB   lastoverlap
 
 zero11:
 	CMPQ    R10, DX
 	JAE     zerodone12
 	MOVQ    R10, CX
-	SUBQ    DI, CX
+	SUBQ    BX, CX
 	MOVQ    $0x00000000, (SP)(CX*1)
 	MOVQ    $0x00000000, 8(SP)(CX*1)
 	MOVQ    $0x00000000, 16(SP)(CX*1)
@@ -10543,1250 +10867,1334 @@ skipset14:
 
 zerodone12:
 	VMOVDQU (SP), Y0
-	VPMAXUD Y0, Y5, Y5
+	VPMAXUD Y0, Y6, Y6
 
 reduce:
-	VPMAXUD      Y5, Y4, Y4
-	VPMAXUD      Y7, Y6, Y6
-	VPMAXUD      Y6, Y4, Y4
-	VEXTRACTI128 $0x01, Y4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0x4e, X4, X0
-	VPMAXUD      X0, X4, X4
-	VPSHUFD      $0xb1, X4, X0
-	VPMAXUD      X0, X4, X4
-	VMOVD        X4, AX
-	MOVL         AX, ret+56(FP)
+	VPMAXUD      Y6, Y5, Y5
+	VPMAXUD      Y8, Y7, Y7
+	VPMAXUD      Y7, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0x4e, X5, X0
+	VPMAXUD      X0, X5, X5
+	VPSHUFD      $0xb1, X5, X0
+	VPMAXUD      X0, X5, X5
+	VMOVD        X5, AX
+	MOVL         AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind8AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
-TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTB (BX), Z0
-	MOVL         target+40(FP), R8
-	VPBROADCASTB R8, Z1
+	VPBROADCASTB (SI), Z0
+	VPBROADCASTB (BX), Z1
+	MOVL         target+48(FP), BX
+	VPBROADCASTB BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z2
-	VPOPCNTB Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTB Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ         $0x00000008, R10
-	VPBROADCASTB (R10), Z3
-	VPXORQ       (CX), Z3, Z3
-	VPOPCNTB     Z3, Z3
-	VPADDB       Z3, Z2, Z2
+	VPBROADCASTB (R10), Z5
+	VPADDB       Z4, Z4, Z4
+	VPANDQ       Z5, Z3, Z5
+	VPOPCNTB     Z5, Z5
+	VPADDB       Z5, Z4, Z4
 	DECQ         R9
 	JNZ          loopprobe
 
 loopdone:
-	VPCMPEQB Z1, Z2, K1
+	VPCMPEQB Z2, Z4, K1
 	KMOVQ    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORQ   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTB Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTB (BX), Z2
-	VPXORQ       (R8), Z2, Z2
-	VPOPCNTB     Z2, Z2
-	VPADDB       Z2, Z0, Z0
+	ADDQ         $0x00000008, SI
+	VPBROADCASTB (SI), Z3
+	VPADDB       Z0, Z0, Z0
+	VPANDQ       Z3, Z1, Z3
+	VPOPCNTB     Z3, Z3
+	VPADDB       Z3, Z0, Z0
 	DECQ         DX
 	JNZ          lastprobe
 
 lastdone:
-	VPCMPEQB Z1, Z0, K1
+	VPCMPEQB Z2, Z0, K1
 	KMOVQ    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
+	BSFQ R9, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
-	MOVQ CX, ret+48(FP)
+	ADDQ R8, CX
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind16AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
-TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTW (BX), Z0
-	MOVL         target+40(FP), R8
-	VPBROADCASTW R8, Z1
+	VPBROADCASTW (SI), Z0
+	VPBROADCASTW (BX), Z1
+	MOVL         target+48(FP), BX
+	VPBROADCASTW BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z2
-	VPOPCNTW Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTW Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ         $0x00000008, R10
-	VPBROADCASTW (R10), Z3
-	VPXORQ       (CX), Z3, Z3
-	VPOPCNTW     Z3, Z3
-	VPADDW       Z3, Z2, Z2
+	VPBROADCASTW (R10), Z5
+	VPADDW       Z4, Z4, Z4
+	VPANDQ       Z5, Z3, Z5
+	VPOPCNTW     Z5, Z5
+	VPADDW       Z5, Z4, Z4
 	DECQ         R9
 	JNZ          loopprobe
 
 loopdone:
-	VPCMPEQW Z1, Z2, K1
+	VPCMPEQW Z2, Z4, K1
 	KMOVD    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORQ   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTW Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTW (BX), Z2
-	VPXORQ       (R8), Z2, Z2
-	VPOPCNTW     Z2, Z2
-	VPADDW       Z2, Z0, Z0
+	ADDQ         $0x00000008, SI
+	VPBROADCASTW (SI), Z3
+	VPADDW       Z0, Z0, Z0
+	VPANDQ       Z3, Z1, Z3
+	VPOPCNTW     Z3, Z3
+	VPADDW       Z3, Z0, Z0
 	DECQ         DX
 	JNZ          lastprobe
 
 lastdone:
-	VPCMPEQW Z1, Z0, K1
+	VPCMPEQW Z2, Z0, K1
 	KMOVD    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRQ     $0x01, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
-	SHLQ $0x01, DI
+	BSFQ R9, R8
+	SHLQ $0x01, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x01, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind32AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTD (BX), Z0
-	MOVL         target+40(FP), R8
-	VPBROADCASTD R8, Z1
+	VPBROADCASTD (SI), Z0
+	VPBROADCASTD (BX), Z1
+	MOVL         target+48(FP), BX
+	VPBROADCASTD BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORD   (CX), Z0, Z2
-	VPOPCNTD Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTD Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ         $0x00000008, R10
-	VPBROADCASTD (R10), Z3
-	VPXORD       (CX), Z3, Z3
-	VPOPCNTD     Z3, Z3
-	VPADDD       Z3, Z2, Z2
+	VPBROADCASTD (R10), Z5
+	VPADDD       Z4, Z4, Z4
+	VPANDQ       Z5, Z3, Z5
+	VPOPCNTD     Z5, Z5
+	VPADDD       Z5, Z4, Z4
 	DECQ         R9
 	JNZ          loopprobe
 
 loopdone:
-	VPCMPEQD Z1, Z2, K1
+	VPCMPEQD Z2, Z4, K1
 	KMOVW    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORD   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTD Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTD (BX), Z2
-	VPXORD       (R8), Z2, Z2
-	VPOPCNTD     Z2, Z2
-	VPADDD       Z2, Z0, Z0
+	ADDQ         $0x00000008, SI
+	VPBROADCASTD (SI), Z3
+	VPADDD       Z0, Z0, Z0
+	VPANDQ       Z3, Z1, Z3
+	VPOPCNTD     Z3, Z3
+	VPADDD       Z3, Z0, Z0
 	DECQ         DX
 	JNZ          lastprobe
 
 lastdone:
-	VPCMPEQD Z1, Z0, K1
+	VPCMPEQD Z2, Z0, K1
 	KMOVW    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRQ     $0x02, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
-	SHLQ $0x02, DI
+	BSFQ R9, R8
+	SHLQ $0x02, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x02, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind64AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTQ (BX), Z0
-	MOVL         target+40(FP), R8
-	VPBROADCASTQ R8, Z1
+	VPBROADCASTQ (SI), Z0
+	VPBROADCASTQ (BX), Z1
+	MOVL         target+48(FP), BX
+	VPBROADCASTQ BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z2
-	VPOPCNTQ Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTQ Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ         $0x00000008, R10
-	VPBROADCASTQ (R10), Z3
-	VPXORQ       (CX), Z3, Z3
-	VPOPCNTQ     Z3, Z3
-	VPADDQ       Z3, Z2, Z2
+	VPBROADCASTQ (R10), Z5
+	VPADDQ       Z4, Z4, Z4
+	VPANDQ       Z5, Z3, Z5
+	VPOPCNTQ     Z5, Z5
+	VPADDQ       Z5, Z4, Z4
 	DECQ         R9
 	JNZ          loopprobe
 
 loopdone:
-	VPCMPEQQ Z1, Z2, K1
+	VPCMPEQQ Z2, Z4, K1
 	KMOVW    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORQ   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTQ (BX), Z2
-	VPXORQ       (R8), Z2, Z2
-	VPOPCNTQ     Z2, Z2
-	VPADDQ       Z2, Z0, Z0
+	ADDQ         $0x00000008, SI
+	VPBROADCASTQ (SI), Z3
+	VPADDQ       Z0, Z0, Z0
+	VPANDQ       Z3, Z1, Z3
+	VPOPCNTQ     Z3, Z3
+	VPADDQ       Z3, Z0, Z0
 	DECQ         DX
 	JNZ          lastprobe
 
 lastdone:
-	VPCMPEQQ Z1, Z0, K1
+	VPCMPEQQ Z2, Z0, K1
 	KMOVW    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRQ     $0x03, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
-	SHLQ $0x03, DI
+	BSFQ R9, R8
+	SHLQ $0x03, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x03, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind128AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-64
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
-	MOVQ            probes+24(FP), BX
-	MOVQ            np+32(FP), SI
+	MOVQ            m+24(FP), BX
+	MOVQ            planes+32(FP), SI
+	MOVQ            np+40(FP), DI
 	LEAQ            (AX)(CX*1), CX
 	LEAQ            (AX)(DX*1), DX
-	VBROADCASTI32X4 (BX), Z0
-	MOVL            target+40(FP), R8
-	VPBROADCASTQ    R8, Z1
+	VBROADCASTI32X4 (SI), Z0
+	VBROADCASTI32X4 (BX), Z1
+	MOVL            target+48(FP), BX
+	VPBROADCASTQ    BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z2
-	VPOPCNTQ Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTQ Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ            $0x00000010, R10
-	VBROADCASTI32X4 (R10), Z3
-	VPXORQ          (CX), Z3, Z3
-	VPOPCNTQ        Z3, Z3
-	VPADDQ          Z3, Z2, Z2
+	VBROADCASTI32X4 (R10), Z5
+	VPADDQ          Z4, Z4, Z4
+	VPANDQ          Z5, Z3, Z5
+	VPOPCNTQ        Z5, Z5
+	VPADDQ          Z5, Z4, Z4
 	DECQ            R9
 	JNZ             loopprobe
 
 loopdone:
-	VPSHUFD  $0x4e, Z2, Z3
-	VPADDQ   Z3, Z2, Z2
-	VPCMPEQQ Z1, Z2, K1
+	VPSHUFD  $0x4e, Z4, Z3
+	VPADDQ   Z3, Z4, Z4
+	VPCMPEQQ Z2, Z4, K1
 	KMOVW    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORQ   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ            $0x00000010, BX
-	VBROADCASTI32X4 (BX), Z2
-	VPXORQ          (R8), Z2, Z2
-	VPOPCNTQ        Z2, Z2
-	VPADDQ          Z2, Z0, Z0
+	ADDQ            $0x00000010, SI
+	VBROADCASTI32X4 (SI), Z3
+	VPADDQ          Z0, Z0, Z0
+	VPANDQ          Z3, Z1, Z3
+	VPOPCNTQ        Z3, Z3
+	VPADDQ          Z3, Z0, Z0
 	DECQ            DX
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD  $0x4e, Z0, Z2
-	VPADDQ   Z2, Z0, Z0
-	VPCMPEQQ Z1, Z0, K1
+	VPSHUFD  $0x4e, Z0, Z1
+	VPADDQ   Z1, Z0, Z0
+	VPCMPEQQ Z2, Z0, K1
 	KMOVW    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRQ     $0x03, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
-	SHLQ $0x03, DI
+	BSFQ R9, R8
+	SHLQ $0x03, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x04, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind256AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-56
+TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-64
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
-	MOVQ            probes+24(FP), BX
-	MOVQ            np+32(FP), SI
+	MOVQ            m+24(FP), BX
+	MOVQ            planes+32(FP), SI
+	MOVQ            np+40(FP), DI
 	LEAQ            (AX)(CX*1), CX
 	LEAQ            (AX)(DX*1), DX
-	VBROADCASTI64X4 (BX), Z0
-	MOVL            target+40(FP), R8
-	VPBROADCASTQ    R8, Z1
+	VBROADCASTI64X4 (SI), Z0
+	VBROADCASTI64X4 (BX), Z1
+	MOVL            target+48(FP), BX
+	VPBROADCASTQ    BX, Z2
 
 loop:
-	LEAQ     64(CX), R8
-	CMPQ     R8, DX
+	LEAQ     64(CX), BX
+	CMPQ     BX, DX
 	JA       last
-	VPXORQ   (CX), Z0, Z2
-	VPOPCNTQ Z2, Z2
-	MOVQ     SI, R9
+	VPXORQ   (CX), Z1, Z3
+	VPANDQ   Z0, Z3, Z4
+	VPOPCNTQ Z4, Z4
+	MOVQ     DI, R9
 	DECQ     R9
 	JZ       loopdone
-	MOVQ     BX, R10
+	MOVQ     SI, R10
 
 loopprobe:
 	ADDQ            $0x00000020, R10
-	VBROADCASTI64X4 (R10), Z3
-	VPXORQ          (CX), Z3, Z3
-	VPOPCNTQ        Z3, Z3
-	VPADDQ          Z3, Z2, Z2
+	VBROADCASTI64X4 (R10), Z5
+	VPADDQ          Z4, Z4, Z4
+	VPANDQ          Z5, Z3, Z5
+	VPOPCNTQ        Z5, Z5
+	VPADDQ          Z5, Z4, Z4
 	DECQ            R9
 	JNZ             loopprobe
 
 loopdone:
-	VPSHUFD  $0x4e, Z2, Z3
-	VPADDQ   Z3, Z2, Z2
-	VPERMQ   $0x4e, Z2, Z3
-	VPADDQ   Z3, Z2, Z2
-	VPCMPEQQ Z1, Z2, K1
+	VPSHUFD  $0x4e, Z4, Z3
+	VPADDQ   Z3, Z4, Z4
+	VPERMQ   $0x4e, Z4, Z3
+	VPADDQ   Z3, Z4, Z4
+	VPCMPEQQ Z2, Z4, K1
 	KMOVW    K1, R9
 	TESTQ    R9, R9
 	JNZ      found
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	JMP      loop
 
 last:
 	CMPQ     CX, DX
 	JE       none
-	LEAQ     -64(DX), R8
-	VPXORQ   (R8), Z0, Z0
+	LEAQ     -64(DX), BX
+	VPXORQ   (BX), Z1, Z1
+	VPANDQ   Z0, Z1, Z0
 	VPOPCNTQ Z0, Z0
-	MOVQ     SI, DX
+	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
 
 lastprobe:
-	ADDQ            $0x00000020, BX
-	VBROADCASTI64X4 (BX), Z2
-	VPXORQ          (R8), Z2, Z2
-	VPOPCNTQ        Z2, Z2
-	VPADDQ          Z2, Z0, Z0
+	ADDQ            $0x00000020, SI
+	VBROADCASTI64X4 (SI), Z3
+	VPADDQ          Z0, Z0, Z0
+	VPANDQ          Z3, Z1, Z3
+	VPOPCNTQ        Z3, Z3
+	VPADDQ          Z3, Z0, Z0
 	DECQ            DX
 	JNZ             lastprobe
 
 lastdone:
-	VPSHUFD  $0x4e, Z0, Z2
-	VPADDQ   Z2, Z0, Z0
-	VPERMQ   $0x4e, Z0, Z2
-	VPADDQ   Z2, Z0, Z0
-	VPCMPEQQ Z1, Z0, K1
+	VPSHUFD  $0x4e, Z0, Z1
+	VPADDQ   Z1, Z0, Z0
+	VPERMQ   $0x4e, Z0, Z1
+	VPADDQ   Z1, Z0, Z0
+	VPCMPEQQ Z2, Z0, K1
 	KMOVW    K1, R9
-	SUBQ     R8, CX
+	SUBQ     BX, CX
 	SHRQ     $0x03, CX
 	SHRXQ    CX, R9, R9
 	SHLXQ    CX, R9, R9
-	MOVQ     R8, CX
+	MOVQ     BX, CX
 	TESTQ    R9, R9
 	JNZ      found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
-	SHLQ $0x03, DI
+	BSFQ R9, R8
+	SHLQ $0x03, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x05, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind8AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-56
+TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTB (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	MOVL         target+40(FP), R8
-	MOVQ         R8, X3
-	VPBROADCASTB X3, Y3
+	VPBROADCASTB (SI), Y0
+	VPBROADCASTB (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	MOVL         target+48(FP), BX
+	MOVQ         BX, X4
+	VPBROADCASTB X4, Y4
 
 loop:
-	LEAQ    32(CX), R8
-	CMPQ    R8, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y4
-	VPSRLW  $0x04, Y4, Y5
-	VPAND   Y2, Y4, Y4
-	VPAND   Y2, Y5, Y5
-	VPSHUFB Y4, Y1, Y4
-	VPSHUFB Y5, Y1, Y5
-	VPADDB  Y5, Y4, Y4
-	MOVQ    SI, R9
-	DECQ    R9
-	JZ      loopdone
-	MOVQ    BX, R10
-
-loopprobe:
-	ADDQ         $0x00000008, R10
-	VPBROADCASTB (R10), Y5
-	VPXOR        (CX), Y5, Y5
-	VPSRLW       $0x04, Y5, Y6
-	VPAND        Y2, Y5, Y5
-	VPAND        Y2, Y6, Y6
-	VPSHUFB      Y5, Y1, Y5
-	VPSHUFB      Y6, Y1, Y6
-	VPADDB       Y6, Y5, Y5
-	VPADDB       Y5, Y4, Y4
-	DECQ         R9
-	JNZ          loopprobe
-
-loopdone:
-	VPCMPEQB  Y3, Y4, Y4
-	VPMOVMSKB Y4, R9
-	TESTQ     R9, R9
-	JNZ       found
-	MOVQ      R8, CX
-	JMP       loop
-
-last:
-	CMPQ    CX, DX
-	JE      none
-	LEAQ    -32(DX), R8
-	VPXOR   (R8), Y0, Y0
-	VPSRLW  $0x04, Y0, Y4
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y4, Y4
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y4, Y1, Y4
-	VPADDB  Y4, Y0, Y0
-	MOVQ    SI, DX
-	DECQ    DX
-	JZ      lastdone
-
-lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTB (BX), Y4
-	VPXOR        (R8), Y4, Y4
-	VPSRLW       $0x04, Y4, Y5
-	VPAND        Y2, Y4, Y4
-	VPAND        Y2, Y5, Y5
-	VPSHUFB      Y4, Y1, Y4
-	VPSHUFB      Y5, Y1, Y5
-	VPADDB       Y5, Y4, Y4
-	VPADDB       Y4, Y0, Y0
-	DECQ         DX
-	JNZ          lastprobe
-
-lastdone:
-	VPCMPEQB  Y3, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
-	SHRXQ     CX, R9, R9
-	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
-	TESTQ     R9, R9
-	JNZ       found
-
-none:
-	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-found:
-	BSFQ R9, DI
-	SUBQ AX, CX
-	ADDQ DI, CX
-	MOVQ CX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-// func hammingFind16AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
-// Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-56
-	MOVQ         table+0(FP), AX
-	MOVQ         from+8(FP), CX
-	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
-	LEAQ         (AX)(CX*1), CX
-	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTW (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VMOVDQU      onesB<>+0(SB), Y3
-	MOVL         target+40(FP), R8
-	MOVQ         R8, X4
-	VPBROADCASTW X4, Y4
-
-loop:
-	LEAQ       32(CX), R8
-	CMPQ       R8, DX
-	JA         last
-	VPXOR      (CX), Y0, Y5
-	VPSRLW     $0x04, Y5, Y6
-	VPAND      Y2, Y5, Y5
-	VPAND      Y2, Y6, Y6
-	VPSHUFB    Y5, Y1, Y5
-	VPSHUFB    Y6, Y1, Y6
-	VPADDB     Y6, Y5, Y5
-	VPMADDUBSW Y3, Y5, Y5
-	MOVQ       SI, R9
-	DECQ       R9
-	JZ         loopdone
-	MOVQ       BX, R10
-
-loopprobe:
-	ADDQ         $0x00000008, R10
-	VPBROADCASTW (R10), Y6
-	VPXOR        (CX), Y6, Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y2, Y6, Y6
-	VPAND        Y2, Y7, Y7
-	VPSHUFB      Y6, Y1, Y6
-	VPSHUFB      Y7, Y1, Y7
-	VPADDB       Y7, Y6, Y6
-	VPMADDUBSW   Y3, Y6, Y6
-	VPADDW       Y6, Y5, Y5
-	DECQ         R9
-	JNZ          loopprobe
-
-loopdone:
-	VPCMPEQW  Y4, Y5, Y5
-	VPMOVMSKB Y5, R9
-	TESTQ     R9, R9
-	JNZ       found
-	MOVQ      R8, CX
-	JMP       loop
-
-last:
-	CMPQ       CX, DX
-	JE         none
-	LEAQ       -32(DX), R8
-	VPXOR      (R8), Y0, Y0
-	VPSRLW     $0x04, Y0, Y5
-	VPAND      Y2, Y0, Y0
-	VPAND      Y2, Y5, Y5
-	VPSHUFB    Y0, Y1, Y0
-	VPSHUFB    Y5, Y1, Y5
-	VPADDB     Y5, Y0, Y0
-	VPMADDUBSW Y3, Y0, Y0
-	MOVQ       SI, DX
-	DECQ       DX
-	JZ         lastdone
-
-lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTW (BX), Y5
-	VPXOR        (R8), Y5, Y5
-	VPSRLW       $0x04, Y5, Y6
-	VPAND        Y2, Y5, Y5
-	VPAND        Y2, Y6, Y6
-	VPSHUFB      Y5, Y1, Y5
-	VPSHUFB      Y6, Y1, Y6
-	VPADDB       Y6, Y5, Y5
-	VPMADDUBSW   Y3, Y5, Y5
-	VPADDW       Y5, Y0, Y0
-	DECQ         DX
-	JNZ          lastprobe
-
-lastdone:
-	VPCMPEQW  Y4, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
-	SHRXQ     CX, R9, R9
-	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
-	TESTQ     R9, R9
-	JNZ       found
-
-none:
-	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-found:
-	BSFQ R9, DI
-	SUBQ AX, CX
-	ADDQ DI, CX
-	SHRQ $0x01, CX
-	MOVQ CX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-// func hammingFind32AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
-// Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-56
-	MOVQ         table+0(FP), AX
-	MOVQ         from+8(FP), CX
-	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
-	LEAQ         (AX)(CX*1), CX
-	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTD (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VMOVDQU      onesB<>+0(SB), Y3
-	MOVL         target+40(FP), R8
-	MOVQ         R8, X4
-	VPBROADCASTD X4, Y4
-
-loop:
-	LEAQ       32(CX), R8
-	CMPQ       R8, DX
-	JA         last
-	VPXOR      (CX), Y0, Y5
-	VPSRLW     $0x04, Y5, Y6
-	VPAND      Y2, Y5, Y5
-	VPAND      Y2, Y6, Y6
-	VPSHUFB    Y5, Y1, Y5
-	VPSHUFB    Y6, Y1, Y6
-	VPADDB     Y6, Y5, Y5
-	VPMADDUBSW Y3, Y5, Y5
-	VPMADDWD   onesW<>+0(SB), Y5, Y5
-	MOVQ       SI, R9
-	DECQ       R9
-	JZ         loopdone
-	MOVQ       BX, R10
-
-loopprobe:
-	ADDQ         $0x00000008, R10
-	VPBROADCASTD (R10), Y6
-	VPXOR        (CX), Y6, Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y2, Y6, Y6
-	VPAND        Y2, Y7, Y7
-	VPSHUFB      Y6, Y1, Y6
-	VPSHUFB      Y7, Y1, Y7
-	VPADDB       Y7, Y6, Y6
-	VPMADDUBSW   Y3, Y6, Y6
-	VPMADDWD     onesW<>+0(SB), Y6, Y6
-	VPADDD       Y6, Y5, Y5
-	DECQ         R9
-	JNZ          loopprobe
-
-loopdone:
-	VPCMPEQD  Y4, Y5, Y5
-	VPMOVMSKB Y5, R9
-	TESTQ     R9, R9
-	JNZ       found
-	MOVQ      R8, CX
-	JMP       loop
-
-last:
-	CMPQ       CX, DX
-	JE         none
-	LEAQ       -32(DX), R8
-	VPXOR      (R8), Y0, Y0
-	VPSRLW     $0x04, Y0, Y5
-	VPAND      Y2, Y0, Y0
-	VPAND      Y2, Y5, Y5
-	VPSHUFB    Y0, Y1, Y0
-	VPSHUFB    Y5, Y1, Y5
-	VPADDB     Y5, Y0, Y0
-	VPMADDUBSW Y3, Y0, Y0
-	VPMADDWD   onesW<>+0(SB), Y0, Y0
-	MOVQ       SI, DX
-	DECQ       DX
-	JZ         lastdone
-
-lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTD (BX), Y5
-	VPXOR        (R8), Y5, Y5
-	VPSRLW       $0x04, Y5, Y6
-	VPAND        Y2, Y5, Y5
-	VPAND        Y2, Y6, Y6
-	VPSHUFB      Y5, Y1, Y5
-	VPSHUFB      Y6, Y1, Y6
-	VPADDB       Y6, Y5, Y5
-	VPMADDUBSW   Y3, Y5, Y5
-	VPMADDWD     onesW<>+0(SB), Y5, Y5
-	VPADDD       Y5, Y0, Y0
-	DECQ         DX
-	JNZ          lastprobe
-
-lastdone:
-	VPCMPEQD  Y4, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
-	SHRXQ     CX, R9, R9
-	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
-	TESTQ     R9, R9
-	JNZ       found
-
-none:
-	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-found:
-	BSFQ R9, DI
-	SUBQ AX, CX
-	ADDQ DI, CX
-	SHRQ $0x02, CX
-	MOVQ CX, ret+48(FP)
-	VZEROUPPER
-	RET
-
-// func hammingFind64AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
-// Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-56
-	MOVQ         table+0(FP), AX
-	MOVQ         from+8(FP), CX
-	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
-	LEAQ         (AX)(CX*1), CX
-	LEAQ         (AX)(DX*1), DX
-	VPBROADCASTQ (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VPXOR        Y3, Y3, Y3
-	MOVL         target+40(FP), R8
-	MOVQ         R8, X4
-	VPBROADCASTQ X4, Y4
-
-loop:
-	LEAQ    32(CX), R8
-	CMPQ    R8, DX
-	JA      last
-	VPXOR   (CX), Y0, Y5
+	VPXOR   (CX), Y1, Y5
+	VPAND   Y0, Y5, Y5
 	VPSRLW  $0x04, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y5, Y1, Y5
-	VPSHUFB Y6, Y1, Y6
+	VPAND   Y3, Y5, Y5
+	VPAND   Y3, Y6, Y6
+	VPSHUFB Y5, Y2, Y5
+	VPSHUFB Y6, Y2, Y6
 	VPADDB  Y6, Y5, Y5
-	VPSADBW Y3, Y5, Y5
-	MOVQ    SI, R9
+	MOVQ    DI, R9
 	DECQ    R9
 	JZ      loopdone
-	MOVQ    BX, R10
+	MOVQ    SI, R10
 
 loopprobe:
 	ADDQ         $0x00000008, R10
-	VPBROADCASTQ (R10), Y6
-	VPXOR        (CX), Y6, Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y2, Y6, Y6
-	VPAND        Y2, Y7, Y7
-	VPSHUFB      Y6, Y1, Y6
-	VPSHUFB      Y7, Y1, Y7
-	VPADDB       Y7, Y6, Y6
-	VPSADBW      Y3, Y6, Y6
-	VPADDQ       Y6, Y5, Y5
+	VPBROADCASTB (R10), Y6
+	VPADDB       Y5, Y5, Y5
+	VPXOR        (CX), Y1, Y7
+	VPAND        Y6, Y7, Y7
+	VPSRLW       $0x04, Y7, Y6
+	VPAND        Y3, Y7, Y7
+	VPAND        Y3, Y6, Y6
+	VPSHUFB      Y7, Y2, Y7
+	VPSHUFB      Y6, Y2, Y6
+	VPADDB       Y6, Y7, Y7
+	VPADDB       Y7, Y5, Y5
 	DECQ         R9
 	JNZ          loopprobe
 
 loopdone:
-	VPCMPEQQ  Y4, Y5, Y5
+	VPCMPEQB  Y4, Y5, Y5
 	VPMOVMSKB Y5, R9
 	TESTQ     R9, R9
 	JNZ       found
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	JMP       loop
 
 last:
 	CMPQ    CX, DX
 	JE      none
-	LEAQ    -32(DX), R8
-	VPXOR   (R8), Y0, Y0
-	VPSRLW  $0x04, Y0, Y5
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y5, Y5
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y5, Y1, Y5
-	VPADDB  Y5, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	MOVQ    SI, DX
+	LEAQ    -32(DX), BX
+	VPXOR   (BX), Y1, Y5
+	VPAND   Y0, Y5, Y5
+	VPSRLW  $0x04, Y5, Y0
+	VPAND   Y3, Y5, Y5
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y5, Y2, Y5
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y5, Y5
+	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
 
 lastprobe:
-	ADDQ         $0x00000008, BX
-	VPBROADCASTQ (BX), Y5
-	VPXOR        (R8), Y5, Y5
-	VPSRLW       $0x04, Y5, Y6
-	VPAND        Y2, Y5, Y5
-	VPAND        Y2, Y6, Y6
-	VPSHUFB      Y5, Y1, Y5
-	VPSHUFB      Y6, Y1, Y6
+	ADDQ         $0x00000008, SI
+	VPBROADCASTB (SI), Y0
+	VPADDB       Y5, Y5, Y5
+	VPXOR        (BX), Y1, Y6
+	VPAND        Y0, Y6, Y6
+	VPSRLW       $0x04, Y6, Y0
+	VPAND        Y3, Y6, Y6
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y6, Y2, Y6
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y6, Y6
 	VPADDB       Y6, Y5, Y5
-	VPSADBW      Y3, Y5, Y5
-	VPADDQ       Y5, Y0, Y0
 	DECQ         DX
 	JNZ          lastprobe
 
 lastdone:
-	VPCMPEQQ  Y4, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
+	VPCMPEQB  Y4, Y5, Y5
+	VPMOVMSKB Y5, R9
+	SUBQ      BX, CX
 	SHRXQ     CX, R9, R9
 	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	TESTQ     R9, R9
 	JNZ       found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
+	BSFQ R9, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
-	SHRQ $0x03, CX
-	MOVQ CX, ret+48(FP)
+	ADDQ R8, CX
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind128AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-56
+TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-64
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTW (SI), Y0
+	VPBROADCASTW (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VMOVDQU      onesB<>+0(SB), Y4
+	MOVL         target+48(FP), BX
+	MOVQ         BX, X5
+	VPBROADCASTW X5, Y5
+
+loop:
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
+	JA         last
+	VPXOR      (CX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y7
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	MOVQ       DI, R9
+	DECQ       R9
+	JZ         loopdone
+	MOVQ       SI, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTW (R10), Y7
+	VPADDW       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y8
+	VPAND        Y7, Y8, Y8
+	VPSRLW       $0x04, Y8, Y7
+	VPAND        Y3, Y8, Y8
+	VPAND        Y3, Y7, Y7
+	VPSHUFB      Y8, Y2, Y8
+	VPSHUFB      Y7, Y2, Y7
+	VPADDB       Y7, Y8, Y8
+	VPMADDUBSW   Y4, Y8, Y8
+	VPADDW       Y8, Y6, Y6
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQW  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      BX, CX
+	JMP       loop
+
+last:
+	CMPQ       CX, DX
+	JE         none
+	LEAQ       -32(DX), BX
+	VPXOR      (BX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y0
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	MOVQ       DI, DX
+	DECQ       DX
+	JZ         lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, SI
+	VPBROADCASTW (SI), Y0
+	VPADDW       Y6, Y6, Y6
+	VPXOR        (BX), Y1, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x04, Y7, Y0
+	VPAND        Y3, Y7, Y7
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y7, Y2, Y7
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y7, Y7
+	VPMADDUBSW   Y4, Y7, Y7
+	VPADDW       Y7, Y6, Y6
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQW  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	SUBQ      BX, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      BX, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, R8
+	SUBQ AX, CX
+	ADDQ R8, CX
+	SHRQ $0x01, CX
+	MOVQ CX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-64
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTD (SI), Y0
+	VPBROADCASTD (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VMOVDQU      onesB<>+0(SB), Y4
+	MOVL         target+48(FP), BX
+	MOVQ         BX, X5
+	VPBROADCASTD X5, Y5
+
+loop:
+	LEAQ       32(CX), BX
+	CMPQ       BX, DX
+	JA         last
+	VPXOR      (CX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y7
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	VPMADDWD   onesW<>+0(SB), Y6, Y6
+	MOVQ       DI, R9
+	DECQ       R9
+	JZ         loopdone
+	MOVQ       SI, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTD (R10), Y7
+	VPADDD       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y8
+	VPAND        Y7, Y8, Y8
+	VPSRLW       $0x04, Y8, Y7
+	VPAND        Y3, Y8, Y8
+	VPAND        Y3, Y7, Y7
+	VPSHUFB      Y8, Y2, Y8
+	VPSHUFB      Y7, Y2, Y7
+	VPADDB       Y7, Y8, Y8
+	VPMADDUBSW   Y4, Y8, Y8
+	VPMADDWD     onesW<>+0(SB), Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQD  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      BX, CX
+	JMP       loop
+
+last:
+	CMPQ       CX, DX
+	JE         none
+	LEAQ       -32(DX), BX
+	VPXOR      (BX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y0
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	VPMADDWD   onesW<>+0(SB), Y6, Y6
+	MOVQ       DI, DX
+	DECQ       DX
+	JZ         lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, SI
+	VPBROADCASTD (SI), Y0
+	VPADDD       Y6, Y6, Y6
+	VPXOR        (BX), Y1, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x04, Y7, Y0
+	VPAND        Y3, Y7, Y7
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y7, Y2, Y7
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y7, Y7
+	VPMADDUBSW   Y4, Y7, Y7
+	VPMADDWD     onesW<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQD  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	SUBQ      BX, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      BX, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, R8
+	SUBQ AX, CX
+	ADDQ R8, CX
+	SHRQ $0x02, CX
+	MOVQ CX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-64
+	MOVQ         table+0(FP), AX
+	MOVQ         from+8(FP), CX
+	MOVQ         to+16(FP), DX
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
+	LEAQ         (AX)(CX*1), CX
+	LEAQ         (AX)(DX*1), DX
+	VPBROADCASTQ (SI), Y0
+	VPBROADCASTQ (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	MOVL         target+48(FP), BX
+	MOVQ         BX, X5
+	VPBROADCASTQ X5, Y5
+
+loop:
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
+	JA      last
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, R9
+	DECQ    R9
+	JZ      loopdone
+	MOVQ    SI, R10
+
+loopprobe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTQ (R10), Y7
+	VPADDQ       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y8
+	VPAND        Y7, Y8, Y8
+	VPSRLW       $0x04, Y8, Y7
+	VPAND        Y3, Y8, Y8
+	VPAND        Y3, Y7, Y7
+	VPSHUFB      Y8, Y2, Y8
+	VPSHUFB      Y7, Y2, Y7
+	VPADDB       Y7, Y8, Y8
+	VPSADBW      Y4, Y8, Y8
+	VPADDQ       Y8, Y6, Y6
+	DECQ         R9
+	JNZ          loopprobe
+
+loopdone:
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       found
+	MOVQ      BX, CX
+	JMP       loop
+
+last:
+	CMPQ    CX, DX
+	JE      none
+	LEAQ    -32(DX), BX
+	VPXOR   (BX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y0
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, DX
+	DECQ    DX
+	JZ      lastdone
+
+lastprobe:
+	ADDQ         $0x00000008, SI
+	VPBROADCASTQ (SI), Y0
+	VPADDQ       Y6, Y6, Y6
+	VPXOR        (BX), Y1, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x04, Y7, Y0
+	VPAND        Y3, Y7, Y7
+	VPAND        Y3, Y0, Y0
+	VPSHUFB      Y7, Y2, Y7
+	VPSHUFB      Y0, Y2, Y0
+	VPADDB       Y0, Y7, Y7
+	VPSADBW      Y4, Y7, Y7
+	VPADDQ       Y7, Y6, Y6
+	DECQ         DX
+	JNZ          lastprobe
+
+lastdone:
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	SUBQ      BX, CX
+	SHRXQ     CX, R9, R9
+	SHLXQ     CX, R9, R9
+	MOVQ      BX, CX
+	TESTQ     R9, R9
+	JNZ       found
+
+none:
+	MOVQ $-1, AX
+	MOVQ AX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+found:
+	BSFQ R9, R8
+	SUBQ AX, CX
+	ADDQ R8, CX
+	SHRQ $0x03, CX
+	MOVQ CX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// Requires: AVX, AVX2, BMI2, SSE2
+TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-64
 	MOVQ           table+0(FP), AX
 	MOVQ           from+8(FP), CX
 	MOVQ           to+16(FP), DX
-	MOVQ           probes+24(FP), BX
-	MOVQ           np+32(FP), SI
+	MOVQ           m+24(FP), BX
+	MOVQ           planes+32(FP), SI
+	MOVQ           np+40(FP), DI
 	LEAQ           (AX)(CX*1), CX
 	LEAQ           (AX)(DX*1), DX
-	VBROADCASTI128 (BX), Y0
-	VMOVDQU        nibbleLUT<>+0(SB), Y1
-	VMOVDQU        lowNibbles<>+0(SB), Y2
-	VPXOR          Y3, Y3, Y3
-	MOVL           target+40(FP), R8
-	MOVQ           R8, X4
-	VPBROADCASTQ   X4, Y4
+	VBROADCASTI128 (SI), Y0
+	VBROADCASTI128 (BX), Y1
+	VMOVDQU        nibbleLUT<>+0(SB), Y2
+	VMOVDQU        lowNibbles<>+0(SB), Y3
+	VPXOR          Y4, Y4, Y4
+	MOVL           target+48(FP), BX
+	MOVQ           BX, X5
+	VPBROADCASTQ   X5, Y5
 
 loop:
-	LEAQ    32(CX), R8
-	CMPQ    R8, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y5
-	VPSRLW  $0x04, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y5, Y1, Y5
-	VPSHUFB Y6, Y1, Y6
-	VPADDB  Y6, Y5, Y5
-	VPSADBW Y3, Y5, Y5
-	MOVQ    SI, R9
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, R9
 	DECQ    R9
 	JZ      loopdone
-	MOVQ    BX, R10
+	MOVQ    SI, R10
 
 loopprobe:
 	ADDQ           $0x00000010, R10
-	VBROADCASTI128 (R10), Y6
-	VPXOR          (CX), Y6, Y6
-	VPSRLW         $0x04, Y6, Y7
-	VPAND          Y2, Y6, Y6
-	VPAND          Y2, Y7, Y7
-	VPSHUFB        Y6, Y1, Y6
-	VPSHUFB        Y7, Y1, Y7
-	VPADDB         Y7, Y6, Y6
-	VPSADBW        Y3, Y6, Y6
-	VPADDQ         Y6, Y5, Y5
+	VBROADCASTI128 (R10), Y7
+	VPADDQ         Y6, Y6, Y6
+	VPXOR          (CX), Y1, Y8
+	VPAND          Y7, Y8, Y8
+	VPSRLW         $0x04, Y8, Y7
+	VPAND          Y3, Y8, Y8
+	VPAND          Y3, Y7, Y7
+	VPSHUFB        Y8, Y2, Y8
+	VPSHUFB        Y7, Y2, Y7
+	VPADDB         Y7, Y8, Y8
+	VPSADBW        Y4, Y8, Y8
+	VPADDQ         Y8, Y6, Y6
 	DECQ           R9
 	JNZ            loopprobe
 
 loopdone:
-	VPSHUFD   $0x4e, Y5, Y6
-	VPADDD    Y6, Y5, Y5
-	VPCMPEQQ  Y4, Y5, Y5
-	VPMOVMSKB Y5, R9
+	VPSHUFD   $0x4e, Y6, Y7
+	VPADDD    Y7, Y6, Y6
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
 	TESTQ     R9, R9
 	JNZ       found
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	JMP       loop
 
 last:
 	CMPQ    CX, DX
 	JE      none
-	LEAQ    -32(DX), R8
-	VPXOR   (R8), Y0, Y0
-	VPSRLW  $0x04, Y0, Y5
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y5, Y5
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y5, Y1, Y5
-	VPADDB  Y5, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	MOVQ    SI, DX
+	LEAQ    -32(DX), BX
+	VPXOR   (BX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y0
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
 
 lastprobe:
-	ADDQ           $0x00000010, BX
-	VBROADCASTI128 (BX), Y5
-	VPXOR          (R8), Y5, Y5
-	VPSRLW         $0x04, Y5, Y6
-	VPAND          Y2, Y5, Y5
-	VPAND          Y2, Y6, Y6
-	VPSHUFB        Y5, Y1, Y5
-	VPSHUFB        Y6, Y1, Y6
-	VPADDB         Y6, Y5, Y5
-	VPSADBW        Y3, Y5, Y5
-	VPADDQ         Y5, Y0, Y0
+	ADDQ           $0x00000010, SI
+	VBROADCASTI128 (SI), Y0
+	VPADDQ         Y6, Y6, Y6
+	VPXOR          (BX), Y1, Y7
+	VPAND          Y0, Y7, Y7
+	VPSRLW         $0x04, Y7, Y0
+	VPAND          Y3, Y7, Y7
+	VPAND          Y3, Y0, Y0
+	VPSHUFB        Y7, Y2, Y7
+	VPSHUFB        Y0, Y2, Y0
+	VPADDB         Y0, Y7, Y7
+	VPSADBW        Y4, Y7, Y7
+	VPADDQ         Y7, Y6, Y6
 	DECQ           DX
 	JNZ            lastprobe
 
 lastdone:
-	VPSHUFD   $0x4e, Y0, Y1
-	VPADDD    Y1, Y0, Y0
-	VPCMPEQQ  Y4, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
+	VPSHUFD   $0x4e, Y6, Y0
+	VPADDD    Y0, Y6, Y6
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	SUBQ      BX, CX
 	SHRXQ     CX, R9, R9
 	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	TESTQ     R9, R9
 	JNZ       found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
+	BSFQ R9, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x04, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind256AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+// func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-56
+TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-64
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
-	MOVQ         probes+24(FP), BX
-	MOVQ         np+32(FP), SI
+	MOVQ         m+24(FP), BX
+	MOVQ         planes+32(FP), SI
+	MOVQ         np+40(FP), DI
 	LEAQ         (AX)(CX*1), CX
 	LEAQ         (AX)(DX*1), DX
-	VMOVDQU      (BX), Y0
-	VMOVDQU      nibbleLUT<>+0(SB), Y1
-	VMOVDQU      lowNibbles<>+0(SB), Y2
-	VPXOR        Y3, Y3, Y3
-	MOVL         target+40(FP), R8
-	MOVQ         R8, X4
-	VPBROADCASTQ X4, Y4
+	VMOVDQU      (SI), Y0
+	VMOVDQU      (BX), Y1
+	VMOVDQU      nibbleLUT<>+0(SB), Y2
+	VMOVDQU      lowNibbles<>+0(SB), Y3
+	VPXOR        Y4, Y4, Y4
+	MOVL         target+48(FP), BX
+	MOVQ         BX, X5
+	VPBROADCASTQ X5, Y5
 
 loop:
-	LEAQ    32(CX), R8
-	CMPQ    R8, DX
+	LEAQ    32(CX), BX
+	CMPQ    BX, DX
 	JA      last
-	VPXOR   (CX), Y0, Y5
-	VPSRLW  $0x04, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y5, Y1, Y5
-	VPSHUFB Y6, Y1, Y6
-	VPADDB  Y6, Y5, Y5
-	VPSADBW Y3, Y5, Y5
-	MOVQ    SI, R9
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, R9
 	DECQ    R9
 	JZ      loopdone
-	MOVQ    BX, R10
+	MOVQ    SI, R10
 
 loopprobe:
 	ADDQ    $0x00000020, R10
-	VMOVDQU (R10), Y6
-	VPXOR   (CX), Y6, Y6
-	VPSRLW  $0x04, Y6, Y7
-	VPAND   Y2, Y6, Y6
-	VPAND   Y2, Y7, Y7
-	VPSHUFB Y6, Y1, Y6
-	VPSHUFB Y7, Y1, Y7
-	VPADDB  Y7, Y6, Y6
-	VPSADBW Y3, Y6, Y6
-	VPADDQ  Y6, Y5, Y5
+	VMOVDQU (R10), Y7
+	VPADDQ  Y6, Y6, Y6
+	VPXOR   (CX), Y1, Y8
+	VPAND   Y7, Y8, Y8
+	VPSRLW  $0x04, Y8, Y7
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPADDQ  Y8, Y6, Y6
 	DECQ    R9
 	JNZ     loopprobe
 
 loopdone:
-	VPSHUFD   $0x4e, Y5, Y6
-	VPADDD    Y6, Y5, Y5
-	VPERMQ    $0x4e, Y5, Y6
-	VPADDD    Y6, Y5, Y5
-	VPCMPEQQ  Y4, Y5, Y5
-	VPMOVMSKB Y5, R9
+	VPSHUFD   $0x4e, Y6, Y7
+	VPADDD    Y7, Y6, Y6
+	VPERMQ    $0x4e, Y6, Y7
+	VPADDD    Y7, Y6, Y6
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
 	TESTQ     R9, R9
 	JNZ       found
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	JMP       loop
 
 last:
 	CMPQ    CX, DX
 	JE      none
-	LEAQ    -32(DX), R8
-	VPXOR   (R8), Y0, Y0
-	VPSRLW  $0x04, Y0, Y5
-	VPAND   Y2, Y0, Y0
-	VPAND   Y2, Y5, Y5
-	VPSHUFB Y0, Y1, Y0
-	VPSHUFB Y5, Y1, Y5
-	VPADDB  Y5, Y0, Y0
-	VPSADBW Y3, Y0, Y0
-	MOVQ    SI, DX
+	LEAQ    -32(DX), BX
+	VPXOR   (BX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y0
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
 
 lastprobe:
-	ADDQ    $0x00000020, BX
-	VMOVDQU (BX), Y5
-	VPXOR   (R8), Y5, Y5
-	VPSRLW  $0x04, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y5, Y1, Y5
-	VPSHUFB Y6, Y1, Y6
-	VPADDB  Y6, Y5, Y5
-	VPSADBW Y3, Y5, Y5
-	VPADDQ  Y5, Y0, Y0
+	ADDQ    $0x00000020, SI
+	VMOVDQU (SI), Y0
+	VPADDQ  Y6, Y6, Y6
+	VPXOR   (BX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y0
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPADDQ  Y7, Y6, Y6
 	DECQ    DX
 	JNZ     lastprobe
 
 lastdone:
-	VPSHUFD   $0x4e, Y0, Y1
-	VPADDD    Y1, Y0, Y0
-	VPERMQ    $0x4e, Y0, Y1
-	VPADDD    Y1, Y0, Y0
-	VPCMPEQQ  Y4, Y0, Y0
-	VPMOVMSKB Y0, R9
-	SUBQ      R8, CX
+	VPSHUFD   $0x4e, Y6, Y0
+	VPADDD    Y0, Y6, Y6
+	VPERMQ    $0x4e, Y6, Y0
+	VPADDD    Y0, Y6, Y6
+	VPCMPEQQ  Y5, Y6, Y6
+	VPMOVMSKB Y6, R9
+	SUBQ      BX, CX
 	SHRXQ     CX, R9, R9
 	SHLXQ     CX, R9, R9
-	MOVQ      R8, CX
+	MOVQ      BX, CX
 	TESTQ     R9, R9
 	JNZ       found
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+48(FP)
+	MOVQ AX, ret+56(FP)
 	VZEROUPPER
 	RET
 
 found:
-	BSFQ R9, DI
+	BSFQ R9, R8
 	SUBQ AX, CX
-	ADDQ DI, CX
+	ADDQ R8, CX
 	SHRQ $0x05, CX
-	MOVQ CX, ret+48(FP)
+	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET

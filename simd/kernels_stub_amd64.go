@@ -501,11 +501,11 @@ func hammingN16AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np 
 //go:noescape
 func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np int)
 
-// hammingMax8AVX512 returns the largest summed Hamming distance between the probe
-// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
+// hammingMax8AVX512 returns the largest Hamming distance between the probe and the 8-bit
+// codes [from/1, to/1) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
 //
-//	var m int
+//	var best int
 //	for i := from / 1; i < to/1; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -514,11 +514,10 @@ func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np 
 //			continue
 //		}
 //		var d int
-//		c := *(*uint8)(unsafe.Add(table, i*1))
-//		d += bits.OnesCount8(c ^ uint8(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount8(*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
@@ -527,11 +526,11 @@ func hammingN32AVX2(dist *uint32, table *uint64, blocks int, probes *uint64, np 
 //go:noescape
 func hammingMax8AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax16AVX512 returns the largest summed Hamming distance between the probe
-// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
+// hammingMax16AVX512 returns the largest Hamming distance between the probe and the 16-bit
+// codes [from/2, to/2) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
 //
-//	var m int
+//	var best int
 //	for i := from / 2; i < to/2; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -540,11 +539,10 @@ func hammingMax8AVX512(table *byte, from int, to int, probe *uint64, skip *int32
 //			continue
 //		}
 //		var d int
-//		c := *(*uint16)(unsafe.Add(table, i*2))
-//		d += bits.OnesCount16(c ^ uint16(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount16(*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
@@ -553,11 +551,11 @@ func hammingMax8AVX512(table *byte, from int, to int, probe *uint64, skip *int32
 //go:noescape
 func hammingMax16AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax32AVX512 returns the largest summed Hamming distance between the probe
-// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
+// hammingMax32AVX512 returns the largest Hamming distance between the probe and the 32-bit
+// codes [from/4, to/4) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
 //
-//	var m int
+//	var best int
 //	for i := from / 4; i < to/4; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -566,22 +564,21 @@ func hammingMax16AVX512(table *byte, from int, to int, probe *uint64, skip *int3
 //			continue
 //		}
 //		var d int
-//		c := *(*uint32)(unsafe.Add(table, i*4))
-//		d += bits.OnesCount32(c ^ uint32(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount32(*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax32AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax64AVX512 returns the largest summed Hamming distance between the probe
-// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
+// hammingMax64AVX512 returns the largest Hamming distance between the probe and the 64-bit
+// codes [from/8, to/8) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
 //
-//	var m int
+//	var best int
 //	for i := from / 8; i < to/8; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -590,21 +587,21 @@ func hammingMax32AVX512(table *byte, from int, to int, probe *uint64, skip *int3
 //			continue
 //		}
 //		var d int
-//		d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ *probe)
-//		m = max(m, d)
+//		d = bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax64AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax128AVX512 returns the largest summed Hamming distance between the probe
-// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
+// hammingMax128AVX512 returns the largest Hamming distance between the probe and the 128-bit
+// codes [from/16, to/16) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
 //
-//	var m int
+//	var best int
 //	for i := from / 16; i < to/16; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -616,20 +613,20 @@ func hammingMax64AVX512(table *byte, from int, to int, probe *uint64, skip *int3
 //		for w := 0; w < 2; w++ {
 //			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(probe)[w])
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax128AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax256AVX512 returns the largest summed Hamming distance between the probe
-// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
+// hammingMax256AVX512 returns the largest Hamming distance between the probe and the 256-bit
+// codes [from/32, to/32) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
 //
-//	var m int
+//	var best int
 //	for i := from / 32; i < to/32; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -641,20 +638,20 @@ func hammingMax128AVX512(table *byte, from int, to int, probe *uint64, skip *int
 //		for w := 0; w < 4; w++ {
 //			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(probe)[w])
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax256AVX512(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax8AVX2 returns the largest summed Hamming distance between the probe
-// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
+// hammingMax8AVX2 returns the largest Hamming distance between the probe and the 8-bit
+// codes [from/1, to/1) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
 //
-//	var m int
+//	var best int
 //	for i := from / 1; i < to/1; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -663,22 +660,21 @@ func hammingMax256AVX512(table *byte, from int, to int, probe *uint64, skip *int
 //			continue
 //		}
 //		var d int
-//		c := *(*uint8)(unsafe.Add(table, i*1))
-//		d += bits.OnesCount8(c ^ uint8(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount8(*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax8AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax16AVX2 returns the largest summed Hamming distance between the probe
-// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
+// hammingMax16AVX2 returns the largest Hamming distance between the probe and the 16-bit
+// codes [from/2, to/2) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
 //
-//	var m int
+//	var best int
 //	for i := from / 2; i < to/2; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -687,22 +683,21 @@ func hammingMax8AVX2(table *byte, from int, to int, probe *uint64, skip *int32, 
 //			continue
 //		}
 //		var d int
-//		c := *(*uint16)(unsafe.Add(table, i*2))
-//		d += bits.OnesCount16(c ^ uint16(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount16(*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax16AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax32AVX2 returns the largest summed Hamming distance between the probe
-// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
+// hammingMax32AVX2 returns the largest Hamming distance between the probe and the 32-bit
+// codes [from/4, to/4) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
 //
-//	var m int
+//	var best int
 //	for i := from / 4; i < to/4; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -711,22 +706,21 @@ func hammingMax16AVX2(table *byte, from int, to int, probe *uint64, skip *int32,
 //			continue
 //		}
 //		var d int
-//		c := *(*uint32)(unsafe.Add(table, i*4))
-//		d += bits.OnesCount32(c ^ uint32(*probe))
-//		m = max(m, d)
+//		d = bits.OnesCount32(*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax32AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax64AVX2 returns the largest summed Hamming distance between the probe
-// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
+// hammingMax64AVX2 returns the largest Hamming distance between the probe and the 64-bit
+// codes [from/8, to/8) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
 //
-//	var m int
+//	var best int
 //	for i := from / 8; i < to/8; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -735,21 +729,21 @@ func hammingMax32AVX2(table *byte, from int, to int, probe *uint64, skip *int32,
 //			continue
 //		}
 //		var d int
-//		d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ *probe)
-//		m = max(m, d)
+//		d = bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*probe))
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax64AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax128AVX2 returns the largest summed Hamming distance between the probe
-// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
+// hammingMax128AVX2 returns the largest Hamming distance between the probe and the 128-bit
+// codes [from/16, to/16) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
 //
-//	var m int
+//	var best int
 //	for i := from / 16; i < to/16; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -761,20 +755,20 @@ func hammingMax64AVX2(table *byte, from int, to int, probe *uint64, skip *int32,
 //		for w := 0; w < 2; w++ {
 //			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(probe)[w])
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax128AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMax256AVX2 returns the largest summed Hamming distance between the probe
-// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
+// hammingMax256AVX2 returns the largest Hamming distance between the probe and the 256-bit
+// codes [from/32, to/32) of table, the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
 //
-//	var m int
+//	var best int
 //	for i := from / 32; i < to/32; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -786,20 +780,22 @@ func hammingMax128AVX2(table *byte, from int, to int, probe *uint64, skip *int32
 //		for w := 0; w < 4; w++ {
 //			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(probe)[w])
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
 func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
-// hammingMaxN8AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 31)
-// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
+// hammingMaxN8AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 255, byte sums) of the 8-bit codes [from/1, to/1) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
 //
-//	var m int
+//	var best int
 //	for i := from / 1; i < to/1; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -809,25 +805,26 @@ func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint8)(unsafe.Add(table, i*1))
-//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN8AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN16AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 4095)
-// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
+// hammingMaxN16AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 65535, word sums) of the 16-bit codes [from/2, to/2) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
 //
-//	var m int
+//	var best int
 //	for i := from / 2; i < to/2; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -837,25 +834,26 @@ func hammingMaxN8AVX512(table *byte, from int, to int, probes *uint64, np int, s
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint16)(unsafe.Add(table, i*2))
-//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN16AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN32AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*32 < 2^32)
-// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
+// hammingMaxN32AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 32-bit codes [from/4, to/4) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
 //
-//	var m int
+//	var best int
 //	for i := from / 4; i < to/4; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -865,23 +863,24 @@ func hammingMaxN16AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint32)(unsafe.Add(table, i*4))
-//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN64AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*64 < 2^32)
-// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
+// hammingMaxN64AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 64-bit codes [from/8, to/8) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
 //
-//	var m int
+//	var best int
 //	for i := from / 8; i < to/8; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -891,22 +890,24 @@ func hammingMaxN32AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN128AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*128 < 2^32)
-// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
+// hammingMaxN128AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 128-bit codes [from/16, to/16) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
 //
-//	var m int
+//	var best int
 //	for i := from / 16; i < to/16; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -916,24 +917,27 @@ func hammingMaxN64AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN256AVX512 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*256 < 2^32)
-// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
+// hammingMaxN256AVX512 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 256-bit codes [from/32, to/32) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
 //
-//	var m int
+//	var best int
 //	for i := from / 32; i < to/32; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -943,24 +947,27 @@ func hammingMaxN128AVX512(table *byte, from int, to int, probes *uint64, np int,
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX512(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN8AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 31)
-// and the 8-bit codes [from/1, to/1) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
+// hammingMaxN8AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 255, byte sums) of the 8-bit codes [from/1, to/1) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
 //
-//	var m int
+//	var best int
 //	for i := from / 1; i < to/1; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -970,23 +977,24 @@ func hammingMaxN256AVX512(table *byte, from int, to int, probes *uint64, np int,
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint8)(unsafe.Add(table, i*1))
-//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN8AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN16AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np <= 4095)
-// and the 16-bit codes [from/2, to/2) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
+// hammingMaxN16AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 65535, word sums) of the 16-bit codes [from/2, to/2) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
 //
-//	var m int
+//	var best int
 //	for i := from / 2; i < to/2; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -996,23 +1004,24 @@ func hammingMaxN8AVX2(table *byte, from int, to int, probes *uint64, np int, ski
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint16)(unsafe.Add(table, i*2))
-//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN16AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN32AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*32 < 2^32)
-// and the 32-bit codes [from/4, to/4) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
+// hammingMaxN32AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 32-bit codes [from/4, to/4) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
 //
-//	var m int
+//	var best int
 //	for i := from / 4; i < to/4; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -1022,23 +1031,24 @@ func hammingMaxN16AVX2(table *byte, from int, to int, probes *uint64, np int, sk
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint32)(unsafe.Add(table, i*4))
-//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN64AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*64 < 2^32)
-// and the 64-bit codes [from/8, to/8) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
+// hammingMaxN64AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 64-bit codes [from/8, to/8) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
 //
-//	var m int
+//	var best int
 //	for i := from / 8; i < to/8; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -1048,22 +1058,24 @@ func hammingMaxN32AVX2(table *byte, from int, to int, probes *uint64, np int, sk
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN128AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*128 < 2^32)
-// and the 128-bit codes [from/16, to/16) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
+// hammingMaxN128AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 128-bit codes [from/16, to/16) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
 //
-//	var m int
+//	var best int
 //	for i := from / 16; i < to/16; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -1073,24 +1085,27 @@ func hammingMaxN64AVX2(table *byte, from int, to int, probes *uint64, np int, sk
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
-// hammingMaxN256AVX2 returns the largest summed Hamming distance between each of the np probes at probes (1 <= np, np*256 < 2^32)
-// and the 256-bit codes [from/32, to/32) of table, the codes listed in skip[:nskip]
-// counting as 0 (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
+// hammingMaxN256AVX2 returns the largest level over the np planes (1 <= np; the level of a
+// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// every level at most 2^32-1) of the 256-bit codes [from/32, to/32) of table,
+// the codes listed in skip[:nskip] counting as 0
+// (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
 //
-//	var m int
+//	var best int
 //	for i := from / 32; i < to/32; i++ {
 //		for nskip > 0 && int(*skip) < i {
 //			skip, nskip = skip+1, nskip-1
@@ -1100,28 +1115,29 @@ func hammingMaxN128AVX2(table *byte, from int, to int, probes *uint64, np int, s
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
 //		}
-//		m = max(m, d)
+//		best = max(best, d)
 //	}
-//	return uint32(m)
+//	return uint32(best)
 //
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX2(table *byte, from int, to int, probes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
 
 // hammingFind8AVX512 returns the index of the first of the 8-bit codes [from/1, to/1)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 31)
-// equals target, or -1 (to-from >= 64, from and to multiples of 1):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 1; every level and target at most 255, byte sums):
 //
 //	for i := from / 1; i < to/1; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint8)(unsafe.Add(table, i*1))
-//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1132,17 +1148,17 @@ func hammingMaxN256AVX2(table *byte, from int, to int, probes *uint64, np int, s
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingFind8AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind16AVX512 returns the index of the first of the 16-bit codes [from/2, to/2)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 4095)
-// equals target, or -1 (to-from >= 64, from and to multiples of 2):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 2; every level and target at most 65535, word sums):
 //
 //	for i := from / 2; i < to/2; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint16)(unsafe.Add(table, i*2))
-//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1153,17 +1169,17 @@ func hammingFind8AVX512(table *byte, from int, to int, probes *uint64, np int, t
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingFind16AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind32AVX512 returns the index of the first of the 32-bit codes [from/4, to/4)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*32 < 2^32)
-// equals target, or -1 (to-from >= 64, from and to multiples of 4):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 4; every level and target at most 2^32-1):
 //
 //	for i := from / 4; i < to/4; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint32)(unsafe.Add(table, i*4))
-//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1172,16 +1188,17 @@ func hammingFind16AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //	return -1
 //
 //go:noescape
-func hammingFind32AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind64AVX512 returns the index of the first of the 64-bit codes [from/8, to/8)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*64 < 2^32)
-// equals target, or -1 (to-from >= 64, from and to multiples of 8):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 8; every level and target at most 2^32-1):
 //
 //	for i := from / 8; i < to/8; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1190,17 +1207,19 @@ func hammingFind32AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //	return -1
 //
 //go:noescape
-func hammingFind64AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind128AVX512 returns the index of the first of the 128-bit codes [from/16, to/16)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*128 < 2^32)
-// equals target, or -1 (to-from >= 64, from and to multiples of 16):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 16; every level and target at most 2^32-1):
 //
 //	for i := from / 16; i < to/16; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
 //		}
 //		if uint32(d) == target {
@@ -1210,17 +1229,19 @@ func hammingFind64AVX512(table *byte, from int, to int, probes *uint64, np int, 
 //	return -1
 //
 //go:noescape
-func hammingFind128AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind256AVX512 returns the index of the first of the 256-bit codes [from/32, to/32)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*256 < 2^32)
-// equals target, or -1 (to-from >= 64, from and to multiples of 32):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 64, from and to multiples of 32; every level and target at most 2^32-1):
 //
 //	for i := from / 32; i < to/32; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
 //		}
 //		if uint32(d) == target {
@@ -1230,17 +1251,17 @@ func hammingFind128AVX512(table *byte, from int, to int, probes *uint64, np int,
 //	return -1
 //
 //go:noescape
-func hammingFind256AVX512(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind8AVX2 returns the index of the first of the 8-bit codes [from/1, to/1)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 31)
-// equals target, or -1 (to-from >= 32, from and to multiples of 1):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 1; every level and target at most 255, byte sums):
 //
 //	for i := from / 1; i < to/1; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint8)(unsafe.Add(table, i*1))
-//			d += bits.OnesCount8(c ^ uint8(probes[p]))
+//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1249,17 +1270,17 @@ func hammingFind256AVX512(table *byte, from int, to int, probes *uint64, np int,
 //	return -1
 //
 //go:noescape
-func hammingFind8AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind16AVX2 returns the index of the first of the 16-bit codes [from/2, to/2)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np <= 4095)
-// equals target, or -1 (to-from >= 32, from and to multiples of 2):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 2; every level and target at most 65535, word sums):
 //
 //	for i := from / 2; i < to/2; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint16)(unsafe.Add(table, i*2))
-//			d += bits.OnesCount16(c ^ uint16(probes[p]))
+//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1268,17 +1289,17 @@ func hammingFind8AVX2(table *byte, from int, to int, probes *uint64, np int, tar
 //	return -1
 //
 //go:noescape
-func hammingFind16AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind32AVX2 returns the index of the first of the 32-bit codes [from/4, to/4)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*32 < 2^32)
-// equals target, or -1 (to-from >= 32, from and to multiples of 4):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 4; every level and target at most 2^32-1):
 //
 //	for i := from / 4; i < to/4; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			c := *(*uint32)(unsafe.Add(table, i*4))
-//			d += bits.OnesCount32(c ^ uint32(probes[p]))
+//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1287,16 +1308,17 @@ func hammingFind16AVX2(table *byte, from int, to int, probes *uint64, np int, ta
 //	return -1
 //
 //go:noescape
-func hammingFind32AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind64AVX2 returns the index of the first of the 64-bit codes [from/8, to/8)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*64 < 2^32)
-// equals target, or -1 (to-from >= 32, from and to multiples of 8):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 8; every level and target at most 2^32-1):
 //
 //	for i := from / 8; i < to/8; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*8)) ^ probes[p])
+//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1305,17 +1327,19 @@ func hammingFind32AVX2(table *byte, from int, to int, probes *uint64, np int, ta
 //	return -1
 //
 //go:noescape
-func hammingFind64AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind128AVX2 returns the index of the first of the 128-bit codes [from/16, to/16)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*128 < 2^32)
-// equals target, or -1 (to-from >= 32, from and to multiples of 16):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 16; every level and target at most 2^32-1):
 //
 //	for i := from / 16; i < to/16; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 2; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ probes[p*2+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
 //		}
 //		if uint32(d) == target {
@@ -1325,17 +1349,19 @@ func hammingFind64AVX2(table *byte, from int, to int, probes *uint64, np int, ta
 //	return -1
 //
 //go:noescape
-func hammingFind128AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
 
 // hammingFind256AVX2 returns the index of the first of the 256-bit codes [from/32, to/32)
-// of table whose summed Hamming distance to each of the np probes at probes (1 <= np, np*256 < 2^32)
-// equals target, or -1 (to-from >= 32, from and to multiples of 32):
+// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
+// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// (to-from >= 32, from and to multiples of 32; every level and target at most 2^32-1):
 //
 //	for i := from / 32; i < to/32; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
+//			d *= 2
 //			for w := 0; w < 4; w++ {
-//				d += bits.OnesCount64(*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ probes[p*4+w])
+//				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
 //		}
 //		if uint32(d) == target {
@@ -1345,4 +1371,4 @@ func hammingFind128AVX2(table *byte, from int, to int, probes *uint64, np int, t
 //	return -1
 //
 //go:noescape
-func hammingFind256AVX2(table *byte, from int, to int, probes *uint64, np int, target uint32) int
+func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
