@@ -318,35 +318,59 @@ type NewCodes struct {
 	TokenStride int64
 }
 
-// Store queues the placement of token `token` of the step in every head:
-// its key code goes into slot fixedSlot when that is >= 0 (a free slot),
-// else into the slot slots[h*slotsStride] that a Farthest or ScoreStep
-// wrote (device int32; -1 leaves the head alone); its score becomes its own
-// step distance to the probes, its count 1. outSlots (device int32 per
-// head, or 0) receives the slot used: what a GPU runtime's cache write
-// (for llama.cpp, ggml_set_rows' row indices) reads, in stream order,
-// without a host sync.
-func (v *Device) Store(s Stream, t Tables, p Probes, nc NewCodes, token, fixedSlot int, slots Ptr, slotsStride int, outSlots Ptr) error {
+// Placement says where Store puts a token and what it reports.
+type Placement struct {
+	// Token is the token of the step (its code, and the step's probes for
+	// its score).
+	Token int
+	// FixedSlot, when >= 0, is the slot in every head (a free slot);
+	// otherwise Victims[h*VictimStride] (device int32, written by Farthest
+	// or ScoreStep; -1 leaves the head alone) is head h's slot.
+	FixedSlot    int
+	Victims      Ptr
+	VictimStride int
+	// OutSlots (device int32 per head, or 0) receives each head's slot:
+	// what a GPU runtime's cache write (for llama.cpp, ggml_set_rows' row
+	// indices) reads in stream order, without a host sync.
+	OutSlots Ptr
+	// Positions (device int32, head h's slots at h*PositionStride, -1 for
+	// a free slot; or 0) is the device's record of each slot's position:
+	// the slot's old position goes to OutEvicted[h] (device int32, or 0)
+	// and Position takes its place.
+	Positions      Ptr
+	PositionStride int64
+	Position       int32
+	OutEvicted     Ptr
+}
+
+// Store queues the placement of one token of the step in every head: its
+// key code goes into its slot (see Placement), its score becomes its own
+// step distance to the probes, its count 1 (docs/algorithm.md, step 6).
+func (v *Device) Store(s Stream, t Tables, p Probes, nc NewCodes, pl Placement) error {
 	if err := t.check(true); err != nil {
 		return err
 	}
 	if err := p.check(t.Bits); err != nil {
 		return err
 	}
-	if nc.Codes == 0 || token < 0 || token >= p.Tokens || fixedSlot >= t.Slots || (fixedSlot < 0 && slots == 0) {
-		return fail(policy.CodeInvalidArgument, "store: token %d of %d, slot %d of %d, victims at %#x", token, p.Tokens, fixedSlot, t.Slots, uintptr(slots))
+	if nc.Codes == 0 || pl.Token < 0 || pl.Token >= p.Tokens || pl.FixedSlot >= t.Slots || (pl.FixedSlot < 0 && pl.Victims == 0) {
+		return fail(policy.CodeInvalidArgument, "store: token %d of %d, slot %d of %d, victims at %#x", pl.Token, p.Tokens, pl.FixedSlot, t.Slots, uintptr(pl.Victims))
+	}
+	if pl.Positions != 0 && pl.PositionStride < int64(t.Slots) && t.Heads > 1 {
+		return fail(policy.CodeShape, "store: position stride %d is below %d slots", pl.PositionStride, t.Slots)
 	}
 	if err := aligned(8, "store: the new codes", nc.Codes); err != nil {
 		return err
 	}
-	if err := aligned(4, "store: the slots", slots, outSlots); err != nil {
+	if err := aligned(4, "store: the slots or positions", pl.Victims, pl.OutSlots, pl.Positions, pl.OutEvicted); err != nil {
 		return err
 	}
 	inv := 1 / float32(p.Tokens)
 	a := new(args).ptr(t.Codes).i64(t.Stride).i32(t.Bits).
 		ptr(p.Codes).i64(p.HeadStride).i64(p.TokenStride).i32(p.PerToken).i32(p.Tokens).
 		ptr(t.Score).ptr(t.Count).i64(t.ScoreStride).f32(inv).
-		ptr(nc.Codes).i64(nc.HeadStride).i64(nc.TokenStride).i32(token).i32(fixedSlot).ptr(slots).i32(slotsStride).ptr(outSlots)
+		ptr(nc.Codes).i64(nc.HeadStride).i64(nc.TokenStride).i32(pl.Token).i32(pl.FixedSlot).ptr(pl.Victims).i32(pl.VictimStride).ptr(pl.OutSlots).
+		ptr(pl.Positions).i64(pl.PositionStride).i32(int(pl.Position)).ptr(pl.OutEvicted)
 	return v.launch(s, kStore, [3]int{t.Heads, 1, 1}, 32, 0, a)
 }
 

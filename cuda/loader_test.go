@@ -373,11 +373,13 @@ func TestLaunchParameters(t *testing.T) {
 	check("ScoreStep", kScoreStep, []uint64{codes, 8000, 128, 4000, probes, 4, 32, 4, 3, skip, 16, skipN,
 		score, count, 4096, 2, f32(1 / float32(3)), f32(0.75), f32(0.25), 0, keys})
 
-	if err := v.Store(0, tb, pr, NewCodes{Codes: nc, HeadStride: 2, TokenStride: 16}, 2, -1, slots, 1, outSlots); err != nil {
+	pl := Placement{Token: 2, FixedSlot: -1, Victims: slots, VictimStride: 1, OutSlots: outSlots,
+		Positions: 0xAC00, PositionStride: 4096, Position: 77, OutEvicted: 0xAD00}
+	if err := v.Store(0, tb, pr, NewCodes{Codes: nc, HeadStride: 2, TokenStride: 16}, pl); err != nil {
 		t.Fatal(err)
 	}
 	check("Store", kStore, []uint64{codes, 8000, 128, probes, 4, 32, 4, 3, score, count, 4096, f32(1 / float32(3)),
-		nc, 2, 16, 2, 0xffffffff, slots, 1, outSlots})
+		nc, 2, 16, 2, 0xffffffff, slots, 1, outSlots, 0xAC00, 4096, 77, 0xAD00})
 
 	if err := v.TokenTotals(0, 0xC000, 60, 5000, 0xC100); err != nil {
 		t.Fatal(err)
@@ -413,7 +415,8 @@ func TestLaunchRefusesBadSizes(t *testing.T) {
 	pr.PerToken = 1
 	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, policy.ScoreAccumulated, 0, a, a), policy.CodeInvalidArgument, "NULL")
 	tb.Score, tb.Count, tb.ScoreStride = a, a, 100
-	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, 0, 100, 0, 0, 0), policy.CodeInvalidArgument, "store")
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: 100}), policy.CodeInvalidArgument, "store")
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: 1, Positions: a, PositionStride: 10}), policy.CodeShape, "position stride 10")
 	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, 3, 0, a, a), policy.CodeInvalidArgument, "score mode 3")
 	// Misaligned pointers never reach a kernel (a misaligned access
 	// would poison the caller's whole context).
@@ -427,7 +430,8 @@ func TestLaunchRefusesBadSizes(t *testing.T) {
 	wantErr(t, v.Farthest(0, tb, pr, Skip{Slots: a + 2, Count: a}, a, a), policy.CodeInvalidArgument, "skip lists")
 	wantErr(t, v.Farthest(0, tb, pr, Skip{Count: a}, a, a), policy.CodeInvalidArgument, "skip")
 	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, policy.ScoreDecayed, 0.5, a+4, a), policy.CodeInvalidArgument, "keys")
-	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, 0, -1, a+1, 1, 0), policy.CodeInvalidArgument, "slots")
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: -1, Victims: a + 1, VictimStride: 1}), policy.CodeInvalidArgument, "slots")
+	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: 0, Positions: a, PositionStride: 100, OutEvicted: a + 2}), policy.CodeInvalidArgument, "positions")
 }
 
 func TestMain(m *testing.M) {

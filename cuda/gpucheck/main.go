@@ -367,12 +367,15 @@ func (c *checker) hashCase(dt policy.DType, dim, bits int, poison bool) (bool, i
 // slots entries.
 type layerBufs struct {
 	codes, score, count buf
+	pos                 buf   // each slot's position (-1: free), head-major
 	stride              int64 // table words per head
 }
 
+func (l layerBufs) all() []buf { return []buf{l.codes, l.score, l.count, l.pos} }
+
 // stepBufs are the per-step device buffers shared by the layers.
 type stepBufs struct {
-	q, k, kc, qc, bad, skip, skipN, keys, victims, out, rt buf
+	q, k, kc, qc, bad, skip, skipN, keys, victims, out, evicted, rt buf
 }
 
 type shape struct {
@@ -392,12 +395,15 @@ func (s shape) String() string {
 
 func (c *checker) newLayer(s shape, slots int) layerBufs {
 	stride := int64(simd.CodeWords(s.bits, slots))
-	return layerBufs{
+	l := layerBufs{
 		codes:  c.alloc(8 * stride * int64(s.kvh)),
 		score:  c.alloc(4 * int64(slots) * int64(s.kvh)),
 		count:  c.alloc(4 * int64(slots) * int64(s.kvh)),
+		pos:    c.alloc(4 * int64(slots) * int64(s.kvh)),
 		stride: stride,
 	}
+	must(c.v.Fill32(0, l.pos.p, 0xffffffff, slots*s.kvh), "Fill32")
+	return l
 }
 
 func (c *checker) newStep(s shape, maxTokens, skipStride int) stepBufs {
@@ -409,12 +415,12 @@ func (c *checker) newStep(s shape, maxTokens, skipStride int) stepBufs {
 		kc: c.alloc(8 * W * int64(maxTokens*s.kvh)), qc: c.alloc(8 * W * int64(maxTokens*s.qh)),
 		bad: c.alloc(4), skip: c.alloc(4 * int64(skipStride*s.kvh)), skipN: c.alloc(4 * int64(s.kvh)),
 		keys: c.alloc(8 * int64(s.kvh)), victims: c.alloc(4 * int64(s.kvh)), out: c.alloc(4 * int64(s.kvh)),
-		rt: c.alloc(4 * int64(s.bits*s.dim)),
+		evicted: c.alloc(4 * int64(s.kvh)), rt: c.alloc(4 * int64(s.bits*s.dim)),
 	}
 }
 
 func (b stepBufs) all() []buf {
-	return []buf{b.q, b.k, b.kc, b.qc, b.bad, b.skip, b.skipN, b.keys, b.victims, b.out, b.rt}
+	return []buf{b.q, b.k, b.kc, b.qc, b.bad, b.skip, b.skipN, b.keys, b.victims, b.out, b.evicted, b.rt}
 }
 
 // hashStep uploads q and k of one step and hashes them on the device; it
@@ -479,7 +485,7 @@ func (c *checker) slotCase(s shape, steps int) string {
 	b := c.newStep(s, prefill, s.budget)
 	defer func() {
 		for _, lb := range layers {
-			c.free(lb.codes, lb.score, lb.count)
+			c.free(lb.all()...)
 		}
 		c.free(b.all()...)
 	}()
@@ -508,8 +514,9 @@ func (c *checker) slotCase(s shape, steps int) string {
 		k, khs, kts := c.randomRows(s.dt, s.dim, s.kvh, n)
 		for l := 0; l < s.layers; l++ {
 			wantSlots := make([]int32, n*s.kvh)
+			wantEvicted := make([]int32, n*s.kvh)
 			err := e.Place(0, l, &policy.Rows{Data: q, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: n, HeadStride: qhs, TokenStride: qts},
-				&policy.Rows{Data: k, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: n, HeadStride: khs, TokenStride: kts}, positions, wantSlots, nil)
+				&policy.Rows{Data: k, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: n, HeadStride: khs, TokenStride: kts}, positions, wantSlots, wantEvicted)
 			if err != nil {
 				return fmt.Sprintf(": step %d layer %d: Engine.Place: %v", step, l, err)
 			}
@@ -519,6 +526,8 @@ func (c *checker) slotCase(s shape, steps int) string {
 				Score: lb.score.p, Count: lb.count.p, ScoreStride: int64(s.budget)}
 			free := s.budget - used[l]
 			got := make([]int32, s.kvh)
+			gotEvicted := make([]int32, s.kvh)
+			place := cuda.Placement{OutSlots: b.out.p, Positions: lb.pos.p, PositionStride: int64(s.budget), OutEvicted: b.evicted.p}
 			if n <= free {
 				// Free slots: the cached entries' scores still take the
 				// step (what Engine.Place's rescore does), then each
@@ -529,11 +538,13 @@ func (c *checker) slotCase(s shape, steps int) string {
 				all := tb
 				all.Slots = s.budget // Store's bound: the table's capacity
 				for tok := 0; tok < n; tok++ {
-					must(c.v.Store(0, all, probes, nc, tok, used[l], 0, 0, b.out.p), "Store (free slot)")
+					place.Token, place.FixedSlot, place.Position = tok, used[l], positions[tok]
+					must(c.v.Store(0, all, probes, nc, place), "Store (free slot)")
 					download(c, got, b.out)
+					download(c, gotEvicted, b.evicted)
 					for h := 0; h < s.kvh; h++ {
-						if got[h] != wantSlots[tok*s.kvh+h] {
-							return fmt.Sprintf(": step %d layer %d token %d head %d: device slot %d, CPU %d", step, l, tok, h, got[h], wantSlots[tok*s.kvh+h])
+						if got[h] != wantSlots[tok*s.kvh+h] || gotEvicted[h] != wantEvicted[tok*s.kvh+h] {
+							return fmt.Sprintf(": step %d layer %d token %d head %d: device slot %d (evicted %d), CPU %d (%d)", step, l, tok, h, got[h], gotEvicted[h], wantSlots[tok*s.kvh+h], wantEvicted[tok*s.kvh+h])
 						}
 						pos[l][h][used[l]] = positions[tok]
 					}
@@ -565,22 +576,27 @@ func (c *checker) slotCase(s shape, steps int) string {
 			} else {
 				must(c.v.ScoreStep(0, tb, probes, sk, s.score, p.Decay, b.keys.p, b.victims.p), "ScoreStep")
 			}
-			must(c.v.Store(0, tb, probes, nc, 0, -1, b.victims.p, 1, b.out.p), "Store (victim)")
+			place.FixedSlot, place.Victims, place.VictimStride, place.Position = -1, b.victims.p, 1, newest
+			must(c.v.Store(0, tb, probes, nc, place), "Store (victim)")
 			download(c, got, b.out)
+			download(c, gotEvicted, b.evicted)
 			for h := 0; h < s.kvh; h++ {
-				if got[h] != wantSlots[h] {
-					return fmt.Sprintf(": step %d layer %d head %d: device evicts slot %d (position %d), CPU slot %d", step, l, h, got[h], pos[l][h][max(got[h], 0)], wantSlots[h])
+				if got[h] != wantSlots[h] || gotEvicted[h] != wantEvicted[h] {
+					return fmt.Sprintf(": step %d layer %d head %d: device evicts slot %d (position %d), CPU slot %d (position %d)", step, l, h, got[h], gotEvicted[h], wantSlots[h], wantEvicted[h])
 				}
 				pos[l][h][got[h]] = newest
 			}
 		}
 	}
-	// The slots' positions at the end, as the engine reports them.
+	// The slots' positions at the end, as the engine reports them, in the
+	// check's record and in the device's.
 	for l := 0; l < s.layers; l++ {
+		dp := make([]int32, s.budget*s.kvh)
+		download(c, dp, layers[l].pos)
 		for h := 0; h < s.kvh; h++ {
 			wp := make([]int32, s.budget)
 			must(e.SlotPositions(0, l, h, wp), "SlotPositions")
-			if !slices.Equal(wp, pos[l][h]) {
+			if !slices.Equal(wp, pos[l][h]) || !slices.Equal(wp, dp[h*s.budget:(h+1)*s.budget]) {
 				return fmt.Sprintf(": layer %d head %d: slot positions differ at the end", l, h)
 			}
 		}
@@ -622,7 +638,7 @@ func (c *checker) tokenCase(s shape, steps int) string {
 	tables, totals := c.alloc(int64(8*len(ptrs))), c.alloc(int64(8*capacity))
 	defer func() {
 		for _, lb := range layers {
-			c.free(lb.codes, lb.score, lb.count)
+			c.free(lb.all()...)
 		}
 		c.free(append(b.all(), tables, totals)...)
 	}()
@@ -659,7 +675,7 @@ func (c *checker) tokenCase(s shape, steps int) string {
 				Score: lb.score.p, Count: lb.count.p, ScoreStride: int64(capacity)}
 			must(c.v.ScoreStep(0, tb, probes, cuda.Skip{}, s.score, p.Decay, 0, 0), "ScoreStep (token update)")
 			for tok := 0; tok < n; tok++ {
-				must(c.v.Store(0, tb, probes, nc, tok, slots[tok], 0, 0, 0), "Store")
+				must(c.v.Store(0, tb, probes, nc, cuda.Placement{Token: tok, FixedSlot: slots[tok]}), "Store")
 			}
 		}
 		wantOut := make([]int32, 8)
@@ -729,7 +745,7 @@ func (c *checker) asyncCheck() {
 	big := c.alloc(*delayBytes)
 	sink := c.alloc(8)
 	stageQ, stageK := c.alloc(b.q.n), c.alloc(b.k.n)
-	defer func() { c.free(append(b.all(), lb.codes, lb.score, lb.count, big, sink, stageQ, stageK)...) }()
+	defer func() { c.free(append(append(b.all(), lb.all()...), big, sink, stageQ, stageK)...) }()
 	// Fill the table through the engine's prefill (slot i = token i in
 	// every head), then compare decode steps.
 	q, qhs, qts := c.randomRows(s.dt, s.dim, s.qh, s.budget)
@@ -756,6 +772,11 @@ func (c *checker) asyncCheck() {
 		pos[h] = slices.Clone(positions)
 	}
 	upload(c, lb.codes, table)
+	devPos := make([]int32, 0, s.budget*s.kvh)
+	for h := 0; h < s.kvh; h++ {
+		devPos = append(devPos, positions...)
+	}
+	upload(c, lb.pos, devPos)
 	busy, mismatch := 0, 0
 	steps := 50
 	tb := cuda.Tables{Codes: lb.codes.p, Stride: lb.stride, Bits: s.bits, Slots: s.budget, Heads: s.kvh, Score: lb.score.p, Count: lb.count.p, ScoreStride: int64(s.budget)}
@@ -768,8 +789,9 @@ func (c *checker) asyncCheck() {
 		q1, qhs1, qts1 := c.randomRows(s.dt, s.dim, s.qh, 1)
 		k1, khs1, kts1 := c.randomRows(s.dt, s.dim, s.kvh, 1)
 		wantSlots := make([]int32, s.kvh)
+		wantEvicted := make([]int32, s.kvh)
 		must(e.Place(0, 0, &policy.Rows{Data: q1, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1},
-			&policy.Rows{Data: k1, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs1, TokenStride: kts1}, []int32{t}, wantSlots, nil), "Place")
+			&policy.Rows{Data: k1, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs1, TokenStride: kts1}, []int32{t}, wantSlots, wantEvicted), "Place")
 		hi := max(t-int32(p.Recent), int32(p.Sinks))
 		for h := range pos {
 			skipN[h] = 0
@@ -795,28 +817,32 @@ func (c *checker) asyncCheck() {
 		must(c.v.Hash(st, cuda.Rows{Data: b.q.p, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1}, b.rt.p, s.bits, b.qc.p, b.bad.p), "Hash q")
 		probes := cuda.Probes{Codes: b.qc.p, HeadStride: int64(g) * W, TokenStride: int64(s.qh) * W, PerToken: g, Tokens: 1}
 		must(c.v.Farthest(st, tb, probes, cuda.Skip{Slots: b.skip.p, Stride: s.budget, Count: b.skipN.p}, b.keys.p, b.victims.p), "Farthest")
-		must(c.v.Store(st, tb, probes, cuda.NewCodes{Codes: b.kc.p, HeadStride: W, TokenStride: int64(s.kvh) * W}, 0, -1, b.victims.p, 1, b.out.p), "Store")
+		must(c.v.Store(st, tb, probes, cuda.NewCodes{Codes: b.kc.p, HeadStride: W, TokenStride: int64(s.kvh) * W},
+			cuda.Placement{FixedSlot: -1, Victims: b.victims.p, VictimStride: 1, OutSlots: b.out.p,
+				Positions: lb.pos.p, PositionStride: int64(s.budget), Position: t, OutEvicted: b.evicted.p}), "Store")
 		pending, err := c.v.Pending(st)
 		must(err, "Pending")
 		if pending {
 			busy++
 		}
 		got := make([]int32, s.kvh)
+		gotEvicted := make([]int32, s.kvh)
 		must(c.v.Download(st, unsafe.Pointer(&got[0]), b.out.p, int64(4*s.kvh)), "Download")
+		must(c.v.Download(st, unsafe.Pointer(&gotEvicted[0]), b.evicted.p, int64(4*s.kvh)), "Download")
 		for h := range got {
-			if got[h] != wantSlots[h] {
+			if got[h] != wantSlots[h] || gotEvicted[h] != wantEvicted[h] {
 				mismatch++
 			}
 		}
 		if mismatch > 0 {
-			fmt.Printf("     async step %d: device slots %v, CPU %v\n", step, got, wantSlots)
+			fmt.Printf("     async step %d: device slots %v evicting %v, CPU %v evicting %v\n", step, got, gotEvicted, wantSlots, wantEvicted)
 			break
 		}
 		for h := range got {
 			pos[h][got[h]] = t
 		}
 	}
-	report(mismatch == 0, "async path on a non-blocking stream behind a %d MiB read: %d decode steps, slots as Engine.Place (%d differ)", *delayBytes>>20, steps, mismatch)
+	report(mismatch == 0, "async path on a non-blocking stream behind a %d MiB read: %d decode steps, slots and evicted positions as Engine.Place (%d differ)", *delayBytes>>20, steps, mismatch)
 	report(busy == steps, "async path: the stream was still busy when the step's launches returned in %d of %d steps (no host sync inside)", busy, steps)
 }
 
@@ -935,7 +961,7 @@ func (c *checker) latency(budget int) {
 	}
 	lb := c.newLayer(s, budget)
 	b := c.newStep(s, 1, 16)
-	defer func() { c.free(append(b.all(), lb.codes, lb.score, lb.count)...) }()
+	defer func() { c.free(append(b.all(), lb.all()...)...) }()
 	table := make([]uint64, lb.stride*int64(s.kvh))
 	for i := range table {
 		table[i] = c.r.Uint64()
@@ -969,7 +995,8 @@ func (c *checker) latency(budget int) {
 		must(c.v.Hash(0, cuda.Rows{Data: b.q.p, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1}, b.rt.p, s.bits, b.qc.p, b.bad.p), "Hash")
 		pr := cuda.Probes{Codes: b.qc.p, HeadStride: int64(g), TokenStride: int64(s.qh), PerToken: g, Tokens: 1}
 		must(c.v.Farthest(0, tb, pr, cuda.Skip{Slots: b.skip.p, Stride: 16, Count: b.skipN.p}, b.keys.p, b.victims.p), "Farthest")
-		must(c.v.Store(0, tb, pr, cuda.NewCodes{Codes: b.kc.p, HeadStride: 1, TokenStride: int64(s.kvh)}, 0, -1, b.victims.p, 1, b.out.p), "Store")
+		must(c.v.Store(0, tb, pr, cuda.NewCodes{Codes: b.kc.p, HeadStride: 1, TokenStride: int64(s.kvh)},
+			cuda.Placement{FixedSlot: -1, Victims: b.victims.p, VictimStride: 1, OutSlots: b.out.p}), "Store")
 	}
 	got := make([]int32, s.kvh)
 	const per = 50

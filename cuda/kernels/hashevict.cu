@@ -87,8 +87,9 @@ hev_hash(const char *x, int dtype, int dim, int heads, int rows, long long head_
     if (threadIdx.x < words) codes[(long long)row * words + threadIdx.x] = code[threadIdx.x];
 }
 
-// The scan parameters shared by hev_farthest, hev_score_step and
-// hev_store, for KV head h = blockIdx.y:
+// The scan parameters shared by hev_farthest and hev_score_step, for KV
+// head h = blockIdx.y (hev_store reads probes the same way, with h =
+// blockIdx.x):
 //   table + h*table_stride      the head's code table (narrow below 64 bits)
 //   probes                      probe p = (t, j), t < tokens, j < per_token,
 //                               at probes + h*probe_head + t*probe_token + j*words
@@ -225,17 +226,28 @@ hev_keys_to_slots(const u64 *keys, int heads, int *out, int out_stride) {
 // code's own step distance to the probes, its count 1 (docs/algorithm.md,
 // step 6), and the slot is reported in out_slots[h] when out_slots is set.
 // new_codes + h*new_head + token*new_token is the wide code (hev_hash's
-// output).
+// output). When positions is set (the device's record of each slot's
+// position, head h at h*pos_stride, -1 for a free slot), the slot's old
+// position goes to out_evicted[h] (when set) and `position` takes its
+// place: what an asynchronous caller needs without a host round trip.
 extern "C" __global__ void __launch_bounds__(32)
 hev_store(u64 *table, long long table_stride, int bits, const u64 *probes, long long probe_head, long long probe_token,
           int per_token, int tokens, float *score, unsigned int *count, long long score_stride, float inv,
           const u64 *new_codes, long long new_head, long long new_token, int token, int fixed_slot, const int *slots,
-          int slots_stride, int *out_slots) {
+          int slots_stride, int *out_slots, int *positions, long long pos_stride, int position, int *out_evicted) {
     if (threadIdx.x != 0) return;
     int h = blockIdx.x, words = hev_words(bits);
     int slot = fixed_slot >= 0 ? fixed_slot : slots[h * slots_stride];
     if (out_slots) out_slots[h] = slot;
-    if (slot < 0) return;
+    if (slot < 0) {
+        if (out_evicted) out_evicted[h] = -1;
+        return;
+    }
+    if (positions) {
+        int *pp = positions + h * pos_stride + slot;
+        if (out_evicted) out_evicted[h] = *pp;
+        *pp = position;
+    }
     const u64 *nc = new_codes + h * new_head + (long long)token * new_token;
     u64 *tab = table + h * table_stride;
     if (hev_narrow(bits)) {

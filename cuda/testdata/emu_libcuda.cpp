@@ -212,7 +212,15 @@ static void store(const store_p &a, int heads) {
     for (int h = 0; h < heads; h++) {
         int slot = a.fixed_slot >= 0 ? a.fixed_slot : ((const int *)a.slots)[h * a.slots_stride];
         if (a.out_slots) ((int *)a.out_slots)[h] = slot;
-        if (slot < 0) continue;
+        if (slot < 0) {
+            if (a.out_evicted) ((int *)a.out_evicted)[h] = -1;
+            continue;
+        }
+        if (a.positions) {
+            int *pp = (int *)a.positions + h * a.pos_stride + slot;
+            if (a.out_evicted) ((int *)a.out_evicted)[h] = *pp;
+            *pp = a.position;
+        }
         const U64 *nc = (const U64 *)a.new_codes + h * a.new_head + (long long)a.token * a.new_token;
         U64 *tab = (U64 *)a.table + h * a.table_stride;
         if (hev_narrow(a.bits)) {

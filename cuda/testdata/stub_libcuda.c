@@ -170,7 +170,8 @@ static const size_t layout[][24][2] = {
     {F(store_p, table), F(store_p, table_stride), F(store_p, bits), F(store_p, probes), F(store_p, probe_head),
      F(store_p, probe_token), F(store_p, per_token), F(store_p, tokens), F(store_p, score), F(store_p, count),
      F(store_p, score_stride), F(store_p, inv), F(store_p, new_codes), F(store_p, new_head), F(store_p, new_token),
-     F(store_p, token), F(store_p, fixed_slot), F(store_p, slots), F(store_p, slots_stride), F(store_p, out_slots)},
+     F(store_p, token), F(store_p, fixed_slot), F(store_p, slots), F(store_p, slots_stride), F(store_p, out_slots),
+     F(store_p, positions), F(store_p, pos_stride), F(store_p, position), F(store_p, out_evicted)},
     {F(totals_p, scores), F(totals_p, tables), F(totals_p, slots), F(totals_p, totals)},
     {F(readbw_p, p), F(readbw_p, n), F(readbw_p, never), F(readbw_p, sink)},
 };
