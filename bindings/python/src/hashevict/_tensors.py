@@ -201,5 +201,30 @@ def _cuda_stream(x):
         return None
 
 
+def torch_like(inputs, *arrays):
+    """``arrays`` as torch tensors when any of ``inputs`` is a torch tensor,
+    else unchanged.
+
+    Results follow the caller's array library so that torch code never has
+    to round-trip through numpy. On the CPU ``torch.from_numpy`` shares the
+    buffer the library wrote (no copy); for a tensor on another device the
+    result is copied there, because the library writes its results to host
+    memory. The integer dtype is kept (int32 slots stay int32, uint64 codes
+    stay uint64)."""
+    src = next((x for x in inputs if _is_torch(x)), None)
+    if src is None:
+        return arrays if len(arrays) != 1 else arrays[0]
+    import sys
+
+    torch = sys.modules["torch"]  # imported already: the caller passed a tensor
+    out = []
+    for a in arrays:
+        t = torch.from_numpy(a)
+        if src.device.type != "cpu":
+            t = t.to(src.device)
+        out.append(t)
+    return tuple(out) if len(out) != 1 else out[0]
+
+
 def dtype_name(code: int) -> str:
     return _DTYPE_NAMES.get(code, f"dtype({code})")

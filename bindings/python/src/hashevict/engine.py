@@ -8,12 +8,12 @@ import enum
 import threading
 from ctypes import POINTER, byref, c_float, c_int32, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _ffi
-from ._tensors import describe
+from ._tensors import describe, torch_like
 from .errors import (
     BufferTooSmall,
     EngineClosed,
@@ -243,10 +243,11 @@ class Stats:
 class Placement(NamedTuple):
     """What ``Sequence.place`` returns, both [n_tokens, n_kv_heads] int32:
     the slot each new token's K/V goes to, and the position that slot held
-    (-1 for a free slot)."""
+    (-1 for a free slot). numpy arrays, or torch tensors on the device of
+    ``k`` when ``k`` is a torch tensor."""
 
-    slots: np.ndarray
-    evicted: np.ndarray
+    slots: Any
+    evicted: Any
 
 
 # ---------------------------------------------------------------------------
@@ -486,7 +487,8 @@ class Engine:
         """The codes of the vectors in ``x`` ([n_tokens, n_heads, head_dim],
         [rows, head_dim] or [head_dim]; float32, float16 or bfloat16), as
         uint64 words: shape ``x.shape[:-1] + (words,)``; bit j of a code is
-        bit j % 64 of word j // 64."""
+        bit j % 64 of word j // 64. A torch ``x`` gets a torch uint64 tensor
+        on its device (on the CPU sharing the buffer the library wrote)."""
         layer = _int32(layer, "layer")
         v = describe(x, "x", ndim=0)
         lead = tuple(int(s) for s in x.shape[:-1]) if hasattr(x, "shape") else v.shape[:2]
@@ -502,7 +504,7 @@ class Engine:
                 out.ctypes.data_as(POINTER(c_uint64)),
                 out.size,
             )
-        return out.reshape(lead + (words,))
+        return torch_like((x,), out.reshape(lead + (words,)))
 
     def projection(self, layer: int) -> np.ndarray:
         """Layer ``layer``'s projection Rᵀ, float32 [hash_bits, head_dim]."""
@@ -641,7 +643,9 @@ class Sequence:
         outside the oracle policy); ``k``: [n_tokens, n_kv_heads, head_dim];
         numpy float32/float16 (or bf16) arrays or torch tensors, passed
         without a copy. ``positions``: n_tokens increasing ints. Returns
-        :class:`Placement` (slots, evicted), each [n_tokens, n_kv_heads]."""
+        :class:`Placement` (slots, evicted), each [n_tokens, n_kv_heads]
+        int32: torch tensors on ``k``'s device when ``k`` is a torch tensor
+        (zero-copy on the CPU), else numpy arrays."""
         layer = _int32(layer, "layer")
         pos = _positions(positions)
         n = pos.size
@@ -663,7 +667,7 @@ class Sequence:
                 _i32p(slots),
                 _i32p(evicted),
             )
-        return Placement(slots, evicted)
+        return Placement(*torch_like((k,), slots, evicted))
 
     def slot_positions(self, layer: int, kv_head: int) -> np.ndarray:
         """The position in each of the ``budget`` slots of (layer, kv_head),
