@@ -228,8 +228,14 @@ func hevgo_engine_create(params *C.hashevict_params, hasOut C.int, out *C.uintpt
 func hevgo_engine_free(e C.uintptr_t) {
 	guard(nil, func() status {
 		handlesMu.Lock()
+		h := handles[uintptr(e)]
 		delete(handles, uintptr(e))
 		handlesMu.Unlock()
+		if h != nil {
+			// Its memory leaves the process-wide bound now, not when the
+			// collector gets to it.
+			h.eng.Close()
+		}
 		return C.HASHEVICT_OK
 	})
 }

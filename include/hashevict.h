@@ -200,9 +200,11 @@ typedef struct hashevict_params {
      * for its largest chunk) and device memory. Every allocation is sized
      * and counted before it is made; one that would not fit returns
      * MEMORY_CAP and allocates nothing. 0 = no cap of the caller's
-     * (default). Whatever the cap, host memory is also bounded by half the
-     * physical memory available to the process, read at create: the least
-     * of /proc/meminfo MemTotal, the memory limits of its cgroups (v2
+     * (default). Whatever the caps, the host memory of all the process's
+     * engines together is also bounded by half the physical memory
+     * available to the process (an engine's share leaves that total at
+     * hashevict_engine_free), as read at each create: the least of
+     * /proc/meminfo MemTotal, the memory limits of its cgroups (v2
      * memory.max, v1 memory.limit_in_bytes, up to the root) and RLIMIT_AS.
      * Half, because the Go heap may grow to twice its live data before it
      * is collected, and the host needs the rest. Where none of these can be

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,7 @@ import (
 type Engine struct {
 	P    Params
 	proj [][]float32 // per layer, R^T as [bits][dim]
-	mem  memAccount
+	mem  *memAccount
 
 	mu   sync.RWMutex
 	seqs []*Sequence
@@ -146,14 +147,21 @@ func NewEngine(p Params) (*Engine, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{P: p, mem: memAccount{capBytes: p.MemoryCapBytes, physical: physicalMemory()}}
+	e := &Engine{P: p, mem: newMemAccount(p.MemoryCapBytes)}
 	// Refused here is what could never run: the engine with one sequence at
 	// full budget. Then the engine's own arrays are counted and made.
 	fixed := p.engineBytes()
-	if err := e.mem.fits(MemHost, p.budgetBytes(), fmt.Sprintf("the engine (projections and sequence directory: %d bytes) with one sequence at full budget", fixed)); err != nil {
+	e.mem.lock()
+	err := e.mem.fits(MemHost, p.budgetBytes(), fmt.Sprintf("the engine (projections and sequence directory: %d bytes) with one sequence at full budget", fixed))
+	if err == nil {
+		e.mem.add(fixed)
+	}
+	e.mem.unlock()
+	if err != nil {
 		return nil, err
 	}
-	e.mem.host = fixed
+	// The account is its own object, so the cleanup does not keep e alive.
+	runtime.AddCleanup(e, (*memAccount).close, e.mem)
 	e.seqs = make([]*Sequence, p.MaxSeqs)
 	e.proj = make([][]float32, p.Layers)
 	for l := range e.proj {

@@ -20,10 +20,13 @@ import (
 // The bound (documented with memory_cap_bytes in hashevict.h):
 //   - host and device bytes together never exceed memory_cap_bytes when it
 //     is not 0;
-//   - host bytes never exceed half the physical memory available to the
-//     process, whatever the cap. Half, because the Go collector lets the heap
-//     grow to about twice the live data before it collects (GOGC = 100), and
-//     because the host runtime needs the rest for its weights and its cache.
+//   - the host bytes of all the process's engines together never exceed
+//     half the physical memory available to the process, whatever the caps.
+//     Half, because the Go collector lets the heap grow to about twice the
+//     live data before it collects (GOGC = 100), and because the host
+//     runtime needs the rest for its weights and its cache. An engine's
+//     bytes leave that total when it is closed (hashevict_engine_free), or
+//     when the collector finds it unreachable.
 //
 // What is counted: the projections and the sequence directory (at create),
 // each sequence's tables and headers (at add, fork, load, and as token mode
@@ -43,75 +46,111 @@ const (
 // when unknown. A variable so that tests can stand in a small machine.
 var physicalMemory = readPhysicalMemory
 
-// memAccount holds what an engine has reserved. A mutex rather than atomics:
-// the bound involves two counters, and reservations happen on add, fork,
-// load and growth, not on every step.
+// hostTotal is the host memory reserved by every engine of the process.
+type hostTotal struct {
+	mu    sync.Mutex
+	bytes uint64
+}
+
+// processHost is the process's total; tests swap in their own so that
+// engines left to the collector by other tests do not count.
+var processHost = &hostTotal{}
+
+// memAccount holds what an engine has reserved. Mutexes rather than
+// atomics: the bound involves several counters, and reservations happen on
+// add, fork, load and growth, not on every step. Every method takes mu and
+// then proc.mu, so that a check and its reservation are one step for the
+// engine and the process alike.
 type memAccount struct {
 	mu           sync.Mutex
 	host, device uint64
-	capBytes     uint64 // memory_cap_bytes, 0 = none
-	physical     uint64 // as read at create, 0 = unknown
+	capBytes     uint64     // memory_cap_bytes, 0 = none
+	physical     uint64     // as read at create, 0 = unknown
+	proc         *hostTotal // the process's total this engine counts in
+	closed       bool       // its bytes have left proc
 }
 
-// hostLimit is the most host memory the engine may hold, 0 for no limit
-// (no cap and the physical memory unknown).
-func (m *memAccount) hostLimit() uint64 {
-	limit := m.capBytes
-	if half := m.physical / 2; m.physical != 0 && (limit == 0 || half < limit) {
-		limit = half
-	}
-	return limit
+func newMemAccount(capBytes uint64) *memAccount {
+	return &memAccount{capBytes: capBytes, physical: physicalMemory(), proc: processHost}
 }
 
-// describe names the bound that refused a request, with the figures a
-// reader needs to act on it.
-func (m *memAccount) describe(limit uint64, kind MemKind) string {
-	if kind == MemHost && limit != m.capBytes {
-		return fmt.Sprintf("the bound of %d bytes (half of the %d bytes of physical memory available to the process; memory_cap_bytes = %d)", limit, m.physical, m.capBytes)
-	}
-	return fmt.Sprintf("memory_cap_bytes = %d", m.capBytes)
+func (m *memAccount) lock() {
+	m.mu.Lock()
+	m.proc.mu.Lock()
+}
+
+func (m *memAccount) unlock() {
+	m.proc.mu.Unlock()
+	m.mu.Unlock()
 }
 
 // fits reports whether n more bytes of kind fit, and if not, an error naming
-// what they were for. m.mu must be held.
+// what they were for. m.lock must be held.
 func (m *memAccount) fits(kind MemKind, n uint64, what string) error {
 	used := satAdd(m.host, m.device)
 	if m.capBytes != 0 && n > m.capBytes-min(used, m.capBytes) {
 		return errf(CodeMemoryCap, "%s needs %d bytes, more than the %d left under memory_cap_bytes = %d (in use: %d)",
 			what, n, m.capBytes-min(used, m.capBytes), m.capBytes, used)
 	}
-	if kind == MemHost {
-		if limit := m.hostLimit(); limit != 0 && n > limit-min(m.host, limit) {
-			return errf(CodeMemoryCap, "%s needs %d bytes, more than the %d left under %s (in use: %d)",
-				what, n, limit-min(m.host, limit), m.describe(limit, kind), m.host)
-		}
+	if half, all := m.physical/2, m.proc.bytes; kind == MemHost && m.physical != 0 && n > half-min(all, half) {
+		return errf(CodeMemoryCap, "%s needs %d bytes, more than the %d left under the bound of %d bytes, half of the %d bytes of physical memory available to the process (memory_cap_bytes = %d; in use by this engine: %d, by all engines: %d)",
+			what, n, half-min(all, half), half, m.physical, m.capBytes, m.host, all)
 	}
 	return nil
 }
 
+// add counts n host bytes in the engine and, unless it is closed, in the
+// process. m.lock must be held.
+func (m *memAccount) add(n uint64) {
+	m.host += n
+	if !m.closed {
+		m.proc.bytes += n
+	}
+}
+
 func (m *memAccount) reserve(kind MemKind, n uint64, what string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.lock()
+	defer m.unlock()
 	if err := m.fits(kind, n, what); err != nil {
 		return err
 	}
 	if kind == MemDevice {
 		m.device += n
 	} else {
-		m.host += n
+		m.add(n)
 	}
 	return nil
 }
 
 func (m *memAccount) release(kind MemKind, n uint64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.lock()
+	defer m.unlock()
 	if kind == MemDevice {
 		m.device -= min(n, m.device)
-	} else {
-		m.host -= min(n, m.host)
+		return
+	}
+	n = min(n, m.host)
+	m.host -= n
+	if !m.closed {
+		m.proc.bytes -= min(n, m.proc.bytes)
 	}
 }
+
+// close takes the engine's host bytes out of the process's total, once.
+func (m *memAccount) close() {
+	m.lock()
+	defer m.unlock()
+	if !m.closed {
+		m.closed = true
+		m.proc.bytes -= min(m.host, m.proc.bytes)
+	}
+}
+
+// Close returns the engine's memory to the process's total, which bounds
+// every engine's host memory together (hashevict_engine_free calls it). The
+// engine must not be used afterwards. An engine left to the collector is
+// taken out of the total when it is collected.
+func (e *Engine) Close() { e.mem.close() }
 
 // Reserve counts n bytes that the caller is about to allocate for this
 // engine. On error (CodeMemoryCap, naming what and the bytes) nothing is
@@ -129,8 +168,8 @@ func (e *Engine) Release(kind MemKind, n uint64) {
 
 // MemoryInUse returns the bytes the engine has reserved.
 func (e *Engine) MemoryInUse() (host, device uint64) {
-	e.mem.mu.Lock()
-	defer e.mem.mu.Unlock()
+	e.mem.lock()
+	defer e.mem.unlock()
 	return e.mem.host, e.mem.device
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -19,9 +20,12 @@ import (
 // machine that small (or allocations that large).
 func onMachine(t *testing.T, bytes uint64) {
 	t.Helper()
-	saved := physicalMemory
+	saved, savedProc := physicalMemory, processHost
 	physicalMemory = func() uint64 { return bytes }
-	t.Cleanup(func() { physicalMemory = saved })
+	// A process total of its own: engines of other tests that the collector
+	// has not reached yet would count otherwise.
+	processHost = &hostTotal{}
+	t.Cleanup(func() { physicalMemory, processHost = saved, savedProc })
 }
 
 // allocated returns the bytes f allocated on the Go heap (size classes
@@ -518,4 +522,49 @@ func TestLoadCountsBeforeDecoding(t *testing.T) {
 	if host, _ := dst.MemoryInUse(); host != p.engineBytes()+b.StateBytes {
 		t.Errorf("the engine holds %d bytes, want %d", host, p.engineBytes()+b.StateBytes)
 	}
+}
+
+// The physical bound holds for all the process's engines together: a second
+// engine gets only what the first left, until the first is closed.
+func TestPhysicalBoundIsProcessWide(t *testing.T) {
+	onMachine(t, 64<<20)
+	p := DefaultParams()
+	p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget = 2, 8, 8, 16, 1<<16 // ~17 MiB a sequence
+	a := mustEngine(t, p)
+	if err := a.AddSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := NewEngine(p)
+	wantMemCap(t, err, "by all engines", "physical memory")
+	a.Close()
+	b := mustEngine(t, p)
+	if err := b.AddSeq(0); err != nil {
+		t.Errorf("after the first engine closed: %v", err)
+	}
+	a.Close() // twice is harmless
+	if processHost.bytes != p.engineBytes()+uint64(p.heldBytes(p.Budget)) {
+		t.Errorf("the process total is %d, want the second engine's %d", processHost.bytes, p.engineBytes()+uint64(p.heldBytes(p.Budget)))
+	}
+}
+
+// An engine nobody closes leaves the process total when it is collected.
+func TestCollectedEngineLeavesTheTotal(t *testing.T) {
+	onMachine(t, 1<<40)
+	func() {
+		e := mustEngine(t, smallParams())
+		if err := e.AddSeq(0); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		runtime.GC()
+		processHost.mu.Lock()
+		left := processHost.bytes
+		processHost.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	}
+	t.Errorf("an unreachable engine still counts %d bytes after 100 collections", processHost.bytes)
 }
