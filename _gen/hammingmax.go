@@ -781,6 +781,108 @@ func genHammingFind(nb int, zmm bool, v isa, table, p, end, stop reg.Register,
 	if zmm {
 		eb = min(cb, 8)
 	}
+	// Four vectors a pass while they fit: their matches (opmasks, or
+	// compare results on AVX2) ORed into one test, so that a pass without
+	// a match, nearly every one, takes one branch; the pass that has one
+	// is searched vector by vector for the first.
+	var hits [4]reg.Register
+	compare4 := func(j int, t reg.VecVirtual) {
+		if !zmm {
+			switch nb {
+			case 8:
+				VPCMPEQB(tv, t, t)
+			case 16:
+				VPCMPEQW(tv, t, t)
+			case 32:
+				VPCMPEQD(tv, t, t)
+			default:
+				VPCMPEQQ(tv, t, t)
+			}
+			hits[j] = t
+			return
+		}
+		k := K()
+		switch nb {
+		case 8:
+			VPCMPEQB(tv, t, k)
+		case 16:
+			VPCMPEQW(tv, t, k)
+		case 32:
+			VPCMPEQD(tv, t, k)
+		default:
+			VPCMPEQQ(tv, t, k)
+		}
+		hits[j] = k
+	}
+	Label("loop4")
+	LEAQ(Mem{Base: p, Disp: 4 * v.bytes()}, stop)
+	CMPQ(stop, end)
+	JA(LabelRef("loop"))
+	var ms []Mem
+	for j := 0; j < 4; j++ {
+		ms = append(ms, Mem{Base: p, Disp: j * v.bytes()})
+	}
+	pass("loop4", ms, compare4, nil)
+	if zmm {
+		a, b := K(), K()
+		kor := KORW
+		switch nb {
+		case 8:
+			kor = KORQ
+		case 16:
+			kor = KORD
+		}
+		kor(hits[1], hits[0], a)
+		kor(hits[3], hits[2], b)
+		kor(b, a, a)
+		switch nb {
+		case 8:
+			KORTESTQ(a, a)
+		case 16:
+			KORTESTD(a, a)
+		default:
+			KORTESTW(a, a)
+		}
+	} else {
+		a := YMM()
+		VPOR(hits[1], hits[0], a)
+		VPOR(hits[3], a, a)
+		VPOR(hits[2], a, a)
+		VPTEST(a, a)
+	}
+	JNZ(LabelRef("hit4"))
+	MOVQ(stop, p)
+	JMP(LabelRef("loop4"))
+	Label("hit4")
+	for j := 0; j < 4; j++ {
+		if zmm {
+			switch nb {
+			case 8:
+				KMOVQ(hits[j], mask)
+			case 16:
+				KMOVD(hits[j], mask.As32())
+			default:
+				KMOVW(hits[j], mask.As32())
+			}
+		} else {
+			VPMOVMSKB(hits[j], mask.As32())
+		}
+		if j < 3 {
+			TESTQ(mask, mask)
+			JNZ(LabelRef(fmt.Sprintf("hit4v%d", j)))
+		} else {
+			ADDQ(U32(3*v.bytes()), p)
+			JMP(LabelRef("found"))
+		}
+	}
+	for j := 2; j >= 0; j-- {
+		Label(fmt.Sprintf("hit4v%d", j))
+		if j > 0 {
+			ADDQ(U32(j*v.bytes()), p)
+		}
+		JMP(LabelRef("found"))
+	}
+
 	Label("loop")
 	LEAQ(Mem{Base: p, Disp: v.bytes()}, stop)
 	CMPQ(stop, end)

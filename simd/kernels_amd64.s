@@ -10900,6 +10900,87 @@ TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	VPBROADCASTB BX, Z2
 
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTB Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTB Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTB Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTB Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTB (R10), Z11
+	VPADDB       Z7, Z7, Z7
+	VPANDQ       Z11, Z3, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z7, Z7
+	VPADDB       Z8, Z8, Z8
+	VPANDQ       Z11, Z4, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z8, Z8
+	VPADDB       Z9, Z9, Z9
+	VPANDQ       Z11, Z5, Z12
+	VPOPCNTB     Z12, Z12
+	VPADDB       Z12, Z9, Z9
+	VPADDB       Z10, Z10, Z10
+	VPANDQ       Z11, Z6, Z11
+	VPOPCNTB     Z11, Z11
+	VPADDB       Z11, Z10, Z10
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQB Z2, Z7, K1
+	VPCMPEQB Z2, Z8, K2
+	VPCMPEQB Z2, Z9, K3
+	VPCMPEQB Z2, Z10, K4
+	KORQ     K2, K1, K5
+	KORQ     K4, K3, K6
+	KORQ     K6, K5, K5
+	KORTESTQ K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVQ K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVQ K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVQ K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVQ K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
+
 loop:
 	LEAQ     64(CX), BX
 	CMPQ     BX, DX
@@ -10990,6 +11071,87 @@ TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-64
 	VPBROADCASTW (BX), Z1
 	MOVL         target+48(FP), BX
 	VPBROADCASTW BX, Z2
+
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTW Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTW Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTW Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTW Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTW (R10), Z11
+	VPADDW       Z7, Z7, Z7
+	VPANDQ       Z11, Z3, Z12
+	VPOPCNTW     Z12, Z12
+	VPADDW       Z12, Z7, Z7
+	VPADDW       Z8, Z8, Z8
+	VPANDQ       Z11, Z4, Z12
+	VPOPCNTW     Z12, Z12
+	VPADDW       Z12, Z8, Z8
+	VPADDW       Z9, Z9, Z9
+	VPANDQ       Z11, Z5, Z12
+	VPOPCNTW     Z12, Z12
+	VPADDW       Z12, Z9, Z9
+	VPADDW       Z10, Z10, Z10
+	VPANDQ       Z11, Z6, Z11
+	VPOPCNTW     Z11, Z11
+	VPADDW       Z11, Z10, Z10
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQW Z2, Z7, K1
+	VPCMPEQW Z2, Z8, K2
+	VPCMPEQW Z2, Z9, K3
+	VPCMPEQW Z2, Z10, K4
+	KORD     K2, K1, K5
+	KORD     K4, K3, K6
+	KORD     K6, K5, K5
+	KORTESTD K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVD K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVD K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVD K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVD K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ     64(CX), BX
@@ -11085,6 +11247,87 @@ TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	VPBROADCASTD BX, Z2
 
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTD Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTD Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTD Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTD Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTD (R10), Z11
+	VPADDD       Z7, Z7, Z7
+	VPANDQ       Z11, Z3, Z12
+	VPOPCNTD     Z12, Z12
+	VPADDD       Z12, Z7, Z7
+	VPADDD       Z8, Z8, Z8
+	VPANDQ       Z11, Z4, Z12
+	VPOPCNTD     Z12, Z12
+	VPADDD       Z12, Z8, Z8
+	VPADDD       Z9, Z9, Z9
+	VPANDQ       Z11, Z5, Z12
+	VPOPCNTD     Z12, Z12
+	VPADDD       Z12, Z9, Z9
+	VPADDD       Z10, Z10, Z10
+	VPANDQ       Z11, Z6, Z11
+	VPOPCNTD     Z11, Z11
+	VPADDD       Z11, Z10, Z10
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQD Z2, Z7, K1
+	VPCMPEQD Z2, Z8, K2
+	VPCMPEQD Z2, Z9, K3
+	VPCMPEQD Z2, Z10, K4
+	KORW     K2, K1, K5
+	KORW     K4, K3, K6
+	KORW     K6, K5, K5
+	KORTESTW K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVW K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVW K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVW K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVW K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
+
 loop:
 	LEAQ     64(CX), BX
 	CMPQ     BX, DX
@@ -11179,6 +11422,87 @@ TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	VPBROADCASTQ BX, Z2
 
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTQ Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTQ Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTQ Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTQ (R10), Z11
+	VPADDQ       Z7, Z7, Z7
+	VPANDQ       Z11, Z3, Z12
+	VPOPCNTQ     Z12, Z12
+	VPADDQ       Z12, Z7, Z7
+	VPADDQ       Z8, Z8, Z8
+	VPANDQ       Z11, Z4, Z12
+	VPOPCNTQ     Z12, Z12
+	VPADDQ       Z12, Z8, Z8
+	VPADDQ       Z9, Z9, Z9
+	VPANDQ       Z11, Z5, Z12
+	VPOPCNTQ     Z12, Z12
+	VPADDQ       Z12, Z9, Z9
+	VPADDQ       Z10, Z10, Z10
+	VPANDQ       Z11, Z6, Z11
+	VPOPCNTQ     Z11, Z11
+	VPADDQ       Z11, Z10, Z10
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQQ Z2, Z7, K1
+	VPCMPEQQ Z2, Z8, K2
+	VPCMPEQQ Z2, Z9, K3
+	VPCMPEQQ Z2, Z10, K4
+	KORW     K2, K1, K5
+	KORW     K4, K3, K6
+	KORW     K6, K5, K5
+	KORTESTW K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVW K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVW K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVW K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVW K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
+
 loop:
 	LEAQ     64(CX), BX
 	CMPQ     BX, DX
@@ -11272,6 +11596,95 @@ TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-64
 	VBROADCASTI32X4 (BX), Z1
 	MOVL            target+48(FP), BX
 	VPBROADCASTQ    BX, Z2
+
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTQ Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTQ Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTQ Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ            $0x00000010, R10
+	VBROADCASTI32X4 (R10), Z11
+	VPADDQ          Z7, Z7, Z7
+	VPANDQ          Z11, Z3, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z7, Z7
+	VPADDQ          Z8, Z8, Z8
+	VPANDQ          Z11, Z4, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z8, Z8
+	VPADDQ          Z9, Z9, Z9
+	VPANDQ          Z11, Z5, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z9, Z9
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z11, Z6, Z11
+	VPOPCNTQ        Z11, Z11
+	VPADDQ          Z11, Z10, Z10
+	DECQ            R9
+	JNZ             loop4probe
+
+loop4done:
+	VPSHUFD  $0x4e, Z7, Z3
+	VPADDQ   Z3, Z7, Z7
+	VPCMPEQQ Z2, Z7, K1
+	VPSHUFD  $0x4e, Z8, Z3
+	VPADDQ   Z3, Z8, Z8
+	VPCMPEQQ Z2, Z8, K2
+	VPSHUFD  $0x4e, Z9, Z3
+	VPADDQ   Z3, Z9, Z9
+	VPCMPEQQ Z2, Z9, K3
+	VPSHUFD  $0x4e, Z10, Z3
+	VPADDQ   Z3, Z10, Z10
+	VPCMPEQQ Z2, Z10, K4
+	KORW     K2, K1, K5
+	KORW     K4, K3, K6
+	KORW     K6, K5, K5
+	KORTESTW K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVW K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVW K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVW K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVW K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ     64(CX), BX
@@ -11370,6 +11783,103 @@ TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-64
 	VBROADCASTI64X4 (BX), Z1
 	MOVL            target+48(FP), BX
 	VPBROADCASTQ    BX, Z2
+
+loop4:
+	LEAQ     256(CX), BX
+	CMPQ     BX, DX
+	JA       loop
+	VPXORQ   (CX), Z1, Z3
+	VPXORQ   64(CX), Z1, Z4
+	VPXORQ   128(CX), Z1, Z5
+	VPXORQ   192(CX), Z1, Z6
+	VPANDQ   Z0, Z3, Z7
+	VPOPCNTQ Z7, Z7
+	VPANDQ   Z0, Z4, Z8
+	VPOPCNTQ Z8, Z8
+	VPANDQ   Z0, Z5, Z9
+	VPOPCNTQ Z9, Z9
+	VPANDQ   Z0, Z6, Z10
+	VPOPCNTQ Z10, Z10
+	MOVQ     DI, R9
+	DECQ     R9
+	JZ       loop4done
+	MOVQ     SI, R10
+
+loop4probe:
+	ADDQ            $0x00000020, R10
+	VBROADCASTI64X4 (R10), Z11
+	VPADDQ          Z7, Z7, Z7
+	VPANDQ          Z11, Z3, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z7, Z7
+	VPADDQ          Z8, Z8, Z8
+	VPANDQ          Z11, Z4, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z8, Z8
+	VPADDQ          Z9, Z9, Z9
+	VPANDQ          Z11, Z5, Z12
+	VPOPCNTQ        Z12, Z12
+	VPADDQ          Z12, Z9, Z9
+	VPADDQ          Z10, Z10, Z10
+	VPANDQ          Z11, Z6, Z11
+	VPOPCNTQ        Z11, Z11
+	VPADDQ          Z11, Z10, Z10
+	DECQ            R9
+	JNZ             loop4probe
+
+loop4done:
+	VPSHUFD  $0x4e, Z7, Z3
+	VPADDQ   Z3, Z7, Z7
+	VPERMQ   $0x4e, Z7, Z3
+	VPADDQ   Z3, Z7, Z7
+	VPCMPEQQ Z2, Z7, K1
+	VPSHUFD  $0x4e, Z8, Z3
+	VPADDQ   Z3, Z8, Z8
+	VPERMQ   $0x4e, Z8, Z3
+	VPADDQ   Z3, Z8, Z8
+	VPCMPEQQ Z2, Z8, K2
+	VPSHUFD  $0x4e, Z9, Z3
+	VPADDQ   Z3, Z9, Z9
+	VPERMQ   $0x4e, Z9, Z3
+	VPADDQ   Z3, Z9, Z9
+	VPCMPEQQ Z2, Z9, K3
+	VPSHUFD  $0x4e, Z10, Z3
+	VPADDQ   Z3, Z10, Z10
+	VPERMQ   $0x4e, Z10, Z3
+	VPADDQ   Z3, Z10, Z10
+	VPCMPEQQ Z2, Z10, K4
+	KORW     K2, K1, K5
+	KORW     K4, K3, K6
+	KORW     K6, K5, K5
+	KORTESTW K5, K5
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	KMOVW K1, R9
+	TESTQ R9, R9
+	JNZ   hit4v0
+	KMOVW K2, R9
+	TESTQ R9, R9
+	JNZ   hit4v1
+	KMOVW K3, R9
+	TESTQ R9, R9
+	JNZ   hit4v2
+	KMOVW K4, R9
+	ADDQ  $0x000000c0, CX
+	JMP   found
+
+hit4v2:
+	ADDQ $0x00000080, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ     64(CX), BX
@@ -11475,6 +11985,131 @@ TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	MOVQ         BX, X4
 	VPBROADCASTB X4, Y4
+
+loop4:
+	LEAQ    128(CX), BX
+	CMPQ    BX, DX
+	JA      loop
+	VPXOR   (CX), Y1, Y5
+	VPAND   Y0, Y5, Y5
+	VPSRLW  $0x04, Y5, Y6
+	VPAND   Y3, Y5, Y5
+	VPAND   Y3, Y6, Y6
+	VPSHUFB Y5, Y2, Y5
+	VPSHUFB Y6, Y2, Y6
+	VPADDB  Y6, Y5, Y5
+	VPXOR   32(CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPXOR   64(CX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y8, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPADDB  Y8, Y7, Y7
+	VPXOR   96(CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y8, Y8
+	MOVQ    DI, R9
+	DECQ    R9
+	JZ      loop4done
+	MOVQ    SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTB (R10), Y9
+	VPADDB       Y5, Y5, Y5
+	VPXOR        (CX), Y1, Y10
+	VPAND        Y9, Y10, Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y11, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPADDB       Y11, Y10, Y10
+	VPADDB       Y10, Y5, Y5
+	VPADDB       Y6, Y6, Y6
+	VPXOR        32(CX), Y1, Y10
+	VPAND        Y9, Y10, Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y11, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPADDB       Y11, Y10, Y10
+	VPADDB       Y10, Y6, Y6
+	VPADDB       Y7, Y7, Y7
+	VPXOR        64(CX), Y1, Y10
+	VPAND        Y9, Y10, Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y11, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPADDB       Y11, Y10, Y10
+	VPADDB       Y10, Y7, Y7
+	VPADDB       Y8, Y8, Y8
+	VPXOR        96(CX), Y1, Y10
+	VPAND        Y9, Y10, Y10
+	VPSRLW       $0x04, Y10, Y9
+	VPAND        Y3, Y10, Y10
+	VPAND        Y3, Y9, Y9
+	VPSHUFB      Y10, Y2, Y10
+	VPSHUFB      Y9, Y2, Y9
+	VPADDB       Y9, Y10, Y10
+	VPADDB       Y10, Y8, Y8
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQB Y4, Y5, Y5
+	VPCMPEQB Y4, Y6, Y6
+	VPCMPEQB Y4, Y7, Y7
+	VPCMPEQB Y4, Y8, Y8
+	VPOR     Y6, Y5, Y9
+	VPOR     Y8, Y9, Y9
+	VPOR     Y7, Y9, Y9
+	VPTEST   Y9, Y9
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y5, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y8, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ    32(CX), BX
@@ -11592,6 +12227,139 @@ TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTW X5, Y5
+
+loop4:
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         loop
+	VPXOR      (CX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y7
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	VPXOR      32(CX), Y1, Y7
+	VPAND      Y0, Y7, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y3, Y7, Y7
+	VPAND      Y3, Y8, Y8
+	VPSHUFB    Y7, Y2, Y7
+	VPSHUFB    Y8, Y2, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMADDUBSW Y4, Y7, Y7
+	VPXOR      64(CX), Y1, Y8
+	VPAND      Y0, Y8, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y3, Y8, Y8
+	VPAND      Y3, Y9, Y9
+	VPSHUFB    Y8, Y2, Y8
+	VPSHUFB    Y9, Y2, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y4, Y8, Y8
+	VPXOR      96(CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	MOVQ       DI, R9
+	DECQ       R9
+	JZ         loop4done
+	MOVQ       SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTW (R10), Y10
+	VPADDW       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPADDW       Y11, Y6, Y6
+	VPADDW       Y7, Y7, Y7
+	VPXOR        32(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPADDW       Y11, Y7, Y7
+	VPADDW       Y8, Y8, Y8
+	VPXOR        64(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPADDW       Y11, Y8, Y8
+	VPADDW       Y9, Y9, Y9
+	VPXOR        96(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPADDW       Y11, Y9, Y9
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQW Y5, Y6, Y6
+	VPCMPEQW Y5, Y7, Y7
+	VPCMPEQW Y5, Y8, Y8
+	VPCMPEQW Y5, Y9, Y9
+	VPOR     Y7, Y6, Y10
+	VPOR     Y9, Y10, Y10
+	VPOR     Y8, Y10, Y10
+	VPTEST   Y10, Y10
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y8, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y9, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ       32(CX), BX
@@ -11714,6 +12482,147 @@ TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTD X5, Y5
+
+loop4:
+	LEAQ       128(CX), BX
+	CMPQ       BX, DX
+	JA         loop
+	VPXOR      (CX), Y1, Y6
+	VPAND      Y0, Y6, Y6
+	VPSRLW     $0x04, Y6, Y7
+	VPAND      Y3, Y6, Y6
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y6, Y2, Y6
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y6, Y6
+	VPMADDUBSW Y4, Y6, Y6
+	VPMADDWD   onesW<>+0(SB), Y6, Y6
+	VPXOR      32(CX), Y1, Y7
+	VPAND      Y0, Y7, Y7
+	VPSRLW     $0x04, Y7, Y8
+	VPAND      Y3, Y7, Y7
+	VPAND      Y3, Y8, Y8
+	VPSHUFB    Y7, Y2, Y7
+	VPSHUFB    Y8, Y2, Y8
+	VPADDB     Y8, Y7, Y7
+	VPMADDUBSW Y4, Y7, Y7
+	VPMADDWD   onesW<>+0(SB), Y7, Y7
+	VPXOR      64(CX), Y1, Y8
+	VPAND      Y0, Y8, Y8
+	VPSRLW     $0x04, Y8, Y9
+	VPAND      Y3, Y8, Y8
+	VPAND      Y3, Y9, Y9
+	VPSHUFB    Y8, Y2, Y8
+	VPSHUFB    Y9, Y2, Y9
+	VPADDB     Y9, Y8, Y8
+	VPMADDUBSW Y4, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPXOR      96(CX), Y1, Y9
+	VPAND      Y0, Y9, Y9
+	VPSRLW     $0x04, Y9, Y10
+	VPAND      Y3, Y9, Y9
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y9, Y2, Y9
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y9, Y9
+	VPMADDUBSW Y4, Y9, Y9
+	VPMADDWD   onesW<>+0(SB), Y9, Y9
+	MOVQ       DI, R9
+	DECQ       R9
+	JZ         loop4done
+	MOVQ       SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTD (R10), Y10
+	VPADDD       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPMADDWD     onesW<>+0(SB), Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPADDD       Y7, Y7, Y7
+	VPXOR        32(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPMADDWD     onesW<>+0(SB), Y11, Y11
+	VPADDD       Y11, Y7, Y7
+	VPADDD       Y8, Y8, Y8
+	VPXOR        64(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPMADDWD     onesW<>+0(SB), Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPADDD       Y9, Y9, Y9
+	VPXOR        96(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPMADDUBSW   Y4, Y11, Y11
+	VPMADDWD     onesW<>+0(SB), Y11, Y11
+	VPADDD       Y11, Y9, Y9
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQD Y5, Y6, Y6
+	VPCMPEQD Y5, Y7, Y7
+	VPCMPEQD Y5, Y8, Y8
+	VPCMPEQD Y5, Y9, Y9
+	VPOR     Y7, Y6, Y10
+	VPOR     Y9, Y10, Y10
+	VPOR     Y8, Y10, Y10
+	VPTEST   Y10, Y10
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y8, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y9, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ       32(CX), BX
@@ -11841,6 +12750,139 @@ TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-64
 	MOVQ         BX, X5
 	VPBROADCASTQ X5, Y5
 
+loop4:
+	LEAQ    128(CX), BX
+	CMPQ    BX, DX
+	JA      loop
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	VPXOR   32(CX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y8, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPADDB  Y8, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPXOR   64(CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPXOR   96(CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R9
+	DECQ    R9
+	JZ      loop4done
+	MOVQ    SI, R10
+
+loop4probe:
+	ADDQ         $0x00000008, R10
+	VPBROADCASTQ (R10), Y10
+	VPADDQ       Y6, Y6, Y6
+	VPXOR        (CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPSADBW      Y4, Y11, Y11
+	VPADDQ       Y11, Y6, Y6
+	VPADDQ       Y7, Y7, Y7
+	VPXOR        32(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPSADBW      Y4, Y11, Y11
+	VPADDQ       Y11, Y7, Y7
+	VPADDQ       Y8, Y8, Y8
+	VPXOR        64(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y12, Y12
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y12, Y2, Y12
+	VPADDB       Y12, Y11, Y11
+	VPSADBW      Y4, Y11, Y11
+	VPADDQ       Y11, Y8, Y8
+	VPADDQ       Y9, Y9, Y9
+	VPXOR        96(CX), Y1, Y11
+	VPAND        Y10, Y11, Y11
+	VPSRLW       $0x04, Y11, Y10
+	VPAND        Y3, Y11, Y11
+	VPAND        Y3, Y10, Y10
+	VPSHUFB      Y11, Y2, Y11
+	VPSHUFB      Y10, Y2, Y10
+	VPADDB       Y10, Y11, Y11
+	VPSADBW      Y4, Y11, Y11
+	VPADDQ       Y11, Y9, Y9
+	DECQ         R9
+	JNZ          loop4probe
+
+loop4done:
+	VPCMPEQQ Y5, Y6, Y6
+	VPCMPEQQ Y5, Y7, Y7
+	VPCMPEQQ Y5, Y8, Y8
+	VPCMPEQQ Y5, Y9, Y9
+	VPOR     Y7, Y6, Y10
+	VPOR     Y9, Y10, Y10
+	VPOR     Y8, Y10, Y10
+	VPTEST   Y10, Y10
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y8, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y9, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
+
 loop:
 	LEAQ    32(CX), BX
 	CMPQ    BX, DX
@@ -11962,6 +13004,147 @@ TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-64
 	MOVL           target+48(FP), BX
 	MOVQ           BX, X5
 	VPBROADCASTQ   X5, Y5
+
+loop4:
+	LEAQ    128(CX), BX
+	CMPQ    BX, DX
+	JA      loop
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	VPXOR   32(CX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y8, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPADDB  Y8, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPXOR   64(CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPXOR   96(CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R9
+	DECQ    R9
+	JZ      loop4done
+	MOVQ    SI, R10
+
+loop4probe:
+	ADDQ           $0x00000010, R10
+	VBROADCASTI128 (R10), Y10
+	VPADDQ         Y6, Y6, Y6
+	VPXOR          (CX), Y1, Y11
+	VPAND          Y10, Y11, Y11
+	VPSRLW         $0x04, Y11, Y12
+	VPAND          Y3, Y11, Y11
+	VPAND          Y3, Y12, Y12
+	VPSHUFB        Y11, Y2, Y11
+	VPSHUFB        Y12, Y2, Y12
+	VPADDB         Y12, Y11, Y11
+	VPSADBW        Y4, Y11, Y11
+	VPADDQ         Y11, Y6, Y6
+	VPADDQ         Y7, Y7, Y7
+	VPXOR          32(CX), Y1, Y11
+	VPAND          Y10, Y11, Y11
+	VPSRLW         $0x04, Y11, Y12
+	VPAND          Y3, Y11, Y11
+	VPAND          Y3, Y12, Y12
+	VPSHUFB        Y11, Y2, Y11
+	VPSHUFB        Y12, Y2, Y12
+	VPADDB         Y12, Y11, Y11
+	VPSADBW        Y4, Y11, Y11
+	VPADDQ         Y11, Y7, Y7
+	VPADDQ         Y8, Y8, Y8
+	VPXOR          64(CX), Y1, Y11
+	VPAND          Y10, Y11, Y11
+	VPSRLW         $0x04, Y11, Y12
+	VPAND          Y3, Y11, Y11
+	VPAND          Y3, Y12, Y12
+	VPSHUFB        Y11, Y2, Y11
+	VPSHUFB        Y12, Y2, Y12
+	VPADDB         Y12, Y11, Y11
+	VPSADBW        Y4, Y11, Y11
+	VPADDQ         Y11, Y8, Y8
+	VPADDQ         Y9, Y9, Y9
+	VPXOR          96(CX), Y1, Y11
+	VPAND          Y10, Y11, Y11
+	VPSRLW         $0x04, Y11, Y10
+	VPAND          Y3, Y11, Y11
+	VPAND          Y3, Y10, Y10
+	VPSHUFB        Y11, Y2, Y11
+	VPSHUFB        Y10, Y2, Y10
+	VPADDB         Y10, Y11, Y11
+	VPSADBW        Y4, Y11, Y11
+	VPADDQ         Y11, Y9, Y9
+	DECQ           R9
+	JNZ            loop4probe
+
+loop4done:
+	VPSHUFD  $0x4e, Y6, Y10
+	VPADDD   Y10, Y6, Y6
+	VPCMPEQQ Y5, Y6, Y6
+	VPSHUFD  $0x4e, Y7, Y10
+	VPADDD   Y10, Y7, Y7
+	VPCMPEQQ Y5, Y7, Y7
+	VPSHUFD  $0x4e, Y8, Y10
+	VPADDD   Y10, Y8, Y8
+	VPCMPEQQ Y5, Y8, Y8
+	VPSHUFD  $0x4e, Y9, Y10
+	VPADDD   Y10, Y9, Y9
+	VPCMPEQQ Y5, Y9, Y9
+	VPOR     Y7, Y6, Y10
+	VPOR     Y9, Y10, Y10
+	VPOR     Y8, Y10, Y10
+	VPTEST   Y10, Y10
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y8, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y9, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ    32(CX), BX
@@ -12088,6 +13271,155 @@ TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-64
 	MOVL         target+48(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTQ X5, Y5
+
+loop4:
+	LEAQ    128(CX), BX
+	CMPQ    BX, DX
+	JA      loop
+	VPXOR   (CX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y7
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y6, Y6
+	VPSADBW Y4, Y6, Y6
+	VPXOR   32(CX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y8
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y8, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPADDB  Y8, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPXOR   64(CX), Y1, Y8
+	VPAND   Y0, Y8, Y8
+	VPSRLW  $0x04, Y8, Y9
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPXOR   96(CX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y10
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y9, Y9
+	VPSADBW Y4, Y9, Y9
+	MOVQ    DI, R9
+	DECQ    R9
+	JZ      loop4done
+	MOVQ    SI, R10
+
+loop4probe:
+	ADDQ    $0x00000020, R10
+	VMOVDQU (R10), Y10
+	VPADDQ  Y6, Y6, Y6
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y6, Y6
+	VPADDQ  Y7, Y7, Y7
+	VPXOR   32(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y7, Y7
+	VPADDQ  Y8, Y8, Y8
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y8, Y8
+	VPADDQ  Y9, Y9, Y9
+	VPXOR   96(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
+	DECQ    R9
+	JNZ     loop4probe
+
+loop4done:
+	VPSHUFD  $0x4e, Y6, Y10
+	VPADDD   Y10, Y6, Y6
+	VPERMQ   $0x4e, Y6, Y10
+	VPADDD   Y10, Y6, Y6
+	VPCMPEQQ Y5, Y6, Y6
+	VPSHUFD  $0x4e, Y7, Y10
+	VPADDD   Y10, Y7, Y7
+	VPERMQ   $0x4e, Y7, Y10
+	VPADDD   Y10, Y7, Y7
+	VPCMPEQQ Y5, Y7, Y7
+	VPSHUFD  $0x4e, Y8, Y10
+	VPADDD   Y10, Y8, Y8
+	VPERMQ   $0x4e, Y8, Y10
+	VPADDD   Y10, Y8, Y8
+	VPCMPEQQ Y5, Y8, Y8
+	VPSHUFD  $0x4e, Y9, Y10
+	VPADDD   Y10, Y9, Y9
+	VPERMQ   $0x4e, Y9, Y10
+	VPADDD   Y10, Y9, Y9
+	VPCMPEQQ Y5, Y9, Y9
+	VPOR     Y7, Y6, Y10
+	VPOR     Y9, Y10, Y10
+	VPOR     Y8, Y10, Y10
+	VPTEST   Y10, Y10
+	JNZ      hit4
+	MOVQ     BX, CX
+	JMP      loop4
+
+hit4:
+	VPMOVMSKB Y6, R9
+	TESTQ     R9, R9
+	JNZ       hit4v0
+	VPMOVMSKB Y7, R9
+	TESTQ     R9, R9
+	JNZ       hit4v1
+	VPMOVMSKB Y8, R9
+	TESTQ     R9, R9
+	JNZ       hit4v2
+	VPMOVMSKB Y9, R9
+	ADDQ      $0x00000060, CX
+	JMP       found
+
+hit4v2:
+	ADDQ $0x00000040, CX
+	JMP  found
+
+hit4v1:
+	ADDQ $0x00000020, CX
+	JMP  found
+
+hit4v0:
+	JMP found
 
 loop:
 	LEAQ    32(CX), BX
