@@ -26,8 +26,10 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -38,7 +40,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unsafe"
 
@@ -270,13 +271,9 @@ func kernelCases() []kernelCase {
 		narrowCase(16, 1),
 		narrowCase(16, 4),
 		narrowCase(32, 1),
-		farthestCase(8, 1),
-		farthestCase(16, 1),
-		farthestCase(16, 4),
-		farthestCase(32, 1),
-		farthestCase(64, 1),
-		farthestCase(128, 1),
-		farthestCase(256, 1),
+	}
+	for _, bits := range []int{8, 16, 32, 64, 128, 256} {
+		cases = append(cases, farthestCase(bits, 1), farthestCase(bits, 4))
 	}
 	for _, nb := range []int{16, 256} {
 		cases = append(cases, kernelCase{
@@ -402,7 +399,7 @@ func kernelTable(buf []uint64, ref bench.ReadLoop, small int) {
 	fmt.Printf("\"%% of read\" is the kernel's input rate over the read loop's, per round (the generic set, far slower, is capped at %s of input).\n", size(genericLarge))
 	fmt.Printf("\"in+out\" counts the bytes the kernel writes too. Small: %s of input (cache-resident), batches of calls of the set and of the generic kernel\n", size(small))
 	fmt.Printf("in the same round; \"× generic\" is the ratio per round. GB/s columns are medians of input bytes per second.\n\n")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	tw := mdTable{os.Stdout}
 	fmt.Fprintln(tw, "| kernel\t set\t large input\t large GB/s\t % of read: median (min–max)\t in+out % of read\t small GB/s\t × generic: median (min–max)\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t")
 	var only *regexp.Regexp
@@ -459,6 +456,17 @@ func kernelTable(buf []uint64, ref bench.ReadLoop, small int) {
 // a few hundred MB/s: the fraction of the bandwidth they reach does not
 // need a table larger than the caches many times over.
 const genericLarge = 64 << 20
+
+// mdTable writes the rows of a markdown table, cells separated by tabs
+// ("| a\t b\t\n" is "| a | b |"), so that the output pastes into the docs.
+type mdTable struct{ w io.Writer }
+
+func (t mdTable) Write(p []byte) (int, error) {
+	_, err := t.w.Write(bytes.ReplaceAll(p, []byte("\t"), []byte(" |")))
+	return len(p), err
+}
+
+func (mdTable) Flush() {}
 
 func pct(s bench.Spread) string {
 	return fmt.Sprintf("%.0f %% (%.0f–%.0f %%)", 100*s.Median, 100*s.Min, 100*s.Max)
@@ -600,7 +608,7 @@ func policyTable(tokens []int, score policy.Score) {
 		qHeads, "2·8·N·512 B", bench.AttendMethod)
 	fmt.Printf("Each round: one attention step, then a policy step (\"after attention\": the K/V stream has evicted the policy's tables from the caches),\n")
 	fmt.Printf("then another policy step (\"hot\"); the ratios are per round. Each step timed by thread CPU time; median (min–max) over the rounds.\n\n")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	tw := mdTable{os.Stdout}
 	fmt.Fprintf(tw, "| N tokens\t policy hot, %s\t attention\t hot / attention\t policy after attention\t after / attention\t policy hot, generic\t generic / attention\t\n", best)
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t")
 	rng := rand.New(rand.NewPCG(9, 9))
