@@ -64,14 +64,15 @@ for sm in 80 90; do
 			echo "check-fatbin: ptxas spills registers on sm_$sm ($(basename "$r"))" >&2
 			status=1
 		fi
-		if [ "$(grep -c '0 bytes spill stores' "$r")" != 7 ]; then
-			echo "check-fatbin: ptxas did not report 7 kernels without spills for sm_$sm:" >&2
+		kernels=$(grep -c 'Compiling entry function' "$r" || true)
+		if [ "$kernels" -lt 1 ] || [ "$(grep -c '0 bytes spill stores' "$r")" != "$kernels" ]; then
+			echo "check-fatbin: ptxas did not report $kernels kernels without spills for sm_$sm:" >&2
 			cat "$r" >&2
 			status=1
 		fi
 	done
 done
 if [ "$status" = 0 ]; then
-	echo "check-fatbin: cuda/hashevict.fatbin and hashevict_cu12.fatbin match their sources (nvcc $NVCC_PIN, ptxas $PTXAS12_PIN, byte for byte); no fma in the PTX; no spills on sm_80, sm_90 (7 kernels each, ptxas 13 and 12)"
+	echo "check-fatbin: cuda/hashevict.fatbin and hashevict_cu12.fatbin match their sources (nvcc $NVCC_PIN, ptxas $PTXAS12_PIN, byte for byte); no fma in the PTX; no spills on sm_80, sm_90 ($kernels kernels each, ptxas 13 and 12)"
 fi
 exit "$status"

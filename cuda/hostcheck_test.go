@@ -29,6 +29,9 @@ var host struct {
 	step     func(score, count, table unsafe.Pointer, bits, slots int32, probes unsafe.Pointer, np, tokens, mode int32, decay float32, skip unsafe.Pointer, ns, argmax, threads int32) int32
 	newScore func(code unsafe.Pointer, bits int32, probes unsafe.Pointer, np, tokens int32) float32
 	totals   func(scores unsafe.Pointer, tables, slots int32, totals unsafe.Pointer)
+	gInit    func(g unsafe.Pointer, sinks, recent int32)
+	gStored  func(g unsafe.Pointer, sinks, recent, slot, pos int32)
+	gSkip    func(g unsafe.Pointer, sinks, recent int32, pos unsafe.Pointer, hi int32, skip unsafe.Pointer) int32
 }
 
 // hostKernels builds kernels/hostcheck.cpp as a shared library and binds
@@ -62,6 +65,7 @@ func hostKernels(t *testing.T) {
 		for name, fp := range map[string]any{
 			"hev_host_hash": &host.hash, "hev_host_farthest": &host.farthest, "hev_host_score_step": &host.step,
 			"hev_host_new_score": &host.newScore, "hev_host_totals": &host.totals,
+			"hev_host_guard_init": &host.gInit, "hev_host_guard_stored": &host.gStored, "hev_host_guard_skip": &host.gSkip,
 		} {
 			a, err := purego.Dlsym(h, name)
 			if err != nil {
@@ -422,4 +426,79 @@ func TestScansMatchGo(t *testing.T) {
 		}
 	}
 	t.Logf("%d score-step cases identical to the generic Go kernels", cases)
+}
+
+// TestGuardNamesProtectedSlots: the device guard (hev_guard_stored as
+// hev_store calls it, hev_guard_skip as hev_guard does) names exactly the
+// slots whose positions are protected — below n_sink, or at or after
+// max(t - n_recent, n_sink) — over random slot-mode sequences: prefill
+// chunks, decode steps, gaps in the positions, every victim an unprotected
+// slot.
+func TestGuardNamesProtectedSlots(t *testing.T) {
+	hostKernels(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	checked := 0
+	for trial := 0; trial < 300; trial++ {
+		sinks, recent := r.IntN(6), r.IntN(12)
+		budget := sinks + recent + 1 + r.IntN(40)
+		g := make([]int32, GuardWords(sinks, recent))
+		host.gInit(ptr(g), int32(sinks), int32(recent))
+		if !slices.Equal(g, NewGuards(1, sinks, recent)) {
+			t.Fatalf("NewGuards %v, hev_guard_init %v", NewGuards(1, sinks, recent), g)
+		}
+		pos := make([]int32, budget)
+		for i := range pos {
+			pos[i] = -1
+		}
+		used := 0
+		next := int32(r.IntN(3) * sinks) // sometimes no position below n_sink
+		for step := 0; step < 200; step++ {
+			n := 1
+			if step == 0 || r.IntN(20) == 0 {
+				n = 1 + r.IntN(8)
+			}
+			newest := next + int32(n-1)
+			hi := max(newest-int32(recent), int32(sinks))
+			skip := make([]int32, sinks+recent)
+			ns := int(host.gSkip(ptr(g), int32(sinks), int32(recent), ptr(pos), hi, ptr(skip)))
+			got := slices.Compact(slices.Clone(skip[:ns]))
+			if !slices.IsSorted(skip[:ns]) {
+				t.Fatalf("skip list %v is not ascending", skip[:ns])
+			}
+			var want, evictable []int32
+			for slot := 0; slot < used; slot++ {
+				if pos[slot] < int32(sinks) || pos[slot] >= hi {
+					want = append(want, int32(slot))
+				} else {
+					evictable = append(evictable, int32(slot))
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("trial %d step %d (n_sink %d, n_recent %d, hi %d): guard skips %v, protected slots are %v", trial, step, sinks, recent, hi, got, want)
+			}
+			checked++
+			free := budget - used
+			if n > free+len(evictable) {
+				break
+			}
+			for tok := 0; tok < n; tok++ {
+				var slot int32
+				if used < budget {
+					slot = int32(used)
+					used++
+				} else {
+					k := r.IntN(len(evictable))
+					slot = evictable[k]
+					evictable = append(evictable[:k], evictable[k+1:]...)
+				}
+				pos[slot] = next
+				host.gStored(ptr(g), int32(sinks), int32(recent), slot, next)
+				next++
+			}
+			if r.IntN(10) == 0 {
+				next += int32(r.IntN(30)) // a gap in the positions
+			}
+		}
+	}
+	t.Logf("%d steps: the guard named exactly the protected slots", checked)
 }

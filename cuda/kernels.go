@@ -341,6 +341,50 @@ type Placement struct {
 	PositionStride int64
 	Position       int32
 	OutEvicted     Ptr
+	// Guard (device int32, GuardWords per head; or 0) is each head's
+	// record of its protected slots, which Guard turns into skip lists;
+	// Sinks and Recent are the engine's n_sink and n_recent.
+	Guard  Ptr
+	Sinks  int
+	Recent int
+}
+
+// GuardWords is the int32 count of one head's guard: the sink slots, a
+// ring of the last Recent slots stored, and two counters.
+func GuardWords(sinks, recent int) int { return 2 + sinks + recent }
+
+// NewGuards returns the initial guards of heads heads (nothing stored), to
+// be uploaded once per sequence.
+func NewGuards(heads, sinks, recent int) []int32 {
+	g := make([]int32, heads*GuardWords(sinks, recent))
+	for h := 0; h < heads; h++ {
+		b := g[h*GuardWords(sinks, recent):]
+		for i := 2; i < GuardWords(sinks, recent); i++ {
+			b[i] = -1
+		}
+	}
+	return g
+}
+
+// Guard queues the construction of each head's skip list for a step whose
+// evictable positions are below hi (hi = max(t - n_recent, n_sink), t the
+// step's newest position), from the guards Store kept and the device's
+// positions: sk.Slots + h*(sinks+recent) receives the list, ascending,
+// sk.Count[h] its length (sk.Stride must be sinks+recent). It is
+// policy's table.skip on the device: an asynchronous decode step needs
+// nothing from the host but t.
+func (v *Device) Guard(s Stream, guard Ptr, sinks, recent, heads int, positions Ptr, positionStride int64, hi int32, sk Skip) error {
+	if guard == 0 || positions == 0 || sk.Slots == 0 || sk.Count == 0 || sinks < 0 || recent < 0 || heads < 1 {
+		return fail(policy.CodeInvalidArgument, "guard: %d heads, sinks %d, recent %d, buffers %#x %#x %#x %#x", heads, sinks, recent, uintptr(guard), uintptr(positions), uintptr(sk.Slots), uintptr(sk.Count))
+	}
+	if sk.Stride != sinks+recent {
+		return fail(policy.CodeShape, "guard: skip stride %d, want n_sink + n_recent = %d", sk.Stride, sinks+recent)
+	}
+	if err := aligned(4, "guard: a buffer", guard, positions, sk.Slots, sk.Count); err != nil {
+		return err
+	}
+	a := new(args).ptr(guard).i32(sinks).i32(recent).ptr(positions).i64(positionStride).i32(int(hi)).i32(heads).ptr(sk.Slots).ptr(sk.Count)
+	return v.launch(s, kGuard, [3]int{(heads + scanThreads - 1) / scanThreads, 1, 1}, scanThreads, 0, a)
 }
 
 // Store queues the placement of one token of the step in every head: its
@@ -359,10 +403,13 @@ func (v *Device) Store(s Stream, t Tables, p Probes, nc NewCodes, pl Placement) 
 	if pl.Positions != 0 && pl.PositionStride < int64(t.Slots) && t.Heads > 1 {
 		return fail(policy.CodeShape, "store: position stride %d is below %d slots", pl.PositionStride, t.Slots)
 	}
+	if pl.Guard != 0 && (pl.Sinks < 0 || pl.Recent < 0) {
+		return fail(policy.CodeInvalidArgument, "store: guard with n_sink %d, n_recent %d", pl.Sinks, pl.Recent)
+	}
 	if err := aligned(8, "store: the new codes", nc.Codes); err != nil {
 		return err
 	}
-	if err := aligned(4, "store: the slots or positions", pl.Victims, pl.OutSlots, pl.Positions, pl.OutEvicted); err != nil {
+	if err := aligned(4, "store: the slots, positions or guards", pl.Victims, pl.OutSlots, pl.Positions, pl.OutEvicted, pl.Guard); err != nil {
 		return err
 	}
 	inv := 1 / float32(p.Tokens)
@@ -370,7 +417,8 @@ func (v *Device) Store(s Stream, t Tables, p Probes, nc NewCodes, pl Placement) 
 		ptr(p.Codes).i64(p.HeadStride).i64(p.TokenStride).i32(p.PerToken).i32(p.Tokens).
 		ptr(t.Score).ptr(t.Count).i64(t.ScoreStride).f32(inv).
 		ptr(nc.Codes).i64(nc.HeadStride).i64(nc.TokenStride).i32(pl.Token).i32(pl.FixedSlot).ptr(pl.Victims).i32(pl.VictimStride).ptr(pl.OutSlots).
-		ptr(pl.Positions).i64(pl.PositionStride).i32(int(pl.Position)).ptr(pl.OutEvicted)
+		ptr(pl.Positions).i64(pl.PositionStride).i32(int(pl.Position)).ptr(pl.OutEvicted).
+		ptr(pl.Guard).i32(pl.Sinks).i32(pl.Recent)
 	return v.launch(s, kStore, [3]int{t.Heads, 1, 1}, 32, 0, a)
 }
 

@@ -374,12 +374,16 @@ func TestLaunchParameters(t *testing.T) {
 		score, count, 4096, 2, f32(1 / float32(3)), f32(0.75), f32(0.25), 0, keys})
 
 	pl := Placement{Token: 2, FixedSlot: -1, Victims: slots, VictimStride: 1, OutSlots: outSlots,
-		Positions: 0xAC00, PositionStride: 4096, Position: 77, OutEvicted: 0xAD00}
+		Positions: 0xAC00, PositionStride: 4096, Position: 77, OutEvicted: 0xAD00, Guard: 0xAE00, Sinks: 4, Recent: 10}
 	if err := v.Store(0, tb, pr, NewCodes{Codes: nc, HeadStride: 2, TokenStride: 16}, pl); err != nil {
 		t.Fatal(err)
 	}
 	check("Store", kStore, []uint64{codes, 8000, 128, probes, 4, 32, 4, 3, score, count, 4096, f32(1 / float32(3)),
-		nc, 2, 16, 2, 0xffffffff, slots, 1, outSlots, 0xAC00, 4096, 77, 0xAD00})
+		nc, 2, 16, 2, 0xffffffff, slots, 1, outSlots, 0xAC00, 4096, 77, 0xAD00, 0xAE00, 4, 10})
+	if err := v.Guard(0, 0xAE00, 4, 10, 8, 0xAC00, 4096, 1234, Skip{Slots: skip, Stride: 14, Count: skipN}); err != nil {
+		t.Fatal(err)
+	}
+	check("Guard", kGuard, []uint64{0xAE00, 4, 10, 0xAC00, 4096, 1234, 8, skip, skipN})
 
 	if err := v.TokenTotals(0, 0xC000, 60, 5000, 0xC100); err != nil {
 		t.Fatal(err)
@@ -418,6 +422,8 @@ func TestLaunchRefusesBadSizes(t *testing.T) {
 	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: 100}), policy.CodeInvalidArgument, "store")
 	wantErr(t, v.Store(0, tb, pr, NewCodes{Codes: a}, Placement{FixedSlot: 1, Positions: a, PositionStride: 10}), policy.CodeShape, "position stride 10")
 	wantErr(t, v.ScoreStep(0, tb, pr, Skip{}, 3, 0, a, a), policy.CodeInvalidArgument, "score mode 3")
+	wantErr(t, v.Guard(0, a, 4, 10, 2, a, 100, 50, Skip{Slots: a, Stride: 10, Count: a}), policy.CodeShape, "skip stride 10")
+	wantErr(t, v.Guard(0, 0, 4, 10, 2, a, 100, 50, Skip{Slots: a, Stride: 14, Count: a}), policy.CodeInvalidArgument, "guard")
 	// Misaligned pointers never reach a kernel (a misaligned access
 	// would poison the caller's whole context).
 	x = Rows{Data: a + 2, DType: policy.F32, Dim: 8, Heads: 1, Tokens: 1, HeadStride: 32, TokenStride: 32}

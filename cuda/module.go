@@ -46,7 +46,7 @@ func retryable(r uintptr) bool {
 }
 
 // kernelNames are the extern "C" entry points of hashevict.cu.
-var kernelNames = [...]string{"hev_hash", "hev_farthest", "hev_score_step", "hev_keys_to_slots", "hev_store", "hev_token_totals", "hev_read_bw"}
+var kernelNames = [...]string{"hev_hash", "hev_farthest", "hev_score_step", "hev_keys_to_slots", "hev_store", "hev_token_totals", "hev_read_bw", "hev_guard"}
 
 const (
 	kHash = iota
@@ -56,6 +56,7 @@ const (
 	kStore
 	kTokenTotals
 	kReadBW
+	kGuard
 )
 
 // module is the fatbin loaded into one context.

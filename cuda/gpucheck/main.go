@@ -368,10 +368,11 @@ func (c *checker) hashCase(dt policy.DType, dim, bits int, poison bool) (bool, i
 type layerBufs struct {
 	codes, score, count buf
 	pos                 buf   // each slot's position (-1: free), head-major
+	guard               buf   // each head's guard (cuda.GuardWords)
 	stride              int64 // table words per head
 }
 
-func (l layerBufs) all() []buf { return []buf{l.codes, l.score, l.count, l.pos} }
+func (l layerBufs) all() []buf { return []buf{l.codes, l.score, l.count, l.pos, l.guard} }
 
 // stepBufs are the per-step device buffers shared by the layers.
 type stepBufs struct {
@@ -400,9 +401,11 @@ func (c *checker) newLayer(s shape, slots int) layerBufs {
 		score:  c.alloc(4 * int64(slots) * int64(s.kvh)),
 		count:  c.alloc(4 * int64(slots) * int64(s.kvh)),
 		pos:    c.alloc(4 * int64(slots) * int64(s.kvh)),
+		guard:  c.alloc(4 * int64(s.kvh*cuda.GuardWords(policy.DefaultSinks, policy.DefaultRecent))),
 		stride: stride,
 	}
 	must(c.v.Fill32(0, l.pos.p, 0xffffffff, slots*s.kvh), "Fill32")
+	upload(c, l.guard, cuda.NewGuards(s.kvh, policy.DefaultSinks, policy.DefaultRecent))
 	return l
 }
 
@@ -527,7 +530,8 @@ func (c *checker) slotCase(s shape, steps int) string {
 			free := s.budget - used[l]
 			got := make([]int32, s.kvh)
 			gotEvicted := make([]int32, s.kvh)
-			place := cuda.Placement{OutSlots: b.out.p, Positions: lb.pos.p, PositionStride: int64(s.budget), OutEvicted: b.evicted.p}
+			place := cuda.Placement{OutSlots: b.out.p, Positions: lb.pos.p, PositionStride: int64(s.budget), OutEvicted: b.evicted.p,
+				Guard: lb.guard.p, Sinks: p.Sinks, Recent: p.Recent}
 			if n <= free {
 				// Free slots: the cached entries' scores still take the
 				// step (what Engine.Place's rescore does), then each
@@ -555,22 +559,16 @@ func (c *checker) slotCase(s shape, steps int) string {
 			if n != 1 {
 				return fmt.Sprintf(": step %d: a chunk of %d with evictions is not a device path", step, n)
 			}
-			// Full: the guard's skip list per head, then the scan.
+			// Full: the device guard's skip list per head (checked
+			// against the protected slots of the check's own record),
+			// then the scan.
 			newest := positions[n-1]
 			hi := max(newest-int32(p.Recent), int32(p.Sinks))
-			skip := make([]int32, s.kvh*s.budget)
-			skipN := make([]int32, s.kvh)
-			for h := 0; h < s.kvh; h++ {
-				for slot, ps := range pos[l][h] {
-					if ps < int32(p.Sinks) || ps >= hi {
-						skip[h*s.budget+int(skipN[h])] = int32(slot)
-						skipN[h]++
-					}
-				}
+			sk := cuda.Skip{Slots: b.skip.p, Stride: p.Sinks + p.Recent, Count: b.skipN.p}
+			must(c.v.Guard(0, lb.guard.p, p.Sinks, p.Recent, s.kvh, lb.pos.p, int64(s.budget), hi, sk), "Guard")
+			if msg := c.checkSkip(b, s.kvh, sk.Stride, pos[l], int32(p.Sinks), hi); msg != "" {
+				return fmt.Sprintf(": step %d layer %d: %s", step, l, msg)
 			}
-			upload(c, b.skip, skip)
-			upload(c, b.skipN, skipN)
-			sk := cuda.Skip{Slots: b.skip.p, Stride: s.budget, Count: b.skipN.p}
 			if s.score == policy.ScoreInstant {
 				must(c.v.Farthest(0, tb, probes, sk, b.keys.p, b.victims.p), "Farthest")
 			} else {
@@ -599,6 +597,28 @@ func (c *checker) slotCase(s shape, steps int) string {
 			if !slices.Equal(wp, pos[l][h]) || !slices.Equal(wp, dp[h*s.budget:(h+1)*s.budget]) {
 				return fmt.Sprintf(": layer %d head %d: slot positions differ at the end", l, h)
 			}
+		}
+	}
+	return ""
+}
+
+// checkSkip compares the skip lists hev_guard wrote with the slots that
+// hold protected positions in the check's record.
+func (c *checker) checkSkip(b stepBufs, heads, stride int, pos [][]int32, sinks, hi int32) string {
+	skip := make([]int32, heads*stride)
+	n := make([]int32, heads)
+	download(c, skip, b.skip)
+	download(c, n, b.skipN)
+	for h := 0; h < heads; h++ {
+		var want []int32
+		for slot, ps := range pos[h] {
+			if ps >= 0 && (ps < sinks || ps >= hi) {
+				want = append(want, int32(slot))
+			}
+		}
+		got := skip[h*stride : h*stride+int(n[h])]
+		if !slices.IsSorted(got) || !slices.Equal(slices.Compact(slices.Clone(got)), want) {
+			return fmt.Sprintf("head %d: the device guard skips %v, the protected slots are %v", h, got, want)
 		}
 	}
 	return ""
@@ -777,13 +797,27 @@ func (c *checker) asyncCheck() {
 		devPos = append(devPos, positions...)
 	}
 	upload(c, lb.pos, devPos)
+	// The guards after the prefill: what Store would have recorded.
+	guards := cuda.NewGuards(s.kvh, p.Sinks, p.Recent)
+	gw := cuda.GuardWords(p.Sinks, p.Recent)
+	for h := 0; h < s.kvh; h++ {
+		g := guards[h*gw : (h+1)*gw]
+		for i := 0; i < s.budget; i++ {
+			if i < p.Sinks {
+				g[2+g[0]] = int32(i)
+				g[0]++
+			}
+			g[2+p.Sinks+int(g[1])] = int32(i)
+			g[1] = (g[1] + 1) % int32(p.Recent)
+		}
+	}
+	upload(c, lb.guard, guards)
 	busy, mismatch := 0, 0
 	steps := 50
 	tb := cuda.Tables{Codes: lb.codes.p, Stride: lb.stride, Bits: s.bits, Slots: s.budget, Heads: s.kvh, Score: lb.score.p, Count: lb.count.p, ScoreStride: int64(s.budget)}
 	W := int64(1)
 	g := s.qh / s.kvh
-	skip := make([]int32, s.kvh*s.budget)
-	skipN := make([]int32, s.kvh)
+	sk := cuda.Skip{Slots: b.skip.p, Stride: p.Sinks + p.Recent, Count: b.skipN.p}
 	for step := 0; step < steps; step++ {
 		t := int32(s.budget + step)
 		q1, qhs1, qts1 := c.randomRows(s.dt, s.dim, s.qh, 1)
@@ -793,21 +827,12 @@ func (c *checker) asyncCheck() {
 		must(e.Place(0, 0, &policy.Rows{Data: q1, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1},
 			&policy.Rows{Data: k1, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs1, TokenStride: kts1}, []int32{t}, wantSlots, wantEvicted), "Place")
 		hi := max(t-int32(p.Recent), int32(p.Sinks))
-		for h := range pos {
-			skipN[h] = 0
-			for slot, ps := range pos[h] {
-				if ps < int32(p.Sinks) || ps >= hi {
-					skip[h*s.budget+int(skipN[h])] = int32(slot)
-					skipN[h]++
-				}
-			}
-		}
 		// Staged before; the stream copies them into place after the long
 		// kernel, so a launch on any other stream would read stale input.
+		// Nothing else comes from the host: the guard names the protected
+		// slots on the device.
 		upload(c, stageQ, q1)
 		upload(c, stageK, k1)
-		upload(c, b.skip, skip)
-		upload(c, b.skipN, skipN)
 		must(c.v.Fill32(st, b.q.p, 0, int(b.q.n/4)), "Fill32")
 		must(c.v.Fill32(st, b.k.p, 0, int(b.k.n/4)), "Fill32")
 		must(c.v.ReadAll(st, big.p, big.n, sink.p), "ReadAll")
@@ -816,10 +841,12 @@ func (c *checker) asyncCheck() {
 		must(c.v.Hash(st, cuda.Rows{Data: b.k.p, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs1, TokenStride: kts1}, b.rt.p, s.bits, b.kc.p, b.bad.p), "Hash k")
 		must(c.v.Hash(st, cuda.Rows{Data: b.q.p, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1}, b.rt.p, s.bits, b.qc.p, b.bad.p), "Hash q")
 		probes := cuda.Probes{Codes: b.qc.p, HeadStride: int64(g) * W, TokenStride: int64(s.qh) * W, PerToken: g, Tokens: 1}
-		must(c.v.Farthest(st, tb, probes, cuda.Skip{Slots: b.skip.p, Stride: s.budget, Count: b.skipN.p}, b.keys.p, b.victims.p), "Farthest")
+		must(c.v.Guard(st, lb.guard.p, p.Sinks, p.Recent, s.kvh, lb.pos.p, int64(s.budget), hi, sk), "Guard")
+		must(c.v.Farthest(st, tb, probes, sk, b.keys.p, b.victims.p), "Farthest")
 		must(c.v.Store(st, tb, probes, cuda.NewCodes{Codes: b.kc.p, HeadStride: W, TokenStride: int64(s.kvh) * W},
 			cuda.Placement{FixedSlot: -1, Victims: b.victims.p, VictimStride: 1, OutSlots: b.out.p,
-				Positions: lb.pos.p, PositionStride: int64(s.budget), Position: t, OutEvicted: b.evicted.p}), "Store")
+				Positions: lb.pos.p, PositionStride: int64(s.budget), Position: t, OutEvicted: b.evicted.p,
+				Guard: lb.guard.p, Sinks: p.Sinks, Recent: p.Recent}), "Store")
 		pending, err := c.v.Pending(st)
 		must(err, "Pending")
 		if pending {
@@ -827,6 +854,11 @@ func (c *checker) asyncCheck() {
 		}
 		got := make([]int32, s.kvh)
 		gotEvicted := make([]int32, s.kvh)
+		must(c.v.Sync(st), "Sync")
+		if msg := c.checkSkip(b, s.kvh, sk.Stride, pos, int32(p.Sinks), hi); msg != "" {
+			report(false, "async path, step %d: %s", step, msg)
+			return
+		}
 		must(c.v.Download(st, unsafe.Pointer(&got[0]), b.out.p, int64(4*s.kvh)), "Download")
 		must(c.v.Download(st, unsafe.Pointer(&gotEvicted[0]), b.evicted.p, int64(4*s.kvh)), "Download")
 		for h := range got {
@@ -842,7 +874,7 @@ func (c *checker) asyncCheck() {
 			pos[h][got[h]] = t
 		}
 	}
-	report(mismatch == 0, "async path on a non-blocking stream behind a %d MiB read: %d decode steps, slots and evicted positions as Engine.Place (%d differ)", *delayBytes>>20, steps, mismatch)
+	report(mismatch == 0, "async path on a non-blocking stream behind a %d MiB read: %d decode steps (device guard, scan, store; only the rows and t from the host), slots and evicted positions as Engine.Place (%d differ)", *delayBytes>>20, steps, mismatch)
 	report(busy == steps, "async path: the stream was still busy when the step's launches returned in %d of %d steps (no host sync inside)", busy, steps)
 }
 
@@ -936,11 +968,11 @@ func (c *checker) bench(budgets []int) {
 // latency compares one layer's decode decision, Llama-3-8B-shaped (8 KV
 // heads, 32 query heads, head_dim 128, bf16, 16-bit codes, instant score,
 // query probe), on the device and in the CPU engine, at a full budget, in
-// paired interleaved rounds. Device: hash q and k, Farthest, Store;
-// "queue" is the device time of that (events; the skip lists already on
-// the device), "sync" adds a synchronous upload of the guard's skip lists
-// and bringing the slots back to the host (what a synchronous
-// hashevict_place does), in wall time. CPU: Engine.Place, wall time.
+// paired interleaved rounds. Device: Guard, hash k and q, Farthest,
+// Store (positions and guards kept on the device); "queue" is the device
+// time of that (events), the second figure adds bringing the slots back to
+// the host after each step (what a synchronous hashevict_place does), in
+// wall time. CPU: Engine.Place, wall time.
 func (c *checker) latency(budget int) {
 	s := shape{layers: 1, kvh: 8, qh: 32, dim: 128, bits: 16, budget: budget, probe: policy.ProbeQuery, score: policy.ScoreInstant, dt: policy.BF16}
 	e := engine(policy.ModeSlot, 1, s.kvh, s.qh, s.dim, s.bits, s.budget, s.probe, s.score)
@@ -973,30 +1005,44 @@ func (c *checker) latency(budget int) {
 	k1, khs1, kts1 := c.randomRows(s.dt, s.dim, s.kvh, 1)
 	upload(c, b.q, q1)
 	upload(c, b.k, k1)
-	skip := make([]int32, 16*s.kvh)
-	skipN := make([]int32, s.kvh)
-	for h := range skipN {
-		skipN[h] = 14
-		for i := 0; i < 14; i++ {
-			skip[h*16+i] = int32(i)
-		}
-	}
-	upload(c, b.skipN, skipN)
 	tb := cuda.Tables{Codes: lb.codes.p, Stride: lb.stride, Bits: s.bits, Slots: budget, Heads: s.kvh, Score: lb.score.p, Count: lb.count.p, ScoreStride: int64(budget)}
 	g := s.qh / s.kvh
-	upload(c, b.skip, skip)
-	stepDevice := func(withSkip bool) {
-		if withSkip {
-			// The guard's skip list changes per step; a synchronous
-			// wiring uploads it each time.
-			must(c.v.Upload(0, b.skip.p, unsafe.Pointer(&skip[0]), int64(4*len(skip))), "upload skip")
+	// The device's positions and guards as after a prefill of budget
+	// tokens (slot i = position i), so that the guard names the sinks and
+	// the recent slots as in a real step.
+	p := e.P
+	devPos := make([]int32, budget*s.kvh)
+	guards := cuda.NewGuards(s.kvh, p.Sinks, p.Recent)
+	gw := cuda.GuardWords(p.Sinks, p.Recent)
+	for h := 0; h < s.kvh; h++ {
+		gh := guards[h*gw : (h+1)*gw]
+		for i := 0; i < budget; i++ {
+			devPos[h*budget+i] = int32(i)
+			if i < p.Sinks {
+				gh[2+gh[0]] = int32(i)
+				gh[0]++
+			}
+			gh[2+p.Sinks+int(gh[1])] = int32(i)
+			gh[1] = (gh[1] + 1) % int32(p.Recent)
 		}
+	}
+	upload(c, lb.pos, devPos)
+	upload(c, lb.guard, guards)
+	sk := cuda.Skip{Slots: b.skip.p, Stride: p.Sinks + p.Recent, Count: b.skipN.p}
+	t := int32(budget)
+	// One layer's step on the device, nothing from the host but t: the
+	// guard's skip lists, the hashes of k and q, the scan, the store.
+	stepDevice := func() {
+		must(c.v.Guard(0, lb.guard.p, p.Sinks, p.Recent, s.kvh, lb.pos.p, int64(budget), max(t-int32(p.Recent), int32(p.Sinks)), sk), "Guard")
 		must(c.v.Hash(0, cuda.Rows{Data: b.k.p, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs1, TokenStride: kts1}, b.rt.p, s.bits, b.kc.p, b.bad.p), "Hash")
 		must(c.v.Hash(0, cuda.Rows{Data: b.q.p, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs1, TokenStride: qts1}, b.rt.p, s.bits, b.qc.p, b.bad.p), "Hash")
 		pr := cuda.Probes{Codes: b.qc.p, HeadStride: int64(g), TokenStride: int64(s.qh), PerToken: g, Tokens: 1}
-		must(c.v.Farthest(0, tb, pr, cuda.Skip{Slots: b.skip.p, Stride: 16, Count: b.skipN.p}, b.keys.p, b.victims.p), "Farthest")
+		must(c.v.Farthest(0, tb, pr, sk, b.keys.p, b.victims.p), "Farthest")
 		must(c.v.Store(0, tb, pr, cuda.NewCodes{Codes: b.kc.p, HeadStride: 1, TokenStride: int64(s.kvh)},
-			cuda.Placement{FixedSlot: -1, Victims: b.victims.p, VictimStride: 1, OutSlots: b.out.p}), "Store")
+			cuda.Placement{FixedSlot: -1, Victims: b.victims.p, VictimStride: 1, OutSlots: b.out.p,
+				Positions: lb.pos.p, PositionStride: int64(budget), Position: t, OutEvicted: b.evicted.p,
+				Guard: lb.guard.p, Sinks: p.Sinks, Recent: p.Recent}), "Store")
+		t++
 	}
 	got := make([]int32, s.kvh)
 	const per = 50
@@ -1004,13 +1050,13 @@ func (c *checker) latency(budget int) {
 	for r := 0; r < *rounds; r++ {
 		ms := c.timeDevice(func() {
 			for i := 0; i < per; i++ {
-				stepDevice(false)
+				stepDevice()
 			}
 		})
 		devAsync = append(devAsync, ms*1e3/per)
 		t0 := time.Now()
 		for i := 0; i < per; i++ {
-			stepDevice(true)
+			stepDevice()
 			download(c, got, b.out)
 		}
 		devSync = append(devSync, float64(time.Since(t0).Microseconds())/per)
@@ -1023,6 +1069,6 @@ func (c *checker) latency(budget int) {
 		cpu = append(cpu, float64(time.Since(t0).Microseconds())/per)
 		ratio = append(ratio, cpu[r]/devSync[r])
 	}
-	report(true, "bench per-layer decision, budget %d (8/32 heads, dim 128, bf16, 16 bits): device queue %s us; device sync (skip up, slots down) %s us; CPU engine (%s) %s us; CPU/device-sync %s",
+	report(true, "bench per-layer decision, budget %d (8/32 heads, dim 128, bf16, 16 bits): device queue %s us; device with the slots brought to the host %s us; CPU engine (%s) %s us; CPU/device-sync %s",
 		budget, spread(devAsync), spread(devSync), simd.Active().Name, spread(cpu), spread(ratio))
 }

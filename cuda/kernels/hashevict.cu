@@ -230,11 +230,14 @@ hev_keys_to_slots(const u64 *keys, int heads, int *out, int out_stride) {
 // position, head h at h*pos_stride, -1 for a free slot), the slot's old
 // position goes to out_evicted[h] (when set) and `position` takes its
 // place: what an asynchronous caller needs without a host round trip.
+// When guard is set, the head's guard (hashevict_math.cuh) records the
+// slot, so that hev_guard can name the protected slots on the device.
 extern "C" __global__ void __launch_bounds__(32)
 hev_store(u64 *table, long long table_stride, int bits, const u64 *probes, long long probe_head, long long probe_token,
           int per_token, int tokens, float *score, unsigned int *count, long long score_stride, float inv,
           const u64 *new_codes, long long new_head, long long new_token, int token, int fixed_slot, const int *slots,
-          int slots_stride, int *out_slots, int *positions, long long pos_stride, int position, int *out_evicted) {
+          int slots_stride, int *out_slots, int *positions, long long pos_stride, int position, int *out_evicted,
+          int *guard, int n_sink, int n_recent) {
     if (threadIdx.x != 0) return;
     int h = blockIdx.x, words = hev_words(bits);
     int slot = fixed_slot >= 0 ? fixed_slot : slots[h * slots_stride];
@@ -248,6 +251,7 @@ hev_store(u64 *table, long long table_stride, int bits, const u64 *probes, long 
         if (out_evicted) out_evicted[h] = *pp;
         *pp = position;
     }
+    if (guard) hev_guard_stored(guard + h * hev_guard_words(n_sink, n_recent), n_sink, n_recent, slot, position);
     const u64 *nc = new_codes + h * new_head + (long long)token * new_token;
     u64 *tab = table + h * table_stride;
     if (hev_narrow(bits)) {
@@ -267,6 +271,22 @@ hev_store(u64 *table, long long table_stride, int bits, const u64 *probes, long 
     }
     score[h * score_stride + slot] = hev_step_distance(d, inv);
     count[h * score_stride + slot] = 1;
+}
+
+// hev_guard writes each head's skip list for a step whose evictable
+// positions are below hi (hi = max(t - n_recent, n_sink), t the step's
+// newest position): the sink slots, then the ring's slots whose position
+// is >= hi, ascending, into skip + h*(n_sink + n_recent), and their number
+// into skip_count[h] — the engine's table.skip, on the device, so that an
+// asynchronous decode step needs nothing from the host but t. One thread
+// per head.
+extern "C" __global__ void __launch_bounds__(HEV_SCAN_THREADS)
+hev_guard(const int *guard, int n_sink, int n_recent, const int *positions, long long pos_stride, int hi, int heads,
+          int *skip, int *skip_count) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= heads) return;
+    skip_count[h] = hev_guard_skip(guard + h * hev_guard_words(n_sink, n_recent), n_sink, n_recent,
+                                   positions + h * pos_stride, hi, skip + h * (n_sink + n_recent));
 }
 
 // hev_token_totals sums, per slot, the scores of every (layer, KV head)

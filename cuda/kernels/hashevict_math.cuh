@@ -256,4 +256,50 @@ HEV_HD float hev_update(int mode, float s, uint32_t *count, uint32_t dsum, float
     return d;
 }
 
+// The guard of one head (policy's guard, on the device): the slots of the
+// positions below n_sink, and a ring of the slots of the last n_recent
+// tokens stored. Positions strictly increase, so every cached position at
+// or after t - n_recent is among those last n_recent. Layout, in int32:
+// [0] sinks recorded, [1] the ring's next index, [2, 2+n_sink) the sink
+// slots, then n_recent ring entries (-1: unset). hev_guard_init sets one.
+HEV_HD int hev_guard_words(int n_sink, int n_recent) { return 2 + n_sink + n_recent; }
+
+HEV_HD void hev_guard_init(int32_t *g, int n_sink, int n_recent) {
+    g[0] = 0;
+    g[1] = 0;
+    for (int i = 0; i < n_sink + n_recent; i++) g[2 + i] = -1;
+}
+
+// hev_guard_stored records that slot now holds position pos.
+HEV_HD void hev_guard_stored(int32_t *g, int n_sink, int n_recent, int32_t slot, int32_t pos) {
+    if (pos < n_sink && g[0] < n_sink) g[2 + g[0]++] = slot;
+    if (n_recent > 0) {
+        g[2 + n_sink + g[1]] = slot;
+        g[1] = (g[1] + 1) % n_recent;
+    }
+}
+
+// hev_guard_skip writes the slots a step must not evict when the evictable
+// positions are below hi — the sinks, and the ring's slots holding
+// positions >= hi — ascending (repeats kept), into skip (room for n_sink +
+// n_recent), and returns their number.
+HEV_HD int hev_guard_skip(const int32_t *g, int n_sink, int n_recent, const int32_t *pos, int32_t hi, int32_t *skip) {
+    int n = 0;
+    for (int i = 0; i < g[0]; i++) skip[n++] = g[2 + i];
+    for (int i = 0; i < n_recent; i++) {
+        int32_t slot = g[2 + n_sink + i];
+        if (slot >= 0 && pos[slot] >= hi) skip[n++] = slot;
+    }
+    for (int i = 1; i < n; i++) {  // insertion sort: at most n_sink + n_recent entries
+        int32_t v = skip[i];
+        int j = i - 1;
+        while (j >= 0 && skip[j] > v) {
+            skip[j + 1] = skip[j];
+            j--;
+        }
+        skip[j + 1] = v;
+    }
+    return n;
+}
+
 #endif

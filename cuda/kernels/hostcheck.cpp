@@ -116,3 +116,17 @@ void hev_host_totals(const float *scores, int tables, int slots, double *totals)
     }
 }
 }
+
+extern "C" {
+
+// The guard helpers as hev_store and hev_guard use them.
+void hev_host_guard_init(int32_t *g, int n_sink, int n_recent) { hev_guard_init(g, n_sink, n_recent); }
+
+void hev_host_guard_stored(int32_t *g, int n_sink, int n_recent, int32_t slot, int32_t pos) {
+    hev_guard_stored(g, n_sink, n_recent, slot, pos);
+}
+
+int hev_host_guard_skip(const int32_t *g, int n_sink, int n_recent, const int32_t *pos, int32_t hi, int32_t *skip) {
+    return hev_guard_skip(g, n_sink, n_recent, pos, hi, skip);
+}
+}

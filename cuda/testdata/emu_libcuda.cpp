@@ -50,7 +50,7 @@ CUresult cuStreamGetCtx(void *, void **ctx) { *ctx = (void *)0x1000; return 0; }
 CUresult cuModuleLoadData(void **mod, const void *) { *mod = (void *)0x42; return 0; }
 CUresult cuModuleUnload(void *) { return 0; }
 static const char *kernels[] = {"hev_hash", "hev_farthest", "hev_score_step", "hev_keys_to_slots",
-                                "hev_store", "hev_token_totals", "hev_read_bw"};
+                                "hev_store", "hev_token_totals", "hev_read_bw", "hev_guard"};
 CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
     for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
         if (!strcmp(kernels[i], name)) return *fn = (void *)(uintptr_t)(i + 1), 0;
@@ -221,6 +221,9 @@ static void store(const store_p &a, int heads) {
             if (a.out_evicted) ((int *)a.out_evicted)[h] = *pp;
             *pp = a.position;
         }
+        if (a.guard)
+            hev_guard_stored((int32_t *)a.guard + h * hev_guard_words(a.n_sink, a.n_recent), a.n_sink, a.n_recent, slot,
+                             a.position);
         const U64 *nc = (const U64 *)a.new_codes + h * a.new_head + (long long)a.token * a.new_token;
         U64 *tab = (U64 *)a.table + h * a.table_stride;
         if (hev_narrow(a.bits)) {
@@ -239,6 +242,13 @@ static void store(const store_p &a, int heads) {
         ((float *)a.score)[h * a.score_stride + slot] = hev_step_distance(d, a.inv);
         ((uint32_t *)a.count)[h * a.score_stride + slot] = 1;
     }
+}
+
+static void guard(const guard_p &a) {
+    for (int h = 0; h < a.heads; h++)
+        ((int *)a.skip_count)[h] = hev_guard_skip((const int32_t *)a.guard + h * hev_guard_words(a.n_sink, a.n_recent),
+                                                  a.n_sink, a.n_recent, (const int32_t *)a.positions + h * a.pos_stride,
+                                                  a.hi, (int32_t *)a.skip + h * (a.n_sink + a.n_recent));
 }
 
 static void totals(const totals_p &a) {
@@ -262,6 +272,7 @@ extern "C" CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned,
     case 4: store(*(const store_p *)buf, (int)gx); break;  // one block per head
     case 5: totals(*(const totals_p *)buf); break;
     case 6: break;  // hev_read_bw reads and writes nothing observable
+    case 7: guard(*(const guard_p *)buf); break;
     default: return 400;
     }
     return 0;

@@ -16,7 +16,8 @@ struct keys_p { P keys; int heads; P out; int out_stride; };
 struct store_p { P table; long long table_stride; int bits; P probes; long long probe_head, probe_token;
                  int per_token, tokens; P score, count; long long score_stride; float inv; P new_codes;
                  long long new_head, new_token; int token, fixed_slot; P slots; int slots_stride; P out_slots;
-                 P positions; long long pos_stride; int position; P out_evicted; };
+                 P positions; long long pos_stride; int position; P out_evicted; P guard; int n_sink, n_recent; };
 struct totals_p { P scores; int tables, slots; P totals; };
 struct readbw_p { P p; long long n; u64 never; P sink; };
+struct guard_p { P guard; int n_sink, n_recent; P positions; long long pos_stride; int hi, heads; P skip, skip_count; };
 #endif

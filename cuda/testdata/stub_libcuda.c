@@ -90,7 +90,7 @@ CUresult cuStreamGetCtx(void *stream, void **ctx) {
 }
 
 static const char *kernels[] = {"hev_hash", "hev_farthest", "hev_score_step", "hev_keys_to_slots",
-                                "hev_store", "hev_token_totals", "hev_read_bw"};
+                                "hev_store", "hev_token_totals", "hev_read_bw", "hev_guard"};
 CUresult cuModuleLoadData(void **mod, const void *image) {
     (void)image;
     *mod = (void *)0x42;
@@ -154,7 +154,7 @@ CUresult cuEventElapsedTime(float *ms, void *a, void *b) { (void)a, (void)b; *ms
 CUresult cuEventDestroy_v2(void *e) { (void)e; return 0; }
 
 #define F(s, m) {offsetof(struct s, m), sizeof(((struct s *)0)->m)}
-static const size_t layout[][24][2] = {
+static const size_t layout[][32][2] = {
     {F(hash_p, x), F(hash_p, dtype), F(hash_p, dim), F(hash_p, heads), F(hash_p, rows), F(hash_p, head_stride),
      F(hash_p, token_stride), F(hash_p, rt), F(hash_p, bits), F(hash_p, codes), F(hash_p, bad)},
     {F(farthest_p, table), F(farthest_p, table_stride), F(farthest_p, bits), F(farthest_p, slots),
@@ -171,13 +171,16 @@ static const size_t layout[][24][2] = {
      F(store_p, probe_token), F(store_p, per_token), F(store_p, tokens), F(store_p, score), F(store_p, count),
      F(store_p, score_stride), F(store_p, inv), F(store_p, new_codes), F(store_p, new_head), F(store_p, new_token),
      F(store_p, token), F(store_p, fixed_slot), F(store_p, slots), F(store_p, slots_stride), F(store_p, out_slots),
-     F(store_p, positions), F(store_p, pos_stride), F(store_p, position), F(store_p, out_evicted)},
+     F(store_p, positions), F(store_p, pos_stride), F(store_p, position), F(store_p, out_evicted), F(store_p, guard),
+     F(store_p, n_sink), F(store_p, n_recent)},
     {F(totals_p, scores), F(totals_p, tables), F(totals_p, slots), F(totals_p, totals)},
     {F(readbw_p, p), F(readbw_p, n), F(readbw_p, never), F(readbw_p, sink)},
+    {F(guard_p, guard), F(guard_p, n_sink), F(guard_p, n_recent), F(guard_p, positions), F(guard_p, pos_stride),
+     F(guard_p, hi), F(guard_p, heads), F(guard_p, skip), F(guard_p, skip_count)},
 };
 static const size_t sizes[] = {sizeof(struct hash_p), sizeof(struct farthest_p), sizeof(struct score_p),
                                sizeof(struct keys_p), sizeof(struct store_p), sizeof(struct totals_p),
-                               sizeof(struct readbw_p)};
+                               sizeof(struct readbw_p), sizeof(struct guard_p)};
 
 /* hev_stub_last reports the last launch: kernel index, launches so far,
  * grid, block, dynamic shared memory, and whether the buffer size is the
@@ -194,7 +197,7 @@ int hev_stub_last(int *fn, unsigned *grid, unsigned *block, unsigned *smem, int 
 /* hev_stub_field decodes parameter i of the last launch (zero-extended);
  * returns 0 past the last parameter. */
 int hev_stub_field(int i, u64 *value) {
-    if (last_fn < 0 || i < 0 || i >= 24) return 0;
+    if (last_fn < 0 || i < 0 || i >= 32) return 0;
     size_t off = layout[last_fn][i][0], size = layout[last_fn][i][1];
     if (size == 0) return 0;
     *value = 0;
