@@ -52,6 +52,9 @@ func (v *Device) Hash(s Stream, x Rows, rt Ptr, bits int, codes, bad Ptr) error 
 		return err
 	}
 	rows := x.Tokens * x.Heads
+	if int64(x.Tokens)*int64(x.Heads) >= 1<<31 {
+		return fail(policy.CodeShape, "hash: %d tokens x %d heads: at most 2^31-1 rows per call", x.Tokens, x.Heads)
+	}
 	if x.Data == 0 || rt == 0 || codes == 0 || bad == 0 {
 		return fail(policy.CodeInvalidArgument, "hash: a device pointer is NULL")
 	}

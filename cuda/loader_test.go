@@ -409,6 +409,8 @@ func TestLaunchRefusesBadSizes(t *testing.T) {
 	wantErr(t, v.Hash(0, x, 1, 16, 1, 1), policy.CodeUnsupported, "dtype 7")
 	x.DType = policy.F32
 	wantErr(t, v.Hash(0, x, 1, 24, 1, 1), policy.CodeInvalidArgument, "code width 24")
+	big := Rows{Data: 0x100, DType: policy.F32, Dim: 8, Heads: 1024, Tokens: 1 << 21, HeadStride: 32, TokenStride: 32 * 1024}
+	wantErr(t, v.Hash(0, big, 0x100, 16, 0x100, 0x100), policy.CodeShape, "at most 2^31-1 rows")
 	const a = 0x100 // an aligned fake device address
 	tb := Tables{Codes: a, Stride: 10, Bits: 16, Slots: 100, Heads: 2}
 	pr := Probes{Codes: a, HeadStride: 1, TokenStride: 1, PerToken: 1, Tokens: 2}
