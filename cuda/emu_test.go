@@ -31,7 +31,11 @@ func TestGPUCheckOnHostEmulation(t *testing.T) {
 	if b, err := exec.Command(cxx, "-shared", "-fPIC", "-O2", "-ffp-contract=off", "-Wall", "-Werror", "-o", emu, "testdata/emu_libcuda.cpp").CombinedOutput(); err != nil {
 		t.Fatalf("building the emulator: %v\n%s", err, b)
 	}
-	gocmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// The go command that runs this test: on PATH, else under GOROOT.
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		gocmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
 	bin := filepath.Join(dir, "gpucheck")
 	if b, err := exec.Command(gocmd, "build", "-o", bin, "./gpucheck").CombinedOutput(); err != nil {
 		t.Fatalf("building gpucheck: %v\n%s", err, b)
