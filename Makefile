@@ -65,7 +65,8 @@ test-readme: build
 
 # A short run of a real model through the real llama.cpp with eviction on.
 test-llamacpp: llamacpp
-	HASHEVICT_BUILD=$(abspath $(BUILD)) python3 -m pytest -q tests/integration
+	HASHEVICT_BUILD=$(abspath $(BUILD)) HASHEVICT_EVAL_BIN=$(abspath $(LLAMA_BIN))/hashevict-eval \
+		python3 -m pytest -q tests/integration
 
 # Kernel throughput against memory bandwidth and the generic loop, and the
 # policy's cost per decode step against attention (docs/kernels.md).
