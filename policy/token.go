@@ -125,9 +125,6 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 			}
 		}
 	}
-	if ts.obs == nil {
-		ts.obs = make([][]bool, p.Layers)
-	}
 	for l := range ts.obs {
 		ts.obs[l] = resize(ts.obs[l], capacity)
 	}
