@@ -242,24 +242,6 @@ func (e *Engine) newTable(slots int, withPos bool) table {
 	return t
 }
 
-func (t *table) bytes() int64 {
-	return int64(len(t.pos)*4 + len(t.codes)*8 + len(t.score)*4 + len(t.count)*4 + len(t.keys)*4 +
-		cap(t.sinks)*4 + len(t.recent)*4)
-}
-
-func (s *Sequence) sizeBytes() int64 {
-	var b int64
-	for l := range s.layers {
-		for h := range s.layers[l].heads {
-			b += s.layers[l].heads[h].bytes()
-		}
-	}
-	if s.tok != nil {
-		b += int64(len(s.tok.pos)*4+cap(s.tok.free)*4) + int64(len(s.tok.index))*16
-	}
-	return b
-}
-
 // AddSeq creates an empty sequence.
 func (e *Engine) AddSeq(id int) error {
 	if err := e.checkSeqID(id); err != nil {
@@ -378,6 +360,12 @@ func (e *Engine) ForkSeq(src, dst int) error {
 	if err := e.checkSeqID(dst); err != nil {
 		return err
 	}
+	// An existing dst is refused before anything is allocated, and before
+	// src is locked: the directory lock is never taken under a sequence's
+	// (LoadSeq takes them in the other order).
+	if src != dst && e.checkSeqID(src) == nil && e.exists(src) && e.exists(dst) {
+		return errf(CodeSequenceExists, "sequence %d already exists", dst)
+	}
 	s, err := e.seq(src)
 	if err != nil {
 		return err
@@ -385,10 +373,6 @@ func (e *Engine) ForkSeq(src, dst int) error {
 	if src == dst {
 		s.mu.Unlock()
 		return errf(CodeSequenceExists, "cannot fork sequence %d onto itself", src)
-	}
-	if e.exists(dst) {
-		s.mu.Unlock()
-		return errf(CodeSequenceExists, "sequence %d already exists", dst)
 	}
 	if err := e.reserveState(s.bytes, fmt.Sprintf("the fork of sequence %d into %d", src, dst)); err != nil {
 		s.mu.Unlock()

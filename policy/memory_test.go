@@ -568,3 +568,50 @@ func TestCollectedEngineLeavesTheTotal(t *testing.T) {
 	}
 	t.Errorf("an unreachable engine still counts %d bytes after 100 collections", processHost.bytes)
 }
+
+// Fork checks its destination before it locks the source: taking the
+// directory lock while holding a sequence's lock would invert LoadSeq's
+// order (directory, then sequence) and deadlock a fork racing a load. The
+// race needs a narrow interleaving, so this can pass by luck on a broken
+// build; on a correct one it always passes.
+func TestForkRacingLoad(t *testing.T) {
+	p := smallParams()
+	e := mustEngine(t, p)
+	if err := e.AddSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	blob, err := e.SaveSeq(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for g := 1; g <= 3; g++ {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 10000; i++ {
+					e.ForkSeq(0, g)
+					e.RemoveSeq(g)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 3000; i++ {
+					if err := e.LoadSeq(0, blob); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("fork and load deadlocked")
+	}
+}
