@@ -41,6 +41,7 @@ struct options {
     int prompt = 200, gen = 100, ctx = 0, budget = 0, threads = 1, rounds = 10, steps = 64;
     int bits = 16;
     std::string probe = "query";
+    std::string fa = "auto";  // flash attention: on (V cache in rows), off (V transposed), auto
 };
 
 [[noreturn]] void die(const std::string & msg) {
@@ -72,6 +73,7 @@ options parse(int argc, char ** argv) {
         else if (a == "--steps")   o.steps = std::stoi(v);
         else if (a == "--bits")    o.bits = std::stoi(v);
         else if (a == "--probe")   o.probe = v;
+        else if (a == "--fa")      o.fa = v;
         else die("unknown option " + a);
     }
     if (o.model.empty() || o.text.empty()) {
@@ -138,6 +140,8 @@ llama_context_params ctx_params(const options & o, uint32_t n_ctx) {
     cp.n_threads = o.threads;
     cp.n_threads_batch = o.threads;
     cp.no_perf = true;
+    cp.flash_attn_type = o.fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED :
+                         o.fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
     return cp;
 }
 
@@ -198,8 +202,11 @@ int cmd_logits(const options & o, llama_model * model) {
 // What the eval callback captures: post-RoPE K by (layer, position), and each layer's K cache.
 struct capture {
     std::map<int, std::map<int, std::vector<float>>> k;  // il -> pos -> [n_head_kv][head_dim]
-    std::map<int, const ggml_tensor *> cache;            // il -> the K cache tensor
+    std::map<int, std::map<int, std::vector<float>>> v;  // il -> pos -> [n_head_kv][head_dim_v]
+    std::map<int, std::vector<int32_t>> pos;             // il -> positions of the ubatch in flight
+    std::map<int, const ggml_tensor *> cache, cache_v;   // il -> the K, V cache tensors
     int head_dim = 0, n_head_kv = 0;
+    bool v_trans = false;
 };
 
 bool layer_of(const char * name, const char * prefix, int & il) {
@@ -217,11 +224,28 @@ bool on_eval(ggml_tensor * t, bool ask, void * user) {
     int il = 0;
     const bool is_k = t->op == GGML_OP_ROPE && layer_of(t->name, "Kcur-", il);
     const bool is_store = t->op == GGML_OP_SET_ROWS && t->view_src && layer_of(t->view_src->name, "cache_k_l", il);
+    const bool is_store_v = t->op == GGML_OP_SET_ROWS && t->view_src && layer_of(t->view_src->name, "cache_v_l", il);
     if (ask) {
-        return is_k || is_store;
+        return is_k || is_store || is_store_v;
     }
     if (is_store) {
         c.cache[il] = t->view_src;
+    }
+    if (is_store_v) {
+        // the V written this ubatch, token-major ([token][head][dim] in both layouts); its
+        // positions are those of the layer's K, captured just before
+        c.cache_v[il] = t->view_src;
+        c.v_trans = t->ne[0] == 1;
+        const ggml_tensor * src = t->src[0];
+        if (src->type != GGML_TYPE_F32 || !ggml_is_contiguous(src)) {
+            die("V is not contiguous f32");
+        }
+        const auto & pos = c.pos.at(il);
+        const int64_t row = ggml_nelements(src) / (int64_t) pos.size();
+        const float * x = (const float *) src->data;
+        for (size_t i = 0; i < pos.size(); i++) {
+            c.v[il][pos[i]].assign(x + i * row, x + (i + 1) * row);
+        }
     }
     if (is_k) {
         if (t->type != GGML_TYPE_F32 || !ggml_is_contiguous(t)) {
@@ -232,6 +256,7 @@ bool on_eval(ggml_tensor * t, bool ask, void * user) {
         const int32_t * pos = (const int32_t *) t->src[1]->data;
         const float * x = (const float *) t->data;
         const int64_t row = t->ne[0] * t->ne[1];
+        c.pos[il].assign(pos, pos + t->ne[2]);
         for (int64_t i = 0; i < t->ne[2]; i++) {
             c.k[il][pos[i]].assign(x + i * row, x + (i + 1) * row);
         }
@@ -326,15 +351,21 @@ int cmd_kvcheck(const options & o, llama_model * model) {
         }
     }
 
-    // every cached K row against the captured post-RoPE K of the position held there
-    long rows = 0, mismatched = 0, missing = 0;
-    std::vector<ggml_fp16_t> want(cap.head_dim);
+    // every cached K and V row against the captured post-RoPE K (and the V) of the position
+    // the engine reports in that slot
+    long rows = 0, mismatched = 0, missing = 0, v_mismatched = 0;
+    std::vector<ggml_fp16_t> want(cap.head_dim), got_v;
     for (int il = 0; il < n_layer; il++) {
         const ggml_tensor * kc = cap.cache.at(il);
-        if (kc->type != GGML_TYPE_F16) {
-            die("the check reads an f16 K cache");
+        const ggml_tensor * vc = cap.cache_v.at(il);
+        if (kc->type != GGML_TYPE_F16 || vc->type != GGML_TYPE_F16) {
+            die("the check reads an f16 K/V cache");
         }
         const auto * data = (const ggml_fp16_t *) kc->data;
+        const auto * vdata = (const ggml_fp16_t *) vc->data;
+        const int64_t n_embd_v = vc->ne[0], hd_v = n_embd_v / cap.n_head_kv;
+        std::vector<ggml_fp16_t> want_v(hd_v);
+        got_v.resize(hd_v);
         for (int h = 0; h < cap.n_head_kv; h++) {
             auto p = positions(il, h);
             for (int j = 0; j < B; j++) {
@@ -343,13 +374,21 @@ int cmd_kvcheck(const options & o, llama_model * model) {
                 }
                 rows++;
                 auto it = cap.k[il].find(p[j]);
-                if (it == cap.k[il].end()) {
+                auto iv = cap.v[il].find(p[j]);
+                if (it == cap.k[il].end() || iv == cap.v[il].end()) {
                     missing++;
                     continue;
                 }
                 ggml_fp32_to_fp16_row(it->second.data() + h * cap.head_dim, want.data(), cap.head_dim);
                 const ggml_fp16_t * got = data + (int64_t) j * kc->ne[0] + (int64_t) h * cap.head_dim;
                 mismatched += std::memcmp(got, want.data(), cap.head_dim * sizeof(ggml_fp16_t)) != 0;
+
+                ggml_fp32_to_fp16_row(iv->second.data() + h * hd_v, want_v.data(), hd_v);
+                for (int64_t d = 0; d < hd_v; d++) {
+                    const int64_t e = h * hd_v + d; // element e of slot j: row-major, or e*kv_size + j
+                    got_v[d] = cap.v_trans ? vdata[e * vc->ne[1] + j] : vdata[(int64_t) j * n_embd_v + e];
+                }
+                v_mismatched += std::memcmp(got_v.data(), want_v.data(), hd_v * sizeof(ggml_fp16_t)) != 0;
             }
         }
     }
@@ -357,10 +396,11 @@ int cmd_kvcheck(const options & o, llama_model * model) {
     const long failures = (long) hashevict_kv_failures(kv);
     hashevict_kv_free(kv);
     std::printf("{\"layers\": %d, \"kv_heads\": %d, \"budget\": %d, \"prompt\": %d, \"decode_steps\": %ld, "
-                "\"rows_checked\": %ld, \"rows_mismatched\": %ld, \"rows_missing\": %ld, "
+                "\"rows_checked\": %ld, \"rows_mismatched\": %ld, \"v_rows_mismatched\": %ld, \"v_transposed\": %s, \"rows_missing\": %ld, "
                 "\"new_position_not_placed_in_step\": %ld, \"evicting_head_steps\": %ld, \"bad_evictions\": %ld, "
                 "\"victim_differs_from_head0\": %ld, \"placement_failures\": %ld}\n",
-                n_layer, cap.n_head_kv, B, o.prompt, decode_steps, rows, mismatched, missing, late,
+                n_layer, cap.n_head_kv, B, o.prompt, decode_steps, rows, mismatched, v_mismatched,
+                cap.v_trans ? "true" : "false", missing, late,
                 evict_steps, evict_wrong, heads_disagree, failures);
     return 0;
 }

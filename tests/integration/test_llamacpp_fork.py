@@ -51,11 +51,12 @@ def probe(binary, *args):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_budget_covering_every_token_gives_the_stock_logits_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("fa", ["on", "off"])  # V cache in rows, or transposed
+def test_budget_covering_every_token_gives_the_stock_logits_bit_for_bit(tmp_path, fa):
     need(FORK_PROBE, STOCK_PROBE)
     # 200 prompt tokens and 100 greedy steps; the stock cache and the placer's both hold
     # 512 cells, so no eviction happens and attention sees the same cells.
-    common = ["--prompt", "200", "--gen", "100", "--ctx", "512"]
+    common = ["--prompt", "200", "--gen", "100", "--ctx", "512", "--fa", fa]
     probe(STOCK_PROBE, "logits", *common, "--out", tmp_path / "stock.bin")
     probe(FORK_PROBE, "logits", *common, "--out", tmp_path / "fork_off.bin")
     probe(FORK_PROBE, "logits", *common, "--budget", "512", "--out", tmp_path / "fork_on.bin")
@@ -67,19 +68,24 @@ def test_budget_covering_every_token_gives_the_stock_logits_bit_for_bit(tmp_path
     assert (tmp_path / "fork_on.bin").read_bytes() == stock
 
 
-@pytest.mark.parametrize("prompt,budget,gen,probe_kind", [
-    (48, 64, 300, "query"),    # prompt fits, then 284 evicting steps
-    (150, 64, 200, "key"),     # prompt larger than the budget: one token per step once full
+@pytest.mark.parametrize("prompt,budget,gen,probe_kind,fa", [
+    (48, 64, 300, "query", "on"),   # prompt fits, then 284 evicting steps
+    (150, 64, 200, "key", "off"),   # prompt larger than the budget: one token per step once
+                                    # full; transposed V cache
 ])
-def test_every_cached_k_row_is_the_post_rope_k_of_the_position_reported(prompt, budget, gen, probe_kind):
+def test_every_cached_k_row_is_the_post_rope_k_of_the_position_reported(prompt, budget, gen, probe_kind, fa):
     need(FORK_PROBE)
-    r = probe(FORK_PROBE, "kvcheck", "--prompt", prompt, "--budget", budget, "--gen", gen, "--probe", probe_kind)
+    r = probe(FORK_PROBE, "kvcheck", "--prompt", prompt, "--budget", budget, "--gen", gen, "--probe", probe_kind,
+              "--fa", fa)
     assert r["placement_failures"] == 0
     assert r["decode_steps"] == gen
-    # every (layer, KV head, slot) holds a position, and its row is that position's K
+    assert r["v_transposed"] == (fa == "off")
+    # every (layer, KV head, slot) holds a position, and its K row is that position's
+    # post-RoPE K, its V row that position's V
     assert r["rows_checked"] == r["layers"] * r["kv_heads"] * budget
     assert r["rows_missing"] == 0
     assert r["rows_mismatched"] == 0
+    assert r["v_rows_mismatched"] == 0
     # the decision for position t is made in t's own decode step, one slot per head
     assert r["new_position_not_placed_in_step"] == 0
     assert r["bad_evictions"] == 0
