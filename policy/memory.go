@@ -188,12 +188,6 @@ func (e *Engine) reserveState(delta int64, what string) error {
 	return nil
 }
 
-// reserve is reserveState for callers that have no better name for what
-// grows.
-func (e *Engine) reserve(delta int64) error {
-	return e.reserveState(delta, "sequence state")
-}
-
 // fitScratch counts, before a step of n tokens decodes its input, the
 // scratch the step allocates beyond what s already holds: a sequence keeps
 // the buffers of its largest chunk. Only the part beyond a one-token step

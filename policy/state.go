@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"slices"
@@ -485,7 +486,7 @@ func (e *Engine) LoadSeq(id int, blob []byte) error {
 		defer old.mu.Unlock()
 		oldBytes = old.bytes
 	}
-	if err := e.reserve(fresh.bytes - oldBytes); err != nil {
+	if err := e.reserveState(fresh.bytes-oldBytes, fmt.Sprintf("loading sequence %d", id)); err != nil {
 		return err
 	}
 	if old != nil {
