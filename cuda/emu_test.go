@@ -22,15 +22,8 @@ func TestGPUCheckOnHostEmulation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPED in -short: about 20 s")
 	}
-	cxx, err := exec.LookPath("c++")
-	if err != nil {
-		t.Skip("SKIPPED: no C++ compiler (c++): the emulated gpu-check cannot run")
-	}
+	emu := buildEmu(t)
 	dir := t.TempDir()
-	emu := filepath.Join(dir, "libcuda-emu.so")
-	if b, err := exec.Command(cxx, "-shared", "-fPIC", "-O2", "-ffp-contract=off", "-Wall", "-Werror", "-o", emu, "testdata/emu_libcuda.cpp").CombinedOutput(); err != nil {
-		t.Fatalf("building the emulator: %v\n%s", err, b)
-	}
 	// The go command that runs this test: on PATH, else under GOROOT.
 	gocmd, err := exec.LookPath("go")
 	if err != nil {

@@ -9,8 +9,10 @@
 //     probe and score: every slot of every step identical;
 //  3. token mode: the same with Engine.Observe and Evictions (device score
 //     updates and float64 totals);
-//  4. the asynchronous path on a caller's non-blocking stream, behind a long
-//     kernel: results identical, the launches return before the work runs;
+//  4. cuda.Layer.DecodeStep (what the C API's wiring will call) against
+//     Engine.Place; the asynchronous path on a caller's non-blocking stream,
+//     behind a long kernel: results identical, the launches return before
+//     the work runs;
 //  5. benchmarks: the device's read bandwidth (hev_read_bw), the scans'
 //     throughput as a ratio of it, and the per-layer decision latency at
 //     budgets 4k/32k/128k against the CPU engine, in paired interleaved
@@ -39,7 +41,7 @@ import (
 var (
 	quick   = flag.Bool("quick", false, "fewer dims, steps and benchmark rounds (about a minute)")
 	noBench = flag.Bool("no-bench", false, "checks only, no benchmarks")
-	only    = flag.String("only", "", "comma-separated subset of: hash,slot,token,async,bench")
+	only    = flag.String("only", "", "comma-separated subset of: hash,slot,token,layer,async,bench")
 	budgets = flag.String("budgets", "4096,32768,131072", "budgets of the per-layer latency benchmark")
 	rounds  = flag.Int("rounds", 7, "paired rounds per benchmark")
 	// Sizes of the device buffers the benchmarks scan and the long kernel
@@ -123,6 +125,9 @@ func main() {
 	}
 	if want("token") {
 		c.tokenChecks()
+	}
+	if want("layer") {
+		c.layerChecks()
 	}
 	if want("async") {
 		c.asyncCheck()
@@ -745,7 +750,71 @@ func (c *checker) tokenCase(s shape, steps int) string {
 	return ""
 }
 
-// --- 4. the asynchronous path ----------------------------------------------
+// --- 4. Layer.DecodeStep and the asynchronous path ------------------------
+
+// layerChecks runs cuda.Layer.DecodeStep, the composed decode step, from an
+// empty cache through evictions against Engine.Place for every shape.
+func (c *checker) layerChecks() {
+	steps := 400
+	if *quick {
+		steps = 100
+	}
+	for _, s := range c.shapes() {
+		t0 := time.Now()
+		msg := c.layerCase(s, steps)
+		report(msg == "", "Layer.DecodeStep, %v: %d steps from empty, slots and evicted positions as Engine.Place (%.1f s)%s", s, steps, time.Since(t0).Seconds(), msg)
+	}
+}
+
+func (c *checker) layerCase(s shape, steps int) string {
+	e := engine(policy.ModeSlot, s.layers, s.kvh, s.qh, s.dim, s.bits, s.budget, s.probe, s.score)
+	must(e.AddSeq(0), "AddSeq")
+	p := e.P
+	sp := cuda.StepParams{Probe: p.Probe, Score: p.Score, Decay: p.Decay}
+	sc, err := c.v.NewScratch(s.kvh, s.qh, s.bits, p.Sinks, p.Recent)
+	must(err, "NewScratch")
+	layers := make([]*cuda.Layer, s.layers)
+	rts := make([]buf, s.layers)
+	for l := range layers {
+		layers[l], err = c.v.NewLayer(0, s.kvh, s.bits, s.budget, p.Sinks, p.Recent)
+		must(err, "NewLayer")
+		rt, _ := e.ProjectionOf(l)
+		rts[l] = c.alloc(int64(4 * len(rt)))
+		upload(c, rts[l], rt)
+	}
+	b := c.newStep(s, 1, 1)
+	defer func() {
+		for l := range layers {
+			must(layers[l].Free(), "Layer.Free")
+		}
+		must(sc.Free(c.v), "Scratch.Free")
+		c.free(append(b.all(), rts...)...)
+	}()
+	for step := 0; step < steps; step++ {
+		q, qhs, qts := c.randomRows(s.dt, s.dim, s.qh, 1)
+		k, khs, kts := c.randomRows(s.dt, s.dim, s.kvh, 1)
+		upload(c, b.q, q)
+		upload(c, b.k, k)
+		for l := range layers {
+			want := make([]int32, 2*s.kvh)
+			must(e.Place(0, l, &policy.Rows{Data: q, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs, TokenStride: qts},
+				&policy.Rows{Data: k, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs, TokenStride: kts},
+				[]int32{int32(step)}, want[:s.kvh], want[s.kvh:]), "Place")
+			must(layers[l].DecodeStep(0, &cuda.Rows{Data: b.q.p, DType: s.dt, Dim: s.dim, Heads: s.qh, Tokens: 1, HeadStride: qhs, TokenStride: qts},
+				&cuda.Rows{Data: b.k.p, DType: s.dt, Dim: s.dim, Heads: s.kvh, Tokens: 1, HeadStride: khs, TokenStride: kts},
+				rts[l].p, int32(step), sp, sc, b.out.p, b.evicted.p), "DecodeStep")
+			got := make([]int32, 2*s.kvh)
+			download(c, got[:s.kvh], b.out)
+			download(c, got[s.kvh:], b.evicted)
+			if !slices.Equal(got, want) {
+				return fmt.Sprintf(": step %d layer %d: device slots/evicted %v, CPU %v", step, l, got, want)
+			}
+		}
+	}
+	return ""
+}
+
+// --- the asynchronous path ---------------------------------------------------
 
 // asyncCheck queues decode steps on a non-blocking stream of its own behind
 // a long kernel, with the inputs copied into place on that stream: the
