@@ -10,7 +10,9 @@ import (
 // head a code table of Budget slots, their scores, counts and positions, and
 // the guard (the protected slots). It is what the C API's wiring keeps per
 // (sequence, layer) for CUDA tensors; a decode step (DecodeStep) reads and
-// writes it on the caller's stream without any host round trip.
+// writes it on the caller's stream without any host round trip. A Layer
+// is not safe for concurrent use: a sequence's steps are serialised (the
+// engine holds the sequence's lock) and queued on one stream.
 type Layer struct {
 	dev                                *Device
 	Heads, Bits, Budget, Sinks, Recent int
