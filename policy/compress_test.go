@@ -1,0 +1,474 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+// refCompressKeep recomputes, from the raw vectors and with float64 dot
+// products, which positions one KV head keeps: estimate per candidate, max
+// pool along the positions, protected positions first, then the smallest
+// eviction scores; ties drop the oldest first.
+func refCompressKeep(e *Engine, layer, h int, pos []int32, keys [][]float32, probes [][]float32, newest int32, nWindow, pool int, form CompressForm) map[int32]bool {
+	p := &e.P
+	rt := e.proj[layer]
+	pcodes := make([][]uint64, len(probes))
+	for i, x := range probes {
+		pcodes[i] = naiveCode(x, rt, p.Bits)
+	}
+	est := make([]float64, len(pos))
+	for i, k := range keys {
+		kc := naiveCode(k, rt, p.Bits)
+		for _, pc := range pcodes {
+			d := ham(kc, pc)
+			if form == CompressCosine {
+				est[i] += math.Cos(math.Pi * float64(d) / float64(p.Bits))
+			} else {
+				est[i] -= float64(d)
+			}
+		}
+		est[i] /= float64(len(pcodes))
+	}
+	pooled := make([]float64, len(pos))
+	for i := range pos { // pos is ascending
+		m := math.Inf(-1)
+		for j := max(0, i-pool/2); j <= min(len(pos)-1, i+pool/2); j++ {
+			m = max(m, est[j])
+		}
+		if pool/2 == 0 {
+			m = est[i]
+		}
+		pooled[i] = m
+	}
+	keep := map[int32]bool{}
+	var cand []int
+	winFrom := pos[len(pos)-nWindow]
+	for i, q := range pos {
+		if int(q) < p.Sinks || int64(q) >= int64(newest)-int64(p.Recent) || q >= winFrom {
+			keep[q] = true
+		} else {
+			cand = append(cand, i)
+		}
+	}
+	sort.SliceStable(cand, func(a, b int) bool {
+		if pooled[cand[a]] != pooled[cand[b]] {
+			return pooled[cand[a]] > pooled[cand[b]]
+		}
+		return pos[cand[a]] > pos[cand[b]]
+	})
+	for _, i := range cand[:max(0, p.Budget-len(keep))] {
+		keep[pos[i]] = true
+	}
+	return keep
+}
+
+// TestCompressMatchesReference compresses a prompt twice the budget in one
+// call and checks every head's kept positions against refCompressKeep, for
+// both probes and both score forms. Random Gaussian keys have distinct
+// enough estimates that the float32 kernel and the float64 reference agree.
+func TestCompressMatchesReference(t *testing.T) {
+	for _, probe := range []Probe{ProbeQuery, ProbeKey} {
+		for _, form := range []CompressForm{CompressCosine, CompressDistance} {
+			for _, pool := range []int{0, 5} {
+				t.Run(fmt.Sprintf("probe%d/form%d/pool%d", probe, form, pool), func(t *testing.T) {
+					p := smallParams()
+					p.Probe, p.Bits, p.Budget = probe, 64, 40
+					e := mustEngine(t, p)
+					e.AddSeq(0)
+					rng := rand.New(rand.NewPCG(3, uint64(form)))
+					n, nw := 100, 8
+					positions := make([]int32, n)
+					for i := range positions {
+						positions[i] = int32(i)
+					}
+					for l := 0; l < p.Layers; l++ {
+						q := gauss(rng, nw*p.QHeads*p.HeadDim)
+						k := gauss(rng, n*p.KVHeads*p.HeadDim)
+						out := make([]int32, n*p.KVHeads)
+						if err := e.Compress(0, l, f32Rows(q, nw, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), positions, nw, pool, form, out); err != nil {
+							t.Fatal(err)
+						}
+						for h := 0; h < p.KVHeads; h++ {
+							keys := make([][]float32, n)
+							for tok := range keys {
+								keys[tok] = k[(tok*p.KVHeads+h)*p.HeadDim:][:p.HeadDim]
+							}
+							var probes [][]float32
+							g := p.Group()
+							for tok := n - nw; tok < n; tok++ {
+								if probe == ProbeKey {
+									probes = append(probes, keys[tok])
+									continue
+								}
+								for j := 0; j < g; j++ {
+									w := tok - (n - nw)
+									probes = append(probes, q[(w*p.QHeads+h*g+j)*p.HeadDim:][:p.HeadDim])
+								}
+							}
+							want := refCompressKeep(e, l, h, positions, keys, probes, positions[n-1], nw, pool, form)
+							held := make([]int32, p.Budget)
+							if err := e.SlotPositions(0, l, h, held); err != nil {
+								t.Fatal(err)
+							}
+							got := map[int32]bool{}
+							for _, q := range held {
+								if q < 0 {
+									t.Fatalf("layer %d head %d: a free slot after compressing %d tokens into %d", l, h, n, p.Budget)
+								}
+								got[q] = true
+							}
+							for tok := 0; tok < n; tok++ {
+								slot := out[tok*p.KVHeads+h]
+								if (slot >= 0) != got[int32(tok)] || (slot >= 0 && held[slot] != int32(tok)) {
+									t.Fatalf("layer %d head %d: out_slots[%d] = %d disagrees with the held positions", l, h, tok, slot)
+								}
+								if got[int32(tok)] != want[int32(tok)] {
+									t.Fatalf("layer %d head %d: position %d kept %v, reference %v", l, h, tok, got[int32(tok)], want[int32(tok)])
+								}
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestCompressKeepsWhatTheWindowAsksFor plants, in the middle of a random
+// prompt, keys aligned with the window's queries: compression keeps them,
+// where the sink+recent window (the budget's last positions) cannot.
+func TestCompressKeepsWhatTheWindowAsksFor(t *testing.T) {
+	p := smallParams()
+	p.KVHeads, p.QHeads, p.Budget = 1, 2, 32
+	e := mustEngine(t, p)
+	e.AddSeq(0)
+	rng := rand.New(rand.NewPCG(5, 5))
+	n, nw := 200, 4
+	dir := gauss(rng, p.HeadDim)
+	k := gauss(rng, n*p.HeadDim)
+	planted := []int{60, 61, 62, 120}
+	for _, i := range planted {
+		copy(k[i*p.HeadDim:(i+1)*p.HeadDim], dir)
+	}
+	q := make([]float32, nw*p.QHeads*p.HeadDim)
+	for i := range q {
+		q[i] = dir[i%p.HeadDim] + 0.1*float32(rng.NormFloat64())
+	}
+	positions := make([]int32, n)
+	for i := range positions {
+		positions[i] = int32(i)
+	}
+	out := make([]int32, n)
+	if err := e.Compress(0, 0, f32Rows(q, nw, p.QHeads, p.HeadDim), f32Rows(k, n, 1, p.HeadDim), positions, nw, 0, CompressCosine, out); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range planted {
+		if out[i] < 0 {
+			t.Errorf("planted position %d was dropped", i)
+		}
+	}
+	// The protected ones are kept whatever their scores.
+	for _, i := range []int{0, 1, 2, 3, n - 1, n - 1 - p.Recent} {
+		if out[i] < 0 {
+			t.Errorf("protected position %d was dropped", i)
+		}
+	}
+}
+
+// TestCompressAfterHeldSlots compresses a second chunk into a layer that
+// already holds a full budget: the dropped held slots are refilled, nothing
+// is left free, and decode steps continue as usual.
+func TestCompressAfterHeldSlots(t *testing.T) {
+	for _, pol := range []Policy{PolicyHash, PolicyKnorm, PolicySinkRecent, PolicyRandom} {
+		t.Run(fmt.Sprint("policy", pol), func(t *testing.T) {
+			p := smallParams()
+			p.Policy = pol
+			e := mustEngine(t, p)
+			e.AddSeq(0)
+			rng := rand.New(rand.NewPCG(7, 7))
+			next := int32(0)
+			chunk := func(n int) []int32 {
+				ps := make([]int32, n)
+				for i := range ps {
+					ps[i] = next
+					next++
+				}
+				return ps
+			}
+			for _, n := range []int{20, 50, 30} {
+				ps := chunk(n)
+				out := make([]int32, n*p.KVHeads)
+				q := gauss(rng, 6*p.QHeads*p.HeadDim)
+				k := gauss(rng, n*p.KVHeads*p.HeadDim)
+				if err := e.Compress(0, 0, f32Rows(q, 6, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), ps, 6, 5, CompressCosine, out); err != nil {
+					t.Fatal(err)
+				}
+				for h := 0; h < p.KVHeads; h++ {
+					held := make([]int32, p.Budget)
+					e.SlotPositions(0, 0, h, held)
+					seen := map[int32]bool{}
+					used := 0
+					for _, q := range held {
+						if q >= 0 {
+							used++
+							if seen[q] {
+								t.Fatalf("position %d held twice", q)
+							}
+							seen[q] = true
+						}
+					}
+					if want := min(int(next), p.Budget); used != want {
+						t.Fatalf("head %d holds %d positions, want %d", h, used, want)
+					}
+					if pol == PolicySinkRecent && int(next) > p.Budget {
+						for q := next - int32(p.Budget-p.Sinks); q < next; q++ {
+							if !seen[q] {
+								t.Fatalf("sink+recent dropped recent position %d", q)
+							}
+						}
+					}
+				}
+			}
+			// A decode step after the compression.
+			ps := chunk(1)
+			out := make([]int32, p.KVHeads)
+			if err := e.Place(0, 0, f32Rows(gauss(rng, p.QHeads*p.HeadDim), 1, p.QHeads, p.HeadDim), f32Rows(gauss(rng, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim), ps, out, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestCompressRefusesAndChangesNothing: every refused call leaves the
+// sequence exactly as it was (its saved state is byte-identical).
+func TestCompressRefusesAndChangesNothing(t *testing.T) {
+	p := smallParams()
+	e := mustEngine(t, p)
+	e.AddSeq(0)
+	rng := rand.New(rand.NewPCG(1, 1))
+	pos := func(from, n int) []int32 {
+		ps := make([]int32, n)
+		for i := range ps {
+			ps[i] = int32(from + i)
+		}
+		return ps
+	}
+	n := 30
+	q := gauss(rng, 4*p.QHeads*p.HeadDim)
+	k := gauss(rng, n*p.KVHeads*p.HeadDim)
+	out := make([]int32, n*p.KVHeads)
+	if err := e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(0, n), 4, 5, CompressCosine, out); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.SaveSeq(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nan := gauss(rng, n*p.KVHeads*p.HeadDim)
+	nan[77] = float32(math.NaN())
+	big := 200
+	cases := []struct {
+		name string
+		code Code
+		call func() error
+	}{
+		{"window too long", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), n+1, 5, CompressCosine, out)
+		}},
+		{"window zero", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 0, 5, CompressCosine, out)
+		}},
+		{"q rows differ from n_window", CodeShape, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 3, 5, CompressCosine, out)
+		}},
+		{"q nil", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, nil, f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, CompressCosine, out)
+		}},
+		{"form", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, 7, out)
+		}},
+		{"pool", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, -1, CompressCosine, out)
+		}},
+		{"positions not after", CodePosition, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(10, n), 4, 5, CompressCosine, out)
+		}},
+		{"nan", CodeNonFinite, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(nan, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, CompressCosine, out)
+		}},
+		{"window covers the budget", CodeChunkTooLarge, func() error {
+			kb := gauss(rng, big*p.KVHeads*p.HeadDim)
+			qb := gauss(rng, big*p.QHeads*p.HeadDim)
+			return e.Compress(0, 0, f32Rows(qb, big, p.QHeads, p.HeadDim), f32Rows(kb, big, p.KVHeads, p.HeadDim), pos(100, big), big, 5, CompressCosine, make([]int32, big*p.KVHeads))
+		}},
+		{"out too small", CodeInvalidArgument, func() error {
+			return e.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, CompressCosine, out[:n])
+		}},
+		{"layer", CodeOutOfRange, func() error {
+			return e.Compress(0, 9, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, CompressCosine, out)
+		}},
+		{"sequence", CodeUnknownSequence, func() error {
+			return e.Compress(3, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(100, n), 4, 5, CompressCosine, out)
+		}},
+		{"token-mode call on a slot engine", CodeWrongMode, func() error {
+			return e.CompressScores(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), pos(0, 4), 5, CompressCosine)
+		}},
+	}
+	for _, c := range cases {
+		err := c.call()
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != c.code {
+			t.Errorf("%s: got %v, want code %d", c.name, err, c.code)
+		}
+		after, err := e.SaveSeq(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(after) != string(before) {
+			t.Fatalf("%s: the refused call changed the sequence", c.name)
+		}
+	}
+	po := p
+	po.Policy = PolicyOracle
+	eo := mustEngine(t, po)
+	eo.AddSeq(0)
+	var pe *Error
+	if err := eo.Compress(0, 0, f32Rows(q, 4, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), pos(0, n), 4, 5, CompressCosine, out); !errors.As(err, &pe) || pe.Code != CodeUnsupported {
+		t.Errorf("oracle: got %v, want UNSUPPORTED", err)
+	}
+}
+
+// TestCompressScoresTokenMode observes a prompt in token mode (no
+// eviction), scores it from the window, and checks that Evictions then
+// drops exactly the positions of the largest summed compression scores,
+// recomputed from the raw vectors.
+func TestCompressScoresTokenMode(t *testing.T) {
+	for _, form := range []CompressForm{CompressCosine, CompressDistance} {
+		t.Run(fmt.Sprint("form", form), func(t *testing.T) {
+			p := smallParams()
+			p.Mode, p.Budget, p.Bits = ModeToken, 40, 32
+			e := mustEngine(t, p)
+			e.AddSeq(0)
+			rng := rand.New(rand.NewPCG(11, uint64(form)))
+			n, nw, pool := 120, 8, 3
+			positions := make([]int32, n)
+			for i := range positions {
+				positions[i] = int32(i)
+			}
+			total := make([]float64, n)
+			wpos := positions[n-nw:]
+			for l := 0; l < p.Layers; l++ {
+				q := gauss(rng, n*p.QHeads*p.HeadDim)
+				k := gauss(rng, n*p.KVHeads*p.HeadDim)
+				if err := e.Observe(0, l, f32Rows(q, n, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), positions); err != nil {
+					t.Fatal(err)
+				}
+				qw := q[(n-nw)*p.QHeads*p.HeadDim:]
+				if err := e.CompressScores(0, l, f32Rows(qw, nw, p.QHeads, p.HeadDim), wpos, pool, form); err != nil {
+					t.Fatal(err)
+				}
+				g := p.Group()
+				for h := 0; h < p.KVHeads; h++ {
+					var pcs [][]uint64
+					for w := 0; w < nw; w++ {
+						for j := 0; j < g; j++ {
+							pcs = append(pcs, naiveCode(qw[(w*p.QHeads+h*g+j)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits))
+						}
+					}
+					est := make([]float64, n)
+					for tok := 0; tok < n; tok++ {
+						kc := naiveCode(k[(tok*p.KVHeads+h)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits)
+						for _, pc := range pcs {
+							d := ham(kc, pc)
+							if form == CompressCosine {
+								est[tok] += math.Cos(math.Pi * float64(d) / float64(p.Bits))
+							} else {
+								est[tok] -= float64(d)
+							}
+						}
+						est[tok] /= float64(len(pcs))
+					}
+					for tok := 0; tok < n; tok++ {
+						m := math.Inf(-1)
+						for j := max(0, tok-pool/2); j <= min(n-1, tok+pool/2); j++ {
+							m = max(m, est[j])
+						}
+						if tok < n-nw {
+							total[tok] += float64(toDistance(form, p.Bits, m))
+						}
+					}
+				}
+			}
+			out := make([]int32, n)
+			got, err := e.Evictions(0, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != n-p.Budget {
+				t.Fatalf("dropped %d, want %d", got, n-p.Budget)
+			}
+			var cand []int
+			for tok := p.Sinks; tok < n-nw && tok < n-1-p.Recent; tok++ {
+				cand = append(cand, tok)
+			}
+			sort.SliceStable(cand, func(a, b int) bool {
+				if total[cand[a]] != total[cand[b]] {
+					return total[cand[a]] > total[cand[b]]
+				}
+				return cand[a] < cand[b]
+			})
+			want := cand[:n-p.Budget]
+			sort.Ints(want)
+			for i, w := range want {
+				if out[i] != int32(w) {
+					t.Fatalf("dropped %v, want %v", out[:got], want)
+				}
+			}
+		})
+	}
+}
+
+func TestCompressScoresRefuses(t *testing.T) {
+	p := smallParams()
+	p.Mode = ModeToken
+	e := mustEngine(t, p)
+	e.AddSeq(0)
+	rng := rand.New(rand.NewPCG(2, 2))
+	n := 10
+	positions := []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	q := gauss(rng, n*p.QHeads*p.HeadDim)
+	k := gauss(rng, n*p.KVHeads*p.HeadDim)
+	if err := e.Observe(0, 0, f32Rows(q, n, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), positions); err != nil {
+		t.Fatal(err)
+	}
+	qw := f32Rows(q, 2, p.QHeads, p.HeadDim)
+	for name, c := range map[string]struct {
+		code Code
+		err  error
+	}{
+		"not observed by layer 1": {CodePosition, e.CompressScores(0, 1, qw, []int32{8, 9}, 5, CompressCosine)},
+		"not held":                {CodePosition, e.CompressScores(0, 0, qw, []int32{9, 10}, 5, CompressCosine)},
+		"not increasing":          {CodePosition, e.CompressScores(0, 0, qw, []int32{9, 8}, 5, CompressCosine)},
+		"q rows":                  {CodeShape, e.CompressScores(0, 0, qw, []int32{7, 8, 9}, 5, CompressCosine)},
+		"empty window":            {CodeInvalidArgument, e.CompressScores(0, 0, qw, nil, 5, CompressCosine)},
+		"nil q":                   {CodeInvalidArgument, e.CompressScores(0, 0, nil, []int32{8, 9}, 5, CompressCosine)},
+		"slot call":               {CodeWrongMode, e.Compress(0, 0, qw, qw, positions, 2, 5, CompressCosine, make([]int32, 100))},
+	} {
+		var pe *Error
+		if !errors.As(c.err, &pe) || pe.Code != c.code {
+			t.Errorf("%s: got %v, want code %d", name, c.err, c.code)
+		}
+	}
+	pk := p
+	pk.Policy = PolicyKnorm
+	ek := mustEngine(t, pk)
+	ek.AddSeq(0)
+	var pe *Error
+	if err := ek.CompressScores(0, 0, qw, []int32{0}, 5, CompressCosine); !errors.As(err, &pe) || pe.Code != CodeUnsupported {
+		t.Errorf("knorm: got %v, want UNSUPPORTED", err)
+	}
+}
