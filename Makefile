@@ -51,13 +51,16 @@ test-consumer: build
 # library built above (HASHEVICT_LIB_PREBUILT) instead of building its own;
 # then its tests.
 PYVENV ?= $(BUILD)/venv-py
-# torch (CPU tensors, bf16) is a 2.5 GB download with its CUDA wheels:
-# tried, and when it cannot be installed its tests skip with a warning.
+# torch, transformers and kvpress (bindings/python/tests/requirements-ml.txt):
+# PyPI has no CPU-only torch for x86-64, so this is about 3 GB of CUDA wheels
+# (a few minutes, once per venv); when it cannot be installed their tests skip
+# with a warning.
 test-python: build
 	python3 -m venv $(PYVENV)
 	HASHEVICT_LIB_PREBUILT=$(abspath $(BUILD))/libhashevict.so \
 		$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy
-	$(PYVENV)/bin/pip install --quiet torch || echo "WARNING: torch not installed: the torch tests will be SKIPPED"
+	$(PYVENV)/bin/pip install --quiet -r bindings/python/tests/requirements-ml.txt || \
+		echo "WARNING: torch/transformers/kvpress not installed: their tests will be SKIPPED"
 	$(PYVENV)/bin/python -m pytest -q -rs bindings/python/tests
 
 test-readme: build
