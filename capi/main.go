@@ -431,6 +431,52 @@ func hevgo_observe(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor
 	})
 }
 
+//export hevgo_compress
+func hevgo_compress(e C.uintptr_t, seq, layer C.int32_t, qWindow *C.hashevict_tensor, nWindow C.int32_t, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, pool, form C.int32_t, outSlots *C.int32_t) status {
+	const fn = "hashevict_compress"
+	return call(e, fn, func(h *handle) error {
+		// The window has its own token count, so q goes through stepInput
+		// as absent and is viewed here.
+		_, kr, pos, err := stepInput(fn, nil, k, positions, n)
+		if err != nil {
+			return err
+		}
+		qr, err := rows(qWindow, "q_window")
+		if err != nil {
+			return err
+		}
+		if outSlots == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": out_slots is NULL"}
+		}
+		if int64(n)*int64(h.eng.P.KVHeads) > math.MaxInt32 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": n_tokens * n_kv_heads overflows"}
+		}
+		m := int(n) * h.eng.P.KVHeads
+		return h.eng.Compress(int(seq), int(layer), qr, kr, pos, int(nWindow), int(pool), policy.CompressForm(form), int32s(outSlots, m))
+	})
+}
+
+//export hevgo_compress_score
+func hevgo_compress_score(e C.uintptr_t, seq, layer C.int32_t, qWindow *C.hashevict_tensor, windowPositions *C.int32_t, nWindow, pool, form C.int32_t) status {
+	const fn = "hashevict_compress_score"
+	return call(e, fn, func(h *handle) error {
+		if nWindow < 1 {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: n_window = %d, want at least 1", fn, nWindow)}
+		}
+		if windowPositions == nil {
+			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": window_positions is NULL"}
+		}
+		qr, err := rows(qWindow, "q_window")
+		if err != nil {
+			return err
+		}
+		if qr != nil && qr.Tokens != int(nWindow) {
+			return &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s: q_window has %d tokens but n_window = %d", fn, qr.Tokens, nWindow)}
+		}
+		return h.eng.CompressScores(int(seq), int(layer), qr, int32s(windowPositions, int(nWindow)), int(pool), policy.CompressForm(form))
+	})
+}
+
 //export hevgo_slot_positions
 func hevgo_slot_positions(e C.uintptr_t, seq, layer, head C.int32_t, out *C.int32_t, capacity C.int32_t) status {
 	return call(e, "hashevict_slot_positions", func(h *handle) error {

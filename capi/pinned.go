@@ -50,6 +50,9 @@ var _ = [...]struct{}{
 	pinned[policy.ScoreAccumulated-C.HASHEVICT_SCORE_ACCUMULATED],
 	pinned[policy.ScoreDecayed-C.HASHEVICT_SCORE_DECAYED],
 
+	pinned[policy.CompressCosine-C.HASHEVICT_COMPRESS_COSINE],
+	pinned[policy.CompressDistance-C.HASHEVICT_COMPRESS_DISTANCE],
+
 	pinned[policy.F32-C.HASHEVICT_DTYPE_F32],
 	pinned[policy.F16-C.HASHEVICT_DTYPE_F16],
 	pinned[policy.BF16-C.HASHEVICT_DTYPE_BF16],

@@ -114,6 +114,32 @@ hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
                          (hashevict_tensor *)k, (int32_t *)positions, n_tokens);
 }
 
+hashevict_status hashevict_compress(hashevict_engine *engine, int32_t seq,
+                                    int32_t layer,
+                                    const hashevict_tensor *q_window,
+                                    int32_t n_window,
+                                    const hashevict_tensor *k,
+                                    const int32_t *positions, int32_t n_tokens,
+                                    int32_t pool, int32_t score_form,
+                                    int32_t *out_slots) {
+    return hevgo_compress((uintptr_t)engine, seq, layer,
+                          (hashevict_tensor *)q_window, n_window,
+                          (hashevict_tensor *)k, (int32_t *)positions,
+                          n_tokens, pool, score_form, out_slots);
+}
+
+hashevict_status hashevict_compress_score(hashevict_engine *engine,
+                                          int32_t seq, int32_t layer,
+                                          const hashevict_tensor *q_window,
+                                          const int32_t *window_positions,
+                                          int32_t n_window, int32_t pool,
+                                          int32_t score_form) {
+    return hevgo_compress_score((uintptr_t)engine, seq, layer,
+                                (hashevict_tensor *)q_window,
+                                (int32_t *)window_positions, n_window, pool,
+                                score_form);
+}
+
 hashevict_status hashevict_slot_positions(hashevict_engine *engine,
                                           int32_t seq, int32_t layer,
                                           int32_t kv_head,

@@ -432,6 +432,98 @@ hashevict_status hashevict_token_positions(hashevict_engine *engine,
                                            int32_t *out_count);
 
 /* ------------------------------------------------------------------------ */
+/* Compress after prefill                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* SnapKV's setting (docs/algorithm.md, "Compress after prefill"): the prompt
+ * is read without eviction, then every prompt position is scored once from
+ * the codes of the prompt's last n_window queries (the "window", which ends
+ * with the question), the estimates are max-pooled along the positions, and
+ * the budget is kept; decode steps then evict per step as usual.
+ *
+ * For a window probe p and a cached key k at Hamming distance d (b =
+ * hash_bits), a position's estimate is the mean over the window's probes
+ * (with PROBE_QUERY the queries of the KV head's group, with PROBE_KEY the
+ * window's keys) of: */
+typedef enum hashevict_compress_form {
+    /* cos(pi * d / b): the expected cosine of p and k. */
+    HASHEVICT_COMPRESS_COSINE = 0,
+    /* -d: the decode step's own distance, applied to the window. */
+    HASHEVICT_COMPRESS_DISTANCE = 1
+} hashevict_compress_form;
+/* Each estimate is then replaced by the largest over the held positions
+ * i - pool/2 .. i + pool/2 in position order, i.e. a max pool of kernel
+ * pool (odd; an even pool acts as pool + 1; 0 or 1: none; at most 1024),
+ * and stored on the distance scale of the decode scores (b * acos(e) / pi
+ * for COSINE, -e for DISTANCE; larger is dropped first), count 1. */
+
+/* Slot mode: places a chunk of n_tokens tokens (a prompt, or the rest of
+ * one) into layer `layer` of `seq` and keeps, per KV head, at most `budget`
+ * of the positions already held there and the chunk's together. Kept are
+ * every position < n_sink, >= t - n_recent (t: the chunk's last position) or
+ * among the chunk's last n_window positions, then the smallest scores
+ * (ties: the newest position stays). Call it once per layer, after the
+ * runtime attended over the whole chunk, instead of hashevict_place.
+ *
+ * q_window: the queries of the chunk's last n_window tokens, n_heads =
+ *   n_q_heads, n_tokens = n_window; read only with POLICY_HASH and
+ *   PROBE_QUERY (may be NULL otherwise). k: the chunk's keys, n_tokens rows,
+ *   n_heads = n_kv_heads. positions: as in hashevict_place.
+ * 1 <= n_window <= n_tokens.
+ * out_slots (n_tokens * n_kv_heads, [token][kv_head]) receives the slot
+ *   where each kept token's key/value must be written, or -1 when the token
+ *   is dropped. Slots of held positions that are dropped are always reused
+ *   by kept tokens of the chunk (there are never more of them), so the
+ *   cache has no holes: slots [0, min(budget, held + n_tokens)) are used.
+ * Policies: HASH scores as above; KNORM keeps the smallest key norms;
+ *   SINK_RECENT the newest positions; RANDOM random ones (pool and
+ *   score_form are then checked but unused); ORACLE is UNSUPPORTED.
+ *
+ * Statuses: those of hashevict_place, plus INVALID_ARGUMENT (n_window out of
+ * range, score_form unknown, pool outside [0, 1024], NULL q_window where it
+ * is read), SHAPE (q_window's rows are not n_window x n_q_heads),
+ * UNSUPPORTED (ORACLE), CHUNK_TOO_LARGE (a head's protected positions alone
+ * exceed the budget), MEMORY_CAP (the chunk's scratch). Nothing changes on
+ * failure. Thread rules and ownership as for hashevict_place. */
+hashevict_status hashevict_compress(hashevict_engine *engine, int32_t seq,
+                                    int32_t layer,
+                                    const hashevict_tensor *q_window,
+                                    int32_t n_window,
+                                    const hashevict_tensor *k,
+                                    const int32_t *positions, int32_t n_tokens,
+                                    int32_t pool, int32_t score_form,
+                                    int32_t *out_slots);
+
+/* Token mode: scores every position layer `layer` of `seq` has observed
+ * (hashevict_observe, without eviction in between) from the window, as
+ * above, and stores the scores as that layer's per-head scores; the
+ * window's own positions get score 0, so they are dropped last. Call it for
+ * every layer after the prompt was observed, then hashevict_evictions,
+ * which sums the scores over layers and heads and drops positions down to
+ * the budget (sinks and recent positions protected as always). A later
+ * hashevict_observe rescoring with its own probes replaces these scores, as
+ * it replaces any.
+ *
+ * q_window: the queries of the window's positions, n_tokens = n_window,
+ *   n_heads = n_q_heads (may be NULL with PROBE_KEY: the window's keys,
+ *   already held, are the probes). window_positions: n_window positions,
+ *   strictly increasing, each held and observed by this layer.
+ * Only POLICY_HASH engines score (UNSUPPORTED otherwise: the other
+ * policies' own scores are what hashevict_evictions reads; call it
+ * directly). Statuses: the general ones, WRONG_MODE, OUT_OF_RANGE,
+ * UNKNOWN_SEQUENCE, INVALID_ARGUMENT (n_window < 1, NULL q_window or
+ * window_positions where needed, score_form, pool), SHAPE, NONFINITE,
+ * POSITION (a window position not held, not observed by the layer, or out
+ * of order), MEMORY_CAP. Nothing changes on failure. Thread rules and
+ * ownership as for hashevict_observe. */
+hashevict_status hashevict_compress_score(hashevict_engine *engine,
+                                          int32_t seq, int32_t layer,
+                                          const hashevict_tensor *q_window,
+                                          const int32_t *window_positions,
+                                          int32_t n_window, int32_t pool,
+                                          int32_t score_form);
+
+/* ------------------------------------------------------------------------ */
 /* Inspection                                                               */
 /* ------------------------------------------------------------------------ */
 

@@ -120,7 +120,7 @@ def test_header_parsed(header):
     assert len(header.functions) >= 20
     assert set(header.structs) == {"hashevict_params", "hashevict_tensor", "hashevict_stats"}
     assert ("hashevict_engine", "hashevict_engine") in header.opaque
-    assert len(header.enums) == 6
+    assert len(header.enums) == 7
 
 
 def test_defines_match(header):

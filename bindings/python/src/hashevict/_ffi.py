@@ -83,6 +83,9 @@ HASHEVICT_PROBE_KEY = 1
 HASHEVICT_SCORE_INSTANT = 0
 HASHEVICT_SCORE_ACCUMULATED = 1
 HASHEVICT_SCORE_DECAYED = 2
+# hashevict_compress_form
+HASHEVICT_COMPRESS_COSINE = 0
+HASHEVICT_COMPRESS_DISTANCE = 1
 # hashevict_dtype
 HASHEVICT_DTYPE_F32 = 0
 HASHEVICT_DTYPE_F16 = 1
@@ -107,6 +110,7 @@ ENUMS = {
         "HASHEVICT_SCORE_ACCUMULATED": 1,
         "HASHEVICT_SCORE_DECAYED": 2,
     },
+    "hashevict_compress_form": {"HASHEVICT_COMPRESS_COSINE": 0, "HASHEVICT_COMPRESS_DISTANCE": 1},
     "hashevict_dtype": {
         "HASHEVICT_DTYPE_F32": 0,
         "HASHEVICT_DTYPE_F16": 1,
@@ -236,6 +240,35 @@ FUNCTIONS = {
             POINTER(c_int32),
         ],
     ),
+    "hashevict_compress": (
+        hashevict_status,
+        [
+            hashevict_engine_p,
+            c_int32,
+            c_int32,
+            POINTER(hashevict_tensor),
+            c_int32,
+            POINTER(hashevict_tensor),
+            POINTER(c_int32),
+            c_int32,
+            c_int32,
+            c_int32,
+            POINTER(c_int32),
+        ],
+    ),
+    "hashevict_compress_score": (
+        hashevict_status,
+        [
+            hashevict_engine_p,
+            c_int32,
+            c_int32,
+            POINTER(hashevict_tensor),
+            POINTER(c_int32),
+            c_int32,
+            c_int32,
+            c_int32,
+        ],
+    ),
     "hashevict_slot_positions": (
         hashevict_status,
         [hashevict_engine_p, c_int32, c_int32, c_int32, POINTER(c_int32), c_int32],
@@ -282,6 +315,8 @@ ADDED_IN = {
     "hashevict_seq_state_size": "0.2.0",
     "hashevict_seq_state_save": "0.2.0",
     "hashevict_seq_state_load": "0.2.0",
+    "hashevict_compress": "0.2.0",
+    "hashevict_compress_score": "0.2.0",
 }
 
 # ---------------------------------------------------------------------------

@@ -293,6 +293,17 @@ def _positions(positions) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+_COMPRESS_FORMS = {"cosine": _ffi.HASHEVICT_COMPRESS_COSINE, "distance": _ffi.HASHEVICT_COMPRESS_DISTANCE}
+
+
+def _compress_form(form) -> int:
+    if isinstance(form, str):
+        if form.lower() not in _COMPRESS_FORMS:
+            raise InvalidArgument(f"form = {form!r}; want one of {sorted(_COMPRESS_FORMS)}")
+        return _COMPRESS_FORMS[form.lower()]
+    return _int32(form, "form", too_big=InvalidArgument)
+
+
 class _Handle:
     """The engine pointer plus a count of calls in flight, so that close()
     never frees the engine under a call on another thread (the header forbids
@@ -678,6 +689,48 @@ class Sequence:
             _call("hashevict_slot_positions", e, self.id, layer, kv_head, _i32p(out), out.size)
         return out
 
+    def compress(self, layer: int, q_window, k, positions, *, n_window: int | None = None, pool: int = 5,
+                 form="cosine"):
+        """Compress after prefill in slot mode (``hashevict_compress``): places
+        the chunk ``k`` ([n_tokens, n_kv_heads, head_dim]) at ``positions``
+        and keeps per KV head at most ``budget`` of the held and new
+        positions, scored from the chunk's last ``n_window`` queries
+        ``q_window`` ([n_window, n_q_heads, head_dim]; None with probe="key"
+        or a policy other than hash; n_window defaults to its length).
+        ``pool``: max-pool kernel along the positions (0: none); ``form``:
+        "cosine" or "distance" (the header's hashevict_compress_form).
+        Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
+        token (torch on ``k``'s device when ``k`` is a torch tensor)."""
+        _need("hashevict_compress")
+        layer = _int32(layer, "layer")
+        pos = _positions(positions)
+        kv = describe(k, "k")
+        qv = describe(q_window, "q_window") if q_window is not None else None
+        if n_window is None:
+            if qv is None:
+                raise InvalidArgument("n_window is needed when q_window is None")
+            n_window = qv.desc.n_tokens
+        nw = _int32(n_window, "n_window", too_big=InvalidArgument)
+        pool = _int32(pool, "pool", too_big=InvalidArgument)
+        f = _compress_form(form)
+        slots = np.empty((pos.size, self.engine.params.n_kv_heads), np.int32)
+        with self._enter() as e:
+            _call(
+                "hashevict_compress",
+                e,
+                self.id,
+                layer,
+                byref(qv.desc) if qv is not None else None,
+                nw,
+                byref(kv.desc),
+                _i32p(pos),
+                pos.size,
+                pool,
+                f,
+                _i32p(slots),
+            )
+        return torch_like((k,), slots)
+
     # -- token mode --------------------------------------------------------
     def observe(self, layer: int, q, k, positions) -> None:
         """Records layer ``layer``'s queries and keys for new positions
@@ -696,6 +749,31 @@ class Sequence:
                 byref(kv.desc),
                 _i32p(pos),
                 pos.size,
+            )
+
+    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 5, form="cosine") -> None:
+        """Scores every position layer ``layer`` observed from the window's
+        queries (``hashevict_compress_score``, token mode); call it for every
+        layer after the prompt was observed, then :meth:`evictions`.
+        ``q_window``: [n_window, n_q_heads, head_dim] (None with probe="key");
+        ``window_positions``: the window's n_window held positions."""
+        _need("hashevict_compress_score")
+        layer = _int32(layer, "layer")
+        wpos = _positions(window_positions)
+        qv = describe(q_window, "q_window") if q_window is not None else None
+        pool = _int32(pool, "pool", too_big=InvalidArgument)
+        f = _compress_form(form)
+        with self._enter() as e:
+            _call(
+                "hashevict_compress_score",
+                e,
+                self.id,
+                layer,
+                byref(qv.desc) if qv is not None else None,
+                _i32p(wpos),
+                wpos.size,
+                pool,
+                f,
             )
 
     def evictions(self, max: int | None = None) -> np.ndarray:

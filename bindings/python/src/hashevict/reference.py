@@ -238,6 +238,52 @@ def knorm(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
+# Compress after prefill
+# ---------------------------------------------------------------------------
+def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, pool: int, form: str = "cosine") -> np.ndarray:
+    """The eviction scores of hashevict_compress for one KV head.
+
+    key_codes [m, W]: the candidates' codes in position order; probe_codes
+    [p, W]: the window's probes. Per candidate, the mean over the probes of
+    cos(pi*d/b) ("cosine") or -d ("distance"), max-pooled over the
+    candidates i - pool//2 .. i + pool//2, then mapped to the distance scale
+    (b*acos(e)/pi, or -e) as float32: larger is dropped first."""
+    d = hamming(key_codes[:, None, :], probe_codes[None, :, :]).astype(np.float64)  # [m, p]
+    if form == "cosine":
+        est = np.cos(np.pi * d / bits).sum(1) / d.shape[1]
+    elif form == "distance":
+        est = -d.sum(1) / d.shape[1]
+    else:
+        raise ValueError(f"form {form!r}")
+    r = pool // 2
+    if r > 0:
+        m = est.size
+        est = np.array([est[max(0, i - r) : min(m, i + r + 1)].max() for i in range(m)])
+    if form == "cosine":
+        return (bits * np.arccos(np.clip(est, -1, 1)) / np.pi).astype(np.float32)
+    return (-est).astype(np.float32)
+
+
+def compress_keep(positions, scores, budget: int, n_sink: int, n_recent: int, n_window: int) -> np.ndarray:
+    """bool mask over candidates (positions ascending): the ones
+    hashevict_compress keeps. Protected: positions < n_sink, >= newest -
+    n_recent, and the last n_window; then the smallest scores, ties to the
+    newest position."""
+    pos = np.asarray(positions, np.int64)
+    m = pos.size
+    keep = (pos < n_sink) | (pos >= pos[-1] - n_recent)
+    keep[m - n_window :] = True
+    free = budget - int(keep.sum())
+    if free < 0:
+        raise ChunkTooLarge("reference: the protected positions exceed the budget")
+    cand = np.flatnonzero(~keep)
+    # lexsort: last key primary; ascending score, then descending position
+    order = cand[np.lexsort((-pos[cand], np.asarray(scores)[cand]))]
+    keep[order[:free]] = True
+    return keep
+
+
+# ---------------------------------------------------------------------------
 # The engine model
 # ---------------------------------------------------------------------------
 _MODES = {"slot": 0, "token": 1}
