@@ -49,6 +49,8 @@ type Sequence struct {
 	cached       int64
 
 	sc scratch
+
+	dev DeviceState // set when the sequence lives on a device (device.go)
 }
 
 // layerState is one layer's tables, one per KV head.
@@ -185,8 +187,19 @@ func (e *Engine) checkSeqID(id int) error {
 	return nil
 }
 
-// seq returns the live sequence id, locked. The caller must unlock it.
+// seq returns the live host sequence id, locked. The caller must unlock it.
+// A sequence on a device is refused: every caller reads host state.
 func (e *Engine) seq(id int) (*Sequence, error) {
+	s, err := e.seqAny(id)
+	if err == nil && s.dev != nil {
+		s.mu.Unlock()
+		return nil, errDeviceSeq(id)
+	}
+	return s, err
+}
+
+// seqAny is seq for the calls that also serve device sequences.
+func (e *Engine) seqAny(id int) (*Sequence, error) {
 	if err := e.checkSeqID(id); err != nil {
 		return nil, err
 	}
@@ -282,6 +295,7 @@ func (e *Engine) detach(id int) (*Sequence, error) {
 	e.mu.Unlock()
 	s.mu.Lock()
 	s.dead = true
+	s.dropDevice()
 	e.reserveState(-s.bytes, "")
 	e.dropScratch(s)
 	e.cached.Add(-s.cached)
@@ -298,11 +312,12 @@ func (e *Engine) RemoveSeq(id int) error {
 
 // ResetSeq empties a sequence.
 func (e *Engine) ResetSeq(id int) error {
-	s, err := e.seq(id)
+	s, err := e.seqAny(id)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
+	s.dropDevice() // reset, it may start over on the host or a device
 	// Cleared in place: a fresh copy would need the room of a second
 	// sequence for a moment, which a cap that holds one does not have. Token
 	// mode's tables are dropped (they grow again with the positions);
@@ -447,7 +462,7 @@ func (e *Engine) EngineStats() Stats {
 
 // SeqStats returns one sequence's counters.
 func (e *Engine) SeqStats(id int) (Stats, error) {
-	s, err := e.seq(id)
+	s, err := e.seqAny(id)
 	if err != nil {
 		return Stats{}, err
 	}

@@ -491,6 +491,7 @@ func (e *Engine) LoadSeq(id int, blob []byte) error {
 	}
 	if old != nil {
 		old.dead = true
+		old.dropDevice()
 		e.dropScratch(old)
 		e.cached.Add(-old.cached)
 	} else {

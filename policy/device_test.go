@@ -1,0 +1,100 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+type fakeDevice struct{ freed *int }
+
+func (f fakeDevice) Free() { *f.freed++ }
+
+// onDevice makes sequence id a device sequence with a fake state.
+func onDevice(t *testing.T, e *Engine, id int, freed *int) {
+	t.Helper()
+	if err := e.WithDevice(id, func(d *DeviceSeq) error {
+		d.SetState(fakeDevice{freed})
+		d.Count(1, 0, e.P.KVHeads)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeviceSequenceLifecycle: a device sequence's state is freed exactly
+// once by remove, reset, a load over it and FreeDevice; every call that
+// reads host state is refused with UNSUPPORTED instead of reading the empty
+// host tables; a sequence with host steps cannot become a device one.
+func TestDeviceSequenceLifecycle(t *testing.T) {
+	e := mustEngine(t, smallParams())
+	p := e.P
+	freed := 0
+	for _, id := range []int{0, 1} {
+		if err := e.AddSeq(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onDevice(t, e, 0, &freed)
+	if !e.IsDevice(0) || e.IsDevice(1) {
+		t.Fatal("IsDevice")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	q := f32Rows(gauss(r, p.QHeads*p.HeadDim), 1, p.QHeads, p.HeadDim)
+	k := f32Rows(gauss(r, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim)
+	slots := make([]int32, p.KVHeads)
+	refused := map[string]error{
+		"place": e.Place(0, 0, q, k, []int32{5}, slots, nil),
+		"fork":  e.ForkSeq(0, 2),
+		"slots": e.SlotPositions(0, 0, 0, make([]int32, p.Budget)),
+	}
+	_, refused["save"] = e.SaveSeq(0)
+	for what, err := range refused {
+		if CodeOf(err) != CodeUnsupported {
+			t.Errorf("%s on a device sequence: %v, want UNSUPPORTED", what, err)
+		}
+	}
+	if st, err := e.SeqStats(0); err != nil || st.Steps != 1 || st.Cached != uint64(p.KVHeads) {
+		t.Errorf("stats of a device sequence: %+v, %v", st, err)
+	}
+	// A host sequence with a step cannot move to the device.
+	if err := e.Place(1, 0, q, k, []int32{0}, slots, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WithDevice(1, func(*DeviceSeq) error { return nil }); CodeOf(err) != CodeInvalidArgument {
+		t.Errorf("WithDevice on a host sequence with steps: %v", err)
+	}
+	blob, err := e.SaveSeq(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ResetSeq(0); err != nil || freed != 1 || e.IsDevice(0) {
+		t.Fatalf("reset: %v, freed %d", err, freed)
+	}
+	// Reset, it is a host sequence again.
+	if err := e.Place(0, 0, q, k, []int32{0}, slots, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ResetSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	onDevice(t, e, 0, &freed)
+	if err := e.LoadSeq(0, blob); err != nil || freed != 2 || e.IsDevice(0) {
+		t.Fatalf("load over a device sequence: %v, freed %d", err, freed)
+	}
+	if err := e.ResetSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	onDevice(t, e, 0, &freed)
+	if err := e.RemoveSeq(0); err != nil || freed != 3 {
+		t.Fatalf("remove: %v, freed %d", err, freed)
+	}
+	if err := e.AddSeq(0); err != nil {
+		t.Fatal(err)
+	}
+	onDevice(t, e, 0, &freed)
+	e.FreeDevice()
+	e.FreeDevice()
+	if freed != 4 {
+		t.Fatalf("FreeDevice: freed %d", freed)
+	}
+}
