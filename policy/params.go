@@ -270,9 +270,9 @@ func (p *Params) heldBytes(capacity int) int64 {
 // tokenSlotBytes is what token mode accounts per slot: every table's entry
 // plus the per-layer observed flags, the seen count, the free list entry,
 // the position index, the list of positions not yet seen by every layer,
-// and the per-slot scratch.
+// the per-slot scratch, and the running total of the fast decode step.
 func (p *Params) tokenSlotBytes() uint64 {
-	return satAdd(p.SeqBytes(1), uint64(p.Layers), 4+4+16+8, p.slotScratchBytes())
+	return satAdd(p.SeqBytes(1), uint64(p.Layers), 4+4+16+8, p.slotScratchBytes(), 4)
 }
 
 // initialSlots is the capacity of a new sequence's tables: slot mode

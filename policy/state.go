@@ -76,6 +76,7 @@ func (e *Engine) SaveSeq(id int) ([]byte, error) {
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	e.flushTokenScores(s) // the blob holds every score, fast steps or not
 	w := &writer{b: make([]byte, stateHeader, stateHeader+int(s.bytes)+1024)}
 	copy(w.b, stateMagic)
 	binary.LittleEndian.PutUint32(w.b[4:], stateFormat)

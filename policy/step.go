@@ -25,6 +25,7 @@ type scratch struct {
 	cand   []int
 	acc    []float64
 	idx    []int
+	run    []uint32 // token mode: the running total of the fast steps
 }
 
 func grow[T any](b []T, n int) []T {

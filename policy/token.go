@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"sort"
+
+	"github.com/hashevict/hashevict/simd"
 )
 
 // tokenState is the token-mode bookkeeping of a sequence: positions live in
@@ -28,6 +30,13 @@ type tokenState struct {
 	ahead   []int // layer -> entries of pending it observed
 	maxPos  int32
 	live    int
+
+	// The fast decode step (tokenfast.go). hw is known only once computed:
+	// a sequence decoded from a saved state starts without it.
+	hw      int
+	hwKnown bool
+	run     tokenRun
+	late    []lateScores // layer -> scores its last step did not write
 }
 
 // newTokenState is an empty sequence: obs and ahead have an entry per layer
@@ -53,6 +62,16 @@ func (ts *tokenState) clone() *tokenState {
 		ahead:   clone(ts.ahead),
 		maxPos:  ts.maxPos,
 		live:    ts.live,
+		hw:      ts.hw,
+		hwKnown: ts.hwKnown,
+		// run stays zero: the running total is in the source's scratch.
+		late: make([]lateScores, len(ts.late)),
+	}
+	for l, x := range ts.late {
+		c.late[l] = lateScores{on: x.on, m: x.m, probes: make([][]uint64, len(x.probes))}
+		for h, pr := range x.probes {
+			c.late[l].probes[h] = clone(pr)
+		}
 	}
 	for l, o := range ts.obs {
 		c.obs[l] = clone(o)
@@ -188,14 +207,24 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 		ts.index[q] = slot
 		ts.pos[slot] = q
 		ts.live++
+		ts.handedOut(slot)
 		slots[i] = int(slot)
 	}
-	init := make([]float32, n)
-	for h := range ls.heads {
-		t := &ls.heads[h]
-		e.rescore(k, s, layer, h, t, len(ts.pos), entries, positions, init)
-		for tok := 0; tok < n; tok++ {
-			e.store(s, t, slots[tok], tok, h, positions[tok], init[tok])
+	if e.fastStep(n) {
+		e.observeFast(k, s, layer, slots[0], positions[0])
+	} else {
+		// The running total misses this step, whose scores are written.
+		ts.run.ok = false
+		if layer < len(ts.late) {
+			ts.late[layer].on = false
+		}
+		init := make([]float32, n)
+		for h := range ls.heads {
+			t := &ls.heads[h]
+			e.rescore(k, s, layer, h, t, len(ts.pos), entries, positions, init)
+			for tok := 0; tok < n; tok++ {
+				e.store(s, t, slots[tok], tok, h, positions[tok], init[tok])
+			}
 		}
 	}
 	for _, slot := range slots {
@@ -267,6 +296,12 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	}
 	lo, hi := e.window(ts.maxPos)
 	sc := &s.sc
+	// With a complete running total the per-head scores are neither
+	// written nor summed: sc.run holds every slot's total.
+	fast := ts.run.ok && ts.run.layers == p.Layers
+	if !fast {
+		e.writeLateScores(simd.ActiveSet(), s)
+	}
 	sc.cand = sc.cand[:0]
 	for slot, q := range ts.pos {
 		if q >= lo && q < hi && int(ts.seen[slot]) == p.Layers {
@@ -279,16 +314,12 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	} else {
 		sc.acc = grow(sc.acc, len(ts.pos))
 		total := sc.acc
-		for _, slot := range c {
-			total[slot] = 0
-		}
-		for l := range s.layers {
-			for h := range s.layers[l].heads {
-				sc := s.layers[l].heads[h].score
-				for _, slot := range c {
-					total[slot] += float64(sc[slot])
-				}
+		if fast {
+			for _, slot := range c {
+				total[slot] = float64(sc.run[slot])
 			}
+		} else {
+			e.sumScores(s, c, total)
 		}
 		better := func(x, y int) bool {
 			if total[x] != total[y] {
@@ -310,6 +341,9 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 		}
 	}
 	k := min(excess, len(out), len(c))
+	if k > 0 {
+		ts.run.ok = false // the freed slots' totals go stale
+	}
 	for i := 0; i < k; i++ {
 		slot := c[i]
 		q := ts.pos[slot]
@@ -329,6 +363,22 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	e.evictions.Add(uint64(k))
 	e.cached.Add(-int64(k))
 	return k, nil
+}
+
+// sumScores sets total[slot] for the slots of c to the float64 sum of their
+// scores, layer by layer, head by head.
+func (e *Engine) sumScores(s *Sequence, c []int, total []float64) {
+	for _, slot := range c {
+		total[slot] = 0
+	}
+	for l := range s.layers {
+		for h := range s.layers[l].heads {
+			sc := s.layers[l].heads[h].score
+			for _, slot := range c {
+				total[slot] += float64(sc[slot])
+			}
+		}
+	}
 }
 
 // TokenPositions returns the positions a token-mode sequence holds,

@@ -1,0 +1,153 @@
+package policy
+
+import "github.com/hashevict/hashevict/simd"
+
+// The token-mode decode step without per-head scores.
+//
+// With the instant score and one token per step, the score a layer's step
+// leaves in a slot is float32(S) for an integer S (the summed Hamming
+// distance: step distance times 1/1), and the total Evictions ranks by is
+// the float64 sum of those integers. Integers below 2^53 add exactly in
+// float64 in any order, so a running per-slot total, added to by each
+// layer's Hamming pass as it runs, is bit-identical to Evictions' sum over
+// the stored scores, layer by layer and head by head. The fast step
+// therefore writes no score: it scans the slots ever used (not the table's
+// doubled capacity), adds each layer's distances into the running total,
+// and records the layer's probes so that its scores can be written later,
+// exactly as the full step would have written them, when something reads
+// them (Evictions without a complete total, SaveSeq).
+//
+// The running total is a uint32 per slot in the sequence's scratch
+// (sc.run); Evictions turns the candidates' into the float64 totals it
+// ranks. It is valid when every layer
+// has added exactly one fast step since it was zeroed, nothing was evicted
+// since and no other step ran: that is run.layers == Layers with run.ok.
+
+// noTokenFast makes every token-mode step take the full path: tests and
+// the paired benchmark compare the two.
+var noTokenFast = false
+
+// tokenRun is the bookkeeping of the running total.
+type tokenRun struct {
+	ok     bool   // sc.run holds the sum over the layers in added
+	added  []bool // layer -> added its distances since the total was zeroed
+	layers int    // number of true entries of added
+}
+
+// lateScores is a layer whose scores were not written by its last step:
+// they are the instant scores of the step with these probes, over the
+// first m slots (the table's capacity at that step).
+type lateScores struct {
+	on     bool
+	m      int
+	probes [][]uint64 // kv head -> the step's probe codes
+}
+
+// fastStep reports whether an observe of n tokens can run without scores.
+func (e *Engine) fastStep(n int) bool {
+	p := &e.P
+	// The total of a slot is at most bits per probe, summed over every
+	// layer's query heads (the key probe has fewer): it must stay below
+	// 2^32 for the uint32 total and its paired adds.
+	bound := uint64(p.Layers) * uint64(p.QHeads) * uint64(p.Bits)
+	return n == 1 && p.Policy == PolicyHash && p.Score == ScoreInstant && bound < 1<<32 && !noTokenFast
+}
+
+// observeFast is Observe's per-head work for a fast step: store the new
+// token in every head's table, then add every head's distances over the
+// slots ever used into the running total (the new token's own distance is
+// its initial score, float32(S)·1, so storing first counts it the same).
+func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, pos int32) {
+	p := &e.P
+	ts, sc := s.tok, &s.sc
+	ls := &s.layers[layer]
+	run := &ts.run
+	if len(run.added) != p.Layers {
+		run.added = make([]bool, p.Layers)
+	}
+	hw := ts.highWater()
+	if !run.ok || run.added[layer] {
+		sc.run = grow(sc.run, len(ts.pos))
+		clear(sc.run)
+		clear(run.added)
+		run.ok, run.layers = true, 0
+	} else if len(sc.run) < len(ts.pos) {
+		// The tables grew since the total was zeroed: new slots add from 0.
+		sc.run = resize(sc.run, len(ts.pos))
+	}
+	if len(ts.late) != p.Layers {
+		ts.late = make([]lateScores, p.Layers)
+	}
+	late := &ts.late[layer]
+	if len(late.probes) != p.KVHeads {
+		late.probes = make([][]uint64, p.KVHeads)
+	}
+	late.on, late.m = true, len(ts.pos)
+
+	sc.dist = grow(sc.dist, len(ts.pos))
+	dist := sc.dist[:hw]
+	for h := range ls.heads {
+		t := &ls.heads[h]
+		e.store(s, t, slot, 0, h, pos, 0)
+		e.gatherProbes(sc, h, 1)
+		late.probes[h] = append(late.probes[h][:0], sc.probes...)
+		e.distances(k, sc, dist, t.codes[:p.codeWords(hw)], true)
+		simd.AddSmallU32(sc.run, dist)
+	}
+	run.added[layer] = true
+	run.layers++
+}
+
+// highWater returns one past the highest slot ever handed out (every slot
+// at or above it is free and was never stored to), computing it from the
+// positions when it is not known (a loaded sequence).
+func (ts *tokenState) highWater() int {
+	if !ts.hwKnown || ts.hw > len(ts.pos) {
+		ts.hw = 0
+		for i, q := range ts.pos {
+			if q >= 0 {
+				ts.hw = i + 1
+			}
+		}
+		ts.hwKnown = true
+	}
+	return ts.hw
+}
+
+// handedOut records that slot now holds a position.
+func (ts *tokenState) handedOut(slot int32) {
+	if ts.hwKnown && int(slot) >= ts.hw {
+		ts.hw = int(slot) + 1
+	}
+}
+
+// writeLateScores writes the scores the fast steps left unwritten, exactly
+// as the full step would have: distances to the step's probes over the
+// first m slots, through Update with n = 1.
+func (e *Engine) writeLateScores(k *simd.Kernels, s *Sequence) {
+	ts, sc := s.tok, &s.sc
+	p := &e.P
+	for l := range ts.late {
+		late := &ts.late[l]
+		if !late.on {
+			continue
+		}
+		m := late.m
+		sc.dist = grow(sc.dist, m)
+		for h := range s.layers[l].heads {
+			t := &s.layers[l].heads[h]
+			sc.probes = append(sc.probes[:0], late.probes[h]...)
+			e.distances(k, sc, sc.dist[:m], t.codes[:p.codeWords(m)], true)
+			k.Update(t.score[:m], t.count[:m], sc.dist[:m], 1, int(ScoreInstant), p.Decay)
+		}
+		late.on = false
+	}
+}
+
+// flushTokenScores writes the scores fast steps left unwritten (SaveSeq
+// serialises them). The caller holds the sequence's lock.
+func (e *Engine) flushTokenScores(s *Sequence) {
+	if s.tok != nil {
+		e.writeLateScores(simd.ActiveSet(), s)
+	}
+}

@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestTokenFastStepIsTheFullStep drives two engines with the same calls,
+// one with every step on the full path (noTokenFast) and one with the fast
+// decode step, through prefills, decode steps, layers running ahead,
+// evictions asked mid-round and of several positions, save and load, and
+// forks: every eviction must be the same, and so must every saved blob,
+// byte for byte (scores included, which the fast step writes late).
+func TestTokenFastStepIsTheFullStep(t *testing.T) {
+	type cfg struct {
+		bits  int
+		probe Probe
+		score Score
+	}
+	var cfgs []cfg
+	for _, b := range []int{8, 16, 32, 64, 128, 256} {
+		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant})
+	}
+	cfgs = append(cfgs, cfg{16, ProbeKey, ScoreInstant}, cfg{16, ProbeQuery, ScoreAccumulated})
+	for _, c := range cfgs {
+		t.Run(fmt.Sprintf("bits%d/probe%d/score%d", c.bits, c.probe, c.score), func(t *testing.T) {
+			p := smallParams()
+			p.Mode, p.Bits, p.Probe, p.Score = ModeToken, c.bits, c.probe, c.score
+			p.Layers, p.Budget = 3, 40
+			full, fast := mustEngine(t, p), mustEngine(t, p)
+			onFull := func(f func() error) error {
+				noTokenFast = true
+				defer func() { noTokenFast = false }()
+				return f()
+			}
+			both := func(what string, f func(e *Engine) error) {
+				t.Helper()
+				errA := onFull(func() error { return f(full) })
+				errB := f(fast)
+				if fmt.Sprint(errA) != fmt.Sprint(errB) {
+					t.Fatalf("%s: full path %v, fast path %v", what, errA, errB)
+				}
+				if errA != nil {
+					t.Fatalf("%s: %v", what, errA)
+				}
+			}
+			sameBlobs := func(seq int, when string) {
+				t.Helper()
+				a, errA := full.SaveSeq(seq)
+				b, errB := fast.SaveSeq(seq)
+				if errA != nil || errB != nil {
+					t.Fatal(errA, errB)
+				}
+				if !bytes.Equal(a, b) {
+					t.Fatalf("%s: saved states differ (%d and %d bytes)", when, len(a), len(b))
+				}
+			}
+			evictBoth := func(seq, max int, when string) {
+				t.Helper()
+				var got [2][]int32
+				for i, e := range []*Engine{full, fast} {
+					out := make([]int32, max)
+					var k int
+					f := func() (err error) { k, err = e.Evictions(seq, out); return }
+					var err error
+					if i == 0 {
+						err = onFull(f)
+					} else {
+						err = f()
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[i] = out[:k]
+				}
+				if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
+					t.Fatalf("%s: full path evicted %v, fast path %v", when, got[0], got[1])
+				}
+			}
+			both("add", func(e *Engine) error { return e.AddSeq(0) })
+			rng := rand.New(rand.NewPCG(uint64(c.bits), uint64(c.probe)+10*uint64(c.score)))
+			seq, pos := 0, int32(0)
+			for round := 0; round < 400; round++ {
+				// One or two steps per round, each one token or a chunk.
+				var steps [][]int32
+				for s := 0; s < 1+rng.IntN(2); s++ {
+					n := 1
+					if round == 0 || rng.IntN(25) == 0 {
+						n = 1 + rng.IntN(30)
+					}
+					ps := make([]int32, n)
+					for i := range ps {
+						ps[i] = pos
+						pos++
+					}
+					steps = append(steps, ps)
+				}
+				midRound := rng.IntN(10) == 0
+				for l := 0; l < p.Layers; l++ {
+					for _, ps := range steps {
+						n := len(ps)
+						q := f32Rows(gauss(rng, n*p.QHeads*p.HeadDim), n, p.QHeads, p.HeadDim)
+						k := f32Rows(gauss(rng, n*p.KVHeads*p.HeadDim), n, p.KVHeads, p.HeadDim)
+						both(fmt.Sprintf("round %d layer %d observe %v", round, l, ps), func(e *Engine) error {
+							return e.Observe(seq, l, q, k, ps)
+						})
+					}
+					if midRound && l == 0 {
+						evictBoth(seq, 1+rng.IntN(3), fmt.Sprintf("round %d, mid-round", round))
+					}
+				}
+				evictBoth(seq, []int{1, 1, 1, 3, 100}[rng.IntN(5)], fmt.Sprintf("round %d", round))
+				switch rng.IntN(20) {
+				case 0:
+					sameBlobs(seq, fmt.Sprintf("round %d", round))
+				case 1:
+					// A loaded sequence does not know its highest slot.
+					blob, err := fast.SaveSeq(seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := fast.LoadSeq(seq, blob); err != nil {
+						t.Fatal(err)
+					}
+				case 2:
+					both("fork", func(e *Engine) error { return e.ForkSeq(seq, seq+1) })
+					both("remove", func(e *Engine) error { return e.RemoveSeq(seq) })
+					seq++
+				}
+			}
+			sameBlobs(seq, "end")
+		})
+	}
+}
