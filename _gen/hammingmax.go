@@ -132,12 +132,13 @@ func hmDistDoc(nb int, multi bool) []string {
 	if w == 1 {
 		return []string{
 			"\t\tfor p := 0; p < np; p++ {",
-			fmt.Sprintf("\t\t\td = 2*d + %s((%s ^ %s(*m)) & %s(planes[p]))", cnt, word, typ, typ),
+			"\t\t\td <<= dbl >> p & 1",
+			fmt.Sprintf("\t\t\td += %s((%s ^ %s(*m)) & %s(planes[p]))", cnt, word, typ, typ),
 			"\t\t}"}
 	}
 	return []string{
 		"\t\tfor p := 0; p < np; p++ {",
-		"\t\t\td *= 2",
+		"\t\t\td <<= dbl >> p & 1",
 		fmt.Sprintf("\t\t\tfor w := 0; w < %d; w++ {", w),
 		fmt.Sprintf("\t\t\t\td += %s((%s ^ (*[%d]uint64)(m)[w]) & planes[p*%d+w])", cnt, word, w, w),
 		"\t\t\t}",
@@ -150,8 +151,9 @@ func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 	if mode == hmFind {
 		doc = []string{
 			fmt.Sprintf("%s returns the index of the first of the %d-bit codes [from/%d, to/%d)", name, nb, size, size),
-			"of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount",
-			"of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1",
+			"of table whose level over the np planes (1 <= np; the level of a code: the sum of",
+			"bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,",
+			"p >= 1) equals target, or -1",
 			fmt.Sprintf("(to-from >= %d, from and to multiples of %d; every level and target at most %s):", vb, size, hmLimit(nb)),
 			"",
 			fmt.Sprintf("\tfor i := from / %d; i < to/%d; i++ {", size, size),
@@ -173,7 +175,8 @@ func hammingMaxDoc(name string, nb, vb int, mode hmMode) []string {
 		} else {
 			doc = []string{
 				fmt.Sprintf("%s returns the largest level over the np planes (1 <= np; the level of a", name),
-				"code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;",
+				"code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p",
+				"of dbl is set, p >= 1;",
 				fmt.Sprintf("every level at most %s) of the %d-bit codes [from/%d, to/%d) of table,", hmLimit(nb), nb, size, size),
 				"the codes listed in skip[:nskip] counting as 0",
 			}
@@ -232,10 +235,10 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 		kernel(name, "func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
 	case hmMany:
 		name := fmt.Sprintf("hammingMaxN%d%s", nb, v.name)
-		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
+		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32", hammingMaxDoc(name, nb, vb, mode))
 	default:
 		name := fmt.Sprintf("hammingFind%d%s", nb, v.name)
-		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, target uint32) int", hammingMaxDoc(name, nb, vb, mode))
+		kernel(name, "func(table *byte, from, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int", hammingMaxDoc(name, nb, vb, mode))
 	}
 	table = Load(Param("table"), GP64())
 	from = Load(Param("from"), GP64())
@@ -495,17 +498,24 @@ func genHammingMax(nb int, zmm bool, mode hmMode) {
 				also(j)
 			}
 		}
-		left, pp := GP64(), GP64()
+		left, pp, d := GP64(), GP64(), GP64()
 		MOVQ(np, left)
 		DECQ(left)
 		JZ(LabelRef(label + "done"))
 		MOVQ(probes, pp)
+		Load(Param("dbl"), d)
+		SHRQ(U8(1), d) // the first plane's flag
 		Label(label + "probe")
 		ADDQ(U32(stride), pp)
 		q := v.vec()
 		broadcast(Mem{Base: pp}, q)
-		for j, m := range ms {
+		SHRQ(U8(1), d) // CF: this plane's flag
+		JCC(LabelRef(label + "add"))
+		for j := range ms {
 			vadd(sums[j], sums[j], sums[j])
+		}
+		Label(label + "add")
+		for j, m := range ms {
 			vadd(countPlane(j, m, q), sums[j], sums[j])
 		}
 		DECQ(left)

@@ -19,8 +19,8 @@ import (
 // the bytes of its vectors.
 type fusedKerns struct {
 	one      [6]func(table *byte, from, to int, probe *uint64, skip *int32, nskip int) uint32
-	many     [6]func(table *byte, from, to int, m, planes *uint64, np int, skip *int32, nskip int) uint32
-	find     [6]func(table *byte, from, to int, m, planes *uint64, np int, target uint32) int
+	many     [6]func(table *byte, from, to int, m, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
+	find     [6]func(table *byte, from, to int, m, planes *uint64, np int, dbl uint64, target uint32) int
 	vecBytes int
 }
 
@@ -28,18 +28,18 @@ var (
 	fusedAVX512 = fusedKerns{
 		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX512, hammingMax16AVX512, hammingMax32AVX512,
 			hammingMax64AVX512, hammingMax128AVX512, hammingMax256AVX512},
-		many: [6]func(*byte, int, int, *uint64, *uint64, int, *int32, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
+		many: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, *int32, int) uint32{hammingMaxN8AVX512, hammingMaxN16AVX512, hammingMaxN32AVX512,
 			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
-		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
+		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
 			hammingFind64AVX512, hammingFind128AVX512, hammingFind256AVX512},
 		vecBytes: 64,
 	}
 	fusedAVX2 = fusedKerns{
 		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
 			hammingMax64AVX2, hammingMax128AVX2, hammingMax256AVX2},
-		many: [6]func(*byte, int, int, *uint64, *uint64, int, *int32, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
+		many: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, *int32, int) uint32{hammingMaxN8AVX2, hammingMaxN16AVX2, hammingMaxN32AVX2,
 			hammingMaxN64AVX2, hammingMaxN128AVX2, hammingMaxN256AVX2},
-		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint32) int{hammingFind8AVX2, hammingFind16AVX2, hammingFind32AVX2,
+		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, uint32) int{hammingFind8AVX2, hammingFind16AVX2, hammingFind32AVX2,
 			hammingFind64AVX2, hammingFind128AVX2, hammingFind256AVX2},
 		vecBytes: 32,
 	}
@@ -106,7 +106,7 @@ func (k *fusedKerns) maxRange(table []uint64, width, c0, c1 int, ps *probeSet, s
 	if ps.np == 1 {
 		return k.one[w](base, c0*cb, c1*cb, &ps.probes[0], sp, len(skip))
 	}
-	return k.many[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, sp, len(skip))
+	return k.many[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, ps.dbl, sp, len(skip))
 }
 
 // findRange is the first code of [c0, c1) at level target, or -1; the
@@ -126,7 +126,7 @@ func (k *fusedKerns) findRange(table []uint64, width, c0, c1 int, ps *probeSet, 
 	}
 	w := bits.TrailingZeros(uint(width)) - 3
 	base := (*byte)(unsafe.Pointer(&table[0]))
-	return k.find[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, target)
+	return k.find[w](base, c0*cb, c1*cb, &ps.m[0], &ps.planes[0], ps.nplanes, ps.dbl, target)
 }
 
 // A probeSet is the np probes of a Farthest call in the form the kernels
@@ -143,15 +143,17 @@ func (k *fusedKerns) findRange(table []uint64, width, c0, c1 int, ps *probeSet, 
 // base = Σ_b min(u_b, np-u_b), A_k the bit plane k of the a_b. The
 // kernels compute the level s = Σ_k 2^(k-k0)·popcount((c ^ M) & A_k) over
 // the planes from the highest, k1, down to the lowest, k0 (every a_b is a
-// multiple of 2^k0), by doubling: the distance is base + s<<k0, strictly
-// increasing in s, so the largest level and its first index are those of
-// the distance. A level never exceeds its distance, so the probe limits
+// multiple of 2^k0), by doubling (or, for two planes that never share a
+// bit, as popcount((c ^ M) & A_k1) + popcount((c ^ M) & (A_k1 | A_k0))
+// without doubling): the distance is base + s<<k0, strictly increasing in
+// s, so the largest level and its first index are those of the distance. A level never exceeds its distance, so the probe limits
 // of hammingMaxProbeLimit hold for levels too.
 type probeSet struct {
 	np             int
 	probes         []uint64 // np == 1: the probe, for the maximum kernels
 	m, planes      []uint64 // max(1, bits/64) words each; nplanes planes from k1 down to k0 (one of all ones for np == 1)
 	nplanes        int
+	dbl            uint64 // bit p set: the level is doubled before plane p is added
 	base           uint32
 	shift          uint // k0
 	words, widthIn int
@@ -236,9 +238,25 @@ func newProbeSet(buf *[(maxPlanes + 1) * 4]uint64, width int, probes []uint64, n
 	ps.shift = uint(k0)
 	ps.nplanes = k1 - k0 + 1
 	ps.planes = buf[w : w+ps.nplanes*w]
+	ps.dbl = ^uint64(1) // Horner: double before every plane but the first
 	for l := 0; l < ps.nplanes; l++ {
 		for i := 0; i < w; i++ {
 			ps.planes[l*w+i] = planeA[i][k1-l]
+		}
+	}
+	// Two planes whose bits never meet (a_b>>k0 in {0, 1, 2}: 4 probes,
+	// say) are counted as A_hi and A_hi | A_lo, with no doubling: the same
+	// level, one vector add fewer per plane and vector.
+	if ps.nplanes == 2 {
+		disjoint := true
+		for i := 0; i < w; i++ {
+			disjoint = disjoint && ps.planes[i]&ps.planes[w+i] == 0
+		}
+		if disjoint {
+			for i := 0; i < w; i++ {
+				ps.planes[w+i] |= ps.planes[i]
+			}
+			ps.dbl = 0
 		}
 	}
 	return ps
@@ -260,7 +278,7 @@ func (ps *probeSet) level(table []uint64, width, i int) uint32 {
 		for j := 0; j < ps.words; j++ {
 			c += bits.OnesCount64((code[j] ^ ps.m[j]) & ps.planes[l*ps.words+j])
 		}
-		s = 2*s + uint32(c)
+		s = s<<(ps.dbl>>uint(l)&1) + uint32(c)
 	}
 	return s
 }

@@ -6525,9 +6525,9 @@ reduce:
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -6538,8 +6538,8 @@ TEXT ·hammingMaxN8AVX512(SB), NOSPLIT, $256-68
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTB (SI), Z0
 	VPBROADCASTB (BX), Z1
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -6580,28 +6580,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R11
 	VPBROADCASTB (R11), Z14
+	SHRQ         $0x01, R12
+	JCC          loop4add
 	VPADDB       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z10, Z10
 	VPADDB       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z11, Z11
 	VPADDB       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z12, Z12
 	VPADDB       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTB     Z14, Z14
-	VPADDB       Z14, Z13, Z13
-	DECQ         CX
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTB Z14, Z14
+	VPADDB   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPMAXUB Z10, Z2, Z2
@@ -6628,28 +6634,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTB (R12), Z14
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDB       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z10, Z10
 	VPADDB       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z11, Z11
 	VPADDB       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTB     Z15, Z15
-	VPADDB       Z15, Z12, Z12
 	VPADDB       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTB     Z14, Z14
-	VPADDB       Z14, Z13, Z13
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTB Z15, Z15
+	VPADDB   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTB Z14, Z14
+	VPADDB   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VMOVDQU32 Z10, (SP)
@@ -6699,16 +6711,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTB (R12), Z8
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDB       Z7, Z7, Z7
-	VPANDQ       Z8, Z6, Z8
-	VPOPCNTB     Z8, Z8
-	VPADDB       Z8, Z7, Z7
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTB Z8, Z8
+	VPADDB   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VMOVDQU32 Z7, (SP)
@@ -6748,16 +6766,22 @@ last:
 	VPOPCNTB Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTB (SI), Z6
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDB       Z0, Z0, Z0
-	VPANDQ       Z6, Z1, Z6
-	VPOPCNTB     Z6, Z6
-	VPADDB       Z6, Z0, Z0
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTB Z6, Z6
+	VPADDB   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
@@ -6810,13 +6834,13 @@ reduce:
 	VMOVD         X0, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512BITALG, AVX512BW, AVX512F, MMX+
-TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -6827,8 +6851,8 @@ TEXT ·hammingMaxN16AVX512(SB), NOSPLIT, $256-68
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTW (SI), Z0
 	VPBROADCASTW (BX), Z1
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -6870,28 +6894,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R11
 	VPBROADCASTW (R11), Z14
+	SHRQ         $0x01, R12
+	JCC          loop4add
 	VPADDW       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z10, Z10
 	VPADDW       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z11, Z11
 	VPADDW       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z12, Z12
 	VPADDW       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTW     Z14, Z14
-	VPADDW       Z14, Z13, Z13
-	DECQ         CX
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTW Z14, Z14
+	VPADDW   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPMAXUW Z10, Z2, Z2
@@ -6918,28 +6948,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTW (R12), Z14
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDW       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z10, Z10
 	VPADDW       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z11, Z11
 	VPADDW       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTW     Z15, Z15
-	VPADDW       Z15, Z12, Z12
 	VPADDW       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTW     Z14, Z14
-	VPADDW       Z14, Z13, Z13
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTW Z15, Z15
+	VPADDW   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTW Z14, Z14
+	VPADDW   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VMOVDQU32 Z10, (SP)
@@ -6990,16 +7026,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTW (R12), Z8
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDW       Z7, Z7, Z7
-	VPANDQ       Z8, Z6, Z8
-	VPOPCNTW     Z8, Z8
-	VPADDW       Z8, Z7, Z7
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTW Z8, Z8
+	VPADDW   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VMOVDQU32 Z7, (SP)
@@ -7040,16 +7082,22 @@ last:
 	VPOPCNTW Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTW (SI), Z6
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDW       Z0, Z0, Z0
-	VPANDQ       Z6, Z1, Z6
-	VPOPCNTW     Z6, Z6
-	VPADDW       Z6, Z0, Z0
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTW Z6, Z6
+	VPADDW   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
@@ -7100,13 +7148,13 @@ reduce:
 	VMOVD         X2, AX
 	NOTL          AX
 	MOVWLZX       AX, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -7117,8 +7165,8 @@ TEXT ·hammingMaxN32AVX512(SB), NOSPLIT, $256-68
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTD (SI), Z0
 	VPBROADCASTD (BX), Z1
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -7160,28 +7208,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R11
 	VPBROADCASTD (R11), Z14
+	SHRQ         $0x01, R12
+	JCC          loop4add
 	VPADDD       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z10, Z10
 	VPADDD       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z11, Z11
 	VPADDD       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z12, Z12
 	VPADDD       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTD     Z14, Z14
-	VPADDD       Z14, Z13, Z13
-	DECQ         CX
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTD Z14, Z14
+	VPADDD   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPMAXUD Z10, Z2, Z2
@@ -7208,28 +7262,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTD (R12), Z14
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDD       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z10, Z10
 	VPADDD       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z11, Z11
 	VPADDD       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTD     Z15, Z15
-	VPADDD       Z15, Z12, Z12
 	VPADDD       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTD     Z14, Z14
-	VPADDD       Z14, Z13, Z13
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTD Z15, Z15
+	VPADDD   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTD Z14, Z14
+	VPADDD   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VMOVDQU32 Z10, (SP)
@@ -7280,16 +7340,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTD (R12), Z8
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDD       Z7, Z7, Z7
-	VPANDQ       Z8, Z6, Z8
-	VPOPCNTD     Z8, Z8
-	VPADDD       Z8, Z7, Z7
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTD Z8, Z8
+	VPADDD   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VMOVDQU32 Z7, (SP)
@@ -7330,16 +7396,22 @@ last:
 	VPOPCNTD Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTD (SI), Z6
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDD       Z0, Z0, Z0
-	VPANDQ       Z6, Z1, Z6
-	VPOPCNTD     Z6, Z6
-	VPADDD       Z6, Z0, Z0
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTD Z6, Z6
+	VPADDD   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
@@ -7389,13 +7461,13 @@ reduce:
 	VPSHUFD       $0xb1, X2, X0
 	VPMAXUD       X0, X2, X2
 	VMOVD         X2, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -7406,8 +7478,8 @@ TEXT ·hammingMaxN64AVX512(SB), NOSPLIT, $256-68
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTQ (SI), Z0
 	VPBROADCASTQ (BX), Z1
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -7449,28 +7521,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ         $0x00000008, R11
 	VPBROADCASTQ (R11), Z14
+	SHRQ         $0x01, R12
+	JCC          loop4add
 	VPADDQ       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z10, Z10
 	VPADDQ       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z11, Z11
 	VPADDQ       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z12, Z12
 	VPADDQ       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTQ     Z14, Z14
-	VPADDQ       Z14, Z13, Z13
-	DECQ         CX
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPMAXUQ Z10, Z2, Z2
@@ -7497,28 +7575,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTQ (R12), Z14
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDQ       Z10, Z10, Z10
-	VPANDQ       Z14, Z6, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z10, Z10
 	VPADDQ       Z11, Z11, Z11
-	VPANDQ       Z14, Z7, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z11, Z11
 	VPADDQ       Z12, Z12, Z12
-	VPANDQ       Z14, Z8, Z15
-	VPOPCNTQ     Z15, Z15
-	VPADDQ       Z15, Z12, Z12
 	VPADDQ       Z13, Z13, Z13
-	VPANDQ       Z14, Z9, Z14
-	VPOPCNTQ     Z14, Z14
-	VPADDQ       Z14, Z13, Z13
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VMOVDQU32 Z10, (SP)
@@ -7569,16 +7653,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTQ (R12), Z8
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDQ       Z7, Z7, Z7
-	VPANDQ       Z8, Z6, Z8
-	VPOPCNTQ     Z8, Z8
-	VPADDQ       Z8, Z7, Z7
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTQ Z8, Z8
+	VPADDQ   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VMOVDQU32 Z7, (SP)
@@ -7619,16 +7709,22 @@ last:
 	VPOPCNTQ Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTQ (SI), Z6
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDQ       Z0, Z0, Z0
-	VPANDQ       Z6, Z1, Z6
-	VPOPCNTQ     Z6, Z6
-	VPADDQ       Z6, Z0, Z0
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTQ Z6, Z6
+	VPADDQ   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VMOVDQU32 Z0, (SP)
@@ -7678,13 +7774,13 @@ reduce:
 	VPSHUFD       $0xb1, X2, X0
 	VPMAXUD       X0, X2, X2
 	VMOVD         X2, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-76
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
@@ -7695,8 +7791,8 @@ TEXT ·hammingMaxN128AVX512(SB), NOSPLIT, $256-68
 	LEAQ            (AX)(DX*1), DX
 	VBROADCASTI32X4 (SI), Z0
 	VBROADCASTI32X4 (BX), Z1
-	MOVQ            skip+48(FP), R8
-	MOVQ            nskip+56(FP), R9
+	MOVQ            skip+56(FP), R8
+	MOVQ            nskip+64(FP), R9
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
@@ -7738,28 +7834,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ            $0x00000010, R11
 	VBROADCASTI32X4 (R11), Z14
+	SHRQ            $0x01, R12
+	JCC             loop4add
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z14, Z6, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z10, Z10
 	VPADDQ          Z11, Z11, Z11
-	VPANDQ          Z14, Z7, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z11, Z11
 	VPADDQ          Z12, Z12, Z12
-	VPANDQ          Z14, Z8, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z12, Z12
 	VPADDQ          Z13, Z13, Z13
-	VPANDQ          Z14, Z9, Z14
-	VPOPCNTQ        Z14, Z14
-	VPADDQ          Z14, Z13, Z13
-	DECQ            CX
-	JNZ             loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPUNPCKLQDQ Z11, Z10, Z6
@@ -7790,28 +7892,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ            $0x00000010, R12
 	VBROADCASTI32X4 (R12), Z14
+	SHRQ            $0x01, R13
+	JCC             slow4add
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z14, Z6, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z10, Z10
 	VPADDQ          Z11, Z11, Z11
-	VPANDQ          Z14, Z7, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z11, Z11
 	VPADDQ          Z12, Z12, Z12
-	VPANDQ          Z14, Z8, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z12, Z12
 	VPADDQ          Z13, Z13, Z13
-	VPANDQ          Z14, Z9, Z14
-	VPOPCNTQ        Z14, Z14
-	VPADDQ          Z14, Z13, Z13
-	DECQ            R11
-	JNZ             slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VPSHUFD   $0x4e, Z10, Z6
@@ -7871,16 +7979,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ            $0x00000010, R12
 	VBROADCASTI32X4 (R12), Z8
+	SHRQ            $0x01, R13
+	JCC             singleadd
 	VPADDQ          Z7, Z7, Z7
-	VPANDQ          Z8, Z6, Z8
-	VPOPCNTQ        Z8, Z8
-	VPADDQ          Z8, Z7, Z7
-	DECQ            R11
-	JNZ             singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTQ Z8, Z8
+	VPADDQ   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VPSHUFD   $0x4e, Z7, Z6
@@ -7924,16 +8038,22 @@ last:
 	VPOPCNTQ Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ            $0x00000010, SI
 	VBROADCASTI32X4 (SI), Z6
+	SHRQ            $0x01, R11
+	JCC             lastadd
 	VPADDQ          Z0, Z0, Z0
-	VPANDQ          Z6, Z1, Z6
-	VPOPCNTQ        Z6, Z6
-	VPADDQ          Z6, Z0, Z0
-	DECQ            DI
-	JNZ             lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTQ Z6, Z6
+	VPADDQ   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VPSHUFD   $0x4e, Z0, Z1
@@ -7986,13 +8106,13 @@ reduce:
 	VPSHUFD       $0xb1, X2, X0
 	VPMAXUD       X0, X2, X2
 	VMOVD         X2, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ, MMX+
-TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-68
+TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-76
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
@@ -8003,8 +8123,8 @@ TEXT ·hammingMaxN256AVX512(SB), NOSPLIT, $256-68
 	LEAQ            (AX)(DX*1), DX
 	VBROADCASTI64X4 (SI), Z0
 	VBROADCASTI64X4 (BX), Z1
-	MOVQ            skip+48(FP), R8
-	MOVQ            nskip+56(FP), R9
+	MOVQ            skip+56(FP), R8
+	MOVQ            nskip+64(FP), R9
 	VPXORD          Z2, Z2, Z2
 	VPXORD          Z3, Z3, Z3
 	VPXORD          Z4, Z4, Z4
@@ -8046,28 +8166,34 @@ loop4:
 	DECQ       CX
 	JZ         loop4done
 	MOVQ       SI, R11
+	MOVQ       dbl+48(FP), R12
+	SHRQ       $0x01, R12
 
 loop4probe:
 	ADDQ            $0x00000020, R11
 	VBROADCASTI64X4 (R11), Z14
+	SHRQ            $0x01, R12
+	JCC             loop4add
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z14, Z6, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z10, Z10
 	VPADDQ          Z11, Z11, Z11
-	VPANDQ          Z14, Z7, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z11, Z11
 	VPADDQ          Z12, Z12, Z12
-	VPANDQ          Z14, Z8, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z12, Z12
 	VPADDQ          Z13, Z13, Z13
-	VPANDQ          Z14, Z9, Z14
-	VPOPCNTQ        Z14, Z14
-	VPADDQ          Z14, Z13, Z13
-	DECQ            CX
-	JNZ             loop4probe
+
+loop4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     CX
+	JNZ      loop4probe
 
 loop4done:
 	VPUNPCKLQDQ Z11, Z10, Z6
@@ -8100,28 +8226,34 @@ slow4:
 	DECQ     R11
 	JZ       slow4done
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 slow4probe:
 	ADDQ            $0x00000020, R12
 	VBROADCASTI64X4 (R12), Z14
+	SHRQ            $0x01, R13
+	JCC             slow4add
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z14, Z6, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z10, Z10
 	VPADDQ          Z11, Z11, Z11
-	VPANDQ          Z14, Z7, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z11, Z11
 	VPADDQ          Z12, Z12, Z12
-	VPANDQ          Z14, Z8, Z15
-	VPOPCNTQ        Z15, Z15
-	VPADDQ          Z15, Z12, Z12
 	VPADDQ          Z13, Z13, Z13
-	VPANDQ          Z14, Z9, Z14
-	VPOPCNTQ        Z14, Z14
-	VPADDQ          Z14, Z13, Z13
-	DECQ            R11
-	JNZ             slow4probe
+
+slow4add:
+	VPANDQ   Z14, Z6, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z10, Z10
+	VPANDQ   Z14, Z7, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z11, Z11
+	VPANDQ   Z14, Z8, Z15
+	VPOPCNTQ Z15, Z15
+	VPADDQ   Z15, Z12, Z12
+	VPANDQ   Z14, Z9, Z14
+	VPOPCNTQ Z14, Z14
+	VPADDQ   Z14, Z13, Z13
+	DECQ     R11
+	JNZ      slow4probe
 
 slow4done:
 	VPSHUFD   $0x4e, Z10, Z6
@@ -8191,16 +8323,22 @@ single:
 	DECQ     R11
 	JZ       singledone
 	MOVQ     SI, R12
+	MOVQ     dbl+48(FP), R13
+	SHRQ     $0x01, R13
 
 singleprobe:
 	ADDQ            $0x00000020, R12
 	VBROADCASTI64X4 (R12), Z8
+	SHRQ            $0x01, R13
+	JCC             singleadd
 	VPADDQ          Z7, Z7, Z7
-	VPANDQ          Z8, Z6, Z8
-	VPOPCNTQ        Z8, Z8
-	VPADDQ          Z8, Z7, Z7
-	DECQ            R11
-	JNZ             singleprobe
+
+singleadd:
+	VPANDQ   Z8, Z6, Z8
+	VPOPCNTQ Z8, Z8
+	VPADDQ   Z8, Z7, Z7
+	DECQ     R11
+	JNZ      singleprobe
 
 singledone:
 	VPSHUFD   $0x4e, Z7, Z6
@@ -8248,16 +8386,22 @@ last:
 	VPOPCNTQ Z0, Z0
 	DECQ     DI
 	JZ       lastdone
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 lastprobe:
 	ADDQ            $0x00000020, SI
 	VBROADCASTI64X4 (SI), Z6
+	SHRQ            $0x01, R11
+	JCC             lastadd
 	VPADDQ          Z0, Z0, Z0
-	VPANDQ          Z6, Z1, Z6
-	VPOPCNTQ        Z6, Z6
-	VPADDQ          Z6, Z0, Z0
-	DECQ            DI
-	JNZ             lastprobe
+
+lastadd:
+	VPANDQ   Z6, Z1, Z6
+	VPOPCNTQ Z6, Z6
+	VPADDQ   Z6, Z0, Z0
+	DECQ     DI
+	JNZ      lastprobe
 
 lastdone:
 	VPSHUFD   $0x4e, Z0, Z1
@@ -8314,13 +8458,13 @@ reduce:
 	VPSHUFD       $0xb1, X2, X0
 	VPMAXUD       X0, X2, X2
 	VMOVD         X2, AX
-	MOVL          AX, ret+64(FP)
+	MOVL          AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -8333,8 +8477,8 @@ TEXT ·hammingMaxN8AVX2(SB), NOSPLIT, $128-68
 	VPBROADCASTB (BX), Y1
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
@@ -8393,52 +8537,58 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTB (R12), Y12
+	SHRQ         $0x01, R13
+	JCC          loop4add
 	VPADDB       Y8, Y8, Y8
-	VPXOR        (CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y8, Y8
 	VPADDB       Y9, Y9, Y9
-	VPXOR        32(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y9, Y9
 	VPADDB       Y10, Y10, Y10
-	VPXOR        64(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y10, Y10
 	VPADDB       Y11, Y11, Y11
-	VPXOR        96(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y12
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y13, Y13
-	VPADDB       Y13, Y11, Y11
-	DECQ         R11
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y8, Y8
+	VPXOR   32(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y9, Y9
+	VPXOR   64(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y10, Y10
+	VPXOR   96(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y12
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y13, Y13
+	VPADDB  Y13, Y11, Y11
+	DECQ    R11
+	JNZ     loop4probe
 
 loop4done:
 	VPMAXUB Y8, Y4, Y4
@@ -8485,52 +8635,58 @@ slow4:
 	DECQ    R11
 	JZ      slow4done
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTB (R12), Y12
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDB       Y8, Y8, Y8
-	VPXOR        (CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y8, Y8
 	VPADDB       Y9, Y9, Y9
-	VPXOR        32(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y9, Y9
 	VPADDB       Y10, Y10, Y10
-	VPXOR        64(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y14
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y14, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPADDB       Y14, Y13, Y13
-	VPADDB       Y13, Y10, Y10
 	VPADDB       Y11, Y11, Y11
-	VPXOR        96(CX), Y1, Y13
-	VPAND        Y12, Y13, Y13
-	VPSRLW       $0x04, Y13, Y12
-	VPAND        Y3, Y13, Y13
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y13, Y2, Y13
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y13, Y13
-	VPADDB       Y13, Y11, Y11
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPXOR   (CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y8, Y8
+	VPXOR   32(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y9, Y9
+	VPXOR   64(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y14
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y14, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPADDB  Y14, Y13, Y13
+	VPADDB  Y13, Y10, Y10
+	VPXOR   96(CX), Y1, Y13
+	VPAND   Y12, Y13, Y13
+	VPSRLW  $0x04, Y13, Y12
+	VPAND   Y3, Y13, Y13
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y13, Y2, Y13
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y13, Y13
+	VPADDB  Y13, Y11, Y11
+	DECQ    R11
+	JNZ     slow4probe
 
 slow4done:
 	VMOVDQU Y8, (SP)
@@ -8585,22 +8741,28 @@ single:
 	DECQ    R11
 	JZ      singledone
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTB (R12), Y9
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDB       Y8, Y8, Y8
-	VPXOR        (CX), Y1, Y10
-	VPAND        Y9, Y10, Y10
-	VPSRLW       $0x04, Y10, Y9
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y9, Y9
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y9, Y2, Y9
-	VPADDB       Y9, Y10, Y10
-	VPADDB       Y10, Y8, Y8
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPXOR   (CX), Y1, Y10
+	VPAND   Y9, Y10, Y10
+	VPSRLW  $0x04, Y10, Y9
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y10, Y10
+	VPADDB  Y10, Y8, Y8
+	DECQ    R11
+	JNZ     singleprobe
 
 singledone:
 	VMOVDQU Y8, (SP)
@@ -8645,22 +8807,28 @@ last:
 	VPADDB  Y0, Y8, Y8
 	DECQ    DI
 	JZ      lastdone
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTB (SI), Y0
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDB       Y8, Y8, Y8
-	VPXOR        (BX), Y1, Y9
-	VPAND        Y0, Y9, Y9
-	VPSRLW       $0x04, Y9, Y0
-	VPAND        Y3, Y9, Y9
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y9, Y2, Y9
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y9, Y9
-	VPADDB       Y9, Y8, Y8
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y9
+	VPAND   Y0, Y9, Y9
+	VPSRLW  $0x04, Y9, Y0
+	VPAND   Y3, Y9, Y9
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y9, Y2, Y9
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y9, Y9
+	VPADDB  Y9, Y8, Y8
+	DECQ    DI
+	JNZ     lastprobe
 
 lastdone:
 	VMOVDQU Y8, (SP)
@@ -8711,13 +8879,13 @@ reduce:
 	VMOVD        X0, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -8731,8 +8899,8 @@ TEXT ·hammingMaxN16AVX2(SB), NOSPLIT, $128-68
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VMOVDQU      onesB<>+0(SB), Y4
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
@@ -8796,56 +8964,62 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTW (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          loop4add
 	VPADDW       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y9, Y9
 	VPADDW       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y10, Y10
 	VPADDW       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y11, Y11
 	VPADDW       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR      (CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y9, Y9
+	VPXOR      32(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y10, Y10
+	VPXOR      64(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y11, Y11
+	VPXOR      96(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y13
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y12, Y12
+	DECQ       R11
+	JNZ        loop4probe
 
 loop4done:
 	VPMAXUW Y9, Y5, Y5
@@ -8896,56 +9070,62 @@ slow4:
 	DECQ       R11
 	JZ         slow4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTW (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDW       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y9, Y9
 	VPADDW       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y10, Y10
 	VPADDW       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y11, Y11
 	VPADDW       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPADDW       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPXOR      (CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y9, Y9
+	VPXOR      32(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y10, Y10
+	VPXOR      64(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y11, Y11
+	VPXOR      96(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y13
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPADDW     Y14, Y12, Y12
+	DECQ       R11
+	JNZ        slow4probe
 
 slow4done:
 	VMOVDQU Y9, (SP)
@@ -9002,23 +9182,29 @@ single:
 	DECQ       R11
 	JZ         singledone
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTW (R12), Y10
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDW       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPADDW       Y11, Y9, Y9
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPXOR      (CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y10
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPADDW     Y11, Y9, Y9
+	DECQ       R11
+	JNZ        singleprobe
 
 singledone:
 	VMOVDQU Y9, (SP)
@@ -9065,23 +9251,29 @@ last:
 	VPMADDUBSW Y4, Y9, Y9
 	DECQ       DI
 	JZ         lastdone
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTW (SI), Y0
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDW       Y9, Y9, Y9
-	VPXOR        (BX), Y1, Y10
-	VPAND        Y0, Y10, Y10
-	VPSRLW       $0x04, Y10, Y0
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y10, Y10
-	VPMADDUBSW   Y4, Y10, Y10
-	VPADDW       Y10, Y9, Y9
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR      (BX), Y1, Y10
+	VPAND      Y0, Y10, Y10
+	VPSRLW     $0x04, Y10, Y0
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y10, Y10
+	VPMADDUBSW Y4, Y10, Y10
+	VPADDW     Y10, Y9, Y9
+	DECQ       DI
+	JNZ        lastprobe
 
 lastdone:
 	VMOVDQU Y9, (SP)
@@ -9130,13 +9322,13 @@ reduce:
 	VMOVD        X5, AX
 	NOTL         AX
 	MOVWLZX      AX, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -9150,8 +9342,8 @@ TEXT ·hammingMaxN32AVX2(SB), NOSPLIT, $128-68
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VMOVDQU      onesB<>+0(SB), Y4
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
@@ -9219,60 +9411,66 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTD (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          loop4add
 	VPADDD       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y9, Y9
 	VPADDD       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y10, Y10
 	VPADDD       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y11, Y11
 	VPADDD       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR      (CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y9, Y9
+	VPXOR      32(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y10, Y10
+	VPXOR      64(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y11, Y11
+	VPXOR      96(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y13
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y12, Y12
+	DECQ       R11
+	JNZ        loop4probe
 
 loop4done:
 	VPMAXUD Y9, Y5, Y5
@@ -9327,60 +9525,66 @@ slow4:
 	DECQ       R11
 	JZ         slow4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTD (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDD       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y9, Y9
 	VPADDD       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y10, Y10
 	VPADDD       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y11, Y11
 	VPADDD       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPMADDUBSW   Y4, Y14, Y14
-	VPMADDWD     onesW<>+0(SB), Y14, Y14
-	VPADDD       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPXOR      (CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y9, Y9
+	VPXOR      32(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y10, Y10
+	VPXOR      64(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y15
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y15, Y15
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y15, Y2, Y15
+	VPADDB     Y15, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y11, Y11
+	VPXOR      96(CX), Y1, Y14
+	VPAND      Y13, Y14, Y14
+	VPSRLW     $0x04, Y14, Y13
+	VPAND      Y3, Y14, Y14
+	VPAND      Y3, Y13, Y13
+	VPSHUFB    Y14, Y2, Y14
+	VPSHUFB    Y13, Y2, Y13
+	VPADDB     Y13, Y14, Y14
+	VPMADDUBSW Y4, Y14, Y14
+	VPMADDWD   onesW<>+0(SB), Y14, Y14
+	VPADDD     Y14, Y12, Y12
+	DECQ       R11
+	JNZ        slow4probe
 
 slow4done:
 	VMOVDQU Y9, (SP)
@@ -9438,24 +9642,30 @@ single:
 	DECQ       R11
 	JZ         singledone
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTD (R12), Y10
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDD       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPMADDWD     onesW<>+0(SB), Y11, Y11
-	VPADDD       Y11, Y9, Y9
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPXOR      (CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y10
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPADDD     Y11, Y9, Y9
+	DECQ       R11
+	JNZ        singleprobe
 
 singledone:
 	VMOVDQU Y9, (SP)
@@ -9503,24 +9713,30 @@ last:
 	VPMADDWD   onesW<>+0(SB), Y9, Y9
 	DECQ       DI
 	JZ         lastdone
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTD (SI), Y0
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDD       Y9, Y9, Y9
-	VPXOR        (BX), Y1, Y10
-	VPAND        Y0, Y10, Y10
-	VPSRLW       $0x04, Y10, Y0
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y10, Y10
-	VPMADDUBSW   Y4, Y10, Y10
-	VPMADDWD     onesW<>+0(SB), Y10, Y10
-	VPADDD       Y10, Y9, Y9
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR      (BX), Y1, Y10
+	VPAND      Y0, Y10, Y10
+	VPSRLW     $0x04, Y10, Y0
+	VPAND      Y3, Y10, Y10
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y10, Y2, Y10
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y10, Y10
+	VPMADDUBSW Y4, Y10, Y10
+	VPMADDWD   onesW<>+0(SB), Y10, Y10
+	VPADDD     Y10, Y9, Y9
+	DECQ       DI
+	JNZ        lastprobe
 
 lastdone:
 	VMOVDQU Y9, (SP)
@@ -9568,13 +9784,13 @@ reduce:
 	VPSHUFD      $0xb1, X5, X0
 	VPMAXUD      X0, X5, X5
 	VMOVD        X5, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-76
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -9588,8 +9804,8 @@ TEXT ·hammingMaxN64AVX2(SB), NOSPLIT, $128-68
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VPXOR        Y4, Y4, Y4
-	MOVQ         skip+48(FP), R8
-	MOVQ         nskip+56(FP), R9
+	MOVQ         skip+56(FP), R8
+	MOVQ         nskip+64(FP), R9
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y7, Y7, Y7
@@ -9653,56 +9869,62 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTQ (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          loop4add
 	VPADDQ       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y9, Y9
 	VPADDQ       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y10, Y10
 	VPADDQ       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y11, Y11
 	VPADDQ       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
+	DECQ    R11
+	JNZ     loop4probe
 
 loop4done:
 	VPMAXUD Y9, Y5, Y5
@@ -9753,56 +9975,62 @@ slow4:
 	DECQ    R11
 	JZ      slow4done
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 slow4probe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTQ (R12), Y13
+	SHRQ         $0x01, R13
+	JCC          slow4add
 	VPADDQ       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y9, Y9
 	VPADDQ       Y10, Y10, Y10
-	VPXOR        32(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y10, Y10
 	VPADDQ       Y11, Y11, Y11
-	VPXOR        64(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y15
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y15, Y15
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y15, Y2, Y15
-	VPADDB       Y15, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y11, Y11
 	VPADDQ       Y12, Y12, Y12
-	VPXOR        96(CX), Y1, Y14
-	VPAND        Y13, Y14, Y14
-	VPSRLW       $0x04, Y14, Y13
-	VPAND        Y3, Y14, Y14
-	VPAND        Y3, Y13, Y13
-	VPSHUFB      Y14, Y2, Y14
-	VPSHUFB      Y13, Y2, Y13
-	VPADDB       Y13, Y14, Y14
-	VPSADBW      Y4, Y14, Y14
-	VPADDQ       Y14, Y12, Y12
-	DECQ         R11
-	JNZ          slow4probe
+
+slow4add:
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
+	DECQ    R11
+	JNZ     slow4probe
 
 slow4done:
 	VMOVDQU Y9, (SP)
@@ -9859,23 +10087,29 @@ single:
 	DECQ    R11
 	JZ      singledone
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 singleprobe:
 	ADDQ         $0x00000008, R12
 	VPBROADCASTQ (R12), Y10
+	SHRQ         $0x01, R13
+	JCC          singleadd
 	VPADDQ       Y9, Y9, Y9
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPSADBW      Y4, Y11, Y11
-	VPADDQ       Y11, Y9, Y9
-	DECQ         R11
-	JNZ          singleprobe
+
+singleadd:
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
+	DECQ    R11
+	JNZ     singleprobe
 
 singledone:
 	VMOVDQU Y9, (SP)
@@ -9922,23 +10156,29 @@ last:
 	VPSADBW Y4, Y9, Y9
 	DECQ    DI
 	JZ      lastdone
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTQ (SI), Y0
+	SHRQ         $0x01, R11
+	JCC          lastadd
 	VPADDQ       Y9, Y9, Y9
-	VPXOR        (BX), Y1, Y10
-	VPAND        Y0, Y10, Y10
-	VPSRLW       $0x04, Y10, Y0
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y10, Y10
-	VPSADBW      Y4, Y10, Y10
-	VPADDQ       Y10, Y9, Y9
-	DECQ         DI
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y10
+	VPAND   Y0, Y10, Y10
+	VPSRLW  $0x04, Y10, Y0
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y10, Y10
+	VPSADBW Y4, Y10, Y10
+	VPADDQ  Y10, Y9, Y9
+	DECQ    DI
+	JNZ     lastprobe
 
 lastdone:
 	VMOVDQU Y9, (SP)
@@ -9986,13 +10226,13 @@ reduce:
 	VPSHUFD      $0xb1, X5, X0
 	VPMAXUD      X0, X5, X5
 	VMOVD        X5, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-76
 	MOVQ           table+0(FP), AX
 	MOVQ           from+8(FP), CX
 	MOVQ           to+16(FP), DX
@@ -10006,8 +10246,8 @@ TEXT ·hammingMaxN128AVX2(SB), NOSPLIT, $128-68
 	VMOVDQU        nibbleLUT<>+0(SB), Y2
 	VMOVDQU        lowNibbles<>+0(SB), Y3
 	VPXOR          Y4, Y4, Y4
-	MOVQ           skip+48(FP), R8
-	MOVQ           nskip+56(FP), R9
+	MOVQ           skip+56(FP), R8
+	MOVQ           nskip+64(FP), R9
 	VPXOR          Y5, Y5, Y5
 	VPXOR          Y6, Y6, Y6
 	VPXOR          Y7, Y7, Y7
@@ -10071,56 +10311,62 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ           $0x00000010, R12
 	VBROADCASTI128 (R12), Y13
+	SHRQ           $0x01, R13
+	JCC            loop4add
 	VPADDQ         Y9, Y9, Y9
-	VPXOR          (CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y9, Y9
 	VPADDQ         Y10, Y10, Y10
-	VPXOR          32(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y10, Y10
 	VPADDQ         Y11, Y11, Y11
-	VPXOR          64(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y11, Y11
 	VPADDQ         Y12, Y12, Y12
-	VPXOR          96(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y13
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y13, Y13
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y13, Y2, Y13
-	VPADDB         Y13, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y12, Y12
-	DECQ           R11
-	JNZ            loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
+	DECQ    R11
+	JNZ     loop4probe
 
 loop4done:
 	VPUNPCKLQDQ Y10, Y9, Y13
@@ -10175,56 +10421,62 @@ slow4:
 	DECQ    R11
 	JZ      slow4done
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 slow4probe:
 	ADDQ           $0x00000010, R12
 	VBROADCASTI128 (R12), Y13
+	SHRQ           $0x01, R13
+	JCC            slow4add
 	VPADDQ         Y9, Y9, Y9
-	VPXOR          (CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y9, Y9
 	VPADDQ         Y10, Y10, Y10
-	VPXOR          32(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y10, Y10
 	VPADDQ         Y11, Y11, Y11
-	VPXOR          64(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y15
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y15, Y15
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y15, Y2, Y15
-	VPADDB         Y15, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y11, Y11
 	VPADDQ         Y12, Y12, Y12
-	VPXOR          96(CX), Y1, Y14
-	VPAND          Y13, Y14, Y14
-	VPSRLW         $0x04, Y14, Y13
-	VPAND          Y3, Y14, Y14
-	VPAND          Y3, Y13, Y13
-	VPSHUFB        Y14, Y2, Y14
-	VPSHUFB        Y13, Y2, Y13
-	VPADDB         Y13, Y14, Y14
-	VPSADBW        Y4, Y14, Y14
-	VPADDQ         Y14, Y12, Y12
-	DECQ           R11
-	JNZ            slow4probe
+
+slow4add:
+	VPXOR   (CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y9, Y9
+	VPXOR   32(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y10, Y10
+	VPXOR   64(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y15
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y15, Y15
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y15, Y2, Y15
+	VPADDB  Y15, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y11, Y11
+	VPXOR   96(CX), Y1, Y14
+	VPAND   Y13, Y14, Y14
+	VPSRLW  $0x04, Y14, Y13
+	VPAND   Y3, Y14, Y14
+	VPAND   Y3, Y13, Y13
+	VPSHUFB Y14, Y2, Y14
+	VPSHUFB Y13, Y2, Y13
+	VPADDB  Y13, Y14, Y14
+	VPSADBW Y4, Y14, Y14
+	VPADDQ  Y14, Y12, Y12
+	DECQ    R11
+	JNZ     slow4probe
 
 slow4done:
 	VPSHUFD $0x4e, Y9, Y13
@@ -10290,23 +10542,29 @@ single:
 	DECQ    R11
 	JZ      singledone
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 singleprobe:
 	ADDQ           $0x00000010, R12
 	VBROADCASTI128 (R12), Y10
+	SHRQ           $0x01, R13
+	JCC            singleadd
 	VPADDQ         Y9, Y9, Y9
-	VPXOR          (CX), Y1, Y11
-	VPAND          Y10, Y11, Y11
-	VPSRLW         $0x04, Y11, Y10
-	VPAND          Y3, Y11, Y11
-	VPAND          Y3, Y10, Y10
-	VPSHUFB        Y11, Y2, Y11
-	VPSHUFB        Y10, Y2, Y10
-	VPADDB         Y10, Y11, Y11
-	VPSADBW        Y4, Y11, Y11
-	VPADDQ         Y11, Y9, Y9
-	DECQ           R11
-	JNZ            singleprobe
+
+singleadd:
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
+	DECQ    R11
+	JNZ     singleprobe
 
 singledone:
 	VPSHUFD $0x4e, Y9, Y10
@@ -10356,23 +10614,29 @@ last:
 	VPSADBW Y4, Y9, Y9
 	DECQ    DI
 	JZ      lastdone
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 lastprobe:
 	ADDQ           $0x00000010, SI
 	VBROADCASTI128 (SI), Y0
+	SHRQ           $0x01, R11
+	JCC            lastadd
 	VPADDQ         Y9, Y9, Y9
-	VPXOR          (BX), Y1, Y10
-	VPAND          Y0, Y10, Y10
-	VPSRLW         $0x04, Y10, Y0
-	VPAND          Y3, Y10, Y10
-	VPAND          Y3, Y0, Y0
-	VPSHUFB        Y10, Y2, Y10
-	VPSHUFB        Y0, Y2, Y0
-	VPADDB         Y0, Y10, Y10
-	VPSADBW        Y4, Y10, Y10
-	VPADDQ         Y10, Y9, Y9
-	DECQ           DI
-	JNZ            lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y10
+	VPAND   Y0, Y10, Y10
+	VPSRLW  $0x04, Y10, Y0
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y10, Y10
+	VPSADBW Y4, Y10, Y10
+	VPADDQ  Y10, Y9, Y9
+	DECQ    DI
+	JNZ     lastprobe
 
 lastdone:
 	VPSHUFD $0x4e, Y9, Y0
@@ -10423,13 +10687,13 @@ reduce:
 	VPSHUFD      $0xb1, X5, X0
 	VPMAXUD      X0, X5, X5
 	VMOVD        X5, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+// func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 // Requires: AVX, AVX2, MMX+
-TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-68
+TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-76
 	MOVQ    table+0(FP), AX
 	MOVQ    from+8(FP), CX
 	MOVQ    to+16(FP), DX
@@ -10443,8 +10707,8 @@ TEXT ·hammingMaxN256AVX2(SB), NOSPLIT, $128-68
 	VMOVDQU nibbleLUT<>+0(SB), Y2
 	VMOVDQU lowNibbles<>+0(SB), Y3
 	VPXOR   Y4, Y4, Y4
-	MOVQ    skip+48(FP), R8
-	MOVQ    nskip+56(FP), R9
+	MOVQ    skip+56(FP), R8
+	MOVQ    nskip+64(FP), R9
 	VPXOR   Y5, Y5, Y5
 	VPXOR   Y6, Y6, Y6
 	VPXOR   Y7, Y7, Y7
@@ -10508,11 +10772,20 @@ loop4:
 	DECQ       R11
 	JZ         loop4done
 	MOVQ       SI, R12
+	MOVQ       dbl+48(FP), R13
+	SHRQ       $0x01, R13
 
 loop4probe:
 	ADDQ    $0x00000020, R12
 	VMOVDQU (R12), Y13
+	SHRQ    $0x01, R13
+	JCC     loop4add
 	VPADDQ  Y9, Y9, Y9
+	VPADDQ  Y10, Y10, Y10
+	VPADDQ  Y11, Y11, Y11
+	VPADDQ  Y12, Y12, Y12
+
+loop4add:
 	VPXOR   (CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10523,7 +10796,6 @@ loop4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y9, Y9
-	VPADDQ  Y10, Y10, Y10
 	VPXOR   32(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10534,7 +10806,6 @@ loop4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y10, Y10
-	VPADDQ  Y11, Y11, Y11
 	VPXOR   64(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10545,7 +10816,6 @@ loop4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y11, Y11
-	VPADDQ  Y12, Y12, Y12
 	VPXOR   96(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y13
@@ -10614,11 +10884,20 @@ slow4:
 	DECQ    R11
 	JZ      slow4done
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 slow4probe:
 	ADDQ    $0x00000020, R12
 	VMOVDQU (R12), Y13
+	SHRQ    $0x01, R13
+	JCC     slow4add
 	VPADDQ  Y9, Y9, Y9
+	VPADDQ  Y10, Y10, Y10
+	VPADDQ  Y11, Y11, Y11
+	VPADDQ  Y12, Y12, Y12
+
+slow4add:
 	VPXOR   (CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10629,7 +10908,6 @@ slow4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y9, Y9
-	VPADDQ  Y10, Y10, Y10
 	VPXOR   32(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10640,7 +10918,6 @@ slow4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y10, Y10
-	VPADDQ  Y11, Y11, Y11
 	VPXOR   64(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y15
@@ -10651,7 +10928,6 @@ slow4probe:
 	VPADDB  Y15, Y14, Y14
 	VPSADBW Y4, Y14, Y14
 	VPADDQ  Y14, Y11, Y11
-	VPADDQ  Y12, Y12, Y12
 	VPXOR   96(CX), Y1, Y14
 	VPAND   Y13, Y14, Y14
 	VPSRLW  $0x04, Y14, Y13
@@ -10739,11 +11015,17 @@ single:
 	DECQ    R11
 	JZ      singledone
 	MOVQ    SI, R12
+	MOVQ    dbl+48(FP), R13
+	SHRQ    $0x01, R13
 
 singleprobe:
 	ADDQ    $0x00000020, R12
 	VMOVDQU (R12), Y10
+	SHRQ    $0x01, R13
+	JCC     singleadd
 	VPADDQ  Y9, Y9, Y9
+
+singleadd:
 	VPXOR   (CX), Y1, Y11
 	VPAND   Y10, Y11, Y11
 	VPSRLW  $0x04, Y11, Y10
@@ -10809,11 +11091,17 @@ last:
 	VPSADBW Y4, Y9, Y9
 	DECQ    DI
 	JZ      lastdone
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 lastprobe:
 	ADDQ    $0x00000020, SI
 	VMOVDQU (SI), Y0
+	SHRQ    $0x01, R11
+	JCC     lastadd
 	VPADDQ  Y9, Y9, Y9
+
+lastadd:
 	VPXOR   (BX), Y1, Y10
 	VPAND   Y0, Y10, Y10
 	VPSRLW  $0x04, Y10, Y0
@@ -10880,13 +11168,13 @@ reduce:
 	VPSHUFD      $0xb1, X5, X0
 	VPMAXUD      X0, X5, X5
 	VMOVD        X5, AX
-	MOVL         AX, ret+64(FP)
+	MOVL         AX, ret+72(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
-TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -10897,7 +11185,7 @@ TEXT ·hammingFind8AVX512(SB), NOSPLIT, $0-64
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTB (SI), Z0
 	VPBROADCASTB (BX), Z1
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	VPBROADCASTB BX, Z2
 
 loop4:
@@ -10920,28 +11208,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTB (R10), Z11
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDB       Z7, Z7, Z7
-	VPANDQ       Z11, Z3, Z12
-	VPOPCNTB     Z12, Z12
-	VPADDB       Z12, Z7, Z7
 	VPADDB       Z8, Z8, Z8
-	VPANDQ       Z11, Z4, Z12
-	VPOPCNTB     Z12, Z12
-	VPADDB       Z12, Z8, Z8
 	VPADDB       Z9, Z9, Z9
-	VPANDQ       Z11, Z5, Z12
-	VPOPCNTB     Z12, Z12
-	VPADDB       Z12, Z9, Z9
 	VPADDB       Z10, Z10, Z10
-	VPANDQ       Z11, Z6, Z11
-	VPOPCNTB     Z11, Z11
-	VPADDB       Z11, Z10, Z10
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTB Z12, Z12
+	VPADDB   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTB Z12, Z12
+	VPADDB   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTB Z12, Z12
+	VPADDB   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTB Z11, Z11
+	VPADDB   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPCMPEQB Z2, Z7, K1
@@ -10992,16 +11286,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTB (R10), Z5
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDB       Z4, Z4, Z4
-	VPANDQ       Z5, Z3, Z5
-	VPOPCNTB     Z5, Z5
-	VPADDB       Z5, Z4, Z4
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTB Z5, Z5
+	VPADDB   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPCMPEQB Z2, Z4, K1
@@ -11021,16 +11321,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTB (SI), Z3
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDB       Z0, Z0, Z0
-	VPANDQ       Z3, Z1, Z3
-	VPOPCNTB     Z3, Z3
-	VPADDB       Z3, Z0, Z0
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTB Z3, Z3
+	VPADDB   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPCMPEQB Z2, Z0, K1
@@ -11044,7 +11350,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11052,13 +11358,13 @@ found:
 	BSFQ R9, R8
 	SUBQ AX, CX
 	ADDQ R8, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512BITALG, AVX512BW, AVX512F, BMI2
-TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -11069,7 +11375,7 @@ TEXT ·hammingFind16AVX512(SB), NOSPLIT, $0-64
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTW (SI), Z0
 	VPBROADCASTW (BX), Z1
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	VPBROADCASTW BX, Z2
 
 loop4:
@@ -11092,28 +11398,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTW (R10), Z11
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDW       Z7, Z7, Z7
-	VPANDQ       Z11, Z3, Z12
-	VPOPCNTW     Z12, Z12
-	VPADDW       Z12, Z7, Z7
 	VPADDW       Z8, Z8, Z8
-	VPANDQ       Z11, Z4, Z12
-	VPOPCNTW     Z12, Z12
-	VPADDW       Z12, Z8, Z8
 	VPADDW       Z9, Z9, Z9
-	VPANDQ       Z11, Z5, Z12
-	VPOPCNTW     Z12, Z12
-	VPADDW       Z12, Z9, Z9
 	VPADDW       Z10, Z10, Z10
-	VPANDQ       Z11, Z6, Z11
-	VPOPCNTW     Z11, Z11
-	VPADDW       Z11, Z10, Z10
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTW Z12, Z12
+	VPADDW   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTW Z12, Z12
+	VPADDW   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTW Z12, Z12
+	VPADDW   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTW Z11, Z11
+	VPADDW   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPCMPEQW Z2, Z7, K1
@@ -11164,16 +11476,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTW (R10), Z5
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDW       Z4, Z4, Z4
-	VPANDQ       Z5, Z3, Z5
-	VPOPCNTW     Z5, Z5
-	VPADDW       Z5, Z4, Z4
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTW Z5, Z5
+	VPADDW   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPCMPEQW Z2, Z4, K1
@@ -11193,16 +11511,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTW (SI), Z3
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDW       Z0, Z0, Z0
-	VPANDQ       Z3, Z1, Z3
-	VPOPCNTW     Z3, Z3
-	VPADDW       Z3, Z0, Z0
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTW Z3, Z3
+	VPADDW   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPCMPEQW Z2, Z0, K1
@@ -11217,7 +11541,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11227,13 +11551,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x01, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -11244,7 +11568,7 @@ TEXT ·hammingFind32AVX512(SB), NOSPLIT, $0-64
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTD (SI), Z0
 	VPBROADCASTD (BX), Z1
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	VPBROADCASTD BX, Z2
 
 loop4:
@@ -11267,28 +11591,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTD (R10), Z11
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDD       Z7, Z7, Z7
-	VPANDQ       Z11, Z3, Z12
-	VPOPCNTD     Z12, Z12
-	VPADDD       Z12, Z7, Z7
 	VPADDD       Z8, Z8, Z8
-	VPANDQ       Z11, Z4, Z12
-	VPOPCNTD     Z12, Z12
-	VPADDD       Z12, Z8, Z8
 	VPADDD       Z9, Z9, Z9
-	VPANDQ       Z11, Z5, Z12
-	VPOPCNTD     Z12, Z12
-	VPADDD       Z12, Z9, Z9
 	VPADDD       Z10, Z10, Z10
-	VPANDQ       Z11, Z6, Z11
-	VPOPCNTD     Z11, Z11
-	VPADDD       Z11, Z10, Z10
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTD Z12, Z12
+	VPADDD   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTD Z12, Z12
+	VPADDD   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTD Z12, Z12
+	VPADDD   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTD Z11, Z11
+	VPADDD   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPCMPEQD Z2, Z7, K1
@@ -11339,16 +11669,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTD (R10), Z5
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDD       Z4, Z4, Z4
-	VPANDQ       Z5, Z3, Z5
-	VPOPCNTD     Z5, Z5
-	VPADDD       Z5, Z4, Z4
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTD Z5, Z5
+	VPADDD   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPCMPEQD Z2, Z4, K1
@@ -11368,16 +11704,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTD (SI), Z3
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDD       Z0, Z0, Z0
-	VPANDQ       Z3, Z1, Z3
-	VPOPCNTD     Z3, Z3
-	VPADDD       Z3, Z0, Z0
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTD Z3, Z3
+	VPADDD   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPCMPEQD Z2, Z0, K1
@@ -11392,7 +11734,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11402,13 +11744,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x02, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -11419,7 +11761,7 @@ TEXT ·hammingFind64AVX512(SB), NOSPLIT, $0-64
 	LEAQ         (AX)(DX*1), DX
 	VPBROADCASTQ (SI), Z0
 	VPBROADCASTQ (BX), Z1
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	VPBROADCASTQ BX, Z2
 
 loop4:
@@ -11442,28 +11784,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTQ (R10), Z11
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDQ       Z7, Z7, Z7
-	VPANDQ       Z11, Z3, Z12
-	VPOPCNTQ     Z12, Z12
-	VPADDQ       Z12, Z7, Z7
 	VPADDQ       Z8, Z8, Z8
-	VPANDQ       Z11, Z4, Z12
-	VPOPCNTQ     Z12, Z12
-	VPADDQ       Z12, Z8, Z8
 	VPADDQ       Z9, Z9, Z9
-	VPANDQ       Z11, Z5, Z12
-	VPOPCNTQ     Z12, Z12
-	VPADDQ       Z12, Z9, Z9
 	VPADDQ       Z10, Z10, Z10
-	VPANDQ       Z11, Z6, Z11
-	VPOPCNTQ     Z11, Z11
-	VPADDQ       Z11, Z10, Z10
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTQ Z11, Z11
+	VPADDQ   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPCMPEQQ Z2, Z7, K1
@@ -11514,16 +11862,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTQ (R10), Z5
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDQ       Z4, Z4, Z4
-	VPANDQ       Z5, Z3, Z5
-	VPOPCNTQ     Z5, Z5
-	VPADDQ       Z5, Z4, Z4
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTQ Z5, Z5
+	VPADDQ   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPCMPEQQ Z2, Z4, K1
@@ -11543,16 +11897,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTQ (SI), Z3
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDQ       Z0, Z0, Z0
-	VPANDQ       Z3, Z1, Z3
-	VPOPCNTQ     Z3, Z3
-	VPADDQ       Z3, Z0, Z0
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTQ Z3, Z3
+	VPADDQ   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPCMPEQQ Z2, Z0, K1
@@ -11567,7 +11927,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11577,13 +11937,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x03, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-72
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
@@ -11594,7 +11954,7 @@ TEXT ·hammingFind128AVX512(SB), NOSPLIT, $0-64
 	LEAQ            (AX)(DX*1), DX
 	VBROADCASTI32X4 (SI), Z0
 	VBROADCASTI32X4 (BX), Z1
-	MOVL            target+48(FP), BX
+	MOVL            target+56(FP), BX
 	VPBROADCASTQ    BX, Z2
 
 loop4:
@@ -11617,28 +11977,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ            $0x00000010, R10
 	VBROADCASTI32X4 (R10), Z11
+	SHRQ            $0x01, R11
+	JCC             loop4add
 	VPADDQ          Z7, Z7, Z7
-	VPANDQ          Z11, Z3, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z7, Z7
 	VPADDQ          Z8, Z8, Z8
-	VPANDQ          Z11, Z4, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z8, Z8
 	VPADDQ          Z9, Z9, Z9
-	VPANDQ          Z11, Z5, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z9, Z9
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z11, Z6, Z11
-	VPOPCNTQ        Z11, Z11
-	VPADDQ          Z11, Z10, Z10
-	DECQ            R9
-	JNZ             loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTQ Z11, Z11
+	VPADDQ   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPSHUFD  $0x4e, Z7, Z3
@@ -11697,16 +12063,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ            $0x00000010, R10
 	VBROADCASTI32X4 (R10), Z5
+	SHRQ            $0x01, R11
+	JCC             loopadd
 	VPADDQ          Z4, Z4, Z4
-	VPANDQ          Z5, Z3, Z5
-	VPOPCNTQ        Z5, Z5
-	VPADDQ          Z5, Z4, Z4
-	DECQ            R9
-	JNZ             loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTQ Z5, Z5
+	VPADDQ   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPSHUFD  $0x4e, Z4, Z3
@@ -11728,16 +12100,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ            $0x00000010, SI
 	VBROADCASTI32X4 (SI), Z3
+	SHRQ            $0x01, DI
+	JCC             lastadd
 	VPADDQ          Z0, Z0, Z0
-	VPANDQ          Z3, Z1, Z3
-	VPOPCNTQ        Z3, Z3
-	VPADDQ          Z3, Z0, Z0
-	DECQ            DX
-	JNZ             lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTQ Z3, Z3
+	VPADDQ   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPSHUFD  $0x4e, Z0, Z1
@@ -11754,7 +12132,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11764,13 +12142,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x04, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX512F, AVX512VPOPCNTDQ, BMI2
-TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-64
+TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-72
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
 	MOVQ            to+16(FP), DX
@@ -11781,7 +12159,7 @@ TEXT ·hammingFind256AVX512(SB), NOSPLIT, $0-64
 	LEAQ            (AX)(DX*1), DX
 	VBROADCASTI64X4 (SI), Z0
 	VBROADCASTI64X4 (BX), Z1
-	MOVL            target+48(FP), BX
+	MOVL            target+56(FP), BX
 	VPBROADCASTQ    BX, Z2
 
 loop4:
@@ -11804,28 +12182,34 @@ loop4:
 	DECQ     R9
 	JZ       loop4done
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loop4probe:
 	ADDQ            $0x00000020, R10
 	VBROADCASTI64X4 (R10), Z11
+	SHRQ            $0x01, R11
+	JCC             loop4add
 	VPADDQ          Z7, Z7, Z7
-	VPANDQ          Z11, Z3, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z7, Z7
 	VPADDQ          Z8, Z8, Z8
-	VPANDQ          Z11, Z4, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z8, Z8
 	VPADDQ          Z9, Z9, Z9
-	VPANDQ          Z11, Z5, Z12
-	VPOPCNTQ        Z12, Z12
-	VPADDQ          Z12, Z9, Z9
 	VPADDQ          Z10, Z10, Z10
-	VPANDQ          Z11, Z6, Z11
-	VPOPCNTQ        Z11, Z11
-	VPADDQ          Z11, Z10, Z10
-	DECQ            R9
-	JNZ             loop4probe
+
+loop4add:
+	VPANDQ   Z11, Z3, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z7, Z7
+	VPANDQ   Z11, Z4, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z8, Z8
+	VPANDQ   Z11, Z5, Z12
+	VPOPCNTQ Z12, Z12
+	VPADDQ   Z12, Z9, Z9
+	VPANDQ   Z11, Z6, Z11
+	VPOPCNTQ Z11, Z11
+	VPADDQ   Z11, Z10, Z10
+	DECQ     R9
+	JNZ      loop4probe
 
 loop4done:
 	VPSHUFD  $0x4e, Z7, Z3
@@ -11892,16 +12276,22 @@ loop:
 	DECQ     R9
 	JZ       loopdone
 	MOVQ     SI, R10
+	MOVQ     dbl+48(FP), R11
+	SHRQ     $0x01, R11
 
 loopprobe:
 	ADDQ            $0x00000020, R10
 	VBROADCASTI64X4 (R10), Z5
+	SHRQ            $0x01, R11
+	JCC             loopadd
 	VPADDQ          Z4, Z4, Z4
-	VPANDQ          Z5, Z3, Z5
-	VPOPCNTQ        Z5, Z5
-	VPADDQ          Z5, Z4, Z4
-	DECQ            R9
-	JNZ             loopprobe
+
+loopadd:
+	VPANDQ   Z5, Z3, Z5
+	VPOPCNTQ Z5, Z5
+	VPADDQ   Z5, Z4, Z4
+	DECQ     R9
+	JNZ      loopprobe
 
 loopdone:
 	VPSHUFD  $0x4e, Z4, Z3
@@ -11925,16 +12315,22 @@ last:
 	MOVQ     DI, DX
 	DECQ     DX
 	JZ       lastdone
+	MOVQ     dbl+48(FP), DI
+	SHRQ     $0x01, DI
 
 lastprobe:
 	ADDQ            $0x00000020, SI
 	VBROADCASTI64X4 (SI), Z3
+	SHRQ            $0x01, DI
+	JCC             lastadd
 	VPADDQ          Z0, Z0, Z0
-	VPANDQ          Z3, Z1, Z3
-	VPOPCNTQ        Z3, Z3
-	VPADDQ          Z3, Z0, Z0
-	DECQ            DX
-	JNZ             lastprobe
+
+lastadd:
+	VPANDQ   Z3, Z1, Z3
+	VPOPCNTQ Z3, Z3
+	VPADDQ   Z3, Z0, Z0
+	DECQ     DX
+	JNZ      lastprobe
 
 lastdone:
 	VPSHUFD  $0x4e, Z0, Z1
@@ -11953,7 +12349,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -11963,13 +12359,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x05, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -11982,7 +12378,7 @@ TEXT ·hammingFind8AVX2(SB), NOSPLIT, $0-64
 	VPBROADCASTB (BX), Y1
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	MOVQ         BX, X4
 	VPBROADCASTB X4, Y4
 
@@ -12026,52 +12422,58 @@ loop4:
 	DECQ    R9
 	JZ      loop4done
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTB (R10), Y9
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDB       Y5, Y5, Y5
-	VPXOR        (CX), Y1, Y10
-	VPAND        Y9, Y10, Y10
-	VPSRLW       $0x04, Y10, Y11
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y11, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPADDB       Y11, Y10, Y10
-	VPADDB       Y10, Y5, Y5
 	VPADDB       Y6, Y6, Y6
-	VPXOR        32(CX), Y1, Y10
-	VPAND        Y9, Y10, Y10
-	VPSRLW       $0x04, Y10, Y11
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y11, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPADDB       Y11, Y10, Y10
-	VPADDB       Y10, Y6, Y6
 	VPADDB       Y7, Y7, Y7
-	VPXOR        64(CX), Y1, Y10
-	VPAND        Y9, Y10, Y10
-	VPSRLW       $0x04, Y10, Y11
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y11, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPADDB       Y11, Y10, Y10
-	VPADDB       Y10, Y7, Y7
 	VPADDB       Y8, Y8, Y8
-	VPXOR        96(CX), Y1, Y10
-	VPAND        Y9, Y10, Y10
-	VPSRLW       $0x04, Y10, Y9
-	VPAND        Y3, Y10, Y10
-	VPAND        Y3, Y9, Y9
-	VPSHUFB      Y10, Y2, Y10
-	VPSHUFB      Y9, Y2, Y9
-	VPADDB       Y9, Y10, Y10
-	VPADDB       Y10, Y8, Y8
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y10
+	VPAND   Y9, Y10, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPADDB  Y11, Y10, Y10
+	VPADDB  Y10, Y5, Y5
+	VPXOR   32(CX), Y1, Y10
+	VPAND   Y9, Y10, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPADDB  Y11, Y10, Y10
+	VPADDB  Y10, Y6, Y6
+	VPXOR   64(CX), Y1, Y10
+	VPAND   Y9, Y10, Y10
+	VPSRLW  $0x04, Y10, Y11
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y11, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPADDB  Y11, Y10, Y10
+	VPADDB  Y10, Y7, Y7
+	VPXOR   96(CX), Y1, Y10
+	VPAND   Y9, Y10, Y10
+	VPSRLW  $0x04, Y10, Y9
+	VPAND   Y3, Y10, Y10
+	VPAND   Y3, Y9, Y9
+	VPSHUFB Y10, Y2, Y10
+	VPSHUFB Y9, Y2, Y9
+	VPADDB  Y9, Y10, Y10
+	VPADDB  Y10, Y8, Y8
+	DECQ    R9
+	JNZ     loop4probe
 
 loop4done:
 	VPCMPEQB Y4, Y5, Y5
@@ -12127,22 +12529,28 @@ loop:
 	DECQ    R9
 	JZ      loopdone
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTB (R10), Y6
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDB       Y5, Y5, Y5
-	VPXOR        (CX), Y1, Y7
-	VPAND        Y6, Y7, Y7
-	VPSRLW       $0x04, Y7, Y6
-	VPAND        Y3, Y7, Y7
-	VPAND        Y3, Y6, Y6
-	VPSHUFB      Y7, Y2, Y7
-	VPSHUFB      Y6, Y2, Y6
-	VPADDB       Y6, Y7, Y7
-	VPADDB       Y7, Y5, Y5
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPXOR   (CX), Y1, Y7
+	VPAND   Y6, Y7, Y7
+	VPSRLW  $0x04, Y7, Y6
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y6, Y6
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y6, Y2, Y6
+	VPADDB  Y6, Y7, Y7
+	VPADDB  Y7, Y5, Y5
+	DECQ    R9
+	JNZ     loopprobe
 
 loopdone:
 	VPCMPEQB  Y4, Y5, Y5
@@ -12167,22 +12575,28 @@ last:
 	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
+	MOVQ    dbl+48(FP), DI
+	SHRQ    $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTB (SI), Y0
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDB       Y5, Y5, Y5
-	VPXOR        (BX), Y1, Y6
-	VPAND        Y0, Y6, Y6
-	VPSRLW       $0x04, Y6, Y0
-	VPAND        Y3, Y6, Y6
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y6, Y2, Y6
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y6, Y6
-	VPADDB       Y6, Y5, Y5
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y6
+	VPAND   Y0, Y6, Y6
+	VPSRLW  $0x04, Y6, Y0
+	VPAND   Y3, Y6, Y6
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y6, Y2, Y6
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y6, Y6
+	VPADDB  Y6, Y5, Y5
+	DECQ    DX
+	JNZ     lastprobe
 
 lastdone:
 	VPCMPEQB  Y4, Y5, Y5
@@ -12196,7 +12610,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -12204,13 +12618,13 @@ found:
 	BSFQ R9, R8
 	SUBQ AX, CX
 	ADDQ R8, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -12224,7 +12638,7 @@ TEXT ·hammingFind16AVX2(SB), NOSPLIT, $0-64
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VMOVDQU      onesB<>+0(SB), Y4
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTW X5, Y5
 
@@ -12272,56 +12686,62 @@ loop4:
 	DECQ       R9
 	JZ         loop4done
 	MOVQ       SI, R10
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTW (R10), Y10
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDW       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPADDW       Y11, Y6, Y6
 	VPADDW       Y7, Y7, Y7
-	VPXOR        32(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPADDW       Y11, Y7, Y7
 	VPADDW       Y8, Y8, Y8
-	VPXOR        64(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPADDW       Y11, Y8, Y8
 	VPADDW       Y9, Y9, Y9
-	VPXOR        96(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPADDW       Y11, Y9, Y9
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR      (CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPADDW     Y11, Y6, Y6
+	VPXOR      32(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPADDW     Y11, Y7, Y7
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPADDW     Y11, Y8, Y8
+	VPXOR      96(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y10
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPADDW     Y11, Y9, Y9
+	DECQ       R9
+	JNZ        loop4probe
 
 loop4done:
 	VPCMPEQW Y5, Y6, Y6
@@ -12378,23 +12798,29 @@ loop:
 	DECQ       R9
 	JZ         loopdone
 	MOVQ       SI, R10
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTW (R10), Y7
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDW       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y8
-	VPAND        Y7, Y8, Y8
-	VPSRLW       $0x04, Y8, Y7
-	VPAND        Y3, Y8, Y8
-	VPAND        Y3, Y7, Y7
-	VPSHUFB      Y8, Y2, Y8
-	VPSHUFB      Y7, Y2, Y7
-	VPADDB       Y7, Y8, Y8
-	VPMADDUBSW   Y4, Y8, Y8
-	VPADDW       Y8, Y6, Y6
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPXOR      (CX), Y1, Y8
+	VPAND      Y7, Y8, Y8
+	VPSRLW     $0x04, Y8, Y7
+	VPAND      Y3, Y8, Y8
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y8, Y2, Y8
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y8, Y8
+	VPMADDUBSW Y4, Y8, Y8
+	VPADDW     Y8, Y6, Y6
+	DECQ       R9
+	JNZ        loopprobe
 
 loopdone:
 	VPCMPEQW  Y5, Y6, Y6
@@ -12420,23 +12846,29 @@ last:
 	MOVQ       DI, DX
 	DECQ       DX
 	JZ         lastdone
+	MOVQ       dbl+48(FP), DI
+	SHRQ       $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTW (SI), Y0
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDW       Y6, Y6, Y6
-	VPXOR        (BX), Y1, Y7
-	VPAND        Y0, Y7, Y7
-	VPSRLW       $0x04, Y7, Y0
-	VPAND        Y3, Y7, Y7
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y7, Y2, Y7
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y7, Y7
-	VPMADDUBSW   Y4, Y7, Y7
-	VPADDW       Y7, Y6, Y6
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR      (BX), Y1, Y7
+	VPAND      Y0, Y7, Y7
+	VPSRLW     $0x04, Y7, Y0
+	VPAND      Y3, Y7, Y7
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y7, Y2, Y7
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y7, Y7
+	VPMADDUBSW Y4, Y7, Y7
+	VPADDW     Y7, Y6, Y6
+	DECQ       DX
+	JNZ        lastprobe
 
 lastdone:
 	VPCMPEQW  Y5, Y6, Y6
@@ -12450,7 +12882,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -12459,13 +12891,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x01, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -12479,7 +12911,7 @@ TEXT ·hammingFind32AVX2(SB), NOSPLIT, $0-64
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VMOVDQU      onesB<>+0(SB), Y4
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTD X5, Y5
 
@@ -12531,60 +12963,66 @@ loop4:
 	DECQ       R9
 	JZ         loop4done
 	MOVQ       SI, R10
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTD (R10), Y10
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDD       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPMADDWD     onesW<>+0(SB), Y11, Y11
-	VPADDD       Y11, Y6, Y6
 	VPADDD       Y7, Y7, Y7
-	VPXOR        32(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPMADDWD     onesW<>+0(SB), Y11, Y11
-	VPADDD       Y11, Y7, Y7
 	VPADDD       Y8, Y8, Y8
-	VPXOR        64(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPMADDWD     onesW<>+0(SB), Y11, Y11
-	VPADDD       Y11, Y8, Y8
 	VPADDD       Y9, Y9, Y9
-	VPXOR        96(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPMADDUBSW   Y4, Y11, Y11
-	VPMADDWD     onesW<>+0(SB), Y11, Y11
-	VPADDD       Y11, Y9, Y9
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR      (CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPADDD     Y11, Y6, Y6
+	VPXOR      32(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPADDD     Y11, Y7, Y7
+	VPXOR      64(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y12
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y12, Y12
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y12, Y2, Y12
+	VPADDB     Y12, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPADDD     Y11, Y8, Y8
+	VPXOR      96(CX), Y1, Y11
+	VPAND      Y10, Y11, Y11
+	VPSRLW     $0x04, Y11, Y10
+	VPAND      Y3, Y11, Y11
+	VPAND      Y3, Y10, Y10
+	VPSHUFB    Y11, Y2, Y11
+	VPSHUFB    Y10, Y2, Y10
+	VPADDB     Y10, Y11, Y11
+	VPMADDUBSW Y4, Y11, Y11
+	VPMADDWD   onesW<>+0(SB), Y11, Y11
+	VPADDD     Y11, Y9, Y9
+	DECQ       R9
+	JNZ        loop4probe
 
 loop4done:
 	VPCMPEQD Y5, Y6, Y6
@@ -12642,24 +13080,30 @@ loop:
 	DECQ       R9
 	JZ         loopdone
 	MOVQ       SI, R10
+	MOVQ       dbl+48(FP), R11
+	SHRQ       $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTD (R10), Y7
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDD       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y8
-	VPAND        Y7, Y8, Y8
-	VPSRLW       $0x04, Y8, Y7
-	VPAND        Y3, Y8, Y8
-	VPAND        Y3, Y7, Y7
-	VPSHUFB      Y8, Y2, Y8
-	VPSHUFB      Y7, Y2, Y7
-	VPADDB       Y7, Y8, Y8
-	VPMADDUBSW   Y4, Y8, Y8
-	VPMADDWD     onesW<>+0(SB), Y8, Y8
-	VPADDD       Y8, Y6, Y6
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPXOR      (CX), Y1, Y8
+	VPAND      Y7, Y8, Y8
+	VPSRLW     $0x04, Y8, Y7
+	VPAND      Y3, Y8, Y8
+	VPAND      Y3, Y7, Y7
+	VPSHUFB    Y8, Y2, Y8
+	VPSHUFB    Y7, Y2, Y7
+	VPADDB     Y7, Y8, Y8
+	VPMADDUBSW Y4, Y8, Y8
+	VPMADDWD   onesW<>+0(SB), Y8, Y8
+	VPADDD     Y8, Y6, Y6
+	DECQ       R9
+	JNZ        loopprobe
 
 loopdone:
 	VPCMPEQD  Y5, Y6, Y6
@@ -12686,24 +13130,30 @@ last:
 	MOVQ       DI, DX
 	DECQ       DX
 	JZ         lastdone
+	MOVQ       dbl+48(FP), DI
+	SHRQ       $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTD (SI), Y0
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDD       Y6, Y6, Y6
-	VPXOR        (BX), Y1, Y7
-	VPAND        Y0, Y7, Y7
-	VPSRLW       $0x04, Y7, Y0
-	VPAND        Y3, Y7, Y7
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y7, Y2, Y7
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y7, Y7
-	VPMADDUBSW   Y4, Y7, Y7
-	VPMADDWD     onesW<>+0(SB), Y7, Y7
-	VPADDD       Y7, Y6, Y6
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR      (BX), Y1, Y7
+	VPAND      Y0, Y7, Y7
+	VPSRLW     $0x04, Y7, Y0
+	VPAND      Y3, Y7, Y7
+	VPAND      Y3, Y0, Y0
+	VPSHUFB    Y7, Y2, Y7
+	VPSHUFB    Y0, Y2, Y0
+	VPADDB     Y0, Y7, Y7
+	VPMADDUBSW Y4, Y7, Y7
+	VPMADDWD   onesW<>+0(SB), Y7, Y7
+	VPADDD     Y7, Y6, Y6
+	DECQ       DX
+	JNZ        lastprobe
 
 lastdone:
 	VPCMPEQD  Y5, Y6, Y6
@@ -12717,7 +13167,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -12726,13 +13176,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x02, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -12746,7 +13196,7 @@ TEXT ·hammingFind64AVX2(SB), NOSPLIT, $0-64
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VPXOR        Y4, Y4, Y4
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTQ X5, Y5
 
@@ -12794,56 +13244,62 @@ loop4:
 	DECQ    R9
 	JZ      loop4done
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loop4probe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTQ (R10), Y10
+	SHRQ         $0x01, R11
+	JCC          loop4add
 	VPADDQ       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPSADBW      Y4, Y11, Y11
-	VPADDQ       Y11, Y6, Y6
 	VPADDQ       Y7, Y7, Y7
-	VPXOR        32(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPSADBW      Y4, Y11, Y11
-	VPADDQ       Y11, Y7, Y7
 	VPADDQ       Y8, Y8, Y8
-	VPXOR        64(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y12
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y12, Y12
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y12, Y2, Y12
-	VPADDB       Y12, Y11, Y11
-	VPSADBW      Y4, Y11, Y11
-	VPADDQ       Y11, Y8, Y8
 	VPADDQ       Y9, Y9, Y9
-	VPXOR        96(CX), Y1, Y11
-	VPAND        Y10, Y11, Y11
-	VPSRLW       $0x04, Y11, Y10
-	VPAND        Y3, Y11, Y11
-	VPAND        Y3, Y10, Y10
-	VPSHUFB      Y11, Y2, Y11
-	VPSHUFB      Y10, Y2, Y10
-	VPADDB       Y10, Y11, Y11
-	VPSADBW      Y4, Y11, Y11
-	VPADDQ       Y11, Y9, Y9
-	DECQ         R9
-	JNZ          loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y6, Y6
+	VPXOR   32(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y7, Y7
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y8, Y8
+	VPXOR   96(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
+	DECQ    R9
+	JNZ     loop4probe
 
 loop4done:
 	VPCMPEQQ Y5, Y6, Y6
@@ -12900,23 +13356,29 @@ loop:
 	DECQ    R9
 	JZ      loopdone
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loopprobe:
 	ADDQ         $0x00000008, R10
 	VPBROADCASTQ (R10), Y7
+	SHRQ         $0x01, R11
+	JCC          loopadd
 	VPADDQ       Y6, Y6, Y6
-	VPXOR        (CX), Y1, Y8
-	VPAND        Y7, Y8, Y8
-	VPSRLW       $0x04, Y8, Y7
-	VPAND        Y3, Y8, Y8
-	VPAND        Y3, Y7, Y7
-	VPSHUFB      Y8, Y2, Y8
-	VPSHUFB      Y7, Y2, Y7
-	VPADDB       Y7, Y8, Y8
-	VPSADBW      Y4, Y8, Y8
-	VPADDQ       Y8, Y6, Y6
-	DECQ         R9
-	JNZ          loopprobe
+
+loopadd:
+	VPXOR   (CX), Y1, Y8
+	VPAND   Y7, Y8, Y8
+	VPSRLW  $0x04, Y8, Y7
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPADDQ  Y8, Y6, Y6
+	DECQ    R9
+	JNZ     loopprobe
 
 loopdone:
 	VPCMPEQQ  Y5, Y6, Y6
@@ -12942,23 +13404,29 @@ last:
 	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
+	MOVQ    dbl+48(FP), DI
+	SHRQ    $0x01, DI
 
 lastprobe:
 	ADDQ         $0x00000008, SI
 	VPBROADCASTQ (SI), Y0
+	SHRQ         $0x01, DI
+	JCC          lastadd
 	VPADDQ       Y6, Y6, Y6
-	VPXOR        (BX), Y1, Y7
-	VPAND        Y0, Y7, Y7
-	VPSRLW       $0x04, Y7, Y0
-	VPAND        Y3, Y7, Y7
-	VPAND        Y3, Y0, Y0
-	VPSHUFB      Y7, Y2, Y7
-	VPSHUFB      Y0, Y2, Y0
-	VPADDB       Y0, Y7, Y7
-	VPSADBW      Y4, Y7, Y7
-	VPADDQ       Y7, Y6, Y6
-	DECQ         DX
-	JNZ          lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y0
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPADDQ  Y7, Y6, Y6
+	DECQ    DX
+	JNZ     lastprobe
 
 lastdone:
 	VPCMPEQQ  Y5, Y6, Y6
@@ -12972,7 +13440,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -12981,13 +13449,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x03, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-72
 	MOVQ           table+0(FP), AX
 	MOVQ           from+8(FP), CX
 	MOVQ           to+16(FP), DX
@@ -13001,7 +13469,7 @@ TEXT ·hammingFind128AVX2(SB), NOSPLIT, $0-64
 	VMOVDQU        nibbleLUT<>+0(SB), Y2
 	VMOVDQU        lowNibbles<>+0(SB), Y3
 	VPXOR          Y4, Y4, Y4
-	MOVL           target+48(FP), BX
+	MOVL           target+56(FP), BX
 	MOVQ           BX, X5
 	VPBROADCASTQ   X5, Y5
 
@@ -13049,56 +13517,62 @@ loop4:
 	DECQ    R9
 	JZ      loop4done
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loop4probe:
 	ADDQ           $0x00000010, R10
 	VBROADCASTI128 (R10), Y10
+	SHRQ           $0x01, R11
+	JCC            loop4add
 	VPADDQ         Y6, Y6, Y6
-	VPXOR          (CX), Y1, Y11
-	VPAND          Y10, Y11, Y11
-	VPSRLW         $0x04, Y11, Y12
-	VPAND          Y3, Y11, Y11
-	VPAND          Y3, Y12, Y12
-	VPSHUFB        Y11, Y2, Y11
-	VPSHUFB        Y12, Y2, Y12
-	VPADDB         Y12, Y11, Y11
-	VPSADBW        Y4, Y11, Y11
-	VPADDQ         Y11, Y6, Y6
 	VPADDQ         Y7, Y7, Y7
-	VPXOR          32(CX), Y1, Y11
-	VPAND          Y10, Y11, Y11
-	VPSRLW         $0x04, Y11, Y12
-	VPAND          Y3, Y11, Y11
-	VPAND          Y3, Y12, Y12
-	VPSHUFB        Y11, Y2, Y11
-	VPSHUFB        Y12, Y2, Y12
-	VPADDB         Y12, Y11, Y11
-	VPSADBW        Y4, Y11, Y11
-	VPADDQ         Y11, Y7, Y7
 	VPADDQ         Y8, Y8, Y8
-	VPXOR          64(CX), Y1, Y11
-	VPAND          Y10, Y11, Y11
-	VPSRLW         $0x04, Y11, Y12
-	VPAND          Y3, Y11, Y11
-	VPAND          Y3, Y12, Y12
-	VPSHUFB        Y11, Y2, Y11
-	VPSHUFB        Y12, Y2, Y12
-	VPADDB         Y12, Y11, Y11
-	VPSADBW        Y4, Y11, Y11
-	VPADDQ         Y11, Y8, Y8
 	VPADDQ         Y9, Y9, Y9
-	VPXOR          96(CX), Y1, Y11
-	VPAND          Y10, Y11, Y11
-	VPSRLW         $0x04, Y11, Y10
-	VPAND          Y3, Y11, Y11
-	VPAND          Y3, Y10, Y10
-	VPSHUFB        Y11, Y2, Y11
-	VPSHUFB        Y10, Y2, Y10
-	VPADDB         Y10, Y11, Y11
-	VPSADBW        Y4, Y11, Y11
-	VPADDQ         Y11, Y9, Y9
-	DECQ           R9
-	JNZ            loop4probe
+
+loop4add:
+	VPXOR   (CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y6, Y6
+	VPXOR   32(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y7, Y7
+	VPXOR   64(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y12
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y12, Y12
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y12, Y2, Y12
+	VPADDB  Y12, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y8, Y8
+	VPXOR   96(CX), Y1, Y11
+	VPAND   Y10, Y11, Y11
+	VPSRLW  $0x04, Y11, Y10
+	VPAND   Y3, Y11, Y11
+	VPAND   Y3, Y10, Y10
+	VPSHUFB Y11, Y2, Y11
+	VPSHUFB Y10, Y2, Y10
+	VPADDB  Y10, Y11, Y11
+	VPSADBW Y4, Y11, Y11
+	VPADDQ  Y11, Y9, Y9
+	DECQ    R9
+	JNZ     loop4probe
 
 loop4done:
 	VPSHUFD  $0x4e, Y6, Y10
@@ -13163,23 +13637,29 @@ loop:
 	DECQ    R9
 	JZ      loopdone
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loopprobe:
 	ADDQ           $0x00000010, R10
 	VBROADCASTI128 (R10), Y7
+	SHRQ           $0x01, R11
+	JCC            loopadd
 	VPADDQ         Y6, Y6, Y6
-	VPXOR          (CX), Y1, Y8
-	VPAND          Y7, Y8, Y8
-	VPSRLW         $0x04, Y8, Y7
-	VPAND          Y3, Y8, Y8
-	VPAND          Y3, Y7, Y7
-	VPSHUFB        Y8, Y2, Y8
-	VPSHUFB        Y7, Y2, Y7
-	VPADDB         Y7, Y8, Y8
-	VPSADBW        Y4, Y8, Y8
-	VPADDQ         Y8, Y6, Y6
-	DECQ           R9
-	JNZ            loopprobe
+
+loopadd:
+	VPXOR   (CX), Y1, Y8
+	VPAND   Y7, Y8, Y8
+	VPSRLW  $0x04, Y8, Y7
+	VPAND   Y3, Y8, Y8
+	VPAND   Y3, Y7, Y7
+	VPSHUFB Y8, Y2, Y8
+	VPSHUFB Y7, Y2, Y7
+	VPADDB  Y7, Y8, Y8
+	VPSADBW Y4, Y8, Y8
+	VPADDQ  Y8, Y6, Y6
+	DECQ    R9
+	JNZ     loopprobe
 
 loopdone:
 	VPSHUFD   $0x4e, Y6, Y7
@@ -13207,23 +13687,29 @@ last:
 	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
+	MOVQ    dbl+48(FP), DI
+	SHRQ    $0x01, DI
 
 lastprobe:
 	ADDQ           $0x00000010, SI
 	VBROADCASTI128 (SI), Y0
+	SHRQ           $0x01, DI
+	JCC            lastadd
 	VPADDQ         Y6, Y6, Y6
-	VPXOR          (BX), Y1, Y7
-	VPAND          Y0, Y7, Y7
-	VPSRLW         $0x04, Y7, Y0
-	VPAND          Y3, Y7, Y7
-	VPAND          Y3, Y0, Y0
-	VPSHUFB        Y7, Y2, Y7
-	VPSHUFB        Y0, Y2, Y0
-	VPADDB         Y0, Y7, Y7
-	VPSADBW        Y4, Y7, Y7
-	VPADDQ         Y7, Y6, Y6
-	DECQ           DX
-	JNZ            lastprobe
+
+lastadd:
+	VPXOR   (BX), Y1, Y7
+	VPAND   Y0, Y7, Y7
+	VPSRLW  $0x04, Y7, Y0
+	VPAND   Y3, Y7, Y7
+	VPAND   Y3, Y0, Y0
+	VPSHUFB Y7, Y2, Y7
+	VPSHUFB Y0, Y2, Y0
+	VPADDB  Y0, Y7, Y7
+	VPSADBW Y4, Y7, Y7
+	VPADDQ  Y7, Y6, Y6
+	DECQ    DX
+	JNZ     lastprobe
 
 lastdone:
 	VPSHUFD   $0x4e, Y6, Y0
@@ -13239,7 +13725,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -13248,13 +13734,13 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x04, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
 
-// func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+// func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 // Requires: AVX, AVX2, BMI2, SSE2
-TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-64
+TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-72
 	MOVQ         table+0(FP), AX
 	MOVQ         from+8(FP), CX
 	MOVQ         to+16(FP), DX
@@ -13268,7 +13754,7 @@ TEXT ·hammingFind256AVX2(SB), NOSPLIT, $0-64
 	VMOVDQU      nibbleLUT<>+0(SB), Y2
 	VMOVDQU      lowNibbles<>+0(SB), Y3
 	VPXOR        Y4, Y4, Y4
-	MOVL         target+48(FP), BX
+	MOVL         target+56(FP), BX
 	MOVQ         BX, X5
 	VPBROADCASTQ X5, Y5
 
@@ -13316,11 +13802,20 @@ loop4:
 	DECQ    R9
 	JZ      loop4done
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loop4probe:
 	ADDQ    $0x00000020, R10
 	VMOVDQU (R10), Y10
+	SHRQ    $0x01, R11
+	JCC     loop4add
 	VPADDQ  Y6, Y6, Y6
+	VPADDQ  Y7, Y7, Y7
+	VPADDQ  Y8, Y8, Y8
+	VPADDQ  Y9, Y9, Y9
+
+loop4add:
 	VPXOR   (CX), Y1, Y11
 	VPAND   Y10, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
@@ -13331,7 +13826,6 @@ loop4probe:
 	VPADDB  Y12, Y11, Y11
 	VPSADBW Y4, Y11, Y11
 	VPADDQ  Y11, Y6, Y6
-	VPADDQ  Y7, Y7, Y7
 	VPXOR   32(CX), Y1, Y11
 	VPAND   Y10, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
@@ -13342,7 +13836,6 @@ loop4probe:
 	VPADDB  Y12, Y11, Y11
 	VPSADBW Y4, Y11, Y11
 	VPADDQ  Y11, Y7, Y7
-	VPADDQ  Y8, Y8, Y8
 	VPXOR   64(CX), Y1, Y11
 	VPAND   Y10, Y11, Y11
 	VPSRLW  $0x04, Y11, Y12
@@ -13353,7 +13846,6 @@ loop4probe:
 	VPADDB  Y12, Y11, Y11
 	VPSADBW Y4, Y11, Y11
 	VPADDQ  Y11, Y8, Y8
-	VPADDQ  Y9, Y9, Y9
 	VPXOR   96(CX), Y1, Y11
 	VPAND   Y10, Y11, Y11
 	VPSRLW  $0x04, Y11, Y10
@@ -13438,11 +13930,17 @@ loop:
 	DECQ    R9
 	JZ      loopdone
 	MOVQ    SI, R10
+	MOVQ    dbl+48(FP), R11
+	SHRQ    $0x01, R11
 
 loopprobe:
 	ADDQ    $0x00000020, R10
 	VMOVDQU (R10), Y7
+	SHRQ    $0x01, R11
+	JCC     loopadd
 	VPADDQ  Y6, Y6, Y6
+
+loopadd:
 	VPXOR   (CX), Y1, Y8
 	VPAND   Y7, Y8, Y8
 	VPSRLW  $0x04, Y8, Y7
@@ -13484,11 +13982,17 @@ last:
 	MOVQ    DI, DX
 	DECQ    DX
 	JZ      lastdone
+	MOVQ    dbl+48(FP), DI
+	SHRQ    $0x01, DI
 
 lastprobe:
 	ADDQ    $0x00000020, SI
 	VMOVDQU (SI), Y0
+	SHRQ    $0x01, DI
+	JCC     lastadd
 	VPADDQ  Y6, Y6, Y6
+
+lastadd:
 	VPXOR   (BX), Y1, Y7
 	VPAND   Y0, Y7, Y7
 	VPSRLW  $0x04, Y7, Y0
@@ -13518,7 +14022,7 @@ lastdone:
 
 none:
 	MOVQ $-1, AX
-	MOVQ AX, ret+56(FP)
+	MOVQ AX, ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -13527,6 +14031,6 @@ found:
 	SUBQ AX, CX
 	ADDQ R8, CX
 	SHRQ $0x05, CX
-	MOVQ CX, ret+56(FP)
+	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET

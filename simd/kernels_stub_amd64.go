@@ -790,7 +790,8 @@ func hammingMax128AVX2(table *byte, from int, to int, probe *uint64, skip *int32
 func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN8AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 255, byte sums) of the 8-bit codes [from/1, to/1) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 1; skip sorted, entries >= from/1):
@@ -805,7 +806,8 @@ func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -816,10 +818,11 @@ func hammingMax256AVX2(table *byte, from int, to int, probe *uint64, skip *int32
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN16AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 65535, word sums) of the 16-bit codes [from/2, to/2) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 2; skip sorted, entries >= from/2):
@@ -834,7 +837,8 @@ func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -845,10 +849,11 @@ func hammingMaxN8AVX512(table *byte, from int, to int, m *uint64, planes *uint64
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN32AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 32-bit codes [from/4, to/4) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 4; skip sorted, entries >= from/4):
@@ -863,7 +868,8 @@ func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -872,10 +878,11 @@ func hammingMaxN16AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN64AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 64-bit codes [from/8, to/8) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 8; skip sorted, entries >= from/8):
@@ -890,7 +897,8 @@ func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -899,10 +907,11 @@ func hammingMaxN32AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN128AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 128-bit codes [from/16, to/16) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 16; skip sorted, entries >= from/16):
@@ -917,7 +926,7 @@ func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 2; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
@@ -929,10 +938,11 @@ func hammingMaxN64AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN256AVX512 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 256-bit codes [from/32, to/32) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 64, from and to multiples of 32; skip sorted, entries >= from/32):
@@ -947,7 +957,7 @@ func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 4; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
@@ -959,10 +969,11 @@ func hammingMaxN128AVX512(table *byte, from int, to int, m *uint64, planes *uint
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN8AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 255, byte sums) of the 8-bit codes [from/1, to/1) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 1; skip sorted, entries >= from/1):
@@ -977,7 +988,8 @@ func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -986,10 +998,11 @@ func hammingMaxN256AVX512(table *byte, from int, to int, m *uint64, planes *uint
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN16AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 65535, word sums) of the 16-bit codes [from/2, to/2) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 2; skip sorted, entries >= from/2):
@@ -1004,7 +1017,8 @@ func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, 
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -1013,10 +1027,11 @@ func hammingMaxN8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, 
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN32AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 32-bit codes [from/4, to/4) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 4; skip sorted, entries >= from/4):
@@ -1031,7 +1046,8 @@ func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -1040,10 +1056,11 @@ func hammingMaxN16AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN64AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 64-bit codes [from/8, to/8) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 8; skip sorted, entries >= from/8):
@@ -1058,7 +1075,8 @@ func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		best = max(best, d)
 //	}
@@ -1067,10 +1085,11 @@ func hammingMaxN32AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN128AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 128-bit codes [from/16, to/16) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 16; skip sorted, entries >= from/16):
@@ -1085,7 +1104,7 @@ func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 2; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
@@ -1097,10 +1116,11 @@ func hammingMaxN64AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingMaxN256AVX2 returns the largest level over the np planes (1 <= np; the level of a
-// code: bits.OnesCount of (code ^ m) & plane, doubled before each further plane's is added;
+// code: the sum of bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p
+// of dbl is set, p >= 1;
 // every level at most 2^32-1) of the 256-bit codes [from/32, to/32) of table,
 // the codes listed in skip[:nskip] counting as 0
 // (to-from >= 32, from and to multiples of 32; skip sorted, entries >= from/32):
@@ -1115,7 +1135,7 @@ func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64
 //		}
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 4; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
@@ -1127,17 +1147,19 @@ func hammingMaxN128AVX2(table *byte, from int, to int, m *uint64, planes *uint64
 // It prefetches the table 4 KiB ahead (to L2).
 //
 //go:noescape
-func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, skip *int32, nskip int) uint32
+func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 
 // hammingFind8AVX512 returns the index of the first of the 8-bit codes [from/1, to/1)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 1; every level and target at most 255, byte sums):
 //
 //	for i := from / 1; i < to/1; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1148,17 +1170,19 @@ func hammingMaxN256AVX2(table *byte, from int, to int, m *uint64, planes *uint64
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind16AVX512 returns the index of the first of the 16-bit codes [from/2, to/2)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 2; every level and target at most 65535, word sums):
 //
 //	for i := from / 2; i < to/2; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1169,17 +1193,19 @@ func hammingFind8AVX512(table *byte, from int, to int, m *uint64, planes *uint64
 // Requires AVX512_BITALG.
 //
 //go:noescape
-func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind32AVX512 returns the index of the first of the 32-bit codes [from/4, to/4)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 4; every level and target at most 2^32-1):
 //
 //	for i := from / 4; i < to/4; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1188,17 +1214,19 @@ func hammingFind16AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //	return -1
 //
 //go:noescape
-func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind64AVX512 returns the index of the first of the 64-bit codes [from/8, to/8)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 8; every level and target at most 2^32-1):
 //
 //	for i := from / 8; i < to/8; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1207,17 +1235,18 @@ func hammingFind32AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //	return -1
 //
 //go:noescape
-func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind128AVX512 returns the index of the first of the 128-bit codes [from/16, to/16)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 16; every level and target at most 2^32-1):
 //
 //	for i := from / 16; i < to/16; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 2; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
@@ -1229,17 +1258,18 @@ func hammingFind64AVX512(table *byte, from int, to int, m *uint64, planes *uint6
 //	return -1
 //
 //go:noescape
-func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind256AVX512 returns the index of the first of the 256-bit codes [from/32, to/32)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 64, from and to multiples of 32; every level and target at most 2^32-1):
 //
 //	for i := from / 32; i < to/32; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 4; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
@@ -1251,17 +1281,19 @@ func hammingFind128AVX512(table *byte, from int, to int, m *uint64, planes *uint
 //	return -1
 //
 //go:noescape
-func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind8AVX2 returns the index of the first of the 8-bit codes [from/1, to/1)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 1; every level and target at most 255, byte sums):
 //
 //	for i := from / 1; i < to/1; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount8((*(*uint8)(unsafe.Add(table, i*1)) ^ uint8(*m)) & uint8(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1270,17 +1302,19 @@ func hammingFind256AVX512(table *byte, from int, to int, m *uint64, planes *uint
 //	return -1
 //
 //go:noescape
-func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind16AVX2 returns the index of the first of the 16-bit codes [from/2, to/2)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 2; every level and target at most 65535, word sums):
 //
 //	for i := from / 2; i < to/2; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount16((*(*uint16)(unsafe.Add(table, i*2)) ^ uint16(*m)) & uint16(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1289,17 +1323,19 @@ func hammingFind8AVX2(table *byte, from int, to int, m *uint64, planes *uint64, 
 //	return -1
 //
 //go:noescape
-func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind32AVX2 returns the index of the first of the 32-bit codes [from/4, to/4)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 4; every level and target at most 2^32-1):
 //
 //	for i := from / 4; i < to/4; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount32((*(*uint32)(unsafe.Add(table, i*4)) ^ uint32(*m)) & uint32(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1308,17 +1344,19 @@ func hammingFind16AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //	return -1
 //
 //go:noescape
-func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind64AVX2 returns the index of the first of the 64-bit codes [from/8, to/8)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 8; every level and target at most 2^32-1):
 //
 //	for i := from / 8; i < to/8; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d = 2*d + bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
+//			d <<= dbl >> p & 1
+//			d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*8)) ^ uint64(*m)) & uint64(planes[p]))
 //		}
 //		if uint32(d) == target {
 //			return i
@@ -1327,17 +1365,18 @@ func hammingFind32AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //	return -1
 //
 //go:noescape
-func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind128AVX2 returns the index of the first of the 128-bit codes [from/16, to/16)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 16; every level and target at most 2^32-1):
 //
 //	for i := from / 16; i < to/16; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 2; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*16+w*8)) ^ (*[2]uint64)(m)[w]) & planes[p*2+w])
 //			}
@@ -1349,17 +1388,18 @@ func hammingFind64AVX2(table *byte, from int, to int, m *uint64, planes *uint64,
 //	return -1
 //
 //go:noescape
-func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
 
 // hammingFind256AVX2 returns the index of the first of the 256-bit codes [from/32, to/32)
-// of table whose level over the np planes (1 <= np; the level of a code: bits.OnesCount
-// of (code ^ m) & plane, doubled before each further plane's is added) equals target, or -1
+// of table whose level over the np planes (1 <= np; the level of a code: the sum of
+// bits.OnesCount of (code ^ m) & plane, doubled before plane p where bit p of dbl is set,
+// p >= 1) equals target, or -1
 // (to-from >= 32, from and to multiples of 32; every level and target at most 2^32-1):
 //
 //	for i := from / 32; i < to/32; i++ {
 //		var d int
 //		for p := 0; p < np; p++ {
-//			d *= 2
+//			d <<= dbl >> p & 1
 //			for w := 0; w < 4; w++ {
 //				d += bits.OnesCount64((*(*uint64)(unsafe.Add(table, i*32+w*8)) ^ (*[4]uint64)(m)[w]) & planes[p*4+w])
 //			}
@@ -1371,4 +1411,4 @@ func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64
 //	return -1
 //
 //go:noescape
-func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, target uint32) int
+func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
