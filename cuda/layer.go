@@ -113,17 +113,7 @@ func (v *Device) NewScratch(heads, qHeads, bits, sinks, recent int) (*Scratch, e
 	if heads < 1 || qHeads < heads || qHeads%heads != 0 || sinks < 0 || recent < 0 {
 		return nil, fail(policy.CodeInvalidArgument, "scratch: %d KV heads, %d query heads", heads, qHeads)
 	}
-	W := int64(words(bits))
-	h, qh, sk := int64(heads), int64(qHeads), int64(sinks+recent)
-	// 8-byte arrays first, then the 4-byte ones.
-	kc := int64(0)
-	qc := kc + 8*W*h
-	keys := qc + 8*W*qh
-	bad := keys + 8*h
-	skip := bad + 8
-	count := skip + 4*sk*h
-	victims := count + 4*h
-	total := victims + 4*h
+	kc, qc, keys, bad, skip, count, victims, total := scratchLayout(heads, qHeads, bits, sinks, recent)
 	base, err := v.Alloc(total)
 	if err != nil {
 		return nil, err
@@ -131,6 +121,28 @@ func (v *Device) NewScratch(heads, qHeads, bits, sinks, recent int) (*Scratch, e
 	return &Scratch{KCodes: base + Ptr(kc), QCodes: base + Ptr(qc), Keys: base + Ptr(keys), BadK: base + Ptr(bad),
 		BadQ: base + Ptr(bad+4), Skip: base + Ptr(skip), SkipCount: base + Ptr(count), Victims: base + Ptr(victims),
 		heads: heads, qHeads: qHeads, bits: bits, skipStride: sinks + recent, base: base, bytes: total}, nil
+}
+
+// scratchLayout returns the byte offsets of a scratch's arrays in its one
+// allocation, and the total: 8-byte arrays first, then the 4-byte ones.
+func scratchLayout(heads, qHeads, bits, sinks, recent int) (kc, qc, keys, bad, skip, count, victims, total int64) {
+	W := int64(words(bits))
+	h, qh, sk := int64(heads), int64(qHeads), int64(sinks+recent)
+	qc = kc + 8*W*h
+	keys = qc + 8*W*qh
+	bad = keys + 8*h
+	skip = bad + 8
+	count = skip + 4*sk*h
+	victims = count + 4*h
+	total = victims + 4*h
+	return
+}
+
+// ScratchBytes is the device memory NewScratch allocates, for a memory cap
+// to reserve first.
+func ScratchBytes(heads, qHeads, bits, sinks, recent int) int64 {
+	_, _, _, _, _, _, _, total := scratchLayout(heads, qHeads, bits, sinks, recent)
+	return total
 }
 
 // Bytes is the device memory the scratch holds.

@@ -104,3 +104,10 @@ func (e *Engine) FreeDevice() {
 func errDeviceSeq(id int) error {
 	return errf(CodeUnsupported, "sequence %d keeps its state on a CUDA device (its first tensors were CUDA memory); this call works on host state only (host tensors, fork, state save, slot positions, compress are refused for it): pass CUDA tensors, or reset or remove the sequence", id)
 }
+
+// CheckPositions is the host's check of a step's positions (each
+// non-negative, strictly increasing, after last), for a device path that
+// keeps its own last position per layer.
+func CheckPositions(positions []int32, last int32, verb string) error {
+	return checkPositions(positions, last, verb)
+}
