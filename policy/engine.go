@@ -28,6 +28,8 @@ type Engine struct {
 	tokens     atomic.Uint64
 	evictions  atomic.Uint64
 	cached     atomic.Int64
+
+	windows atomic.Pointer[[]int32] // token mode: per-layer attention windows (window.go)
 }
 
 // Sequence is the eviction state of one sequence across all layers.

@@ -298,7 +298,12 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	sc := &s.sc
 	// With a complete running total the per-head scores are neither
 	// written nor summed: sc.run holds every slot's total.
-	fast := ts.run.ok && ts.run.layers == p.Layers
+	win := e.windows.Load()
+	var w []int32
+	if win != nil {
+		w = *win
+	}
+	fast := ts.run.ok && ts.run.layers == p.Layers && ts.run.win == win && ts.run.maxPos == ts.maxPos
 	if !fast {
 		e.writeLateScores(simd.ActiveSet(), s)
 	}
@@ -319,7 +324,10 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 				total[slot] = float64(sc.run[slot])
 			}
 		} else {
-			e.sumScores(s, c, total)
+			e.sumScores(s, c, total, w, ts.maxPos)
+		}
+		if w != nil {
+			e.meanScores(w, ts.pos, ts.maxPos, c, total)
 		}
 		better := func(x, y int) bool {
 			if total[x] != total[y] {
@@ -366,14 +374,24 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 }
 
 // sumScores sets total[slot] for the slots of c to the float64 sum of their
-// scores, layer by layer, head by head.
-func (e *Engine) sumScores(s *Sequence, c []int, total []float64) {
+// scores, layer by layer, head by head, leaving out the layers whose window
+// (w, nil for none) does not reach the slot's position from t.
+func (e *Engine) sumScores(s *Sequence, c []int, total []float64, w []int32, t int32) {
 	for _, slot := range c {
 		total[slot] = 0
 	}
+	pos := s.tok.pos
 	for l := range s.layers {
 		for h := range s.layers[l].heads {
 			sc := s.layers[l].heads[h].score
+			if w != nil && w[l] > 0 {
+				for _, slot := range c {
+					if sees(w[l], pos[slot], t) {
+						total[slot] += float64(sc[slot])
+					}
+				}
+				continue
+			}
 			for _, slot := range c {
 				total[slot] += float64(sc[slot])
 			}

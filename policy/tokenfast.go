@@ -29,9 +29,11 @@ var noTokenFast = false
 
 // tokenRun is the bookkeeping of the running total.
 type tokenRun struct {
-	ok     bool   // sc.run holds the sum over the layers in added
-	added  []bool // layer -> added its distances since the total was zeroed
-	layers int    // number of true entries of added
+	win    *[]int32 // the windows the total was added with
+	maxPos int32    // the newest position it was added for
+	ok     bool     // sc.run holds the sum over the layers in added
+	added  []bool   // layer -> added its distances since the total was zeroed
+	layers int      // number of true entries of added
 }
 
 // lateScores is a layer whose scores were not written by its last step:
@@ -66,7 +68,12 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 		run.added = make([]bool, p.Layers)
 	}
 	hw := ts.highWater()
-	if !run.ok || run.added[layer] {
+	// A layer with a window adds only the slots it sees from the newest
+	// position, so the total holds for that position and those windows.
+	win := e.windows.Load()
+	t := max(ts.maxPos, pos)
+	if !run.ok || run.added[layer] || run.win != win || run.maxPos != t {
+		run.win, run.maxPos = win, t
 		sc.run = grow(sc.run, len(ts.pos))
 		clear(sc.run)
 		clear(run.added)
@@ -87,11 +94,20 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 	sc.dist = grow(sc.dist, len(ts.pos))
 	dist := sc.dist[:hw]
 	for h := range ls.heads {
-		t := &ls.heads[h]
-		e.store(s, t, slot, 0, h, pos, 0)
+		tb := &ls.heads[h]
+		e.store(s, tb, slot, 0, h, pos, 0)
 		e.gatherProbes(sc, h, 1)
 		late.probes[h] = append(late.probes[h][:0], sc.probes...)
-		e.distances(k, sc, dist, t.codes[:p.codeWords(hw)], true)
+		e.distances(k, sc, dist, tb.codes[:p.codeWords(hw)], true)
+		if win != nil && (*win)[layer] > 0 {
+			wl, held := (*win)[layer], ts.pos[:hw]
+			for i, d := range dist {
+				if sees(wl, held[i], t) {
+					sc.run[i] += d
+				}
+			}
+			continue
+		}
 		simd.AddSmallU32(sc.run, dist)
 	}
 	run.added[layer] = true

@@ -15,17 +15,18 @@ import (
 // byte for byte (scores included, which the fast step writes late).
 func TestTokenFastStepIsTheFullStep(t *testing.T) {
 	type cfg struct {
-		bits  int
-		probe Probe
-		score Score
+		bits    int
+		probe   Probe
+		score   Score
+		windows bool
 	}
 	var cfgs []cfg
 	for _, b := range []int{8, 16, 32, 64, 128, 256} {
-		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant})
+		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant, false})
 	}
-	cfgs = append(cfgs, cfg{16, ProbeKey, ScoreInstant}, cfg{16, ProbeQuery, ScoreAccumulated})
+	cfgs = append(cfgs, cfg{16, ProbeKey, ScoreInstant, false}, cfg{16, ProbeQuery, ScoreAccumulated, false}, cfg{16, ProbeQuery, ScoreInstant, true})
 	for _, c := range cfgs {
-		t.Run(fmt.Sprintf("bits%d/probe%d/score%d", c.bits, c.probe, c.score), func(t *testing.T) {
+		t.Run(fmt.Sprintf("bits%d/probe%d/score%d/windows%v", c.bits, c.probe, c.score, c.windows), func(t *testing.T) {
 			p := smallParams()
 			p.Mode, p.Bits, p.Probe, p.Score = ModeToken, c.bits, c.probe, c.score
 			p.Layers, p.Budget = 3, 40
@@ -82,7 +83,18 @@ func TestTokenFastStepIsTheFullStep(t *testing.T) {
 			both("add", func(e *Engine) error { return e.AddSeq(0) })
 			rng := rand.New(rand.NewPCG(uint64(c.bits), uint64(c.probe)+10*uint64(c.score)))
 			seq, pos := 0, int32(0)
+			setWindows := func(w ...int) {
+				for l, x := range w {
+					both("window", func(e *Engine) error { return e.SetLayerWindow(l, x) })
+				}
+			}
+			if c.windows {
+				setWindows(0, 7, 13)
+			}
 			for round := 0; round < 400; round++ {
+				if c.windows && round == 200 {
+					setWindows(5, 30, 0)
+				}
 				// One or two steps per round, each one token or a chunk.
 				var steps [][]int32
 				for s := 0; s < 1+rng.IntN(2); s++ {
