@@ -224,6 +224,7 @@ func (h *harness) callEvery(e C.uintptr_t) []exportResult {
 	rec("hashevict_slot_positions", hevgo_slot_positions(e, 0, 0, 0, i32, 64))
 	rec("hashevict_evictions", hevgo_evictions(e, 0, i32, 64, i32))
 	rec("hashevict_token_positions", hevgo_token_positions(e, 0, i32, 64, i32))
+	rec("hashevict_set_layer_window", hevgo_set_layer_window(e, 0, 0))
 	rec("hashevict_hash", hevgo_hash(e, 0, nil, (*C.uint64_t)(buf), 8))
 	rec("hashevict_projection", hevgo_projection(e, 0, (*C.float)(buf), 16))
 	rec("hashevict_stats_get", hevgo_stats_get(e, -1, stats))

@@ -522,6 +522,13 @@ func hevgo_token_positions(e C.uintptr_t, seq C.int32_t, out *C.int32_t, capacit
 	})
 }
 
+//export hevgo_set_layer_window
+func hevgo_set_layer_window(e C.uintptr_t, layer, window C.int32_t) status {
+	return call(e, "hashevict_set_layer_window", func(h *handle) error {
+		return h.eng.SetLayerWindow(int(layer), int(window))
+	})
+}
+
 //export hevgo_hash
 func hevgo_hash(e C.uintptr_t, layer C.int32_t, x *C.hashevict_tensor, out *C.uint64_t, capacity C.int64_t) status {
 	return call(e, "hashevict_hash", func(h *handle) error {

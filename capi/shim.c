@@ -164,6 +164,11 @@ hashevict_status hashevict_token_positions(hashevict_engine *engine,
                                  capacity, out_count);
 }
 
+hashevict_status hashevict_set_layer_window(hashevict_engine *engine,
+                                            int32_t layer, int32_t window) {
+    return hevgo_set_layer_window((uintptr_t)engine, layer, window);
+}
+
 hashevict_status hashevict_hash(hashevict_engine *engine, int32_t layer,
                                 const hashevict_tensor *x, uint64_t *out,
                                 int64_t capacity) {

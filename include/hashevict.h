@@ -409,7 +409,8 @@ hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
 
 /* Decides which positions of `seq` to drop so that at most `budget` remain.
  * A position's score is the sum over layers and KV heads of its per-head
- * score; positions < n_sink or >= t - n_recent (t: newest observed position)
+ * score (with layer windows: see hashevict_set_layer_window); positions
+ * < n_sink or >= t - n_recent (t: newest observed position)
  * are protected; the largest scores go first (ties: lowest position). At
  * most `capacity` positions are chosen; they are forgotten by the engine and
  * written to out_positions in ascending order; *out_count receives how many.
@@ -430,6 +431,25 @@ hashevict_status hashevict_token_positions(hashevict_engine *engine,
                                            int32_t seq, int32_t *out_positions,
                                            int32_t capacity,
                                            int32_t *out_count);
+
+/* Sets the attention window of `layer` in a token-mode engine: the layer
+ * attends only to positions p > t - window from a query at position t, as a
+ * sliding-window layer does (llama.cpp: llama_model_n_swa for the layers
+ * llama_model_is_swa reports); 0, the default, means every position.
+ * With a window set on any layer, hashevict_evictions scores a position by
+ * the MEAN of its per-head scores over the layers that still see it from the
+ * newest observed position t (p > t - window), instead of the sum over all
+ * layers, so that a layer which can no longer attend to a position does not
+ * vote on it; a position no layer sees any more is evicted first
+ * (docs/algorithm.md, "Layer windows"). With no window set, or all set back
+ * to 0, decisions are exactly those of an engine without windows.
+ * WRONG_MODE on a slot-mode engine; OUT_OF_RANGE for a layer outside
+ * [0, n_layers); INVALID_ARGUMENT for window < 0.
+ * Threads: may be called at any time from any thread; it applies to every
+ * sequence from the next hashevict_evictions on (set windows before the
+ * first step so that every decision uses them). */
+hashevict_status hashevict_set_layer_window(hashevict_engine *engine,
+                                            int32_t layer, int32_t window);
 
 /* ------------------------------------------------------------------------ */
 /* Compress after prefill                                                   */
