@@ -293,6 +293,7 @@ FUNCTIONS = {
         hashevict_status,
         [hashevict_engine_p, c_int32, POINTER(c_int32), c_int32, POINTER(c_int32)],
     ),
+    "hashevict_set_layer_window": (hashevict_status, [hashevict_engine_p, c_int32, c_int32]),
     "hashevict_hash": (
         hashevict_status,
         [hashevict_engine_p, c_int32, POINTER(hashevict_tensor), POINTER(c_uint64), c_int64],

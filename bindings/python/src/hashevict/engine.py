@@ -517,6 +517,17 @@ class Engine:
             )
         return torch_like((x,), out.reshape(lead + (words,)))
 
+    def set_layer_window(self, layer: int, window: int) -> None:
+        """Token mode: layer ``layer`` attends only to positions p > t - window
+        from a query at t (a sliding-window layer); 0 means every position.
+        With any window set, :meth:`Sequence.evictions` ranks a position by the
+        mean of its scores over the layers that still see it
+        (``hashevict_set_layer_window``)."""
+        layer = _int32(layer, "layer")
+        window = _int32(window, "window", too_big=InvalidArgument)
+        with self._h as e:
+            _call("hashevict_set_layer_window", e, layer, window)
+
     def projection(self, layer: int) -> np.ndarray:
         """Layer ``layer``'s projection Rᵀ, float32 [hash_bits, head_dim]."""
         layer = _int32(layer, "layer")

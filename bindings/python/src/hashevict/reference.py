@@ -387,6 +387,8 @@ class Reference:
             projections = [projection(seed, l, head_dim, hash_bits) for l in range(n_layers)]
         self.proj = [np.asarray(p, np.float32) for p in projections]
         self.seqs: dict[int, _Seq] = {}
+        #: Token mode: per-layer attention windows (0: every position).
+        self.windows = [0] * n_layers
         #: Per-KV-head decisions of the last place() call.
         self.last_decisions: list[Decision] = []
 
@@ -604,16 +606,30 @@ class Reference:
             s.seen[int(p)] = s.seen.get(int(p), 0) + 1
         s.max_pos = max(s.max_pos, L.last)
 
+    def set_layer_window(self, layer: int, window: int) -> None:
+        """Layer ``layer`` attends only to p > t - window (0: every position)."""
+        if self.mode != 1:
+            raise WrongMode("reference: layer windows need a token-mode engine")
+        self.windows[layer] = int(window)
+
     def totals(self, seq: int, positions) -> np.ndarray:
         """float64 sum over layers (outer) then KV heads of each position's
-        score (positions every layer observed)."""
+        score (positions every layer observed). With layer windows, only the
+        layers that see a position from the newest one (p > t - window) add,
+        and the sum becomes their mean (+inf when none sees it)."""
         s = self._seq(seq)
         positions = np.asarray(positions, np.int64)
         total = np.zeros(len(positions), np.float64)
-        for L in s.layers:
+        pairs = np.zeros(len(positions), np.int64)
+        for L, w in zip(s.layers, self.windows):
             idx = np.searchsorted(L.pos, positions)  # L.pos is increasing
+            sees = np.ones(len(positions), bool) if w == 0 else positions > s.max_pos - w
+            pairs += sees * self.n_kv
             for h in range(self.n_kv):
-                total = total + L.score[h, idx].astype(np.float64)
+                total = total + np.where(sees, L.score[h, idx].astype(np.float64), 0.0)
+        if any(w > 0 for w in self.windows):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                total = np.where(pairs > 0, total / np.maximum(pairs, 1), np.inf)
         return total
 
     def evictions(self, seq: int, capacity: int | None = None) -> np.ndarray:
