@@ -1,6 +1,7 @@
 // HashEvict for a stock llama.cpp context: see hashevict_llama.h.
 #include "hashevict_llama.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -45,6 +46,13 @@ struct hev_llama {
 
     hev_llama_stats stats{};
     std::vector<int32_t> evict_buf;
+
+    // Compress after prefill: per layer, the queries [token][head][dim] of
+    // the newest observed positions of win_seq (win_pos), kept by
+    // hev_llama_observe for hev_llama_compress.
+    llama_seq_id win_seq = -1;
+    std::vector<std::vector<float>> win_q;
+    std::vector<int32_t> win_pos;
 
     // The cb_eval the caller had installed before hev_llama_attach, chained.
     ggml_backend_sched_eval_callback prev_cb = nullptr;
@@ -206,6 +214,34 @@ int32_t meta_int(const llama_model *model, const std::string &key) {
     return (int32_t) std::strtol(buf, nullptr, 10);
 }
 
+// Tells the engine which layers slide, so that they do not vote on the
+// positions they can no longer attend to (hashevict_set_layer_window).
+// llama.h gives the window (llama_model_n_swa) but not which layers use it:
+// that is the GGUF key <arch>.attention.sliding_window_pattern when the file
+// has it as a number, else the architecture's default, which llama.cpp's
+// loader hard-codes (src/models/gemma3.cpp: every 6th layer global, the rest
+// sliding: layer il slides when il % 6 < 5). An architecture with a window
+// but neither is left without windows rather than guessed. Returns the
+// number of sliding layers set, or -1 with hl->error set.
+int set_layer_windows(hev_llama *hl, const llama_model *model, const std::string &arch) {
+    int32_t n_swa = llama_model_n_swa(model);
+    if (n_swa <= 0) return 0;
+    int32_t pattern = meta_int(model, arch + ".attention.sliding_window_pattern");
+    if (pattern <= 0 && arch == "gemma3") pattern = 6;
+    if (pattern <= 0) return 0;
+    int n = 0;
+    for (int il = 0; il < hl->n_layer; il++) {
+        if (il % pattern >= pattern - 1) continue;
+        hashevict_status st = hashevict_set_layer_window(hl->engine, il, n_swa);
+        if (st != HASHEVICT_OK) {
+            hl->error = std::string("hashevict_set_layer_window: ") + hashevict_last_error();
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
 }  // namespace
 
 extern "C" {
@@ -236,6 +272,12 @@ hev_llama *hev_llama_new(const llama_model *model, const hashevict_params *param
                       hashevict_last_error());
         delete hl;
         return fail(msg);
+    }
+    if (set_layer_windows(hl, model, arch) < 0) {
+        std::string msg = hl->error;
+        hashevict_engine_free(hl->engine);
+        delete hl;
+        return fail(msg.c_str());
     }
     hl->pending_q.resize(hl->n_layer);
     hl->pending_k.resize(hl->n_layer);
@@ -283,45 +325,148 @@ int hev_llama_begin(hev_llama *hl, llama_seq_id seq, const llama_pos *positions,
     return 0;
 }
 
-int hev_llama_evict(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t *n_dropped) {
-    hl->active = false;
-    hl->stats.decodes++;
-    if (n_dropped) *n_dropped = 0;
-    if (!hl->error.empty()) return -1;
-    uint64_t t0 = now_ns();
-    for (int il = 0; il < hl->n_layer; il++) {
-        if (!observe_layer(hl, il)) return -1;
-    }
-    uint64_t t1 = now_ns();
-    hl->stats.observe_ns += t1 - t0;
-    t0 = t1;
+}  // extern "C"
+
+namespace {
+
+// The positions hashevict_evictions chooses, dropped from the context;
+// false with hl->error set on failure.
+bool drop_to_budget(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t *dropped) {
     llama_memory_t mem = llama_get_memory(ctx);
     int32_t total = 0;
+    *dropped = 0;
     for (;;) {
         int32_t got = 0;
         hashevict_status st = hashevict_evictions(hl->engine, seq, hl->evict_buf.data(),
                                                   (int32_t) hl->evict_buf.size(), &got);
         if (st != HASHEVICT_OK) {
             set_error(hl, "hashevict_evictions: %s: %s", hashevict_status_string(st), hashevict_last_error());
-            return -1;
+            return false;
         }
         for (int32_t i = 0; i < got; i++) {
             llama_pos p = hl->evict_buf[i];
             if (!llama_memory_seq_rm(mem, seq, p, p + 1)) {
                 set_error(hl, "llama_memory_seq_rm(seq %d, pos %d) refused", seq, p);
-                return -1;
+                return false;
             }
         }
         total += got;
+        *dropped = total;
         if (got < (int32_t) hl->evict_buf.size()) break;
     }
     hl->stats.positions_dropped += (uint64_t) total;
+    return true;
+}
+
+// Feeds the batch's captured rows to the engine, every layer.
+bool observe_batch(hev_llama *hl) {
+    hl->active = false;
+    hl->stats.decodes++;
+    if (!hl->error.empty()) return false;
+    uint64_t t0 = now_ns();
+    for (int il = 0; il < hl->n_layer; il++) {
+        if (!observe_layer(hl, il)) return false;
+    }
+    hl->stats.observe_ns += now_ns() - t0;
+    return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+int hev_llama_observe(hev_llama *hl, llama_seq_id seq, int32_t keep_window) {
+    if (seq != hl->seq) {
+        hl->active = false;
+        set_error(hl, "hev_llama_observe: seq %d, but the batch was begun for seq %d", seq, hl->seq);
+        return -1;
+    }
+    if (!observe_batch(hl)) return -1;
+    if (keep_window <= 0) return 0;
+    uint64_t t0 = now_ns();
+    if (hl->win_seq != seq) {
+        hl->win_seq = seq;
+        hl->win_q.assign(hl->n_layer, {});
+        hl->win_pos.clear();
+    }
+    const size_t row = (size_t) hl->params.n_q_heads * hl->params.head_dim;
+    hl->win_pos.insert(hl->win_pos.end(), hl->positions.begin(), hl->positions.end());
+    const size_t excess = hl->win_pos.size() > (size_t) keep_window ? hl->win_pos.size() - keep_window : 0;
+    hl->win_pos.erase(hl->win_pos.begin(), hl->win_pos.begin() + excess);
+    for (int il = 0; il < hl->n_layer; il++) {
+        auto &w = hl->win_q[il];
+        for (const rows &q : hl->pending_q[il]) w.insert(w.end(), q.data.begin(), q.data.end());
+        w.erase(w.begin(), w.begin() + excess * row);
+        if (w.size() != hl->win_pos.size() * row) {
+            set_error(hl, "layer %d: kept %zu query rows for %zu window positions", il, w.size() / row,
+                      hl->win_pos.size());
+            return -1;
+        }
+    }
+    hl->stats.observe_ns += now_ns() - t0;
+    return 0;
+}
+
+int hev_llama_compress(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t n_window, int32_t pool,
+                       int32_t form, int32_t *n_dropped) {
+    if (n_dropped) *n_dropped = 0;
+    hl->error.clear();
+    uint64_t t0 = now_ns();
+    if (hl->params.policy == HASHEVICT_POLICY_HASH) {
+        if (hl->win_seq != seq || hl->win_pos.empty() || n_window < 1) {
+            set_error(hl, "hev_llama_compress: no queries kept for seq %d (read the prompt with hev_llama_observe and keep_window > 0; n_window = %d)",
+                      seq, n_window);
+            return -1;
+        }
+        const int32_t n = std::min<int32_t>(n_window, (int32_t) hl->win_pos.size());
+        const size_t from = hl->win_pos.size() - n;
+        const int64_t D = hl->params.head_dim, H = hl->params.n_q_heads;
+        for (int il = 0; il < hl->n_layer; il++) {
+            hashevict_tensor qt{};
+            qt.data = hl->win_q[il].data() + from * H * D;
+            qt.dtype = HASHEVICT_DTYPE_F32;
+            qt.device = HASHEVICT_DEVICE_HOST;
+            qt.head_dim = D;
+            qt.n_heads = H;
+            qt.n_tokens = n;
+            qt.head_stride = D * (int64_t) sizeof(float);
+            qt.token_stride = H * D * (int64_t) sizeof(float);
+            hashevict_status st = hashevict_compress_score(hl->engine, seq, il, &qt, hl->win_pos.data() + from, n,
+                                                           pool, form);
+            if (st != HASHEVICT_OK) {
+                set_error(hl, "hashevict_compress_score(layer %d): %s: %s", il, hashevict_status_string(st),
+                          hashevict_last_error());
+                return -1;
+            }
+        }
+    }
+    int32_t dropped = 0;
+    bool ok = drop_to_budget(hl, ctx, seq, &dropped);
+    hl->win_q.clear();
+    hl->win_pos.clear();
+    hl->win_seq = -1;
+    hl->stats.compress_ns += now_ns() - t0;
+    if (n_dropped) *n_dropped = dropped;
+    return ok ? 0 : -1;
+}
+
+int hev_llama_evict(hev_llama *hl, llama_context *ctx, llama_seq_id seq, int32_t *n_dropped) {
+    if (n_dropped) *n_dropped = 0;
+    if (!observe_batch(hl)) return -1;
+    uint64_t t0 = now_ns();
+    int32_t total = 0;
+    if (!drop_to_budget(hl, ctx, seq, &total)) return -1;
     hl->stats.evict_ns += now_ns() - t0;
     if (n_dropped) *n_dropped = total;
     return 0;
 }
 
 int hev_llama_reset(hev_llama *hl, llama_seq_id seq) {
+    if (seq == hl->win_seq) {
+        hl->win_q.clear();
+        hl->win_pos.clear();
+        hl->win_seq = -1;
+    }
     if (seq < 0 || seq >= (llama_seq_id) hl->seq_added.size() || !hl->seq_added[seq]) return 0;
     hashevict_status st = hashevict_seq_reset(hl->engine, seq);
     if (st != HASHEVICT_OK) {

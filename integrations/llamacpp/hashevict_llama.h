@@ -57,6 +57,7 @@ typedef struct hev_llama_stats {
     uint64_t evict_ns;         /* time in hashevict_evictions + seq_rm */
     uint64_t positions_dropped;
     uint64_t decodes;
+    uint64_t compress_ns;      /* time in hev_llama_compress (scores + seq_rm) */
 } hev_llama_stats;
 
 /* Creates the integration for `model` and its token-mode engine. `params`
@@ -91,6 +92,25 @@ int hev_llama_begin(hev_llama *hl, llama_seq_id seq, const llama_pos *positions,
  * errors that happened inside the graph callback). */
 int hev_llama_evict(hev_llama *hl, struct llama_context *ctx, llama_seq_id seq,
                     int32_t *n_dropped);
+
+/* Compress after prefill (SnapKV's setting; docs/llamacpp.md). While the
+ * prompt is read, call this after each llama_decode instead of
+ * hev_llama_evict: the batch is fed to the engine but nothing is dropped
+ * (the context needs n_ctx >= prompt + batch), and the queries of the
+ * newest `keep_window` positions of `seq` are kept for hev_llama_compress.
+ * Returns 0, or -1 with hev_llama_error() set. */
+int hev_llama_observe(hev_llama *hl, llama_seq_id seq, int32_t keep_window);
+
+/* After the prompt was read with hev_llama_observe: scores every held
+ * position of `seq` from the queries of its newest min(n_window, kept)
+ * positions (hashevict_compress_score on every layer; pool and form as
+ * there), then drops positions down to the budget with llama_memory_seq_rm,
+ * as hev_llama_evict does. Policies other than hash drop by their own
+ * scores, gathered while the prompt was observed. Later steps use
+ * hev_llama_evict as usual. *n_dropped (optional) receives how many were
+ * dropped. Returns 0, or -1 with hev_llama_error() set. */
+int hev_llama_compress(hev_llama *hl, struct llama_context *ctx, llama_seq_id seq, int32_t n_window, int32_t pool,
+                       int32_t form, int32_t *n_dropped);
 
 /* Forgets a sequence (after llama_memory_seq_rm(mem, seq, -1, -1)).
  * Returns 0, or -1 with hev_llama_error() set. */

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -30,8 +31,18 @@ struct options {
     bool baseline = true;
     bool quiet = false;
     bool threadpool = true;
+    // Compress after prefill: the prompt is read whole, then scored once
+    // from its last `window` queries and cut to the budget.
+    bool compress = false;
+    int window = 32, pool = 5, form = HASHEVICT_COMPRESS_COSINE;
     hashevict_params hp = hashevict_default_params();
 };
+
+double cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -58,6 +69,12 @@ void usage() {
         "  --bits B          8 16 32 64 128 256 (16)\n"
         "  --sinks N         protected first positions (4)\n"
         "  --recent N        protected newest positions (10)\n"
+        "  --mode M          stream: the cache is capped while the prompt is read;\n"
+        "                    compress: the prompt is read whole, then cut to the budget\n"
+        "                    from its last --window queries (compress after prefill) (stream)\n"
+        "  --window N        compress: queries that score the prompt (32)\n"
+        "  --pool N          compress: max-pool kernel along the positions (5)\n"
+        "  --form F          compress: cosine | distance (cosine)\n"
         "  --chunk N         tokens per decode call (64)\n"
         "  --threads N       (2)\n"
         "  --no-baseline     skip the full-cache run\n"
@@ -106,6 +123,10 @@ options parse(int argc, char **argv) {
         else if (a == "--policy") o.hp.policy = pick(next(), {"hash", "sink-recent", "knorm", "random", "oracle"}, "--policy");
         else if (a == "--probe") o.hp.probe = pick(next(), {"query", "key"}, "--probe");
         else if (a == "--score") o.hp.score = pick(next(), {"instant", "accumulated", "decayed"}, "--score");
+        else if (a == "--mode") o.compress = pick(next(), {"stream", "compress"}, "--mode") == 1;
+        else if (a == "--window") o.window = (int) num();
+        else if (a == "--pool") o.pool = (int) num();
+        else if (a == "--form") o.form = pick(next(), {"cosine", "distance"}, "--form");
         else if (a == "--no-baseline") o.baseline = false;
         else if (a == "--no-threadpool") o.threadpool = false;
         else if (a == "--quiet") o.quiet = true;
@@ -114,6 +135,7 @@ options parse(int argc, char **argv) {
     }
     if (o.model.empty() || o.text.empty()) { usage(); die("--model and --text are required"); }
     if (o.prompt < 16 || o.scored < 1 || o.gen < 0 || o.chunk < 1 || o.threads < 1) die("sizes must be positive");
+    if (o.compress && (o.window < 1 || o.window > o.prompt)) die("--window must be in [1, --prompt]");
     if (o.budget <= 0) {
         if (!(o.keep > 0 && o.keep <= 1)) die("--keep must be in (0, 1]");
         o.budget = (int) std::lround(o.keep * (o.prompt + o.scored));
@@ -135,6 +157,8 @@ const char *score_name(int s) {
 struct run_result {
     uint32_t n_ctx = 0;
     double prefill_s = 0, scored_s = 0, gen_s = 0;
+    double prefill_cpu = 0, compress_s = 0, compress_cpu = 0;  // compress after prefill
+    int compress_dropped = 0;
     double nll = 0;
     int n_scored = 0;
     size_t state_bytes = 0;   // llama_state_seq_get_size at the end
@@ -171,6 +195,16 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
     std::printf("integration cost: %llu Q/K nodes observed (%d per layer-step), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
                 (unsigned long long) ev.stats.nodes_observed, 2, steps ? ev.stats.observe_ns / 1e6 / steps : 0.0,
                 steps ? ev.stats.evict_ns / 1e6 / steps : 0.0, (unsigned long long) ev.stats.positions_dropped);
+    if (o.compress) {
+        std::printf("compress after prefill (window %d, pool %d, %s): %d positions dropped; compression %.2f ms wall, "
+                    "%.2f ms CPU = %.2f %% of the prefill's CPU time (%.2f s wall, %.2f s CPU, observe included)\n",
+                    o.window, o.pool, o.form ? "distance" : "cosine", ev.compress_dropped, ev.compress_s * 1e3,
+                    ev.compress_cpu * 1e3, ev.prefill_cpu > 0 ? 100 * ev.compress_cpu / ev.prefill_cpu : 0.0,
+                    ev.prefill_s, ev.prefill_cpu);
+        if (o.baseline)
+            std::printf("prefill CPU time with observe / without (full cache): %.3f\n",
+                        full.prefill_cpu > 0 ? ev.prefill_cpu / full.prefill_cpu : 0.0);
+    }
     if (o.gen > 0) {
         if (o.baseline) std::printf("full cache : %s\n", hev::detokenize(vocab, full.generated).c_str());
         std::printf("hashevict  : %s\n", hev::detokenize(vocab, ev.generated).c_str());
@@ -184,14 +218,17 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      "\"n_ctx_full\": %u, \"n_ctx_evict\": %u, \"state_bytes_full\": %zu, \"state_bytes_evict\": %zu, "
                      "\"prompt_tps_full\": %.3f, \"prompt_tps_evict\": %.3f, \"gen_tps_full\": %.3f, \"gen_tps_evict\": %.3f, "
                      "\"greedy_prefix_match\": %d, \"observe_ms_per_step\": %.4f, \"evict_ms_per_step\": %.4f, "
-                     "\"max_held_full\": %d, \"max_held_evict\": %d, \"positions_dropped\": %llu, \"baseline\": %s}\n",
+                     "\"max_held_full\": %d, \"max_held_evict\": %d, \"positions_dropped\": %llu, \"baseline\": %s, "
+                     "\"mode\": \"%s\", \"window\": %d, \"pool\": %d, \"form\": \"%s\", \"prefill_cpu_seconds\": %.4f, "
+                     "\"prefill_cpu_seconds_full\": %.4f, \"compress_cpu_seconds\": %.5f, \"compress_seconds\": %.5f}\n",
                      desc, policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                      o.budget, need, (double) o.budget / need, full.ppl(), ev.ppl(), full.n_ctx, ev.n_ctx,
                      full.state_bytes, ev.state_bytes, tps(o.prompt, full.prefill_s), tps(o.prompt, ev.prefill_s),
                      tps(o.gen, full.gen_s), tps(o.gen, ev.gen_s), same,
                      steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0,
                      full.max_held, ev.max_held, (unsigned long long) ev.stats.positions_dropped,
-                     o.baseline ? "true" : "false");
+                     o.baseline ? "true" : "false", o.compress ? "compress" : "stream", o.window, o.pool,
+                     o.form ? "distance" : "cosine", ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s);
         std::fclose(f);
     }
 }
@@ -207,6 +244,12 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
     so.threadpool = o.threadpool;
     so.n_ctx = total;
     so.evict = evict ? &o.hp : nullptr;
+    if (evict && o.compress) {
+        so.prefill = o.prompt;
+        so.window = o.window;
+        so.pool = o.pool;
+        so.form = o.form;
+    }
     hev::session s(model, so);
     r.n_ctx = s.n_ctx();
 
@@ -222,12 +265,23 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
 
     // 1. Prompt, in chunks.
     auto t0 = std::chrono::steady_clock::now();
+    double c0 = cpu_seconds();
     for (int p = 0; p < o.prompt; p += o.chunk) {
         int n = std::min(o.chunk, o.prompt - p);
         step(&toks[p], p, n, false);
         progress("prompt", p + n);
     }
     r.prefill_s = seconds_since(t0);
+    r.prefill_cpu = cpu_seconds() - c0;
+    if (evict && o.compress) {
+        // The compression runs on this thread alone while ggml's workers
+        // idle: process CPU time compares it with the prefill fairly.
+        t0 = std::chrono::steady_clock::now();
+        c0 = cpu_seconds();
+        r.compress_dropped = s.compress();
+        r.compress_s = seconds_since(t0);
+        r.compress_cpu = cpu_seconds() - c0;
+    }
 
     // 2. Scored continuation: teacher-forced, NLL of every next token.
     t0 = std::chrono::steady_clock::now();
@@ -281,9 +335,10 @@ int main(int argc, char **argv) {
         std::printf("model      %s (%s)\n", desc, o.model.c_str());
         std::printf("text       %s: %zu tokens; context %d + scored %d + generated %d\n", o.text.c_str(),
                     toks.size(), o.prompt, o.scored, o.gen);
-        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s\n",
+        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s mode=%s\n",
                     policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
-                    o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels());
+                    o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels(),
+                    o.compress ? "compress" : "stream");
 
         // Refuse bad eviction settings now, not after minutes of the
         // full-cache run.

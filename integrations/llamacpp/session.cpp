@@ -97,8 +97,9 @@ session::session(llama_model *model, const session_options &opts) : opts_(opts) 
         hl_ = hev_llama_new(model, opts.evict, err, sizeof err);
         if (!hl_) throw std::runtime_error(err);
         hev_llama_attach(hl_, &cp);
-        // The cache holds the budget plus one step's tokens before eviction.
-        cp.n_ctx = (uint32_t) (opts.evict->budget + opts.chunk);
+        // The cache holds the budget (or the prompt read whole before a
+        // compression) plus one step's tokens before eviction.
+        cp.n_ctx = (uint32_t) (std::max(opts.evict->budget, opts.prefill) + opts.chunk);
     } else {
         cp.n_ctx = (uint32_t) opts.n_ctx;
     }
@@ -142,8 +143,22 @@ void session::step(const llama_token *tk, int start, int n, bool all_logits) {
     if (hl_ && hev_llama_begin(hl_, 0, pos.data(), n) != 0) throw std::runtime_error(hev_llama_error(hl_));
     if (llama_decode(ctx_, batch_) != 0)
         throw std::runtime_error("llama_decode failed (KV cache full: is n_ctx >= budget + chunk?)");
-    if (hl_ && hev_llama_evict(hl_, ctx_, 0, nullptr) != 0) throw std::runtime_error(hev_llama_error(hl_));
+    if (hl_ && opts_.prefill > 0 && !compressed_) {
+        if (start + n > opts_.prefill) throw std::runtime_error("stepped past the prefill without compress()");
+        if (hev_llama_observe(hl_, 0, opts_.window) != 0) throw std::runtime_error(hev_llama_error(hl_));
+    } else if (hl_ && hev_llama_evict(hl_, ctx_, 0, nullptr) != 0) {
+        throw std::runtime_error(hev_llama_error(hl_));
+    }
     fed_ = start + n;
+}
+
+int session::compress() {
+    if (!hl_ || opts_.prefill <= 0 || compressed_) throw std::runtime_error("compress(): not a compress-after-prefill session, or compressed already");
+    compressed_ = true;
+    int32_t dropped = 0;
+    if (hev_llama_compress(hl_, ctx_, 0, opts_.window, opts_.pool, opts_.form, &dropped) != 0)
+        throw std::runtime_error(hev_llama_error(hl_));
+    return dropped;
 }
 
 int session::held() const {

@@ -31,6 +31,14 @@ struct session_options {
     bool threadpool = true;  // one ggml threadpool for the context's life
     int n_ctx = 0;           // full cache: the stream length; evicting: ignored
     const hashevict_params *evict = nullptr;  // NULL: full cache
+    // Compress after prefill (with evict): the first `prefill` tokens are
+    // read without eviction, keeping the queries of the last `window`; then
+    // compress() scores with them (pool, form: hashevict_compress_score) and
+    // drops to the budget. 0: streaming, the cache capped from the start.
+    int prefill = 0;
+    int window = 32;
+    int pool = 5;
+    int form = HASHEVICT_COMPRESS_COSINE;
     // Optional graph callback of the caller, with the usual cb_eval
     // contract (asked about every node, handed the ones it asks for); with
     // eviction on, hev_llama_attach chains it.
@@ -52,6 +60,10 @@ class session {
     void step(const llama_token *tk, int start, int n, bool all_logits);
     const float *logits(int i) const { return llama_get_logits_ith(ctx_, i); }
 
+    // Compress after prefill: call once, after the first opts.prefill
+    // tokens were stepped; returns the positions dropped.
+    int compress();
+
     int held() const;  // positions held after the last step
     uint32_t n_ctx() const { return llama_n_ctx(ctx_); }
     size_t state_bytes() const { return llama_state_seq_get_size(ctx_, 0); }
@@ -65,6 +77,7 @@ class session {
     ggml_threadpool *tp_ = nullptr;
     llama_batch batch_{};
     int fed_ = 0;
+    bool compressed_ = false;
 };
 
 }  // namespace hev
