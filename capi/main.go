@@ -233,7 +233,8 @@ func hevgo_engine_free(e C.uintptr_t) {
 		handlesMu.Unlock()
 		if h != nil {
 			// Its memory leaves the process-wide bound now, not when the
-			// collector gets to it.
+			// collector gets to it; device memory is never the collector's.
+			h.eng.FreeDevice()
 			h.eng.Close()
 		}
 		return C.HASHEVICT_OK
@@ -332,7 +333,9 @@ func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
 			return nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: what + "->stream is set but " + what + " is in host memory (DEVICE_HOST): a stream belongs to a DEVICE_CUDA tensor; synchronise it and pass NULL"}
 		}
 	case C.HASHEVICT_DEVICE_CUDA:
-		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: what + " is on a CUDA device, but this build has no CUDA path yet; copy it to host memory"}
+		// The calls with a CUDA path (place, place_async, hash) branch off
+		// before they view their tensors here.
+		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: what + " is on a CUDA device, but this call has no CUDA path (only hashevict_place, hashevict_place_async and hashevict_hash take CUDA tensors); copy it to host memory"}
 	default:
 		return nil, &policy.Error{Code: policy.CodeUnsupported, Msg: fmt.Sprintf("%s->device = %d is not a hashevict_device", what, t.device)}
 	}
@@ -400,6 +403,9 @@ func stepInput(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.in
 func hevgo_place(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, outSlots, outEvicted *C.int32_t) status {
 	const fn = "hashevict_place"
 	return call(e, fn, func(h *handle) error {
+		if anyCUDA(q, k) {
+			return placeCUDA(h, seq, layer, q, k, positions, n, outSlots, outEvicted)
+		}
 		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
 		if err != nil {
 			return err
@@ -423,6 +429,9 @@ func hevgo_place(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, 
 func hevgo_observe(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t) status {
 	const fn = "hashevict_observe"
 	return call(e, fn, func(h *handle) error {
+		if anyCUDA(q, k) {
+			return &policy.Error{Code: policy.CodeUnsupported, Msg: fn + ": CUDA tensors have no token-mode path yet (only slot mode's hashevict_place runs on the device); copy q and k to host memory"}
+		}
 		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
 		if err != nil {
 			return err
@@ -534,6 +543,9 @@ func hevgo_hash(e C.uintptr_t, layer C.int32_t, x *C.hashevict_tensor, out *C.ui
 	return call(e, "hashevict_hash", func(h *handle) error {
 		if x == nil || out == nil || capacity < 0 {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_hash: x or out is NULL, or capacity negative"}
+		}
+		if x.device == C.HASHEVICT_DEVICE_CUDA {
+			return hashCUDA(h, layer, x, out, capacity)
 		}
 		xr, err := rows(x, "x")
 		if err != nil {

@@ -106,6 +106,20 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
                        out_slots, out_evicted);
 }
 
+hashevict_status hashevict_place_async(hashevict_engine *engine, int32_t seq,
+                                       int32_t layer,
+                                       const hashevict_tensor *q,
+                                       const hashevict_tensor *k,
+                                       const int32_t *positions,
+                                       int32_t n_tokens, int32_t *out_slots,
+                                       int32_t *out_evicted) {
+    /* The outputs are device addresses: integers to Go, never pointers. */
+    return hevgo_place_async((uintptr_t)engine, seq, layer,
+                             (hashevict_tensor *)q, (hashevict_tensor *)k,
+                             (int32_t *)positions, n_tokens,
+                             (uintptr_t)out_slots, (uintptr_t)out_evicted);
+}
+
 hashevict_status hashevict_observe(hashevict_engine *engine, int32_t seq,
                                    int32_t layer, const hashevict_tensor *q,
                                    const hashevict_tensor *k,

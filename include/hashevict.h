@@ -164,7 +164,12 @@ typedef enum hashevict_dtype {
 
 typedef enum hashevict_device {
     HASHEVICT_DEVICE_HOST = 0,
-    /* Device memory of the CUDA context current on the calling thread. */
+    /* CUDA device memory (cuMemAlloc, cudaMalloc, a torch CUDA tensor). The
+     * context is the one that owns the pointer (the calling thread's current
+     * context does not matter); the work goes on the tensor's stream. Taken
+     * by hashevict_place, hashevict_place_async and hashevict_hash only (see
+     * "CUDA tensors" below hashevict_place); other calls refuse it
+     * (UNSUPPORTED). */
     HASHEVICT_DEVICE_CUDA = 1
 } hashevict_device;
 
@@ -233,9 +238,12 @@ typedef struct hashevict_tensor {
     int64_t n_tokens;       /* must equal the call's n_tokens */
     int64_t head_stride;    /* bytes between heads of one token */
     int64_t token_stride;   /* bytes between tokens */
-    /* CUDA stream (CUstream) for DEVICE_CUDA. Must be NULL for DEVICE_HOST:
-     * the library reads host memory at once and orders nothing after a
-     * stream, so a stream there is refused (INVALID_ARGUMENT), not ignored. */
+    /* CUDA stream (CUstream) for DEVICE_CUDA: a stream of the context that
+     * owns data, or NULL (the legacy default stream), CU_STREAM_LEGACY or
+     * CU_STREAM_PER_THREAD; all tensors of one call must give the same one.
+     * Must be NULL for DEVICE_HOST: the library reads host memory at once
+     * and orders nothing after a stream, so a stream there is refused
+     * (INVALID_ARGUMENT), not ignored. */
     void *stream;
 } hashevict_tensor;
 
@@ -372,6 +380,74 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
                                  const hashevict_tensor *k,
                                  const int32_t *positions, int32_t n_tokens,
                                  int32_t *out_slots, int32_t *out_evicted);
+
+/* CUDA tensors (DEVICE_CUDA). Implemented and tested against a driver that
+ * emulates the kernels on the host; not yet run on a GPU (docs/cuda.md).
+ * libcuda.so.1 is loaded on the first CUDA tensor (HASHEVICT_LIBCUDA=path
+ * overrides the search); the library needs no CUDA to build or load.
+ *
+ * A sequence is a host or a CUDA sequence, decided by its first step's
+ * tensors, until it is reset or removed. A CUDA sequence keeps its tables on
+ * the device of that step (one context); a step of it with host tensors, or
+ * with tensors of another context, is refused, as is a CUDA step on a
+ * sequence with host steps (INVALID_ARGUMENT or UNSUPPORTED, with a message;
+ * nothing changes). Only slot mode with POLICY_HASH has a device path:
+ * hashevict_observe and the other policies refuse CUDA tensors
+ * (UNSUPPORTED). On a CUDA sequence, hashevict_seq_fork,
+ * hashevict_seq_state_size/_save, hashevict_slot_positions and
+ * hashevict_compress* return UNSUPPORTED; hashevict_seq_reset,
+ * hashevict_seq_remove, a hashevict_seq_state_load over it and
+ * hashevict_engine_free free its device memory; hashevict_stats_get counts
+ * its steps, tokens, evictions and cached slots (state_bytes counts host
+ * memory only). Device memory (the tables, the step buffers, each layer's
+ * projection) counts against memory_cap_bytes (MEMORY_CAP, nothing
+ * allocated).
+ *
+ * hashevict_place with CUDA q and k (positions, out_slots and out_evicted in
+ * host memory) queues the step on the tensors' stream after the work the
+ * caller queued there, then waits for that stream and returns the results
+ * in host memory. n_tokens = 1 is the decode step; a chunk of n_tokens > 1
+ * works while it fits in the free slots (a prefill into an empty cache) and
+ * while n_tokens x (group size, or 1 with PROBE_KEY) x words_per_code <= 1024;
+ * a chunk that would evict, or a larger one, is UNSUPPORTED with nothing
+ * changed (place it in smaller chunks or one token at a time). NaN or Inf in
+ * a row the policy reads is NONFINITE, nothing changed. Decisions are those
+ * of the host engine, bit for bit. Every step of a sequence must go on one
+ * stream, or the caller orders them: when the stream changes, the library
+ * first waits for the previous stream (which must still exist). A layer's
+ * first step allocates and initialises its device state, and waits. Errors
+ * of the driver (no libcuda, the toolkit's stub, no device, no kernel image
+ * for this GPU: UNSUPPORTED; a host pointer marked DEVICE_CUDA, a pointer or
+ * stream of another context, a misaligned pointer: INVALID_ARGUMENT; device
+ * out of memory: MEMORY_CAP) leave the engine usable, host calls included. */
+
+/* The asynchronous decode step of a CUDA sequence: as hashevict_place with
+ * n_tokens = 1 (other counts: UNSUPPORTED), but out_slots and out_evicted
+ * (n_kv_heads int32 each; out_evicted may be NULL) are DEVICE memory of the
+ * tensors' context, written on the tensors' stream, and the call returns
+ * without waiting for the device (except on a layer's first step, which
+ * allocates and waits). This is what a GPU runtime feeds its own cache
+ * write with (for llama.cpp: the row indices of ggml_set_rows), queued on
+ * the same stream after this call.
+ *
+ * positions is host memory (one position). q and k are read, and out_slots
+ * and out_evicted written, in stream order; they must stay valid until the
+ * stream has passed this call's work. Steps of one sequence may mix
+ * hashevict_place and hashevict_place_async; each sees the state the
+ * previous ones leave on the stream. Calls on one sequence are serialised
+ * by the library in host order, which is the order their work enters the
+ * stream. A NaN or Inf row cannot be refused before the device runs the
+ * step: its code is all zeros and the token is placed with it (the status
+ * is OK). Statuses: those of hashevict_place for CUDA tensors, plus
+ * INVALID_ARGUMENT when k is not DEVICE_CUDA or an output is not device
+ * memory of the tensors' context. Thread rules as for hashevict_place. */
+hashevict_status hashevict_place_async(hashevict_engine *engine, int32_t seq,
+                                       int32_t layer,
+                                       const hashevict_tensor *q,
+                                       const hashevict_tensor *k,
+                                       const int32_t *positions,
+                                       int32_t n_tokens, int32_t *out_slots,
+                                       int32_t *out_evicted);
 
 /* Copies the positions held by the slots of (seq, layer, kv_head) into
  * out_positions (budget entries; -1 for a free slot). */
@@ -551,7 +627,9 @@ hashevict_status hashevict_compress_score(hashevict_engine *engine,
  * [head_dim] as in hashevict_place, out receives n_tokens * n_heads codes of
  * words_per_code = ceil(hash_bits / 64) uint64 words each, row-major; bit j
  * of a code is bit (j % 64) of word (j / 64). capacity counts uint64 words.
- * Useful for references and tests. */
+ * Useful for references and tests. x may be DEVICE_CUDA: the codes are
+ * computed on the device, on x's stream, and copied to out (host memory),
+ * so the call waits for that stream. */
 hashevict_status hashevict_hash(hashevict_engine *engine, int32_t layer,
                                 const hashevict_tensor *x, uint64_t *out,
                                 int64_t capacity);

@@ -11,11 +11,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <map>
+#include <mutex>
+
 #include "../kernels/hashevict_math.cuh"
 #include "kernel_params.h"
 
 typedef int CUresult;
 typedef uint64_t U64;
+
+// The allocations the driver knows, as the real one does: a pointer
+// inside one of cuMemAlloc's is device memory, inside one of
+// cuMemAllocHost's page-locked host memory, anything else unknown
+// (CUDA_ERROR_INVALID_VALUE), so that a host pointer passed as CUDA is
+// refused here as on a GPU instead of being read.
+static std::mutex allocs_mu;
+static std::map<uintptr_t, std::pair<size_t, unsigned>> allocs;  // base -> (size, memory type)
+
+static void remember(void *p, size_t n, unsigned type) {
+    std::lock_guard<std::mutex> g(allocs_mu);
+    allocs[(uintptr_t)p] = {n, type};
+}
+
+static void forget(void *p) {
+    std::lock_guard<std::mutex> g(allocs_mu);
+    allocs.erase((uintptr_t)p);
+}
+
+// memory_type returns 2 (device), 1 (host) or 0 (unknown) for p.
+static unsigned memory_type(U64 p) {
+    std::lock_guard<std::mutex> g(allocs_mu);
+    auto it = allocs.upper_bound((uintptr_t)p);
+    if (it == allocs.begin()) return 0;
+    --it;
+    return (uintptr_t)p < it->first + it->second.first ? it->second.second : 0;
+}
 
 extern "C" {
 
@@ -40,8 +70,10 @@ CUresult cuCtxGetDevice(int *d) { *d = 0; return 0; }
 CUresult cuCtxPushCurrent_v2(void *) { return 0; }
 CUresult cuCtxPopCurrent_v2(void **ctx) { *ctx = NULL; return 0; }
 CUresult cuCtxSynchronize(void) { return 0; }
-CUresult cuPointerGetAttribute(void *data, int attr, U64) {
-    if (attr == 2) { *(unsigned *)data = 2; return 0; }
+CUresult cuPointerGetAttribute(void *data, int attr, U64 p) {
+    unsigned type = memory_type(p);
+    if (type == 0) return 1;
+    if (attr == 2) { *(unsigned *)data = type; return 0; }
     if (attr == 1) { *(void **)data = (void *)0x1000; return 0; }
     if (attr == 9) { *(int *)data = 0; return 0; }
     return 1;
@@ -63,12 +95,26 @@ CUresult cuMemAlloc_v2(U64 *p, size_t n) {
     // buffers (the check's 4 GiB delay buffer) virtual.
     void *m = calloc(1, n);
     if (!m) return 2;
+    remember(m, n, 2);
     *p = (U64)(uintptr_t)m;
     return 0;
 }
-CUresult cuMemFree_v2(U64 p) { free((void *)(uintptr_t)p); return 0; }
-CUresult cuMemAllocHost_v2(void **p, size_t n) { *p = calloc(1, n); return *p ? 0 : 2; }
-CUresult cuMemFreeHost(void *p) { free(p); return 0; }
+CUresult cuMemFree_v2(U64 p) {
+    forget((void *)(uintptr_t)p);
+    free((void *)(uintptr_t)p);
+    return 0;
+}
+CUresult cuMemAllocHost_v2(void **p, size_t n) {
+    *p = calloc(1, n);
+    if (!*p) return 2;
+    remember(*p, n, 1);
+    return 0;
+}
+CUresult cuMemFreeHost(void *p) {
+    forget(p);
+    free(p);
+    return 0;
+}
 CUresult cuMemcpyHtoDAsync_v2(U64 d, const void *s, size_t n, void *) { memcpy((void *)(uintptr_t)d, s, n); return 0; }
 CUresult cuMemcpyDtoHAsync_v2(void *d, U64 s, size_t n, void *) { memcpy(d, (void *)(uintptr_t)s, n); return 0; }
 CUresult cuMemcpyDtoDAsync_v2(U64 d, U64 s, size_t n, void *) {
