@@ -240,6 +240,20 @@ FUNCTIONS = {
             POINTER(c_int32),
         ],
     ),
+    "hashevict_place_async": (
+        hashevict_status,
+        [
+            hashevict_engine_p,
+            c_int32,
+            c_int32,
+            POINTER(hashevict_tensor),
+            POINTER(hashevict_tensor),
+            POINTER(c_int32),
+            c_int32,
+            POINTER(c_int32),  # device memory
+            POINTER(c_int32),  # device memory
+        ],
+    ),
     "hashevict_compress": (
         hashevict_status,
         [
@@ -318,6 +332,7 @@ ADDED_IN = {
     "hashevict_seq_state_load": "0.2.0",
     "hashevict_compress": "0.2.0",
     "hashevict_compress_score": "0.2.0",
+    "hashevict_place_async": "0.2.0",
 }
 
 # ---------------------------------------------------------------------------
