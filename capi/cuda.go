@@ -72,7 +72,7 @@ func (c *cudaCall) view(t *C.hashevict_tensor, what string) (*cuda.Rows, error) 
 	if c.dev == nil {
 		dev, err := cuda.ForPointer(p)
 		if err != nil {
-			return nil, prefix(what, err)
+			return nil, prefix(what+" (a CUDA device tensor)", err)
 		}
 		if err := dev.CheckStream(s); err != nil {
 			return nil, prefix(what+"->stream", err)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _ffi
-from .errors import ShapeError, Unsupported
+from .errors import InvalidArgument, ShapeError, Unsupported
 
 _DTYPE_NAMES = {
     _ffi.HASHEVICT_DTYPE_F32: "float32",
@@ -162,6 +162,25 @@ def describe(x, what: str, ndim: int = 3) -> View:
         shape = tuple(int(s) for s in x.shape)
         strides = tuple(int(s) * itemsize for s in x.stride())
         ptr = int(x.data_ptr())
+    elif _cuda_interface(x) is not None:
+        cai = _cuda_interface(x)
+        code = _CAI_DTYPES.get(cai["typestr"])
+        if code is None:
+            raise Unsupported(
+                f"{what} has typestr {cai['typestr']!r} (__cuda_array_interface__); hashevict takes '<f4' or "
+                f"'<f2' there (bfloat16 has no typestr: pass a torch bfloat16 tensor)"
+            )
+        itemsize = int(cai["typestr"][2:])
+        owner = x
+        shape = tuple(int(d) for d in cai["shape"])
+        strides = cai.get("strides") or _packed_strides(shape, itemsize)
+        strides = tuple(int(d) for d in strides)
+        ptr = int(cai["data"][0])
+        device = _ffi.HASHEVICT_DEVICE_CUDA
+        # Version 3: the stream the producer's work is on (1 legacy, 2 per
+        # thread), None when none needs ordering; the library queues its
+        # reads on it.
+        stream = cai.get("stream") or None
     else:
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
         code = _numpy_dtype_code(arr.dtype, what)
@@ -189,6 +208,55 @@ def describe(x, what: str, ndim: int = 3) -> View:
         stream=stream,
     )
     return View(desc=desc, owner=owner, shape=shape, dtype=code, device=device)
+
+
+# __cuda_array_interface__ type strings hashevict takes (little-endian
+# float32 and float16; "=" is not allowed there by the protocol).
+_CAI_DTYPES = {"<f4": _ffi.HASHEVICT_DTYPE_F32, "<f2": _ffi.HASHEVICT_DTYPE_F16}
+
+
+def _cuda_interface(x):
+    """The ``__cuda_array_interface__`` of x (CuPy, Numba, ...), or None.
+    torch tensors have one too but take the torch path above (which also
+    knows bfloat16 and the current stream)."""
+    try:
+        cai = getattr(x, "__cuda_array_interface__", None)
+    except Exception:  # a torch dtype the protocol cannot express
+        return None
+    return cai if isinstance(cai, dict) else None
+
+
+def _packed_strides(shape, itemsize):
+    strides, step = [], itemsize
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(int(d), 1)
+    return tuple(reversed(strides))
+
+
+def device_int32(x, n: int, what: str) -> int:
+    """The device address of ``x``, contiguous CUDA int32 memory of at least
+    ``n`` elements (a torch CUDA tensor or a ``__cuda_array_interface__``
+    object), for the outputs of ``hashevict_place_async``. The library checks
+    that the address is device memory of the step's context."""
+    if _is_torch(x):
+        if x.device.type != "cuda" or str(x.dtype) != "torch.int32" or not x.is_contiguous() or x.numel() < n:
+            raise InvalidArgument(
+                f"{what} must be a contiguous torch.int32 CUDA tensor of at least {n} elements; got "
+                f"{x.dtype} on {x.device}, shape {tuple(x.shape)}"
+            )
+        return int(x.data_ptr())
+    cai = _cuda_interface(x)
+    if cai is None:
+        raise InvalidArgument(f"{what} must be CUDA memory (a torch CUDA tensor or a __cuda_array_interface__ object)")
+    shape = tuple(int(d) for d in cai["shape"])
+    count = int(np.prod(shape)) if shape else 1
+    strides = cai.get("strides")
+    if cai["typestr"] not in ("<i4", "|i4") or count < n or (strides and tuple(strides) != _packed_strides(shape, 4)):
+        raise InvalidArgument(
+            f"{what} must be contiguous int32 ('<i4') of at least {n} elements; got {cai['typestr']!r}, shape {shape}"
+        )
+    return int(cai["data"][0])
 
 
 def _cuda_stream(x):

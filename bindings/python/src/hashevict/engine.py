@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _ffi
-from ._tensors import describe, torch_like
+from ._tensors import _is_torch, describe, device_int32, torch_like
 from .errors import (
     BufferTooSmall,
     EngineClosed,
@@ -690,6 +690,56 @@ class Sequence:
                 _i32p(evicted),
             )
         return Placement(*torch_like((k,), slots, evicted))
+
+    def place_async(self, layer: int, q, k, position, out_slots=None, out_evicted=None) -> Placement:
+        """The asynchronous decode step of a CUDA sequence
+        (``hashevict_place_async``): ``q`` [1, n_q_heads, head_dim] and ``k``
+        [1, n_kv_heads, head_dim] in CUDA memory (torch CUDA tensors, queued on
+        ``torch.cuda.current_stream()``, or ``__cuda_array_interface__``
+        objects, on their ``stream``), one ``position``. Each KV head's slot
+        and evicted position (-1: a free slot) are written into
+        ``out_slots`` / ``out_evicted`` (contiguous int32 CUDA memory of
+        n_kv_heads) on that stream, and the call returns without waiting for
+        the device: read them in stream order (e.g. as the row indices of the
+        cache write). With torch tensors, outputs not given are allocated on
+        ``k``'s device. Returns :class:`Placement` (out_slots, out_evicted).
+        A NaN or Inf row is not refused here (its code is zero): see the
+        header."""
+        _need("hashevict_place_async")
+        layer = _int32(layer, "layer")
+        pos = _positions(position)  # the library refuses more than one
+        kv = describe(k, "k")
+        qv = describe(q, "q") if q is not None else None
+        nkv = self.engine.params.n_kv_heads
+        if out_slots is None or out_evicted is None:
+            if not _is_torch(k):
+                raise InvalidArgument(
+                    "place_async: pass out_slots and out_evicted (int32 CUDA memory of n_kv_heads) unless k is a "
+                    "torch tensor, for which they are allocated"
+                )
+            import sys
+
+            torch = sys.modules["torch"]
+            if out_slots is None:
+                out_slots = torch.empty(nkv, dtype=torch.int32, device=k.device)
+            if out_evicted is None:
+                out_evicted = torch.empty(nkv, dtype=torch.int32, device=k.device)
+        sp = device_int32(out_slots, nkv, "out_slots")
+        ep = device_int32(out_evicted, nkv, "out_evicted")
+        with self._enter() as e:
+            _call(
+                "hashevict_place_async",
+                e,
+                self.id,
+                layer,
+                byref(qv.desc) if qv is not None else None,
+                byref(kv.desc),
+                _i32p(pos),
+                pos.size,
+                ctypes.cast(c_void_p(sp), _I32),
+                ctypes.cast(c_void_p(ep), _I32),
+            )
+        return Placement(out_slots, out_evicted)
 
     def slot_positions(self, layer: int, kv_head: int) -> np.ndarray:
         """The position in each of the ``budget`` slots of (layer, kv_head),
