@@ -457,6 +457,12 @@ func (e *Engine) CompressScores(id, layer int, qwin *Rows, wpos []int32, pool in
 			return err
 		}
 	}
+	// Fast one-token steps (tokenfast.go) left scores unwritten and a
+	// running total that Evictions would rank by: the unwritten scores are
+	// written now, so that no later write replaces these, and the total is
+	// dropped, so that Evictions sums the scores written here.
+	e.writeLateScores(k, s)
+	ts.run.ok = false
 	order := make([]int, 0, m)
 	for slot, q := range ts.pos {
 		if q >= 0 && obs[slot] {

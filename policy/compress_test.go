@@ -346,9 +346,18 @@ func TestCompressRefusesAndChangesNothing(t *testing.T) {
 // eviction), scores it from the window, and checks that Evictions then
 // drops exactly the positions of the largest summed compression scores,
 // recomputed from the raw vectors.
+//
+// With lastAlone, every layer observes the prompt's last position on its
+// own after the rest: a one-token instant step takes the fast path
+// (tokenfast.go), whose running total and unwritten scores must not
+// outlive the compression's scores.
 func TestCompressScoresTokenMode(t *testing.T) {
-	for _, form := range []CompressForm{CompressCosine, CompressDistance} {
-		t.Run(fmt.Sprint("form", form), func(t *testing.T) {
+	for _, c := range []struct {
+		form      CompressForm
+		lastAlone bool
+	}{{CompressCosine, false}, {CompressDistance, false}, {CompressCosine, true}, {CompressDistance, true}} {
+		form := c.form
+		t.Run(fmt.Sprint("form", form, "/lastAlone=", c.lastAlone), func(t *testing.T) {
 			p := smallParams()
 			p.Mode, p.Budget, p.Bits = ModeToken, 40, 32
 			e := mustEngine(t, p)
@@ -359,19 +368,34 @@ func TestCompressScoresTokenMode(t *testing.T) {
 			for i := range positions {
 				positions[i] = int32(i)
 			}
-			total := make([]float64, n)
-			wpos := positions[n-nw:]
+			qs, ks := make([][]float32, p.Layers), make([][]float32, p.Layers)
+			first := n
+			if c.lastAlone {
+				first = n - 1
+			}
 			for l := 0; l < p.Layers; l++ {
-				q := gauss(rng, n*p.QHeads*p.HeadDim)
-				k := gauss(rng, n*p.KVHeads*p.HeadDim)
-				if err := e.Observe(0, l, f32Rows(q, n, p.QHeads, p.HeadDim), f32Rows(k, n, p.KVHeads, p.HeadDim), positions); err != nil {
+				qs[l] = gauss(rng, n*p.QHeads*p.HeadDim)
+				ks[l] = gauss(rng, n*p.KVHeads*p.HeadDim)
+				if err := e.Observe(0, l, f32Rows(qs[l], first, p.QHeads, p.HeadDim), f32Rows(ks[l], first, p.KVHeads, p.HeadDim), positions[:first]); err != nil {
 					t.Fatal(err)
 				}
+			}
+			for l := 0; c.lastAlone && l < p.Layers; l++ {
+				q1 := qs[l][(n-1)*p.QHeads*p.HeadDim:]
+				k1 := ks[l][(n-1)*p.KVHeads*p.HeadDim:]
+				if err := e.Observe(0, l, f32Rows(q1, 1, p.QHeads, p.HeadDim), f32Rows(k1, 1, p.KVHeads, p.HeadDim), positions[n-1:]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			total := make([]float64, n)
+			wpos := positions[n-nw:]
+			g := p.Group()
+			for l := 0; l < p.Layers; l++ {
+				q, k := qs[l], ks[l]
 				qw := q[(n-nw)*p.QHeads*p.HeadDim:]
 				if err := e.CompressScores(0, l, f32Rows(qw, nw, p.QHeads, p.HeadDim), wpos, pool, form); err != nil {
 					t.Fatal(err)
 				}
-				g := p.Group()
 				for h := 0; h < p.KVHeads; h++ {
 					var pcs [][]uint64
 					for w := 0; w < nw; w++ {
