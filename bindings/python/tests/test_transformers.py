@@ -252,3 +252,21 @@ def test_smollm2_gguf_decisions_equal_the_engine():
     assert cache.layers[0].keys.shape == (1, model.config.num_key_value_heads, 64, model.config.head_dim)
     n = model.config.num_hidden_layers * model.config.num_key_value_heads * 64
     assert check_against_engine(cache, 8) == n
+
+
+def test_gemma3_tokenizer_rebuilt_from_the_gguf():
+    """transformers 5.2's GGUF conversion of Gemma 3's tokenizer is wrong
+    (near character-level pieces, no <bos>); hashevict.models rebuilds it.
+    Slow (minutes: the GGUF's 262k-piece vocabulary is parsed in Python), so
+    it runs only with HASHEVICT_TEST_GEMMA=1."""
+    if os.environ.get("HASHEVICT_TEST_GEMMA") != "1":
+        pytest.skip("set HASHEVICT_TEST_GEMMA=1 to run the Gemma 3 tokenizer test (minutes): SKIPPED")
+    path = deps_env("GEMMA_GGUF")
+    if not path or not Path(path).is_file():
+        pytest.skip("GEMMA_GGUF not fetched (make deps): SKIPPED")
+    from hashevict.models import gemma_tokenizer
+
+    tok = gemma_tokenizer(path)
+    assert tok("The capital of France is").input_ids == [2, 818, 5279, 529, 7001, 563]
+    s = "Hello world, naïve café 123!\n\nNew paragraph  two spaces."
+    assert tok.decode(tok(s).input_ids, skip_special_tokens=True) == s

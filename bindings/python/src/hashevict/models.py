@@ -67,25 +67,23 @@ def gemma_tokenizer(path):
     tokens = strings("tokenizer.ggml.tokens")
     types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
     vocab = {t: i for i, t in enumerate(tokens)}
-    # SentencePiece BPE merges in score order are not stored; a merge a+b=c
-    # exists for every normal piece c splittable into two pieces, ranked by
-    # c's id (lower id = more frequent = earlier merge in Gemma's vocabulary).
+    # The GGUF stores pieces and their SentencePiece scores, not merges. As
+    # transformers' SentencePiece converter does, every split c = a + b of a
+    # normal piece into two pieces is a merge, ranked by c's score (higher
+    # first), then by the ids of a and b.
+    f = r.fields["tokenizer.ggml.scores"]
+    scores = [float(f.parts[i][0]) for i in f.data]
     merges = []
     for i, t in enumerate(tokens):
         if types[i] != 1 or len(t) < 2:
             continue
-        best = None
         for cut in range(1, len(t)):
             a, b = t[:cut], t[cut:]
             ia, ib = vocab.get(a), vocab.get(b)
             if ia is not None and ib is not None:
-                score = max(ia, ib)
-                if best is None or score < best[0]:
-                    best = (score, a, b)
-        if best is not None:
-            merges.append((i, best[1], best[2]))
+                merges.append((-scores[i], i, ia, ib, a, b))
     merges.sort()
-    bpe = models.BPE(vocab=vocab, merges=[(a, b) for _, a, b in merges], unk_token="<unk>", fuse_unk=True,
+    bpe = models.BPE(vocab=vocab, merges=[(m[4], m[5]) for m in merges], unk_token="<unk>", fuse_unk=True,
                      byte_fallback=True)
     tk = Tokenizer(bpe)
     tk.normalizer = normalizers.Replace(" ", "\u2581")
