@@ -13,7 +13,9 @@
 //     Engine.Place; the asynchronous path on a caller's non-blocking stream,
 //     behind a long kernel: results identical, the launches return before
 //     the work runs;
-//  5. benchmarks: the device's read bandwidth (hev_read_bw), the scans'
+//  5. the C API's CUDA path (cuda.Place, PlaceAsync, HashRows) against
+//     Engine.Place and Engine.Hash, on a stream of its own (wired.go);
+//  6. benchmarks: the device's read bandwidth (hev_read_bw), the scans'
 //     throughput as a ratio of it, and the per-layer decision latency at
 //     budgets 4k/32k/128k against the CPU engine, in paired interleaved
 //     rounds, medians and spread.
@@ -41,7 +43,7 @@ import (
 var (
 	quick   = flag.Bool("quick", false, "fewer dims, steps and benchmark rounds (about a minute)")
 	noBench = flag.Bool("no-bench", false, "checks only, no benchmarks")
-	only    = flag.String("only", "", "comma-separated subset of: hash,slot,token,layer,async,bench")
+	only    = flag.String("only", "", "comma-separated subset of: hash,slot,token,layer,async,wired,bench")
 	budgets = flag.String("budgets", "4096,32768,131072", "budgets of the per-layer latency benchmark")
 	rounds  = flag.Int("rounds", 7, "paired rounds per benchmark")
 	// Sizes of the device buffers the benchmarks scan and the long kernel
@@ -131,6 +133,9 @@ func main() {
 	}
 	if want("async") {
 		c.asyncCheck()
+	}
+	if want("wired") {
+		c.wiredChecks()
 	}
 	if want("bench") {
 		c.bench(bl)
