@@ -496,3 +496,126 @@ func TestCompressScoresRefuses(t *testing.T) {
 		t.Errorf("knorm: got %v, want UNSUPPORTED", err)
 	}
 }
+
+// TestCompressRandomSequences mixes compressions with decode steps, saves,
+// loads and forks, with random (often invalid) arguments: every call returns
+// a status, and the tables stay consistent (positions unique, within the
+// budget, slot mode dense; token mode never above the budget after
+// Evictions).
+func TestCompressRandomSequences(t *testing.T) {
+	for _, mode := range []Mode{ModeSlot, ModeToken} {
+		t.Run(fmt.Sprint("mode", mode), func(t *testing.T) {
+			p := smallParams()
+			p.Mode, p.Budget = mode, 30
+			e := mustEngine(t, p)
+			rng := rand.New(rand.NewPCG(99, uint64(mode)))
+			next := map[int]int32{}
+			for id := 0; id < 2; id++ {
+				e.AddSeq(id)
+			}
+			compressed := 0
+			for it := 0; it < 400; it++ {
+				id := rng.IntN(3) // 2 is never added
+				layer := rng.IntN(p.Layers+1) - rng.IntN(2)
+				n := 1 + rng.IntN(60)
+				if rng.IntN(4) == 0 {
+					n = 1
+				}
+				start := next[id] - int32(rng.IntN(2)) // sometimes not after the last
+				positions := make([]int32, n)
+				for i := range positions {
+					positions[i] = start + int32(i)
+				}
+				nw := 1 + rng.IntN(n)
+				if rng.IntN(8) == 0 {
+					nw = n + 1
+				}
+				q := gauss(rng, n*p.QHeads*p.HeadDim)
+				k := gauss(rng, n*p.KVHeads*p.HeadDim)
+				if rng.IntN(30) == 0 {
+					k[rng.IntN(len(k))] = float32(math.Inf(1))
+				}
+				qw := f32Rows(q[(n-min(nw, n))*p.QHeads*p.HeadDim:], min(nw, n), p.QHeads, p.HeadDim)
+				kr := f32Rows(k, n, p.KVHeads, p.HeadDim)
+				form := CompressForm(rng.IntN(3))
+				pool := rng.IntN(8) - 1
+				var err error
+				op := rng.IntN(6)
+				switch {
+				case mode == ModeSlot && op < 3:
+					err = e.Compress(id, layer, qw, kr, positions, nw, pool, form, make([]int32, n*p.KVHeads))
+				case mode == ModeSlot && op < 5:
+					err = e.Place(id, layer, f32Rows(q, n, p.QHeads, p.HeadDim), kr, positions, make([]int32, n*p.KVHeads), nil)
+				case mode == ModeToken && op < 2:
+					for l := 0; l < p.Layers && err == nil; l++ {
+						err = e.Observe(id, l, f32Rows(q, n, p.QHeads, p.HeadDim), kr, positions)
+					}
+				case mode == ModeToken && op < 4:
+					wp := make([]int32, min(nw, n))
+					for i := range wp {
+						wp[i] = next[id] - int32(len(wp)) + int32(i)
+					}
+					for l := 0; l < p.Layers && err == nil; l++ {
+						err = e.CompressScores(id, l, qw, wp, pool, form)
+					}
+				case mode == ModeToken && op < 5:
+					_, err = e.Evictions(id, make([]int32, 1+rng.IntN(200)))
+				default:
+					if blob, serr := e.SaveSeq(id); serr == nil {
+						err = e.LoadSeq(1-min(id, 1), blob)
+						if err == nil {
+							next[1-min(id, 1)] = next[id]
+						}
+					}
+				}
+				if err != nil {
+					var pe *Error
+					if !errors.As(err, &pe) || pe.Code == CodeInternal {
+						t.Fatalf("iteration %d: %v", it, err)
+					}
+					continue
+				}
+				if (mode == ModeSlot && op < 3) || (mode == ModeToken && op >= 2 && op < 4) {
+					compressed++
+				}
+				// Advance the sequence's next position past what was accepted.
+				for id := 0; id < 2; id++ {
+					last := int32(-1)
+					s, _ := e.seq(id)
+					for l := range s.layers {
+						last = max(last, s.layers[l].lastPos)
+					}
+					s.mu.Unlock()
+					if last+1 > next[id] {
+						next[id] = last + 1
+					}
+				}
+				for id := 0; id < 2; id++ {
+					if mode == ModeSlot {
+						for l := 0; l < p.Layers; l++ {
+							for h := 0; h < p.KVHeads; h++ {
+								held := make([]int32, p.Budget)
+								e.SlotPositions(id, l, h, held)
+								seen, free := map[int32]bool{}, false
+								for _, q := range held {
+									if q < 0 {
+										free = true
+										continue
+									}
+									if free || seen[q] {
+										t.Fatalf("iteration %d: seq %d layer %d head %d: slots %v not dense and unique", it, id, l, h, held)
+									}
+									seen[q] = true
+								}
+							}
+						}
+					}
+				}
+			}
+			t.Logf("%d compressions succeeded", compressed)
+			if compressed < 20 {
+				t.Fatalf("only %d compressions succeeded: the sequence barely exercises them", compressed)
+			}
+		})
+	}
+}
