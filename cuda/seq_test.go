@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -220,4 +221,59 @@ func TestSeqRefusals(t *testing.T) {
 	// Positions that go back are refused as on the host.
 	pos--
 	step(1, policy.CodePosition)
+}
+
+// TestSeqConcurrentSequences: sequences stepped from their own goroutines
+// at once (run with -race) each agree with a host engine's sequence fed
+// the same rows.
+func TestSeqConcurrentSequences(t *testing.T) {
+	useLibrary(t, buildEmu(t))
+	v, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := policy.DefaultParams()
+	p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget, p.MaxSeqs = 2, 2, 4, 24, 20, 4
+	p.Score = policy.ScoreAccumulated
+	host, _ := policy.NewEngine(p)
+	dev, _ := policy.NewEngine(p)
+	errs := make(chan error, p.MaxSeqs)
+	for id := 0; id < p.MaxSeqs; id++ {
+		host.AddSeq(id)
+		dev.AddSeq(id)
+		go func(id int) {
+			r := rand.New(rand.NewPCG(uint64(id), 77))
+			for step := 0; step < 50; step++ {
+				hq, dq, fq := devRows(t, v, r, policy.F16, 1, p.QHeads, p.HeadDim)
+				hk, dk, fk := devRows(t, v, r, policy.F16, 1, p.KVHeads, p.HeadDim)
+				for l := 0; l < p.Layers; l++ {
+					want, got := make([]int32, p.KVHeads), make([]int32, p.KVHeads)
+					if err := host.Place(id, l, hq, hk, []int32{int32(step)}, want, nil); err != nil {
+						errs <- err
+						return
+					}
+					if err := Place(dev, id, l, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{int32(step)}}, got, nil); err != nil {
+						errs <- err
+						return
+					}
+					if !slices.Equal(got, want) {
+						errs <- fmt.Errorf("sequence %d step %d layer %d: device %v, host %v", id, step, l, got, want)
+						return
+					}
+				}
+				fq()
+				fk()
+			}
+			errs <- nil
+		}(id)
+	}
+	for range p.MaxSeqs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	dev.FreeDevice()
+	if _, d := dev.MemoryInUse(); d != 0 {
+		t.Errorf("after FreeDevice: %d device bytes reserved", d)
+	}
 }
