@@ -13,7 +13,10 @@
  *    (a host pointer marked CUDA, mixing host and CUDA in one sequence,
  *    calls with no device path, NaN, memory cap) are clear statuses after
  *    which the engine still works.
- * Nothing here runs on a GPU.
+ * Nothing here has run on a GPU. The "emu" run is written so that it can
+ * also be pointed at a real driver (HASHEVICT_LIBCUDA=.../libcuda.so.1): it
+ * makes device 0's primary context current and synchronises its copies;
+ * that has never been tried.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -29,6 +32,11 @@ enum { LAYERS = 2, KV = 2, QH = 4, DIM = 40, BITS = 16, BUDGET = 24, PREFILL = 1
 /* The emulated driver's entry points the test needs, from the same library
  * the engine loads (dlopen of the same path gives the same instance, so
  * both see one set of allocations). */
+static int (*cu_init)(unsigned);
+static int (*cu_device_get)(int *, int);
+static int (*cu_primary_retain)(void **, int);
+static int (*cu_ctx_push)(void *);
+static int (*cu_ctx_sync)(void);
 static int (*cu_alloc)(uint64_t *, size_t);
 static int (*cu_free)(uint64_t);
 static int (*cu_htod)(uint64_t, const void *, size_t, void *);
@@ -38,11 +46,23 @@ static int load_emu(void) {
     const char *path = getenv("HASHEVICT_LIBCUDA");
     void *lib = path ? dlopen(path, RTLD_NOW) : NULL;
     if (!lib) return 0;
+    *(void **)&cu_init = dlsym(lib, "cuInit");
+    *(void **)&cu_device_get = dlsym(lib, "cuDeviceGet");
+    *(void **)&cu_primary_retain = dlsym(lib, "cuDevicePrimaryCtxRetain");
+    *(void **)&cu_ctx_push = dlsym(lib, "cuCtxPushCurrent_v2");
+    *(void **)&cu_ctx_sync = dlsym(lib, "cuCtxSynchronize");
     *(void **)&cu_alloc = dlsym(lib, "cuMemAlloc_v2");
     *(void **)&cu_free = dlsym(lib, "cuMemFree_v2");
     *(void **)&cu_htod = dlsym(lib, "cuMemcpyHtoDAsync_v2");
     *(void **)&cu_dtoh = dlsym(lib, "cuMemcpyDtoHAsync_v2");
-    return cu_alloc && cu_free && cu_htod && cu_dtoh;
+    if (!(cu_init && cu_device_get && cu_primary_retain && cu_ctx_push && cu_ctx_sync && cu_alloc && cu_free && cu_htod && cu_dtoh))
+        return 0;
+    /* What a real driver needs before cuMemAlloc (the emulation ignores
+     * it): device 0's primary context current on this thread. The library
+     * takes the context from the pointers, not from this. */
+    int dev = 0;
+    void *ctx = NULL;
+    return cu_init(0) == 0 && cu_device_get(&dev, 0) == 0 && cu_primary_retain(&ctx, dev) == 0 && cu_ctx_push(ctx) == 0;
 }
 
 static void *dev_alloc(size_t n) {
@@ -51,8 +71,14 @@ static void *dev_alloc(size_t n) {
     return (void *)(uintptr_t)p;
 }
 
-static void upload(void *dev, const void *host, size_t n) { cu_htod((uint64_t)(uintptr_t)dev, host, n, NULL); }
-static void download(void *host, const void *dev, size_t n) { cu_dtoh(host, (uint64_t)(uintptr_t)dev, n, NULL); }
+static void upload(void *dev, const void *host, size_t n) {
+    cu_htod((uint64_t)(uintptr_t)dev, host, n, NULL);
+    cu_ctx_sync();
+}
+static void download(void *host, const void *dev, size_t n) {
+    cu_dtoh(host, (uint64_t)(uintptr_t)dev, n, NULL);
+    cu_ctx_sync();
+}
 
 static hashevict_tensor cuda_tensor(const void *data, int dtype, int64_t tokens, int64_t heads) {
     hashevict_tensor t = tu_tensor(data, dtype, tokens, heads, DIM);
