@@ -199,7 +199,7 @@ def main():
                 if r is None:
                     print(f"| {bits} | {np_} | {n:,} | | no FAISS route gives the same index | | | |")
                     continue
-                ok = r["lo"] >= args.target if False else r["ratio"] >= args.target
+                ok = r["ratio"] >= args.target
                 missed += not ok
                 others = ", ".join(f"{k} {v / 1e3:.1f}" for k, v in r["routes"].items() if k != r["peer"])
                 print(f"| {bits} | {np_} | {n:,} | {r['ours_ns'] / 1e3:.2f} | {r['peer']}" + (f" (others: {others})" if others else "") +
