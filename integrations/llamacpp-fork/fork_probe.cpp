@@ -109,6 +109,12 @@ std::vector<llama_token> tokenize(const llama_model * model, const std::string &
     return toks;
 }
 
+double thread_cpu_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 // decodes tokens [0, n) at positions pos0.. of sequence 0 as one batch; logits of the last
 void decode(llama_context * ctx, const llama_token * toks, int n, llama_pos pos0) {
     llama_batch b = llama_batch_init(n, 0, 1);
@@ -173,6 +179,7 @@ int cmd_logits(const options & o, llama_model * model) {
     }
     std::vector<float> out;
     decode(ctx, toks.data(), o.prompt, 0);
+    double decode_cpu = 0; // thread CPU time of the single-token steps (the whole step with 1 thread)
     for (int s = 0; s <= o.gen; s++) {
         const float * lg = llama_get_logits_ith(ctx, -1);
         out.insert(out.end(), lg, lg + n_vocab);
@@ -180,7 +187,9 @@ int cmd_logits(const options & o, llama_model * model) {
             break;
         }
         const llama_token t = argmax(lg, n_vocab);
+        const double c0 = thread_cpu_seconds();
         decode(ctx, &t, 1, o.prompt + s);
+        decode_cpu += thread_cpu_seconds() - c0;
     }
     llama_free(ctx);
 #ifdef LLAMA_KV_PLACER
@@ -193,7 +202,7 @@ int cmd_logits(const options & o, llama_model * model) {
     if (!f || std::fwrite(out.data(), sizeof(float), out.size(), f) != out.size() || std::fclose(f) != 0) {
         die("cannot write " + o.out);
     }
-    std::printf("{\"rows\": %d, \"n_vocab\": %d}\n", o.gen + 1, n_vocab);
+    std::printf("{\"rows\": %d, \"n_vocab\": %d, \"decode_cpu_s\": %.6f}\n", o.gen + 1, n_vocab, decode_cpu);
     return 0;
 }
 
@@ -403,12 +412,6 @@ int cmd_kvcheck(const options & o, llama_model * model) {
                 cap.v_trans ? "true" : "false", missing, late,
                 evict_steps, evict_wrong, heads_disagree, failures);
     return 0;
-}
-
-double thread_cpu_seconds() {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 double wall_seconds() {
