@@ -179,3 +179,16 @@ gpu-check:
 
 cuda-fatbin:
 	bash cuda/build.sh
+
+# --- HashEvict against kvpress (docs/eval/kvpress.md) ----------------------------
+# Our press and cache against kvpress's presses in transformers, SmolLM2 from its
+# GGUF, at compression 0.25 / 0.5 / 0.75; resumable (docs/eval/kvpress.jsonl).
+# Its own venv with the pinned ML stack (about 3 GB of torch wheels, once).
+KVPRESS_VENV ?= $(BUILD)/venv-kvpress
+EVAL_KVPRESS_ARGS ?=
+.PHONY: eval-kvpress
+eval-kvpress: build $(DEPS_ENV)
+	python3 -m venv $(KVPRESS_VENV)
+	$(KVPRESS_VENV)/bin/pip install --quiet -r bindings/python/tests/requirements-ml.txt matplotlib
+	HASHEVICT_LIBRARY=$(abspath $(BUILD))/libhashevict.so HASHEVICT_DEPS_ENV=$(abspath $(DEPS_ENV)) \
+		$(KVPRESS_VENV)/bin/python bench/kvpress/run.py $(EVAL_KVPRESS_ARGS)
