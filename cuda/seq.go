@@ -59,6 +59,50 @@ func (q *Seq) Free() {
 	q.reserved = 0
 }
 
+// Clone copies the sequence's device state for a fork, in stream order on
+// the stream of its last step, and waits for the copies. Each layer is
+// copied whole (tables, scores, positions, guards); the projections and the
+// scratch are made again on the clone's first step.
+func (q *Seq) Clone() (policy.DeviceState, error) {
+	c := newSeq(q.eng, q.dev)
+	c.stream = q.stream
+	copy(c.lastPos, q.lastPos)
+	for l, ly := range q.layers {
+		if ly == nil {
+			continue
+		}
+		undo, err := c.reserve(ly.bytes, fmt.Sprintf("layer %d's tables of a forked sequence on the CUDA device", l))
+		if err != nil {
+			c.Free()
+			return nil, err
+		}
+		base, err := q.dev.Alloc(ly.bytes)
+		if err == nil {
+			if err = q.dev.CopyAsync(q.stream, base, ly.base, ly.bytes); err != nil {
+				q.dev.Free(base, ly.bytes)
+			}
+		}
+		if err != nil {
+			undo()
+			c.Free()
+			return nil, err
+		}
+		n := *ly
+		n.base = base
+		n.Tables.Codes = base + (ly.Tables.Codes - ly.base)
+		n.Tables.Score = base + (ly.Tables.Score - ly.base)
+		n.Tables.Count = base + (ly.Tables.Count - ly.base)
+		n.Positions = base + (ly.Positions - ly.base)
+		n.Guards = base + (ly.Guards - ly.base)
+		c.layers[l] = &n
+	}
+	if err := q.dev.Sync(q.stream); err != nil {
+		c.Free()
+		return nil, err
+	}
+	return c, nil
+}
+
 func (q *Seq) rtBytes() int64  { return 4 * int64(q.eng.P.Bits) * int64(q.eng.P.HeadDim) }
 func (q *Seq) outBytes() int64 { return 8 * int64(q.eng.P.KVHeads) }
 

@@ -277,3 +277,64 @@ func TestSeqConcurrentSequences(t *testing.T) {
 		t.Errorf("after FreeDevice: %d device bytes reserved", d)
 	}
 }
+
+// TestSeqFork: a fork of a CUDA sequence continues exactly as a fork of
+// the host engine's sequence, and so does its source; the fork's device
+// memory is reserved and given back on remove.
+func TestSeqFork(t *testing.T) {
+	useLibrary(t, buildEmu(t))
+	v, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(8, 9))
+	p := policy.DefaultParams()
+	p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget = 2, 2, 4, 16, 20
+	p.Score = policy.ScoreDecayed
+	host, _ := policy.NewEngine(p)
+	dev, _ := policy.NewEngine(p)
+	host.AddSeq(0)
+	dev.AddSeq(0)
+	step := func(id int, pos int32) {
+		t.Helper()
+		hq, dq, fq := devRows(t, v, r, policy.F32, 1, p.QHeads, p.HeadDim)
+		hk, dk, fk := devRows(t, v, r, policy.F32, 1, p.KVHeads, p.HeadDim)
+		defer fq()
+		defer fk()
+		for l := 0; l < p.Layers; l++ {
+			want, got := make([]int32, 2*p.KVHeads), make([]int32, 2*p.KVHeads)
+			if err := host.Place(id, l, hq, hk, []int32{pos}, want[:p.KVHeads], want[p.KVHeads:]); err != nil {
+				t.Fatal(err)
+			}
+			if err := Place(dev, id, l, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{pos}}, got[:p.KVHeads], got[p.KVHeads:]); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("sequence %d position %d layer %d: device %v, host %v", id, pos, l, got, want)
+			}
+		}
+	}
+	for pos := int32(0); pos < 30; pos++ {
+		step(0, pos)
+	}
+	_, held := dev.MemoryInUse()
+	if err := host.ForkSeq(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.ForkSeq(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := dev.MemoryInUse(); d <= held {
+		t.Errorf("the fork reserved nothing: %d then %d device bytes", held, d)
+	}
+	for pos := int32(30); pos < 60; pos++ {
+		step(1, pos)
+		step(0, pos)
+	}
+	if err := dev.RemoveSeq(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := dev.MemoryInUse(); d != held {
+		t.Errorf("after removing the fork: %d device bytes reserved, want %d", d, held)
+	}
+}

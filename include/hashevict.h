@@ -393,7 +393,9 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * sequence with host steps (INVALID_ARGUMENT or UNSUPPORTED, with a message;
  * nothing changes). Only slot mode with POLICY_HASH has a device path:
  * hashevict_observe and the other policies refuse CUDA tensors
- * (UNSUPPORTED). On a CUDA sequence, hashevict_seq_fork,
+ * (UNSUPPORTED). hashevict_seq_fork of a CUDA sequence copies its device
+ * state (on the stream of its last step, and waits): the fork is a CUDA
+ * sequence on the same context. On a CUDA sequence,
  * hashevict_seq_state_size/_save, hashevict_slot_positions and
  * hashevict_compress* return UNSUPPORTED; hashevict_seq_reset,
  * hashevict_seq_remove, a hashevict_seq_state_load over it and

@@ -14,6 +14,9 @@ type DeviceState interface {
 	// it once, with the sequence locked, when the sequence is removed,
 	// reset, replaced by a load, or the engine is freed.
 	Free()
+	// Clone copies the state for a fork (with the source sequence locked),
+	// reserving what it allocates; on error nothing is held.
+	Clone() (DeviceState, error)
 }
 
 // DeviceSeq is what a device call sees of a locked sequence.
@@ -102,7 +105,7 @@ func (e *Engine) FreeDevice() {
 }
 
 func errDeviceSeq(id int) error {
-	return errf(CodeUnsupported, "sequence %d keeps its state on a CUDA device (its first tensors were CUDA memory); this call works on host state only (host tensors, fork, state save, slot positions, compress are refused for it): pass CUDA tensors, or reset or remove the sequence", id)
+	return errf(CodeUnsupported, "sequence %d keeps its state on a CUDA device (its first tensors were CUDA memory); this call works on host state only (host tensors, state save, slot positions, compress are refused for it): pass CUDA tensors, or reset or remove the sequence", id)
 }
 
 // CheckPositions is the host's check of a step's positions (each

@@ -9,6 +9,13 @@ type fakeDevice struct{ freed *int }
 
 func (f fakeDevice) Free() { *f.freed++ }
 
+func (f fakeDevice) Clone() (DeviceState, error) {
+	if f.freed == nil {
+		return nil, errf(CodeMemoryCap, "no room for the clone")
+	}
+	return fakeDevice{f.freed}, nil
+}
+
 // onDevice makes sequence id a device sequence with a fake state.
 func onDevice(t *testing.T, e *Engine, id int, freed *int) {
 	t.Helper()
@@ -44,7 +51,6 @@ func TestDeviceSequenceLifecycle(t *testing.T) {
 	slots := make([]int32, p.KVHeads)
 	refused := map[string]error{
 		"place": e.Place(0, 0, q, k, []int32{5}, slots, nil),
-		"fork":  e.ForkSeq(0, 2),
 		"slots": e.SlotPositions(0, 0, 0, make([]int32, p.Budget)),
 	}
 	_, refused["save"] = e.SaveSeq(0)
@@ -55,6 +61,25 @@ func TestDeviceSequenceLifecycle(t *testing.T) {
 	}
 	if st, err := e.SeqStats(0); err != nil || st.Steps != 1 || st.Cached != uint64(p.KVHeads) {
 		t.Errorf("stats of a device sequence: %+v, %v", st, err)
+	}
+	// A fork clones the device state; the clone is freed with its sequence,
+	// and a failed clone leaves no sequence behind.
+	if err := e.ForkSeq(0, 2); err != nil || !e.IsDevice(2) {
+		t.Fatalf("fork of a device sequence: %v", err)
+	}
+	if err := e.RemoveSeq(2); err != nil || freed != 1 {
+		t.Fatalf("remove the fork: %v, freed %d", err, freed)
+	}
+	freed = 0
+	if err := e.WithDevice(0, func(d *DeviceSeq) error { d.SetState(fakeDevice{}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	before := e.EngineStats()
+	if err := e.ForkSeq(0, 2); CodeOf(err) != CodeMemoryCap || e.exists(2) || e.EngineStats().StateBytes != before.StateBytes {
+		t.Fatalf("failed clone: %v, exists %v", err, e.exists(2))
+	}
+	if err := e.WithDevice(0, func(d *DeviceSeq) error { d.SetState(fakeDevice{&freed}); return nil }); err != nil {
+		t.Fatal(err)
 	}
 	// A host sequence with a step cannot move to the device.
 	if err := e.Place(1, 0, q, k, []int32{0}, slots, nil); err != nil {

@@ -383,7 +383,7 @@ func (e *Engine) ForkSeq(src, dst int) error {
 	if src != dst && e.checkSeqID(src) == nil && e.exists(src) && e.exists(dst) {
 		return errf(CodeSequenceExists, "sequence %d already exists", dst)
 	}
-	s, err := e.seq(src)
+	s, err := e.seqAny(src)
 	if err != nil {
 		return err
 	}
@@ -396,12 +396,20 @@ func (e *Engine) ForkSeq(src, dst int) error {
 		return err
 	}
 	c := s.clone(dst)
+	if s.dev != nil {
+		if c.dev, err = s.dev.Clone(); err != nil {
+			e.reserveState(-c.bytes, "")
+			s.mu.Unlock()
+			return err
+		}
+	}
 	s.mu.Unlock()
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.seqs[dst] != nil {
 		e.reserveState(-c.bytes, "")
+		c.dropDevice()
 		return errf(CodeSequenceExists, "sequence %d already exists", dst)
 	}
 	e.seqs[dst] = c

@@ -217,7 +217,12 @@ static void refusals(void) {
     pos = 1;
     CHECK_ST(hashevict_place(e, 0, 0, &hq, &hk, &pos, 1, slots, NULL), HASHEVICT_ERR_UNSUPPORTED);
     CHECK_ST(hashevict_place(e, 1, 0, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
-    CHECK_ST(hashevict_seq_fork(e, 0, 2), HASHEVICT_ERR_UNSUPPORTED);
+    /* A fork is a CUDA sequence too, at the same point. */
+    CHECK_ST(hashevict_seq_fork(e, 0, 2), HASHEVICT_OK);
+    CHECK_ST(hashevict_place(e, 2, 0, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_OK);
+    CHECK(slots[0] == 1, "the fork's next slot: %d, want 1", slots[0]);
+    CHECK_ST(hashevict_place(e, 2, 0, &hq, &hk, &pos, 1, slots, NULL), HASHEVICT_ERR_UNSUPPORTED);
+    CHECK_ST(hashevict_seq_remove(e, 2), HASHEVICT_OK);
     size_t size = 0;
     CHECK_ST(hashevict_seq_state_size(e, 0, &size), HASHEVICT_ERR_UNSUPPORTED);
     int32_t held[BUDGET];
