@@ -130,8 +130,20 @@ func cudaStep(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int
 			return in, &policy.Error{Code: policy.CodeShape, Msg: fmt.Sprintf("%s: tensor has %d tokens but n_tokens = %d", fn, t.Tokens, n)}
 		}
 	}
+	if err := hostOnly(fn, "positions", unsafe.Pointer(positions)); err != nil {
+		return in, err
+	}
 	in.Dev, in.Stream, in.Positions = c.dev, c.stream, int32s(positions, int(n))
 	return in, nil
+}
+
+// hostOnly refuses device memory where the API reads or writes host
+// memory: dereferencing it on the host would crash the process.
+func hostOnly(fn, what string, p unsafe.Pointer) error {
+	if p != nil && cuda.IsDeviceOnly(cuda.Ptr(uintptr(p))) {
+		return invalid("%s: %s (%#x) is CUDA device memory, but the library reads and writes it on the host: pass host memory (hashevict_place_async writes its outputs to device memory)", fn, what, uintptr(p))
+	}
+	return nil
 }
 
 // placeCUDA is hashevict_place on CUDA tensors (synchronous: the results
@@ -149,6 +161,12 @@ func placeCUDA(h *handle, seq, layer C.int32_t, q, k *C.hashevict_tensor, positi
 		return invalid("%s: n_tokens * n_kv_heads overflows", fn)
 	}
 	m := int(n) * h.eng.P.KVHeads
+	if err := hostOnly(fn, "out_slots", unsafe.Pointer(outSlots)); err != nil {
+		return err
+	}
+	if err := hostOnly(fn, "out_evicted", unsafe.Pointer(outEvicted)); err != nil {
+		return err
+	}
 	var ev []int32
 	if outEvicted != nil {
 		ev = int32s(outEvicted, m)
@@ -190,6 +208,9 @@ func hashCUDA(h *handle, layer C.int32_t, x *C.hashevict_tensor, out *C.uint64_t
 	var c cudaCall
 	xr, err := c.view(x, "x")
 	if err != nil {
+		return err
+	}
+	if err := hostOnly("hashevict_hash", "out", unsafe.Pointer(out)); err != nil {
 		return err
 	}
 	if capacity > math.MaxInt32 {

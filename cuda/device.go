@@ -204,6 +204,21 @@ func ForPointer(p Ptr) (*Device, error) {
 	return openPrimary(d, ord)
 }
 
+// IsDeviceOnly reports whether p is device memory the host cannot read or
+// write (not host, pinned or managed memory): an argument the API reads or
+// writes on the host must not be, or the host process would fault. False
+// when no driver is loaded or the driver does not know p.
+func IsDeviceOnly(p Ptr) bool {
+	d, err := load()
+	if err != nil || p == 0 {
+		return false
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var mt uint32
+	return d.call(d.cuPointerGetAttribute, uintptr(unsafe.Pointer(&mt)), attrMemoryType, uintptr(p)) == resSuccess && mt == memDevice
+}
+
 // CheckPointer verifies that p is device memory of v's context.
 func (v *Device) CheckPointer(p Ptr, what string) error {
 	o, err := ForPointer(p)

@@ -406,7 +406,7 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * allocated).
  *
  * hashevict_place with CUDA q and k (positions, out_slots and out_evicted in
- * host memory) queues the step on the tensors' stream after the work the
+ * host memory: device memory there is INVALID_ARGUMENT) queues the step on the tensors' stream after the work the
  * caller queued there, then waits for that stream and returns the results
  * in host memory. n_tokens = 1 is the decode step; a chunk of n_tokens > 1
  * works while it fits in the free slots (a prefill into an empty cache) and
@@ -432,7 +432,7 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * write with (for llama.cpp: the row indices of ggml_set_rows), queued on
  * the same stream after this call.
  *
- * positions is host memory (one position). q and k are read, and out_slots
+ * positions is host memory (one position; device memory: INVALID_ARGUMENT). q and k are read, and out_slots
  * and out_evicted written, in stream order; they must stay valid until the
  * stream has passed this call's work. Steps of one sequence may mix
  * hashevict_place and hashevict_place_async; each sees the state the
@@ -630,8 +630,9 @@ hashevict_status hashevict_compress_score(hashevict_engine *engine,
  * words_per_code = ceil(hash_bits / 64) uint64 words each, row-major; bit j
  * of a code is bit (j % 64) of word (j / 64). capacity counts uint64 words.
  * Useful for references and tests. x may be DEVICE_CUDA: the codes are
- * computed on the device, on x's stream, and copied to out (host memory),
- * so the call waits for that stream. */
+ * computed on the device, on x's stream, and copied to out (host memory;
+ * device memory there is INVALID_ARGUMENT), so the call waits for that
+ * stream. */
 hashevict_status hashevict_hash(hashevict_engine *engine, int32_t layer,
                                 const hashevict_tensor *x, uint64_t *out,
                                 int64_t capacity);

@@ -205,6 +205,16 @@ static void refusals(void) {
     hashevict_tensor bad = cuda_tensor(k, HASHEVICT_DTYPE_F32, 1, KV);
     CHECK_ST(hashevict_place(e, 0, 0, &cq, &bad, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
     CHECK(strstr(hashevict_last_error(), "does not know it") != NULL, "message: %s", hashevict_last_error());
+    /* Device memory where the library works on the host: refused, never
+     * dereferenced (on a GPU that would fault). */
+    CHECK_ST(hashevict_place(e, 0, 0, &cq, &ck, (const int32_t *)dk, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(hashevict_last_error(), "positions") != NULL, "message: %s", hashevict_last_error());
+    CHECK_ST(hashevict_place(e, 0, 0, &cq, &ck, &pos, 1, (int32_t *)dk, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK_ST(hashevict_place(e, 0, 0, &cq, &ck, &pos, 1, slots, (int32_t *)dk), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK_ST(hashevict_place_async(e, 0, 0, &cq, &ck, (const int32_t *)dk, 1, (int32_t *)dk, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
+    uint64_t hcodes[KV];
+    CHECK_ST(hashevict_hash(e, 0, &ck, (uint64_t *)dk, KV), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK_ST(hashevict_hash(e, 0, &ck, hcodes, KV), HASHEVICT_OK);
     /* One host and one CUDA tensor in a call. */
     CHECK_ST(hashevict_place(e, 0, 0, &hq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT);
     /* A stream on one tensor but not the other. */
