@@ -312,7 +312,7 @@ func (q *Seq) place(d *policy.DeviceSeq, layer int, in StepInput, outSlots, outE
 		if err := ly.HashStep(s, in.Q, in.K, q.rts[layer], sp, q.sc); err != nil {
 			return err
 		}
-		if err := q.refuseBad(s, q.sc.BadK, q.sc.BadQ, H, p.QHeads); err != nil {
+		if err := q.refuseBad(s, q.sc.BadK, H, p.QHeads); err != nil {
 			return err
 		}
 		full := ly.Used >= ly.Budget
@@ -338,14 +338,12 @@ func (q *Seq) place(d *policy.DeviceSeq, layer int, in StepInput, outSlots, outE
 	return q.prefill(d, ly, layer, in, sp, outSlots, outEvicted)
 }
 
-// refuseBad reads the hash's bad-row words (k, then q) and refuses a step
-// whose rows hold NaN or Inf, as the host engine does.
-func (q *Seq) refuseBad(s Stream, badK, badQ Ptr, heads, qHeads int) error {
+// refuseBad reads the hash's bad-row words (k's at bad, q's right after
+// it, as in Scratch and the chunk buffers: one copy, one wait) and refuses
+// a step whose rows hold NaN or Inf, as the host engine does.
+func (q *Seq) refuseBad(s Stream, bad2 Ptr, heads, qHeads int) error {
 	var bad [2]uint32
-	if err := q.dev.Download(s, unsafe.Pointer(&bad[0]), badK, 4); err != nil {
-		return err
-	}
-	if err := q.dev.Download(s, unsafe.Pointer(&bad[1]), badQ, 4); err != nil {
+	if err := q.dev.Download(s, unsafe.Pointer(&bad[0]), bad2, 8); err != nil {
 		return err
 	}
 	if r := bad[0]; r != 0xffffffff {
@@ -399,7 +397,7 @@ func (q *Seq) prefill(d *policy.DeviceSeq, ly *Layer, layer int, in StepInput, s
 	} else if err := q.dev.Fill32(s, bad+4, 0xffffffff, 1); err != nil {
 		return err
 	}
-	if err := q.refuseBad(s, bad, bad+4, H, p.QHeads); err != nil {
+	if err := q.refuseBad(s, bad, H, p.QHeads); err != nil {
 		return err
 	}
 	if ly.Used > 0 && sp.Score != policy.ScoreInstant {

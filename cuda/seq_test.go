@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -180,6 +181,14 @@ func TestSeqRefusals(t *testing.T) {
 	err = Place(dev, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}, make([]int32, 2), nil)
 	if code(err) != policy.CodeNonFinite || err.Error() != "k row of token 0, head 1 holds NaN or Inf" {
 		t.Errorf("NaN: %v", err)
+	}
+	v.Upload(0, dk.Data, unsafe.Pointer(&hk.Data[0]), int64(len(hk.Data)))
+	nanQ := make([]float32, p.QHeads*p.HeadDim)
+	nanQ[2*p.HeadDim+1] = float32(math.Inf(-1))
+	v.Upload(0, dq.Data, unsafe.Pointer(&nanQ[0]), int64(4*len(nanQ)))
+	err = Place(dev, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}, make([]int32, 2), nil)
+	if code(err) != policy.CodeNonFinite || err.Error() != "q row of token 0, head 2 holds NaN or Inf" {
+		t.Errorf("Inf in q: %v", err)
 	}
 	if st, _ := dev.SeqStats(0); st.Steps != 0 {
 		t.Errorf("a refused step counted: %+v", st)
