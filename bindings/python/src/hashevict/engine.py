@@ -667,7 +667,14 @@ class Sequence:
         without a copy. ``positions``: n_tokens increasing ints. Returns
         :class:`Placement` (slots, evicted), each [n_tokens, n_kv_heads]
         int32: torch tensors on ``k``'s device when ``k`` is a torch tensor
-        (zero-copy on the CPU), else numpy arrays."""
+        (zero-copy on the CPU), else numpy arrays.
+
+        CUDA memory (torch CUDA tensors on ``torch.cuda.current_stream()``,
+        or ``__cuda_array_interface__`` objects on their ``stream``) runs the
+        step on the device and waits for it; the sequence then keeps its
+        state there (slot mode, hash policy only; see ``docs/cuda.md`` and
+        :meth:`place_async`). Tested against an emulated driver, not yet on
+        a GPU."""
         layer = _int32(layer, "layer")
         pos = _positions(positions)
         n = pos.size
