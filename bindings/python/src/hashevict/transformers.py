@@ -55,7 +55,8 @@ try:
     from transformers.cache_utils import Cache, CacheLayerMixin, DynamicSlidingWindowLayer
 except ImportError as exc:  # pragma: no cover - exercised only without the extras
     raise ImportError(
-        "hashevict.transformers needs torch and transformers (pip install 'hashevict[transformers]')"
+        "hashevict.transformers needs torch and transformers (pip install torch 'transformers<5.3'; "
+        "tested versions: bindings/python/tests/requirements-ml.txt)"
     ) from exc
 
 from .engine import Engine
