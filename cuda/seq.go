@@ -103,6 +103,19 @@ func (q *Seq) Clone() (policy.DeviceState, error) {
 	return c, nil
 }
 
+// SlotPositions copies the device's record of the positions in (layer,
+// head)'s slots, after the work queued on the stream of the last step.
+func (q *Seq) SlotPositions(layer, head int, out []int32) error {
+	ly := q.layers[layer]
+	if ly == nil {
+		for i := range out {
+			out[i] = -1
+		}
+		return nil
+	}
+	return q.dev.Download(q.stream, unsafe.Pointer(&out[0]), ly.Positions+Ptr(4*head*ly.Budget), int64(4*ly.Budget))
+}
+
 func (q *Seq) rtBytes() int64  { return 4 * int64(q.eng.P.Bits) * int64(q.eng.P.HeadDim) }
 func (q *Seq) outBytes() int64 { return 8 * int64(q.eng.P.KVHeads) }
 

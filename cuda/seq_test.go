@@ -104,6 +104,15 @@ func seqCase(t *testing.T, v *Device, r *rand.Rand, p policy.Params, dt policy.D
 		fq()
 		fk()
 	}
+	for l := 0; l < p.Layers; l++ {
+		for h := 0; h < p.KVHeads; h++ {
+			want, got := make([]int32, p.Budget), make([]int32, p.Budget)
+			host.SlotPositions(0, l, h, want)
+			if err := dev.SlotPositions(0, l, h, got); err != nil || !slices.Equal(got, want) {
+				t.Fatalf("slot positions of layer %d head %d: device %v (%v), host %v", l, h, got, err, want)
+			}
+		}
+	}
 	hs, _ := host.SeqStats(0)
 	ds, _ := dev.SeqStats(0)
 	if hs.Steps != ds.Steps || hs.Tokens != ds.Tokens || hs.Evictions != ds.Evictions || hs.Cached != ds.Cached {

@@ -395,9 +395,11 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * hashevict_observe and the other policies refuse CUDA tensors
  * (UNSUPPORTED). hashevict_seq_fork of a CUDA sequence copies its device
  * state (on the stream of its last step, and waits): the fork is a CUDA
- * sequence on the same context. On a CUDA sequence,
- * hashevict_seq_state_size/_save, hashevict_slot_positions and
- * hashevict_compress* return UNSUPPORTED; hashevict_seq_reset,
+ * sequence on the same context. hashevict_slot_positions of a CUDA
+ * sequence reads the device's record (after the work on the stream of its
+ * last step, which it waits for). On a CUDA sequence,
+ * hashevict_seq_state_size/_save and hashevict_compress* return
+ * UNSUPPORTED; hashevict_seq_reset,
  * hashevict_seq_remove, a hashevict_seq_state_load over it and
  * hashevict_engine_free free its device memory; hashevict_stats_get counts
  * its steps, tokens, evictions and cached slots (state_bytes counts host

@@ -17,6 +17,9 @@ type DeviceState interface {
 	// Clone copies the state for a fork (with the source sequence locked),
 	// reserving what it allocates; on error nothing is held.
 	Clone() (DeviceState, error)
+	// SlotPositions copies the position held by each of the budget slots of
+	// (layer, head), -1 for a free slot (hashevict_slot_positions).
+	SlotPositions(layer, head int, out []int32) error
 }
 
 // DeviceSeq is what a device call sees of a locked sequence.
@@ -105,7 +108,7 @@ func (e *Engine) FreeDevice() {
 }
 
 func errDeviceSeq(id int) error {
-	return errf(CodeUnsupported, "sequence %d keeps its state on a CUDA device (its first tensors were CUDA memory); this call works on host state only (host tensors, state save, slot positions, compress are refused for it): pass CUDA tensors, or reset or remove the sequence", id)
+	return errf(CodeUnsupported, "sequence %d keeps its state on a CUDA device (its first tensors were CUDA memory); this call works on host state only (host tensors, state save, compress are refused for it): pass CUDA tensors, or reset or remove the sequence", id)
 }
 
 // CheckPositions is the host's check of a step's positions (each

@@ -9,6 +9,13 @@ type fakeDevice struct{ freed *int }
 
 func (f fakeDevice) Free() { *f.freed++ }
 
+func (f fakeDevice) SlotPositions(layer, head int, out []int32) error {
+	for i := range out {
+		out[i] = int32(100*layer + 10*head + i)
+	}
+	return nil
+}
+
 func (f fakeDevice) Clone() (DeviceState, error) {
 	if f.freed == nil {
 		return nil, errf(CodeMemoryCap, "no room for the clone")
@@ -51,9 +58,12 @@ func TestDeviceSequenceLifecycle(t *testing.T) {
 	slots := make([]int32, p.KVHeads)
 	refused := map[string]error{
 		"place": e.Place(0, 0, q, k, []int32{5}, slots, nil),
-		"slots": e.SlotPositions(0, 0, 0, make([]int32, p.Budget)),
 	}
 	_, refused["save"] = e.SaveSeq(0)
+	held := make([]int32, p.Budget)
+	if err := e.SlotPositions(0, 1, 1, held); err != nil || held[2] != 112 {
+		t.Errorf("slot positions of a device sequence come from its state: %v, %v", held, err)
+	}
 	for what, err := range refused {
 		if CodeOf(err) != CodeUnsupported {
 			t.Errorf("%s on a device sequence: %v, want UNSUPPORTED", what, err)

@@ -121,11 +121,14 @@ func (e *Engine) SlotPositions(id, layer, head int, out []int32) error {
 	if len(out) < e.P.Budget {
 		return errf(CodeBufferTooSmall, "capacity %d is below the budget %d", len(out), e.P.Budget)
 	}
-	s, err := e.seq(id)
+	s, err := e.seqAny(id)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
+	if s.dev != nil {
+		return s.dev.SlotPositions(layer, head, out[:e.P.Budget])
+	}
 	copy(out, s.layers[layer].heads[head].pos)
 	return nil
 }

@@ -236,7 +236,10 @@ static void refusals(void) {
     size_t size = 0;
     CHECK_ST(hashevict_seq_state_size(e, 0, &size), HASHEVICT_ERR_UNSUPPORTED);
     int32_t held[BUDGET];
-    CHECK_ST(hashevict_slot_positions(e, 0, 0, 0, held, BUDGET), HASHEVICT_ERR_UNSUPPORTED);
+    CHECK_ST(hashevict_slot_positions(e, 0, 0, 1, held, BUDGET), HASHEVICT_OK);
+    CHECK(held[0] == 0 && held[1] == -1, "slot positions of the CUDA sequence: %d %d", held[0], held[1]);
+    CHECK_ST(hashevict_slot_positions(e, 0, 1, 1, held, BUDGET), HASHEVICT_OK); /* a layer not stepped yet */
+    CHECK(held[0] == -1, "slot positions of a layer not stepped: %d", held[0]);
     /* A chunk that would evict has no device path; async takes one token. */
     CHECK_ST(hashevict_place_async(e, 0, 0, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT); /* host out */
     /* NaN in k: refused, nothing placed; the next step works. */
