@@ -270,9 +270,10 @@ func (p *Params) heldBytes(capacity int) int64 {
 // tokenSlotBytes is what token mode accounts per slot: every table's entry
 // plus the per-layer observed flags, the seen count, the free list entry,
 // the position index, the list of positions not yet seen by every layer,
-// the per-slot scratch, and the running total of the fast decode step.
+// the per-slot scratch, and the running total and combined codes of the
+// fast decode step.
 func (p *Params) tokenSlotBytes() uint64 {
-	return satAdd(p.SeqBytes(1), uint64(p.Layers), 4+4+16+8, p.slotScratchBytes(), 4)
+	return satAdd(p.SeqBytes(1), uint64(p.Layers), 4+4+16+8, p.slotScratchBytes(), 4, satMul(uint64(p.Layers), 8*uint64(p.combWords())))
 }
 
 // initialSlots is the capacity of a new sequence's tables: slot mode

@@ -37,6 +37,7 @@ type tokenState struct {
 	hwKnown bool
 	run     tokenRun
 	late    []lateScores // layer -> scores its last step did not write
+	comb    [][]uint64   // layer -> combined codes (tokenfast.go), nil: rebuild
 }
 
 // newTokenState is an empty sequence: obs and ahead have an entry per layer
@@ -213,10 +214,14 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 	if e.fastStep(n) {
 		e.observeFast(k, s, layer, slots[0], positions[0])
 	} else {
-		// The running total misses this step, whose scores are written.
+		// The running total misses this step, whose scores are written;
+		// the combined codes miss the codes it stores.
 		ts.run.ok = false
 		if layer < len(ts.late) {
 			ts.late[layer].on = false
+		}
+		if layer < len(ts.comb) {
+			ts.comb[layer] = nil
 		}
 		init := make([]float32, n)
 		for h := range ls.heads {

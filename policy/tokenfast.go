@@ -93,6 +93,12 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 
 	sc.dist = grow(sc.dist, len(ts.pos))
 	dist := sc.dist[:hw]
+	if cw := p.combWords(); cw > 0 {
+		e.observeCombined(k, s, layer, slot, pos, hw, cw, late, win, t)
+		run.added[layer] = true
+		run.layers++
+		return
+	}
 	for h := range ls.heads {
 		tb := &ls.heads[h]
 		e.store(s, tb, slot, 0, h, pos, 0)
@@ -112,6 +118,91 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 	}
 	run.added[layer] = true
 	run.layers++
+}
+
+// combWords is the number of words of a layer's combined code (every KV
+// head's code side by side, as simd.PutCode packs H codes into a table),
+// or 0 when the fast step does not keep combined codes: one KV head (no
+// gain), or a width the Hamming kernels do not take at full speed.
+func (p *Params) combWords() int {
+	if p.Mode != ModeToken || p.Policy != PolicyHash || p.Score != ScoreInstant || p.KVHeads < 2 {
+		return 0
+	}
+	switch w := simd.CodeWords(p.Bits, p.KVHeads); w {
+	case 1, 2, 4:
+		return w
+	}
+	return 0
+}
+
+// observeCombined is observeFast's per-head work with combined codes: the
+// distance of a combined code to the combined probe j (probe j of every
+// head, side by side) is the sum over heads of their distances to their
+// probe j, and the zero padding adds nothing, so one Hamming pass over the
+// layer's combined table gives the layer's per-slot sum: one kernel call
+// and one add per layer instead of one of each per head. The combined
+// table copies the heads' tables; it is rebuilt from them when a step of
+// another kind stored codes (comb[layer] == nil).
+func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, pos int32, hw, cw int, late *lateScores, win *[]int32, t int32) {
+	p := &e.P
+	ts, sc := s.tok, &s.sc
+	ls := &s.layers[layer]
+	W := p.Words()
+	if len(ts.comb) != p.Layers {
+		ts.comb = make([][]uint64, p.Layers)
+	}
+	for h := range ls.heads {
+		e.store(s, &ls.heads[h], slot, 0, h, pos, 0)
+	}
+	comb := ts.comb[layer]
+	if comb == nil || len(comb) < len(ts.pos)*cw {
+		fresh := make([]uint64, len(ts.pos)*cw)
+		if comb != nil {
+			copy(fresh, comb)
+		} else {
+			var c [4]uint64
+			for i := 0; i < hw; i++ {
+				row := fresh[i*cw : (i+1)*cw]
+				for h := range ls.heads {
+					simd.GetCode(c[:W], ls.heads[h].codes, p.Bits, i)
+					simd.PutCode(row, c[:W], p.Bits, h)
+				}
+			}
+		}
+		comb = fresh
+		ts.comb[layer] = comb
+	}
+	row := comb[slot*cw : (slot+1)*cw]
+	clear(row)
+	for h := range ls.heads {
+		simd.PutCode(row, sc.kcodes[h*W:(h+1)*W], p.Bits, h)
+	}
+	np := 0
+	for h := range ls.heads {
+		e.gatherProbes(sc, h, 1)
+		late.probes[h] = append(late.probes[h][:0], sc.probes...)
+		np = len(sc.probes) / W
+	}
+	sc.wide = grow(sc.wide, np*cw)
+	probes := sc.wide
+	clear(probes)
+	for h := range ls.heads {
+		for j := 0; j < np; j++ {
+			simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[h][j*W:(j+1)*W], p.Bits, h)
+		}
+	}
+	dist := sc.dist[:hw]
+	k.Hamming(dist, comb[:hw*cw], cw, probes)
+	if win != nil && (*win)[layer] > 0 {
+		wl, held := (*win)[layer], ts.pos[:hw]
+		for i, d := range dist {
+			if sees(wl, held[i], t) {
+				sc.run[i] += d
+			}
+		}
+		return
+	}
+	simd.AddSmallU32(sc.run, dist)
 }
 
 // highWater returns one past the highest slot ever handed out (every slot
