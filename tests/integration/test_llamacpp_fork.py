@@ -133,7 +133,8 @@ def server(tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     # 2 slots of 512 positions each, 64 KV cells per slot: prompts below overflow the cells;
-    # one thread: on a loaded machine two threads meet at every op barrier and crawl;
+    # one thread: with two, OpenMP's spin-waiting around the placement op crawls on a loaded
+    # machine (docs/llamacpp-fork.md, "Several threads");
     # one token per ubatch: a prompt read alone would otherwise fill its free cells in one
     # chunk and next to a decoding neighbour one token at a time (the neighbour's cells are
     # full), and a chunked matmul rounds differently from single steps
