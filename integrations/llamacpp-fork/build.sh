@@ -64,7 +64,7 @@ cmake_args=(
     -DBUILD_SHARED_LIBS=ON
     -DGGML_NATIVE=ON
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF  # no downloads at build time
 )
 targets=(llama)
 if [ "$variant" = fork ]; then
