@@ -42,6 +42,13 @@ struct hev_llama {
     // Per layer, the Q and K rows of each ubatch of the current batch,
     // copied out of the graph; fed to the engine after llama_decode.
     std::vector<std::vector<rows>> pending_q, pending_k;
+    // Every node asked for is a graph split (a compute and a barrier of
+    // ggml's workers), so only K is asked for: layer il's Q node, met
+    // earlier in the same pass, is remembered here and read when K is handed
+    // over (its data lives until the layer's attention, which reads it).
+    // q_late[il]: Q came after K in this model's graph, so Q is asked for too.
+    std::vector<const ggml_tensor *> q_node;
+    std::vector<bool> q_late;
     std::vector<bool> seq_added;
 
     hev_llama_stats stats{};
@@ -183,8 +190,10 @@ bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
     hev_llama *hl = (hev_llama *) user_data;
     char which = 0;
     int il = qk_layer(t->name, &which);
-    bool wanted = hl->active && il >= 0 && il < hl->n_layer && t->op == GGML_OP_ROPE;
+    bool ours = hl->active && il >= 0 && il < hl->n_layer && t->op == GGML_OP_ROPE;
+    bool wanted = ours && (which == 'K' || hl->q_late[il]);
     if (ask) {
+        if (ours && which == 'Q') hl->q_node[il] = t;
         bool theirs = hl->prev_cb && hl->prev_cb(t, true, hl->prev_cb_data);
         hl->prev_wants = theirs ? t : nullptr;
         return wanted || theirs;
@@ -192,11 +201,21 @@ bool eval_cb(ggml_tensor *t, bool ask, void *user_data) {
     if (wanted) {
         hl->stats.nodes_observed++;
         uint64_t t0 = now_ns();
-        auto &list = which == 'Q' ? hl->pending_q[il] : hl->pending_k[il];
-        list.emplace_back();
-        if (!copy_rows(t, &list.back())) {
-            set_error(hl, "%s: unsupported node type %s or shape", t->name, ggml_type_name(t->type));
+        auto copy = [&](const ggml_tensor *x, std::vector<rows> &list) {
+            list.emplace_back();
+            if (!copy_rows(x, &list.back())) {
+                set_error(hl, "%s: unsupported node type %s or shape", x->name, ggml_type_name(x->type));
+            }
+        };
+        if (which == 'K' && !hl->q_late[il]) {
+            if (hl->q_node[il]) {
+                copy(hl->q_node[il], hl->pending_q[il]);
+            } else {
+                hl->q_late[il] = true;  // from now on Q is handed over itself
+            }
         }
+        hl->q_node[il] = nullptr;
+        copy(t, which == 'Q' ? hl->pending_q[il] : hl->pending_k[il]);
         hl->stats.observe_ns += now_ns() - t0;
     }
     // Our own errors never abort the graph (they surface in hev_llama_evict);
@@ -280,6 +299,8 @@ hev_llama *hev_llama_new(const llama_model *model, const hashevict_params *param
         return fail(msg.c_str());
     }
     hl->pending_q.resize(hl->n_layer);
+    hl->q_node.assign(hl->n_layer, nullptr);
+    hl->q_late.assign(hl->n_layer, false);
     hl->pending_k.resize(hl->n_layer);
     hl->seq_added.assign(hl->params.max_seqs, false);
     hl->evict_buf.resize(4096);

@@ -192,8 +192,8 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
         std::printf("greedy tokens identical to full cache before the first difference: %d of %d\n", same, o.gen);
     }
     const double steps = (double) ev.stats.decodes;
-    std::printf("integration cost: %llu Q/K nodes observed (%d per layer-step), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
-                (unsigned long long) ev.stats.nodes_observed, 2, steps ? ev.stats.observe_ns / 1e6 / steps : 0.0,
+    std::printf("integration cost: %llu Q/K nodes handed over (graph splits), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
+                (unsigned long long) ev.stats.nodes_observed, steps ? ev.stats.observe_ns / 1e6 / steps : 0.0,
                 steps ? ev.stats.evict_ns / 1e6 / steps : 0.0, (unsigned long long) ev.stats.positions_dropped);
     if (o.compress) {
         std::printf("compress after prefill (window %d, pool %d, %s): %d positions dropped; compression %.2f ms wall, "
