@@ -180,30 +180,50 @@ func TestAccountingCoversAllocations(t *testing.T) {
 			for _, bits := range []int{16, 256} {
 				p := smallParams()
 				p.Mode, p.Policy, p.Bits, p.Budget = mode, pol, bits, 1000
-				e := mustEngine(t, p)
-				var err error
-				if a := allocated(func() { err = e.AddSeq(0) }); err != nil || a > uint64(p.heldBytes(p.initialSlots())) {
-					t.Errorf("mode %d policy %d bits %d: add allocated %d bytes, counted %d (%v)", mode, pol, bits, a, p.heldBytes(p.initialSlots()), err)
-				}
-				const n = 200
-				qr, kr := overlapping(1, n, p.QHeads, p.HeadDim), overlapping(2, n, p.KVHeads, p.HeadDim)
-				pos := seqPositions(0, n)
-				out := make([]int32, n*p.KVHeads)
-				before, _ := e.MemoryInUse()
-				a := allocated(func() {
-					if mode == ModeSlot {
-						err = e.Place(0, 0, qr, kr, pos, out, nil)
-					} else {
-						err = e.Observe(0, 0, qr, kr, pos)
+				// TotalAlloc is process-wide and, under the race detector,
+				// sync.Pool drops items at random, so one measurement can
+				// exceed what the engine itself asked for: take the least
+				// of a few fresh runs (noise only ever adds bytes).
+				var addMin, stepMin, counted uint64 = math.MaxUint64, math.MaxUint64, 0
+				for try := 0; try < 5; try++ {
+					e := mustEngine(t, p)
+					var err error
+					a := allocated(func() { err = e.AddSeq(0) })
+					if err != nil {
+						t.Fatalf("mode %d policy %d bits %d: add: %v", mode, pol, bits, err)
 					}
-				})
-				after, _ := e.MemoryInUse()
-				// Besides what the step counts: the per-slot scratch and, twice
-				// per KV head, the one-token scratch, both in the sequence's
-				// base (simd's bit-count tables are made per distances call
-				// and dropped: garbage, not held).
-				if err != nil || a > after-before+p.slotScratchBytes()*uint64(p.Budget)+2*uint64(p.KVHeads)*p.chunkScratchBytes(1) {
-					t.Errorf("mode %d policy %d bits %d: a %d-token step allocated %d bytes, counted %d more (%v)", mode, pol, bits, n, a, after-before, err)
+					addMin = min(addMin, a)
+					const n = 200
+					qr, kr := overlapping(1, n, p.QHeads, p.HeadDim), overlapping(2, n, p.KVHeads, p.HeadDim)
+					pos := seqPositions(0, n)
+					out := make([]int32, n*p.KVHeads)
+					before, _ := e.MemoryInUse()
+					a = allocated(func() {
+						if mode == ModeSlot {
+							err = e.Place(0, 0, qr, kr, pos, out, nil)
+						} else {
+							err = e.Observe(0, 0, qr, kr, pos)
+						}
+					})
+					after, _ := e.MemoryInUse()
+					if err != nil {
+						t.Fatalf("mode %d policy %d bits %d: step: %v", mode, pol, bits, err)
+					}
+					stepMin = min(stepMin, a)
+					// Besides what the step counts: the per-slot scratch and,
+					// twice per KV head, the one-token scratch, both in the
+					// sequence's base (simd's bit-count tables are made per
+					// distances call and dropped: garbage, not held).
+					counted = after - before + p.slotScratchBytes()*uint64(p.Budget) + 2*uint64(p.KVHeads)*p.chunkScratchBytes(1)
+					if addMin <= uint64(p.heldBytes(p.initialSlots())) && stepMin <= counted {
+						break
+					}
+				}
+				if addMin > uint64(p.heldBytes(p.initialSlots())) {
+					t.Errorf("mode %d policy %d bits %d: add allocated %d bytes, counted %d", mode, pol, bits, addMin, p.heldBytes(p.initialSlots()))
+				}
+				if stepMin > counted {
+					t.Errorf("mode %d policy %d bits %d: a step allocated %d bytes, counted %d", mode, pol, bits, stepMin, counted)
 				}
 			}
 		}
