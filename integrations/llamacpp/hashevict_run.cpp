@@ -34,7 +34,7 @@ struct options {
     // Compress after prefill: the prompt is read whole, then scored once
     // from its last `window` queries and cut to the budget.
     bool compress = false;
-    int window = 32, pool = 5, form = HASHEVICT_COMPRESS_COSINE;
+    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;
     hashevict_params hp = hashevict_default_params();
 };
 
@@ -73,7 +73,7 @@ void usage() {
         "                    compress: the prompt is read whole, then cut to the budget\n"
         "                    from its last --window queries (compress after prefill) (stream)\n"
         "  --window N        compress: queries that score the prompt (32)\n"
-        "  --pool N          compress: max-pool kernel along the positions (5)\n"
+        "  --pool N          compress: max-pool kernel along the positions (11)\n"
         "  --form F          compress: cosine | distance (cosine)\n"
         "  --chunk N         tokens per decode call (64)\n"
         "  --threads N       (2)\n"

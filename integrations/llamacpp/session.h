@@ -37,7 +37,7 @@ struct session_options {
     // drops to the budget. 0: streaming, the cache capped from the start.
     int prefill = 0;
     int window = 32;
-    int pool = 5;
+    int pool = 11;
     int form = HASHEVICT_COMPRESS_COSINE;
     // Optional graph callback of the caller, with the usual cb_eval
     // contract (asked about every node, handed the ones it asks for); with

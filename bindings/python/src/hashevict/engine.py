@@ -757,7 +757,7 @@ class Sequence:
             _call("hashevict_slot_positions", e, self.id, layer, kv_head, _i32p(out), out.size)
         return out
 
-    def compress(self, layer: int, q_window, k, positions, *, n_window: int | None = None, pool: int = 5,
+    def compress(self, layer: int, q_window, k, positions, *, n_window: int | None = None, pool: int = 11,
                  form="cosine"):
         """Compress after prefill in slot mode (``hashevict_compress``): places
         the chunk ``k`` ([n_tokens, n_kv_heads, head_dim]) at ``positions``
@@ -819,7 +819,7 @@ class Sequence:
                 pos.size,
             )
 
-    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 5, form="cosine") -> None:
+    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 11, form="cosine") -> None:
         """Scores every position layer ``layer`` observed from the window's
         queries (``hashevict_compress_score``, token mode); call it for every
         layer after the prompt was observed, then :meth:`evictions`.
