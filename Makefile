@@ -66,10 +66,12 @@ test-python: build
 test-readme: build
 	HASHEVICT_BUILD=$(abspath $(BUILD)) bash tests/readme_example.sh
 
-# A short run of a real model through the real llama.cpp with eviction on.
-test-llamacpp: llamacpp
+# A short run of a real model through the real llama.cpp with eviction on: the
+# stock integration (token mode) and the per-head fork (its tests skip only
+# when the fork is not built, which `make test` always does first).
+test-llamacpp: llamacpp llamacpp-fork llamacpp-stock
 	HASHEVICT_BUILD=$(abspath $(BUILD)) HASHEVICT_EVAL_BIN=$(abspath $(LLAMA_BIN))/hashevict-eval \
-		python3 -m pytest -q tests/integration
+		HASHEVICT_FORK_OUT=$(abspath $(FORK_OUT)) python3 -m pytest -q -rs tests/integration
 
 # Kernel throughput against memory bandwidth and the generic loop, and the
 # policy's cost per decode step against attention (docs/kernels.md).
