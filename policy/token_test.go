@@ -348,7 +348,7 @@ func TestTokenLayersInAnyInterleaving(t *testing.T) {
 	e := mustEngine(t, p)
 	rng := rand.New(rand.NewPCG(5, 5))
 	must(t, e.AddSeq(0))
-	var all []int32                 // every position, in order (with gaps)
+	var all []int32 // every position, in order (with gaps)
 	for q := int32(0); len(all) < 400; q += 1 + int32(rng.IntN(3)) {
 		all = append(all, q)
 	}
