@@ -5,6 +5,10 @@
 # library is built once and every test below reuses it.
 GO        ?= go
 BUILD     ?= build
+# go test's cache, like go build's, keys cgo objects on the package's own
+# files, not on include/hashevict.h: name the header's checksum in the C
+# flags so the capi tests (and pinned.go's checks) see a changed header.
+export CGO_CFLAGS ?= -O2 -g -DHEV_HEADER_CKSUM=$(shell cksum < include/hashevict.h | cut -d' ' -f1)
 CMAKE_BUILD := $(BUILD)/cmake
 LLAMA_BIN := $(BUILD)/llamacpp
 # Extra -D options for the CMake configure, e.g. CMAKE_ARGS=-DHASHEVICT_GO_FLAGS=-race

@@ -65,6 +65,12 @@ trap 'rm -rf "$tmp"' EXIT
 # version script leaves only the public hashevict_* functions exported;
 # -trimpath and -buildvcs=false make the output independent of where the
 # tree is and of whether it is a git checkout (an sdist is not).
+# go's build cache keys cgo objects on the files of the package directory,
+# not on headers included from include/: without this define a changed
+# header (a new version macro, say) would reuse a stale shim object.
+header_sum="$(cksum < "$header" | cut -d' ' -f1)"
+CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -DHEV_HEADER_CKSUM=$header_sum"
+export CGO_CFLAGS
 cd "$root"
 CGO_ENABLED=1 "${GO:-go}" build -buildmode=c-shared -trimpath -buildvcs=false \
     "-ldflags=-s -w -extldflags=-Wl,-soname,$soname,--version-script=$root/capi/exports.map" \
