@@ -37,9 +37,9 @@ extern "C" {
 #endif
 
 #define HASHEVICT_VERSION_MAJOR 0
-#define HASHEVICT_VERSION_MINOR 2
+#define HASHEVICT_VERSION_MINOR 3
 #define HASHEVICT_VERSION_PATCH 0
-#define HASHEVICT_VERSION_STRING "0.2.0"
+#define HASHEVICT_VERSION_STRING "0.3.0"
 /* Bumped on every incompatible change of a struct or a signature. */
 #define HASHEVICT_ABI_VERSION 1
 

@@ -34,9 +34,9 @@ from pathlib import Path
 # Versions
 # ---------------------------------------------------------------------------
 HASHEVICT_VERSION_MAJOR = 0
-HASHEVICT_VERSION_MINOR = 2
+HASHEVICT_VERSION_MINOR = 3
 HASHEVICT_VERSION_PATCH = 0
-HASHEVICT_VERSION_STRING = "0.2.0"
+HASHEVICT_VERSION_STRING = "0.3.0"
 #: The ABI these declarations were written for; load() refuses any other.
 HASHEVICT_ABI_VERSION = 1
 
@@ -330,9 +330,10 @@ ADDED_IN = {
     "hashevict_seq_state_size": "0.2.0",
     "hashevict_seq_state_save": "0.2.0",
     "hashevict_seq_state_load": "0.2.0",
-    "hashevict_compress": "0.2.0",
-    "hashevict_compress_score": "0.2.0",
-    "hashevict_place_async": "0.2.0",
+    "hashevict_compress": "0.3.0",
+    "hashevict_compress_score": "0.3.0",
+    "hashevict_place_async": "0.3.0",
+    "hashevict_set_layer_window": "0.3.0",
 }
 
 # ---------------------------------------------------------------------------
