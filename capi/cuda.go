@@ -218,3 +218,14 @@ func hashCUDA(h *handle, layer C.int32_t, x *C.hashevict_tensor, out *C.uint64_t
 	}
 	return cuda.HashRows(h.eng, c.dev, c.stream, int(layer), xr, unsafe.Slice((*uint64)(unsafe.Pointer(out)), int(capacity)))
 }
+
+// observeCUDA is hashevict_observe on CUDA tensors (token mode): the
+// tables are updated on the tensors' stream; hashevict_evictions then
+// sums their scores on the device (Engine.Evictions, cuda.TokSeq.Totals).
+func observeCUDA(h *handle, seq, layer C.int32_t, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t) error {
+	in, err := cudaStep("hashevict_observe", q, k, positions, n)
+	if err != nil {
+		return err
+	}
+	return cuda.Observe(h.eng, int(seq), int(layer), in)
+}

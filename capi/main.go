@@ -430,7 +430,7 @@ func hevgo_observe(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor
 	const fn = "hashevict_observe"
 	return call(e, fn, func(h *handle) error {
 		if anyCUDA(q, k) {
-			return &policy.Error{Code: policy.CodeUnsupported, Msg: fn + ": CUDA tensors have no token-mode path yet (only slot mode's hashevict_place runs on the device); copy q and k to host memory"}
+			return observeCUDA(h, seq, layer, q, k, positions, n)
 		}
 		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
 		if err != nil {

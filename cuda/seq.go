@@ -210,10 +210,12 @@ type StepInput struct {
 }
 
 // checkEngine refuses what has no device path, before any state is touched.
-func checkEngine(e *policy.Engine, fn string, layer int) error {
+func checkEngine(e *policy.Engine, fn string, layer int, mode policy.Mode) error {
 	p := &e.P
-	if p.Mode != policy.ModeSlot {
-		return fail(policy.CodeUnsupported, "%s: CUDA tensors work in slot mode only (hashevict_place); token mode (observe, evictions) has no device path yet: copy q and k to host memory", fn)
+	if p.Mode != mode {
+		// The host engine's message: the mode is checked before the memory.
+		names := map[policy.Mode]string{policy.ModeSlot: "slot", policy.ModeToken: "token"}
+		return &policy.Error{Code: policy.CodeWrongMode, Msg: fmt.Sprintf("%s needs a %s-mode engine; this one is in %s mode", fn, names[mode], names[p.Mode])}
 	}
 	if p.Policy != policy.PolicyHash {
 		return fail(policy.CodeUnsupported, "%s: policy %d has no device path (only HASHEVICT_POLICY_HASH runs on CUDA): copy q and k to host memory", fn, p.Policy)
@@ -276,7 +278,7 @@ func deviceSeq(e *policy.Engine, d *policy.DeviceSeq, dev *Device) (q *Seq, atta
 // refused (NONFINITE) with nothing changed, as on the host.
 func Place(e *policy.Engine, id, layer int, in StepInput, outSlots, outEvicted []int32) error {
 	const fn = "hashevict_place"
-	if err := checkEngine(e, fn, layer); err != nil {
+	if err := checkEngine(e, fn, layer, policy.ModeSlot); err != nil {
 		return err
 	}
 	if err := in.check(e); err != nil {
@@ -452,7 +454,7 @@ func (q *Seq) prefill(d *policy.DeviceSeq, ly *Layer, layer int, in StepInput, s
 // is zero and it is placed as such.
 func PlaceAsync(e *policy.Engine, id, layer int, in StepInput, outSlots, outEvicted Ptr) error {
 	const fn = "hashevict_place_async"
-	if err := checkEngine(e, fn, layer); err != nil {
+	if err := checkEngine(e, fn, layer, policy.ModeSlot); err != nil {
 		return err
 	}
 	if len(in.Positions) != 1 {

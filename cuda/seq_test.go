@@ -157,7 +157,7 @@ func TestSeqRefusals(t *testing.T) {
 	tok.AddSeq(0)
 	_, dq, _ := devRows(t, v, r, policy.F32, 1, p.QHeads, p.HeadDim)
 	hk, dk, _ := devRows(t, v, r, policy.F32, 1, p.KVHeads, p.HeadDim)
-	if err := Place(tok, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}, make([]int32, 2), nil); code(err) != policy.CodeUnsupported {
+	if err := Place(tok, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}, make([]int32, 2), nil); code(err) != policy.CodeWrongMode {
 		t.Errorf("token mode: %v", err)
 	}
 

@@ -391,8 +391,9 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * the device of that step (one context); a step of it with host tensors, or
  * with tensors of another context, is refused, as is a CUDA step on a
  * sequence with host steps (INVALID_ARGUMENT or UNSUPPORTED, with a message;
- * nothing changes). Only slot mode with POLICY_HASH has a device path:
- * hashevict_observe and the other policies refuse CUDA tensors
+ * nothing changes). Only POLICY_HASH has a device path, in both modes
+ * (hashevict_place, _place_async, hashevict_observe with
+ * hashevict_evictions); the other policies refuse CUDA tensors
  * (UNSUPPORTED). hashevict_seq_fork of a CUDA sequence copies its device
  * state (on the stream of its last step, and waits): the fork is a CUDA
  * sequence on the same context. hashevict_slot_positions of a CUDA
@@ -419,7 +420,23 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * of the host engine, bit for bit. Every step of a sequence must go on one
  * stream, or the caller orders them: when the stream changes, the library
  * first waits for the previous stream (which must still exist). A layer's
- * first step allocates and initialises its device state, and waits. Errors
+ * first step allocates and initialises its device state, and waits.
+ *
+ * hashevict_observe with CUDA q and k (token mode; positions in host
+ * memory) hashes them on the tensors' stream and waits for the hashes, so
+ * that NaN or Inf is NONFINITE with nothing changed, as on the host; the
+ * score updates and stores are then queued without waiting. A chunk is one
+ * step, as on the host, and must have n_tokens x (group size, or 1 with
+ * PROBE_KEY) x words_per_code <= 1024 (else UNSUPPORTED, nothing changed).
+ * The positions, their order and their slots are kept on the host as for a
+ * host sequence (same checks and statuses; hashevict_token_positions
+ * works); the tables grow with the positions held as on the host, each
+ * growth copying them on the stream and waiting. hashevict_evictions of a
+ * CUDA sequence sums the scores on the device (once per distinct set of
+ * layers whose windows see a candidate), waits for the stream, and chooses
+ * on the host: the positions the host engine would drop, bit for bit.
+ *
+ * Errors
  * of the driver (no libcuda, the toolkit's stub, no device, no kernel image
  * for this GPU: UNSUPPORTED; a host pointer marked DEVICE_CUDA, a pointer or
  * stream of another context, a misaligned pointer: INVALID_ARGUMENT; device

@@ -1,5 +1,10 @@
 package policy
 
+import (
+	"fmt"
+	"sort"
+)
+
 // A sequence whose first tensors were in CUDA memory keeps its tables on
 // that device. The device code lives in package cuda, which imports this
 // one for its types and errors, so the engine reaches it only through
@@ -116,4 +121,222 @@ func errDeviceSeq(id int) error {
 // keeps its own last position per layer.
 func CheckPositions(positions []int32, last int32, verb string) error {
 	return checkPositions(positions, last, verb)
+}
+
+// Token mode on a device. The slots, positions and order checks of a
+// token-mode sequence are host bookkeeping (tokenState) whichever memory
+// holds its tables: a device sequence keeps them in s.tok exactly as a
+// host one does, without host tables, so that its slot choice, its
+// checks and its errors are the host engine's. Only the scores live on the
+// device; Evictions asks the device state for their totals.
+
+// TokenDeviceState is the device state of a token-mode sequence.
+type TokenDeviceState interface {
+	DeviceState
+	// Totals sets total[i], for every slot i < len(total), to the float64
+	// sum of slot i's score over the tables of the layers l with use[l],
+	// layer by layer and KV head by KV head from 0.0 (sumScores' order).
+	Totals(use []bool, total []float64) error
+}
+
+// tokenBookBytes is what a device sequence's bookkeeping holds per slot:
+// the per-layer observed flags, the position, the seen count, the index
+// entry, the pending list entry and the free list entry (tokenSlotBytes
+// without the host tables and scratch).
+func (p *Params) tokenBookBytes() uint64 {
+	return satAdd(uint64(p.Layers), 4+4+16+8, 4)
+}
+
+// TokenPlan checks a token-mode step of layer on positions as Observe
+// does (order, positions after the layer's last one) and returns the
+// sequence's slot capacity and the capacity the step needs (more than
+// capacity when its new positions do not fit in the free slots). Nothing
+// changes.
+func (d *DeviceSeq) TokenPlan(layer int, positions []int32) (capacity, need int, err error) {
+	s, ts := d.s, d.s.tok
+	if ts == nil {
+		return 0, 0, errf(CodeInternal, "sequence %d has no token-mode state", s.id)
+	}
+	if err := checkPositions(positions, s.layers[layer].lastPos, "observed by"); err != nil {
+		return 0, 0, err
+	}
+	held, err := d.e.checkOrder(s, layer, positions)
+	if err != nil {
+		return 0, 0, err
+	}
+	capacity, need = len(ts.pos), len(ts.pos)
+	if fresh := len(positions) - held; fresh > len(ts.free) {
+		need = ts.live + fresh
+	}
+	return capacity, need, nil
+}
+
+// TokenGrow extends the bookkeeping to capacity slots (the device tables
+// must hold as many), reserving its host bytes; on error nothing changed.
+func (d *DeviceSeq) TokenGrow(capacity int) error {
+	e, s, ts := d.e, d.s, d.s.tok
+	old := len(ts.pos)
+	if capacity <= old {
+		return nil
+	}
+	add := clampInt64(satMul(uint64(capacity-old), e.P.tokenBookBytes()))
+	if err := e.reserveState(add, fmt.Sprintf("growing the token-mode bookkeeping of sequence %d from %d to %d positions", s.id, old, capacity)); err != nil {
+		return err
+	}
+	for l := range ts.obs {
+		ts.obs[l] = resize(ts.obs[l], capacity)
+	}
+	ts.seen = resize(ts.seen, capacity)
+	ts.pos = resize(ts.pos, capacity)
+	for i := old; i < capacity; i++ {
+		ts.pos[i] = -1
+	}
+	ts.free = resize(ts.free, len(ts.free)+capacity-old)[:len(ts.free)]
+	// Descending, so that the lowest free slot is used first (growTo).
+	for i := capacity - 1; i >= old; i-- {
+		ts.free = append(ts.free, int32(i))
+	}
+	s.bytes += add
+	return nil
+}
+
+// TokenObserve records the step TokenPlan accepted (the capacity grown
+// with TokenGrow) as Observe does, and returns each position's slot: the
+// slot a layer that observed the position before chose, else the next
+// free one. The device then updates and stores the layer's tables.
+func (d *DeviceSeq) TokenObserve(layer int, positions []int32) []int {
+	e, s, ts := d.e, d.s, d.s.tok
+	held, _ := e.checkOrder(s, layer, positions)
+	n := len(positions)
+	slots := make([]int, n)
+	mine := ts.head + ts.ahead[layer]
+	for i, q := range positions {
+		if i < held {
+			slots[i] = int(ts.pending[mine+i])
+			continue
+		}
+		slot := ts.free[len(ts.free)-1]
+		ts.free = ts.free[:len(ts.free)-1]
+		ts.index[q] = slot
+		ts.pos[slot] = q
+		ts.live++
+		ts.handedOut(slot)
+		slots[i] = int(slot)
+	}
+	obs := ts.obs[layer]
+	for _, slot := range slots {
+		obs[slot] = true
+		ts.seen[slot]++
+	}
+	ts.observed(layer, slots, held, e.P.Layers)
+	ls := &s.layers[layer]
+	ls.lastPos = positions[n-1]
+	ls.steps++
+	ts.maxPos = max(ts.maxPos, ls.lastPos)
+	e.countStep(s, n, 0, n-held)
+	return slots
+}
+
+// deviceEvictions is Evictions for a token-mode sequence on a device (s
+// locked, excess > 0 checked by the caller): the same candidates, totals
+// and choice, the totals summed on the device.
+func (e *Engine) deviceEvictions(s *Sequence, out []int32) (int, error) {
+	p := &e.P
+	ts := s.tok
+	st, ok := s.dev.(TokenDeviceState)
+	if !ok || p.Policy != PolicyHash {
+		return 0, errf(CodeInternal, "sequence %d: its device state has no token-mode totals", s.id)
+	}
+	excess := ts.live - p.Budget
+	if excess <= 0 {
+		return 0, nil
+	}
+	lo, hi := e.window(ts.maxPos)
+	var c []int
+	for slot, q := range ts.pos {
+		if q >= lo && q < hi && int(ts.seen[slot]) == p.Layers {
+			c = append(c, slot)
+		}
+	}
+	total := make([]float64, len(ts.pos))
+	var w []int32
+	if win := e.windows.Load(); win != nil {
+		w = *win
+	}
+	use := make([]bool, p.Layers)
+	if w == nil {
+		for l := range use {
+			use[l] = true
+		}
+		if len(c) > 0 {
+			if err := st.Totals(use, total); err != nil {
+				return 0, err
+			}
+		}
+	} else {
+		// The layers that see a candidate depend on its position: one sum
+		// per distinct set of layers (a handful: the distinct windows).
+		done := map[string]bool{}
+		part := make([]float64, len(ts.pos))
+		for _, first := range c {
+			key := make([]byte, p.Layers)
+			some := false
+			for l := range use {
+				use[l] = sees(w[l], ts.pos[first], ts.maxPos)
+				if use[l] {
+					key[l], some = 1, true
+				}
+			}
+			if done[string(key)] {
+				continue
+			}
+			done[string(key)] = true
+			if !some {
+				continue // meanScores makes it +Inf
+			}
+			if err := st.Totals(use, part); err != nil {
+				return 0, err
+			}
+			for _, slot := range c {
+				same := true
+				for l := range use {
+					if sees(w[l], ts.pos[slot], ts.maxPos) != use[l] {
+						same = false
+						break
+					}
+				}
+				if same {
+					total[slot] = part[slot]
+				}
+			}
+		}
+		e.meanScores(w, ts.pos, ts.maxPos, c, total)
+	}
+	better := func(x, y int) bool {
+		if total[x] != total[y] {
+			return total[x] > total[y]
+		}
+		return ts.pos[x] < ts.pos[y]
+	}
+	sort.Slice(c, func(a, b int) bool { return better(c[a], c[b]) })
+	k := min(excess, len(out), len(c))
+	for i := 0; i < k; i++ {
+		slot := c[i]
+		q := ts.pos[slot]
+		out[i] = q
+		delete(ts.index, q)
+		ts.pos[slot] = -1
+		ts.seen[slot] = 0
+		for l := range ts.obs {
+			ts.obs[l][slot] = false
+		}
+		ts.free = append(ts.free, int32(slot))
+		ts.live--
+	}
+	sort.Slice(out[:k], func(a, b int) bool { return out[a] < out[b] })
+	s.evictions += uint64(k)
+	s.cached -= int64(k)
+	e.evictions.Add(uint64(k))
+	e.cached.Add(-int64(k))
+	return k, nil
 }

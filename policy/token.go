@@ -288,11 +288,14 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	if len(out) < 1 {
 		return 0, errf(CodeInvalidArgument, "capacity %d, want at least 1", len(out))
 	}
-	s, err := e.seq(id)
+	s, err := e.seqAny(id)
 	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
+	if s.dev != nil {
+		return e.deviceEvictions(s, out) // device.go
+	}
 	p := &e.P
 	ts := s.tok
 	excess := ts.live - p.Budget
@@ -410,7 +413,7 @@ func (e *Engine) TokenPositions(id int) ([]int32, error) {
 	if err := e.checkMode(ModeToken, "hashevict_token_positions"); err != nil {
 		return nil, err
 	}
-	s, err := e.seq(id)
+	s, err := e.seqAny(id) // a device sequence keeps its positions here too
 	if err != nil {
 		return nil, err
 	}

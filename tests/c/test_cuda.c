@@ -1,6 +1,6 @@
 /*
- * test_cuda.c — hashevict_place / _place_async / _hash on DEVICE_CUDA
- * tensors, through the C ABI, without a GPU.
+ * test_cuda.c — hashevict_place / _place_async / _hash / _observe (with
+ * _evictions) on DEVICE_CUDA tensors, through the C ABI, without a GPU.
  *
  * Run twice by ctest:
  *  - HASHEVICT_TEST_CUDA=none, HASHEVICT_LIBCUDA pointing at a missing
@@ -9,7 +9,8 @@
  *  - HASHEVICT_TEST_CUDA=emu, HASHEVICT_LIBCUDA = the emulated driver
  *    (cuda/testdata/emu_libcuda.cpp, which runs the kernels on the host):
  *    the same steps through a CUDA engine and a host engine agree bit for
- *    bit (slots, evicted positions, codes, counters), and the refusals
+ *    bit (slots, evicted positions, codes, token-mode evictions, held
+ *    positions, counters), and the refusals
  *    (a host pointer marked CUDA, mixing host and CUDA in one sequence,
  *    calls with no device path, NaN, memory cap) are clear statuses after
  *    which the engine still works.
@@ -116,6 +117,11 @@ static void without_driver(void) {
     CHECK(strstr(hashevict_last_error(), "libcuda") != NULL, "message: %s", hashevict_last_error());
     CHECK_ST(hashevict_place_async(e, 0, 0, &qt, &kt, &pos, 1, slots, evicted), HASHEVICT_ERR_UNSUPPORTED);
     CHECK_ST(hashevict_hash(e, 0, &kt, codes, KV), HASHEVICT_ERR_UNSUPPORTED);
+    hashevict_engine *t = make(HASHEVICT_MODE_TOKEN, HASHEVICT_SCORE_INSTANT, 0);
+    REQUIRE_V(t, "create");
+    CHECK_ST(hashevict_observe(t, 0, 0, &qt, &kt, &pos, 1), HASHEVICT_ERR_UNSUPPORTED);
+    CHECK(strstr(hashevict_last_error(), "libcuda") != NULL, "message: %s", hashevict_last_error());
+    hashevict_engine_free(t);
     /* The same engine and sequence on the host. */
     qt.device = kt.device = HASHEVICT_DEVICE_HOST;
     CHECK_ST(hashevict_place(e, 0, 0, &qt, &kt, &pos, 1, slots, evicted), HASHEVICT_OK);
@@ -180,6 +186,81 @@ static void agreement(int score) {
     cu_free((uint64_t)(uintptr_t)dq);
     cu_free((uint64_t)(uintptr_t)dk);
     cu_free((uint64_t)(uintptr_t)dout);
+    hashevict_engine_free(de);
+    hashevict_engine_free(he);
+}
+
+/* Token mode: one engine observes CUDA tensors, one host tensors, the same
+ * steps (a prefill chunk larger than the budget, then decode steps and
+ * chunks of 3, in f16), hashevict_evictions after most steps with a small
+ * capacity, so that the sequence sometimes stays above its budget; with
+ * key probes and a sliding-window layer on some runs. Every eviction, the
+ * held positions and the counters agree. */
+static void token_agreement(int score, int probe, int window) {
+    hashevict_params p = tu_params(HASHEVICT_MODE_TOKEN, LAYERS, KV, QH, DIM, BITS, BUDGET, 4, 6);
+    p.score = score;
+    p.probe = probe;
+    hashevict_engine *de = NULL, *he = NULL;
+    REQUIRE_V(CHECK_ST(hashevict_engine_create(&p, &de), HASHEVICT_OK) && CHECK_ST(hashevict_engine_create(&p, &he), HASHEVICT_OK), "create");
+    CHECK_ST(hashevict_seq_add(de, 0), HASHEVICT_OK);
+    CHECK_ST(hashevict_seq_add(he, 0), HASHEVICT_OK);
+    if (window) {
+        CHECK_ST(hashevict_set_layer_window(de, 0, window), HASHEVICT_OK);
+        CHECK_ST(hashevict_set_layer_window(he, 0, window), HASHEVICT_OK);
+    }
+    tu_rng r = tu_rng_make(11, (uint64_t)(score * 4 + probe), (uint64_t)window);
+    enum { MAXT = BUDGET + 6 };
+    static float qf[MAXT * QH * DIM], kf[MAXT * KV * DIM];
+    static uint16_t qh[MAXT * QH * DIM], kh[MAXT * KV * DIM];
+    void *dq = dev_alloc(sizeof qh), *dk = dev_alloc(sizeof kh);
+    REQUIRE_V(dq && dk, "device alloc");
+    int32_t next = 0, mismatches = 0, evicted = 0;
+    for (int step = 0; step <= STEPS; step++) {
+        int n = step == 0 ? MAXT : step % 7 == 3 ? 3 : 1;
+        int32_t pos[MAXT];
+        for (int i = 0; i < n; i++) pos[i] = next, next += 1 + (int)tu_below(&r, 2);
+        fill(&r, qf, (size_t)n * QH * DIM);
+        fill(&r, kf, (size_t)n * KV * DIM);
+        hashevict_tensor qt = tu_tensor(qh, HASHEVICT_DTYPE_F16, n, QH, DIM), kt = tu_tensor(kh, HASHEVICT_DTYPE_F16, n, KV, DIM);
+        tu_store((unsigned char *)qh, &qt, qf);
+        tu_store((unsigned char *)kh, &kt, kf);
+        upload(dq, qh, (size_t)n * QH * DIM * 2);
+        upload(dk, kh, (size_t)n * KV * DIM * 2);
+        hashevict_tensor dqt = cuda_tensor(dq, HASHEVICT_DTYPE_F16, n, QH), dkt = cuda_tensor(dk, HASHEVICT_DTYPE_F16, n, KV);
+        for (int l = 0; l < LAYERS; l++) {
+            CHECK_ST(hashevict_observe(he, 0, l, &qt, &kt, pos, n), HASHEVICT_OK);
+            CHECK_ST(hashevict_observe(de, 0, l, &dqt, &dkt, pos, n), HASHEVICT_OK);
+        }
+        if (step % 5 == 4) continue; /* no eviction: the next step holds more */
+        int32_t cap = 1 + (int32_t)tu_below(&r, 3), want[4], got[4], nw = -1, ng = -1;
+        CHECK_ST(hashevict_evictions(he, 0, want, cap, &nw), HASHEVICT_OK);
+        CHECK_ST(hashevict_evictions(de, 0, got, cap, &ng), HASHEVICT_OK);
+        evicted += nw;
+        if ((ng != nw || memcmp(got, want, (size_t)(nw > 0 ? nw : 0) * sizeof(int32_t)) != 0) && mismatches++ < 3)
+            CHECK(0, "score %d probe %d window %d, step %d: device evicts %d (first %d), host %d (first %d)", score, probe,
+                  window, step, ng, ng > 0 ? got[0] : -1, nw, nw > 0 ? want[0] : -1);
+    }
+    CHECK(mismatches == 0, "score %d probe %d window %d: %d steps disagree", score, probe, window, mismatches);
+    CHECK(evicted > STEPS / 2, "only %d evictions: the test does not exercise the choice", evicted);
+    static int32_t dh[MAXT + STEPS * 3], hh[MAXT + STEPS * 3];
+    int32_t dn = -1, hn = -2;
+    CHECK_ST(hashevict_token_positions(de, 0, dh, MAXT + STEPS * 3, &dn), HASHEVICT_OK);
+    CHECK_ST(hashevict_token_positions(he, 0, hh, MAXT + STEPS * 3, &hn), HASHEVICT_OK);
+    CHECK(dn == hn && dn > 0 && memcmp(dh, hh, (size_t)dn * sizeof(int32_t)) == 0, "held positions: device %d, host %d", dn, hn);
+    hashevict_stats ds = {sizeof ds, 0, 0, 0, 0, 0, 0}, hs = {sizeof hs, 0, 0, 0, 0, 0, 0};
+    CHECK_ST(hashevict_stats_get(de, 0, &ds), HASHEVICT_OK);
+    CHECK_ST(hashevict_stats_get(he, 0, &hs), HASHEVICT_OK);
+    CHECK(ds.steps == hs.steps && ds.tokens == hs.tokens && ds.evictions == hs.evictions && ds.cached == hs.cached,
+          "token stats: device %llu steps %llu evictions %llu cached, host %llu %llu %llu", (unsigned long long)ds.steps,
+          (unsigned long long)ds.evictions, (unsigned long long)ds.cached, (unsigned long long)hs.steps,
+          (unsigned long long)hs.evictions, (unsigned long long)hs.cached);
+    /* The device sequence refuses host tensors and a state save. */
+    hashevict_tensor qt = tu_tensor(qh, HASHEVICT_DTYPE_F16, 1, QH, DIM), kt = tu_tensor(kh, HASHEVICT_DTYPE_F16, 1, KV, DIM);
+    CHECK_ST(hashevict_observe(de, 0, 0, &qt, &kt, &next, 1), HASHEVICT_ERR_UNSUPPORTED);
+    size_t size = 0;
+    CHECK_ST(hashevict_seq_state_size(de, 0, &size), HASHEVICT_ERR_UNSUPPORTED);
+    cu_free((uint64_t)(uintptr_t)dq);
+    cu_free((uint64_t)(uintptr_t)dk);
     hashevict_engine_free(de);
     hashevict_engine_free(he);
 }
@@ -262,11 +343,23 @@ static void refusals(void) {
     CHECK_ST(hashevict_seq_state_size(e, 0, &size), HASHEVICT_OK);
     hashevict_engine_free(e);
 
-    /* Token mode and the other policies have no device path. */
+    /* Token mode: a CUDA sequence and a host one in one engine; place is
+     * slot mode's, on CUDA tensors too. */
     hashevict_engine *t = make(HASHEVICT_MODE_TOKEN, HASHEVICT_SCORE_INSTANT, 0);
     REQUIRE_V(t, "create");
-    CHECK_ST(hashevict_observe(t, 0, 0, &cq, &ck, &pos, 1), HASHEVICT_ERR_UNSUPPORTED);
-    CHECK_ST(hashevict_observe(t, 0, 0, &hq, &hk, &pos, 1), HASHEVICT_OK);
+    CHECK_ST(hashevict_seq_add(t, 1), HASHEVICT_OK);
+    pos = 0;
+    CHECK_ST(hashevict_observe(t, 0, 0, &cq, &ck, &pos, 1), HASHEVICT_OK);
+    CHECK_ST(hashevict_observe(t, 1, 0, &hq, &hk, &pos, 1), HASHEVICT_OK);
+    CHECK_ST(hashevict_observe(t, 0, 1, &hq, &hk, &pos, 1), HASHEVICT_ERR_UNSUPPORTED);
+    CHECK_ST(hashevict_observe(t, 1, 1, &cq, &ck, &pos, 1), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK_ST(hashevict_place(t, 0, 1, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_WRONG_MODE);
+    CHECK_ST(hashevict_observe(t, 0, 1, &cq, &ck, &pos, 1), HASHEVICT_OK);
+    int32_t tp[4], tn = -1;
+    CHECK_ST(hashevict_token_positions(t, 0, tp, 4, &tn), HASHEVICT_OK);
+    CHECK(tn == 1 && tp[0] == 0, "positions of the CUDA token sequence: %d (%d)", tn, tp[0]);
+    CHECK_ST(hashevict_evictions(t, 0, tp, 4, &tn), HASHEVICT_OK);
+    CHECK(tn == 0, "evictions under the budget: %d", tn);
     hashevict_engine_free(t);
 
     /* A memory cap that holds the host state but not the device tables. */
@@ -297,6 +390,10 @@ int main(void) {
         agreement(HASHEVICT_SCORE_INSTANT);
         agreement(HASHEVICT_SCORE_ACCUMULATED);
         agreement(HASHEVICT_SCORE_DECAYED);
+        token_agreement(HASHEVICT_SCORE_INSTANT, HASHEVICT_PROBE_QUERY, 0);
+        token_agreement(HASHEVICT_SCORE_ACCUMULATED, HASHEVICT_PROBE_KEY, 0);
+        token_agreement(HASHEVICT_SCORE_DECAYED, HASHEVICT_PROBE_QUERY, 12);
+        token_agreement(HASHEVICT_SCORE_INSTANT, HASHEVICT_PROBE_KEY, 9);
         refusals();
     } else {
         printf("test_cuda: set HASHEVICT_TEST_CUDA=none or emu (ctest does)\n");

@@ -189,8 +189,62 @@ def test_child_emu_refusals():
         s.reset()
         assert s.place(0, q, k, [0]).slots.tolist() == [[0, 0]]  # a host sequence after the reset
     with hashevict.Engine(mode="token", **SHAPE) as t:
-        with pytest.raises(hashevict.Unsupported, match="token-mode"):
-            t.sequence(0).observe(0, dq, dk, [0])
+        s, h = t.sequence(0), t.sequence(1)
+        s.observe(0, dq, dk, [0])  # a CUDA token-mode sequence
+        h.observe(0, q, k, [0])
+        with pytest.raises(hashevict.Unsupported, match="CUDA device"):
+            s.observe(1, q, k, [0])
+        with pytest.raises(hashevict.InvalidArgument, match="on the host"):
+            h.observe(1, dq, dk, [0])
+        with pytest.raises(hashevict.WrongMode):
+            s.place(1, dq, dk, [0])
+        bad = k.copy()
+        bad[0, 0, 1] = np.inf
+        with pytest.raises(hashevict.NonFinite, match="k row of token 0, head 0"):
+            s.observe(1, dq, DeviceArray(bad), [0])
+        s.observe(1, dq, dk, [0])
+        assert s.token_positions().tolist() == [0]
+        with pytest.raises(hashevict.Unsupported, match="CUDA device"):
+            s.save_state()
+
+
+@child_emu
+@pytest.mark.parametrize("score,probe,window", [("instant", "query", 0), ("accumulated", "key", 0), ("decayed", "query", 7)])
+def test_child_emu_token_mode_matches_host(score, probe, window):
+    """hashevict_observe on CUDA memory and hashevict_evictions against the
+    host engine: a prefill larger than the budget, then decode steps and
+    chunks of 3 with evictions of random size in between (the sequence
+    sometimes stays above its budget); every eviction, the held positions
+    and the counters agree."""
+    rng = np.random.default_rng(5)
+    shape = dict(SHAPE, n_layers=3)
+    with hashevict.Engine(mode="token", score=score, probe=probe, **shape) as he, \
+            hashevict.Engine(mode="token", score=score, probe=probe, **shape) as de:
+        if window:
+            he.set_layer_window(1, window)
+            de.set_layer_window(1, window)
+        hs, ds = he.sequence(0), de.sequence(0)
+        pos, evicted = 0, 0
+        for step in range(60):
+            n = 26 if step == 0 else 3 if step % 7 == 3 else 1
+            positions = list(range(pos, pos + 2 * n, 2))
+            pos += 2 * n
+            q = rng.standard_normal((n, 4, 32)).astype(np.float16)
+            k = rng.standard_normal((n, 2, 32)).astype(np.float16)
+            dq, dk = DeviceArray(q), DeviceArray(k)
+            for layer in range(3):
+                hs.observe(layer, q, k, positions)
+                ds.observe(layer, dq, dk, positions)
+            if step % 5 == 4:
+                continue
+            cap = int(rng.integers(1, 4))
+            want, got = hs.evictions(cap), ds.evictions(cap)
+            assert np.array_equal(got, want), (step, got, want)
+            evicted += len(want)
+        assert evicted > 30
+        assert np.array_equal(ds.token_positions(), hs.token_positions())
+        a, b = hs.stats(), ds.stats()
+        assert (a.steps, a.tokens, a.evictions, a.cached) == (b.steps, b.tokens, b.evictions, b.cached)
 
 
 # ---------------------------------------------------------------------------
