@@ -14,11 +14,15 @@
 //     behind a long kernel: results identical, the launches return before
 //     the work runs;
 //  5. the C API's CUDA path (cuda.Place, PlaceAsync, HashRows) against
-//     Engine.Place and Engine.Hash, on a stream of its own (wired.go);
+//     Engine.Place and Engine.Hash, on a stream of its own (wired.go); its
+//     token mode (cuda.Observe, Engine.Evictions of a device sequence)
+//     against the host engine's Observe and Evictions (token.go);
 //  6. benchmarks: the device's read bandwidth (hev_read_bw), the scans'
-//     throughput as a ratio of it, and the per-layer decision latency at
-//     budgets 4k/32k/128k against the CPU engine, in paired interleaved
-//     rounds, medians and spread.
+//     throughput as a ratio of it, the per-layer decision latency at
+//     budgets 4k/32k/128k against the CPU engine, and the token-mode step
+//     (observe one layer, evictions) through the C API's path at the same
+//     budgets against the CPU engine, in paired interleaved rounds,
+//     medians and spread.
 //
 // It prints one line per check and a closing "N passed, M failed" line; it
 // exits 1 when a check fails and 2 when no GPU can be used.
@@ -136,6 +140,7 @@ func main() {
 	}
 	if want("wired") {
 		c.wiredChecks()
+		c.wiredTokenChecks()
 	}
 	if want("bench") {
 		c.bench(bl)
@@ -1036,6 +1041,9 @@ func (c *checker) bench(budgets []int) {
 	}
 	for _, budget := range budgets {
 		c.latency(budget)
+	}
+	for _, budget := range budgets {
+		c.tokenLatency(budget)
 	}
 }
 
