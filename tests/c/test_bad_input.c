@@ -6,6 +6,7 @@
  * (HASHEVICT_TEST_PANIC).
  */
 #include <ctype.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -738,14 +739,62 @@ CASE(unsupported_dtype) {
     TEARDOWN();
 }
 
+/* Whether the library will find a usable CUDA driver, by the rules of
+ * docs/cuda.md ("Loading"): the library at $HASHEVICT_LIBCUDA, else
+ * libcuda.so.1 then libcuda.so, loads and has every entry point the
+ * library looks up (cuda/driver.go), cuInit(0) succeeds and it counts a
+ * device. Decided here, apart from the library, so that the expected
+ * status is not the library's own answer. */
+static int cuda_driver_usable(char *why, size_t n) {
+    static const char *const symbols[] = {
+        "cuInit", "cuDriverGetVersion", "cuGetErrorName", "cuGetErrorString", "cuDeviceGet", "cuDeviceGetCount",
+        "cuDeviceGetAttribute", "cuDeviceGetName", "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease_v2",
+        "cuCtxGetCurrent", "cuCtxGetDevice", "cuCtxPushCurrent_v2", "cuCtxPopCurrent_v2", "cuCtxSynchronize",
+        "cuPointerGetAttribute", "cuStreamGetCtx", "cuModuleLoadData", "cuModuleUnload", "cuModuleGetFunction",
+        "cuFuncGetAttribute", "cuLaunchKernel", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemAllocHost_v2", "cuMemFreeHost",
+        "cuMemcpyHtoDAsync_v2", "cuMemcpyDtoHAsync_v2", "cuMemcpyDtoDAsync_v2", "cuMemsetD32Async",
+        "cuStreamSynchronize", "cuStreamQuery", "cuStreamCreate", "cuStreamDestroy_v2", "cuMemGetInfo_v2",
+        "cuEventCreate", "cuEventRecord", "cuEventSynchronize", "cuEventElapsedTime", "cuEventDestroy_v2",
+    };
+    const char *env = getenv("HASHEVICT_LIBCUDA");
+    const char *paths[2] = {"libcuda.so.1", "libcuda.so"};
+    int npaths = 2;
+    if (env && env[0]) paths[0] = env, npaths = 1;
+    void *h = NULL;
+    const char *path = NULL;
+    for (int i = 0; i < npaths && !h; i++) h = dlopen(path = paths[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) return snprintf(why, n, "no driver library loads (%s%s)", paths[0], npaths > 1 ? ", libcuda.so" : ""), 0;
+    int ok = 1;
+    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0] && ok; i++)
+        if (!dlsym(h, symbols[i])) ok = 0, snprintf(why, n, "%s has no %s", path, symbols[i]);
+    int (*init)(unsigned) = (int (*)(unsigned))dlsym(h, "cuInit");
+    int (*count)(int *) = (int (*)(int *))dlsym(h, "cuDeviceGetCount");
+    int r = -1, devices = 0;
+    if (ok && (r = init(0)) != 0) ok = 0, snprintf(why, n, "%s: cuInit returns %d", path, r);
+    if (ok && (count(&devices) != 0 || devices < 1)) ok = 0, snprintf(why, n, "%s counts no device", path);
+    if (ok) snprintf(why, n, "%s loads, %d device(s)", path, devices);
+    /* Never closed: the library under test may hold the same handle. */
+    return ok;
+}
+
+/* Host memory marked DEVICE_CUDA. Without a usable driver the CUDA path is
+ * UNSUPPORTED before any pointer is looked at; with one, the driver does
+ * not know the pointer (or calls it host memory): INVALID_ARGUMENT. Both
+ * messages name CUDA; the second says the memory is the host's. */
 CASE(cuda_device) {
     SETUP(HASHEVICT_MODE_SLOT, 5);
     int32_t pos = fx.next;
     hashevict_tensor k = fx.tk, q = fx.tq;
+    char why[512] = "";
+    int usable = cuda_driver_usable(why, sizeof why);
+    printf("cuda_device: %s: expecting %s\n", why, usable ? "INVALID_ARGUMENT" : "UNSUPPORTED");
+    hashevict_status want = usable ? HASHEVICT_ERR_INVALID_ARGUMENT : HASHEVICT_ERR_UNSUPPORTED;
     k.device = HASHEVICT_DEVICE_CUDA;
-    EXPECT_ERR(PLACE(&fx, &fx.tq, &k, &pos, 1), HASHEVICT_ERR_UNSUPPORTED, "CUDA");
+    EXPECT_ERR(PLACE(&fx, &fx.tq, &k, &pos, 1), want, "CUDA");
+    CHECK(!usable || contains_ci(hashevict_last_error(), "host"), "message: %s", hashevict_last_error());
     q.device = HASHEVICT_DEVICE_CUDA;
-    EXPECT_ERR(PLACE(&fx, &q, &fx.tk, &pos, 1), HASHEVICT_ERR_UNSUPPORTED, "CUDA");
+    EXPECT_ERR(PLACE(&fx, &q, &fx.tk, &pos, 1), want, "CUDA");
+    CHECK(!usable || contains_ci(hashevict_last_error(), "host"), "message: %s", hashevict_last_error());
     k.device = 9;
     EXPECT_ERR(PLACE(&fx, &fx.tq, &k, &pos, 1), HASHEVICT_ERR_UNSUPPORTED, "device");
     TEARDOWN();
