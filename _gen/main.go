@@ -81,4 +81,5 @@ func genSimd() {
 	genConvertAVX2()
 	genNarrowAll()
 	genHammingMaxAll()
+	genHammingArgmax()
 }

@@ -20,6 +20,8 @@ type blockScratch struct {
 	tailDist  [64]uint32
 	// Farthest's probes as planes (probeSet).
 	planes [(maxPlanes + 1) * 4]uint64
+	// The argmax kernels' lanes.
+	out [16]uint64
 }
 
 var blockScratchPool = sync.Pool{New: func() any { return new(blockScratch) }}
@@ -66,17 +68,37 @@ func farthestWith(kerns func(bits int) *fusedKerns, table []uint64, bits int, pr
 	run := farthestRun / (bits / 8)
 	best, bestDist := -1, uint32(0)
 	var bestSkip []int32 // the skipped entries from best on
+	found := -1          // the first index at bestDist, when a run without skips gave it
+	// One probe on 128- or 256-bit codes: runs without skipped entries,
+	// as many as follow each other, go to the kernel that also notes
+	// where the maximum was reached, so that the answer needs no second
+	// look at the run.
+	argmax := np == 1 && k.hasArgmax(bits)
 	s := sorted
-	for c0 := 0; c0 < n; c0 += run {
+	for c0 := 0; c0 < n; {
 		for len(s) > 0 && int(s[0]) < c0 {
 			s = s[1:]
 		}
-		if m := k.maxRange(table, bits, c0, min(c0+run, n), &ps, s); m > bestDist {
-			best, bestDist, bestSkip = c0, m, s
+		c1 := min(c0+run, n)
+		if argmax && (len(s) == 0 || int(s[0]) >= c1) {
+			if len(s) > 0 {
+				c1 = max(c1, int(s[0])/run*run) // up to the run that holds the next skip
+			} else {
+				c1 = n
+			}
+			if m, i := k.argmaxRange(table, bits, c0, c1, &ps, &sc.out); m > bestDist {
+				best, bestDist, bestSkip, found = c0, m, nil, i
+			}
+		} else if m := k.maxRange(table, bits, c0, c1, &ps, s); m > bestDist {
+			best, bestDist, bestSkip, found = c0, m, s, -1
 		}
+		c0 = c1
 	}
 	if bestDist == 0 {
 		return firstKept(sorted, n)
+	}
+	if found >= 0 {
+		return found
 	}
 	// The run's first piece that reaches the maximum, by the maximum
 	// kernel, which is about twice as fast as the search for wide codes;

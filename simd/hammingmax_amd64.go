@@ -22,6 +22,10 @@ type fusedKerns struct {
 	many     [6]func(table *byte, from, to int, m, planes *uint64, np int, dbl uint64, skip *int32, nskip int) uint32
 	find     [6]func(table *byte, from, to int, m, planes *uint64, np int, dbl uint64, target uint32) int
 	vecBytes int
+	// argmax, where the set has them, are the maxima of 128- and 256-bit
+	// codes against one probe with the blocks where each lane first
+	// reached its maximum (see argmaxRange).
+	argmax [2]func(table *byte, from, to int, probe *uint64, out *[16]uint64)
 }
 
 var (
@@ -32,7 +36,8 @@ var (
 			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
 		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
 			hammingFind64AVX512, hammingFind128AVX512, hammingFind256AVX512},
-		vecBytes: 64,
+		vecBytes:  64,
+		argmax:   [2]func(*byte, int, int, *uint64, *[16]uint64){hammingArgmax128AVX512, hammingArgmax256AVX512},
 	}
 	fusedAVX2 = fusedKerns{
 		one: [6]func(*byte, int, int, *uint64, *int32, int) uint32{hammingMax8AVX2, hammingMax16AVX2, hammingMax32AVX2,
@@ -357,4 +362,45 @@ func hammingMaxGo(table []uint64, width, c0, c1 int, ps *probeSet, skip []int32)
 		m = max(m, ps.level(table, width, i))
 	}
 	return m
+}
+
+// argmaxBlock is the bytes of the blocks in which the argmax kernels note
+// where each lane reached its maximum (_gen's argmaxBlock).
+const argmaxBlock = 2048
+
+// hasArgmax says whether the set has an argmax kernel for width-bit codes.
+func (k *fusedKerns) hasArgmax(width int) bool {
+	return (width == 128 || width == 256) && k.argmax[width/256] != nil
+}
+
+// argmaxRange returns the largest distance between one probe (ps, of one
+// probe) and the codes [c0, c1) of table (c1 > c0, none skipped; width 128
+// or 256, hasArgmax) and the first code at that distance: whole passes of
+// 256 bytes by the kernel, which keeps per lane its maximum and the block
+// of argmaxBlock bytes where it first reached it; the first code at the
+// largest is in the earliest of the blocks of the lanes at the largest,
+// and a search of that block finds it. The few codes after the passes are
+// done here.
+func (k *fusedKerns) argmaxRange(table []uint64, width, c0, c1 int, ps *probeSet, out *[16]uint64) (uint32, int) {
+	cb := width / 8
+	best, at := uint64(0), -1
+	whole := c0 + (c1-c0)&^(256/cb-1)
+	if whole > c0 {
+		k.argmax[width/256]((*byte)(unsafe.Pointer(&table[0])), c0*cb, whole*cb, &ps.probes[0], out)
+		block := -1
+		for l := 0; l < 8; l++ {
+			b := int(out[8+l])
+			if block < 0 || out[l] > best || out[l] == best && b < block {
+				best, block = out[l], b
+			}
+		}
+		b0 := block / cb
+		at = k.findRange(table, width, b0, min(b0+argmaxBlock/cb, whole), ps, uint32(best))
+	}
+	for i := whole; i < c1; i++ {
+		if d := uint64(codeDist(table, width, i, ps.probes)); at < 0 || d > best {
+			best, at = d, i
+		}
+	}
+	return uint32(best), at
 }

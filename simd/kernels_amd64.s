@@ -14034,3 +14034,117 @@ found:
 	MOVQ CX, ret+64(FP)
 	VZEROUPPER
 	RET
+
+// func hammingArgmax128AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV, MMX+
+TEXT ·hammingArgmax128AVX512(SB), NOSPLIT, $0-40
+	MOVQ            table+0(FP), AX
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probe+24(FP), BX
+	LEAQ            (AX)(CX*1), SI
+	LEAQ            (AX)(DX*1), AX
+	VBROADCASTI32X4 (BX), Z0
+	VPXORQ          Z1, Z1, Z1
+	VPTERNLOGQ      $0xff, Z2, Z2, Z2
+	VPBROADCASTQ    CX, Z3
+
+block:
+	LEAQ    2048(SI), DX
+	CMPQ    DX, AX
+	CMOVQHI AX, DX
+
+loop:
+	VPXORQ       (SI), Z0, Z4
+	VPOPCNTQ     Z4, Z4
+	PREFETCHT1   4096(SI)
+	VPXORQ       64(SI), Z0, Z5
+	VPOPCNTQ     Z5, Z5
+	PREFETCHT1   4160(SI)
+	VPXORQ       128(SI), Z0, Z6
+	VPOPCNTQ     Z6, Z6
+	PREFETCHT1   4224(SI)
+	VPXORQ       192(SI), Z0, Z7
+	VPOPCNTQ     Z7, Z7
+	PREFETCHT1   4288(SI)
+	VPUNPCKLQDQ  Z5, Z4, Z8
+	VPUNPCKHQDQ  Z5, Z4, Z4
+	VPADDQ       Z4, Z8, Z8
+	VPUNPCKLQDQ  Z7, Z6, Z4
+	VPUNPCKHQDQ  Z7, Z6, Z5
+	VPADDQ       Z5, Z4, Z4
+	VPMAXUQ      Z8, Z1, Z1
+	VPMAXUQ      Z4, Z1, Z1
+	ADDQ         $0x00000100, SI
+	CMPQ         SI, DX
+	JB           loop
+	VPCMPGTQ     Z2, Z1, K1
+	VMOVDQA64    Z1, K1, Z2
+	VPBROADCASTQ CX, Z4
+	VMOVDQA64    Z4, K1, Z3
+	ADDQ         $0x00000800, CX
+	CMPQ         SI, AX
+	JB           block
+	MOVQ         out+32(FP), AX
+	VMOVDQU64    Z2, (AX)
+	VMOVDQU64    Z3, 64(AX)
+	VZEROUPPER
+	RET
+
+// func hammingArgmax256AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV, MMX+
+TEXT ·hammingArgmax256AVX512(SB), NOSPLIT, $0-40
+	MOVQ            table+0(FP), AX
+	MOVQ            from+8(FP), CX
+	MOVQ            to+16(FP), DX
+	MOVQ            probe+24(FP), BX
+	LEAQ            (AX)(CX*1), SI
+	LEAQ            (AX)(DX*1), AX
+	VBROADCASTI64X4 (BX), Z0
+	VPXORQ          Z1, Z1, Z1
+	VPTERNLOGQ      $0xff, Z2, Z2, Z2
+	VPBROADCASTQ    CX, Z3
+
+block:
+	LEAQ    2048(SI), DX
+	CMPQ    DX, AX
+	CMOVQHI AX, DX
+
+loop:
+	VPXORQ       (SI), Z0, Z4
+	VPOPCNTQ     Z4, Z4
+	PREFETCHT1   4096(SI)
+	VPXORQ       64(SI), Z0, Z5
+	VPOPCNTQ     Z5, Z5
+	PREFETCHT1   4160(SI)
+	VPXORQ       128(SI), Z0, Z6
+	VPOPCNTQ     Z6, Z6
+	PREFETCHT1   4224(SI)
+	VPXORQ       192(SI), Z0, Z7
+	VPOPCNTQ     Z7, Z7
+	PREFETCHT1   4288(SI)
+	VPUNPCKLQDQ  Z5, Z4, Z8
+	VPUNPCKHQDQ  Z5, Z4, Z4
+	VPADDQ       Z4, Z8, Z8
+	VPUNPCKLQDQ  Z7, Z6, Z4
+	VPUNPCKHQDQ  Z7, Z6, Z5
+	VPADDQ       Z5, Z4, Z4
+	VSHUFI64X2   $0x88, Z4, Z8, Z5
+	VSHUFI64X2   $0xdd, Z4, Z8, Z4
+	VPADDQ       Z4, Z5, Z5
+	VPMAXUQ      Z5, Z1, Z1
+	ADDQ         $0x00000100, SI
+	CMPQ         SI, DX
+	JB           loop
+	VPCMPGTQ     Z2, Z1, K1
+	VMOVDQA64    Z1, K1, Z2
+	VPBROADCASTQ CX, Z4
+	VMOVDQA64    Z4, K1, Z3
+	ADDQ         $0x00000800, CX
+	CMPQ         SI, AX
+	JB           block
+	MOVQ         out+32(FP), AX
+	VMOVDQU64    Z2, (AX)
+	VMOVDQU64    Z3, 64(AX)
+	VZEROUPPER
+	RET

@@ -1412,3 +1412,33 @@ func hammingFind128AVX2(table *byte, from int, to int, m *uint64, planes *uint64
 //
 //go:noescape
 func hammingFind256AVX2(table *byte, from int, to int, m *uint64, planes *uint64, np int, dbl uint64, target uint32) int
+
+// hammingArgmax128AVX512 counts the 128-bit codes at table[from:to]
+// ((to-from) a multiple of 256 bytes, at least 256) against one probe
+// (2 words) and writes, per lane l of 8, out[l] = the largest distance
+// of the codes the lane saw and out[8+l] = the byte offset of the first
+// block of argmaxBlock bytes (or the range's last, shorter block) in
+// which the lane reached it. In Go:
+//
+//	for b := from; b < to; b += argmaxBlock {
+//		m := lane maxima of the codes up to min(b+argmaxBlock, to)
+//		for l := range 8 { if m[l] > out[l] || b == from { out[l], out[8+l] = m[l], b } }
+//	}
+//
+//go:noescape
+func hammingArgmax128AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
+
+// hammingArgmax256AVX512 counts the 256-bit codes at table[from:to]
+// ((to-from) a multiple of 256 bytes, at least 256) against one probe
+// (4 words) and writes, per lane l of 8, out[l] = the largest distance
+// of the codes the lane saw and out[8+l] = the byte offset of the first
+// block of argmaxBlock bytes (or the range's last, shorter block) in
+// which the lane reached it. In Go:
+//
+//	for b := from; b < to; b += argmaxBlock {
+//		m := lane maxima of the codes up to min(b+argmaxBlock, to)
+//		for l := range 8 { if m[l] > out[l] || b == from { out[l], out[8+l] = m[l], b } }
+//	}
+//
+//go:noescape
+func hammingArgmax256AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
