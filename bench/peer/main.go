@@ -16,6 +16,7 @@ import "C"
 import (
 	"unsafe"
 
+	"github.com/hashevict/hashevict/bench"
 	"github.com/hashevict/hashevict/simd"
 )
 
@@ -97,3 +98,16 @@ func hevpeer_run() (r C.int64_t) {
 //
 //export hevpeer_nop
 func hevpeer_nop() C.int64_t { return 0 }
+
+// hevpeer_read reads the prepared table with this machine's last read loop
+// (bench.ReadLoops: the AVX-512 loop with a PREFETCHT1 4 KiB ahead where
+// the CPU has it) and returns its sum: the floor for any kernel that must
+// see every byte of the table, timed in the same rounds as both sides.
+//
+//export hevpeer_read
+func hevpeer_read() C.int64_t {
+	if prepared.table == nil {
+		return -2
+	}
+	return C.int64_t(bench.ReadLoops[len(bench.ReadLoops)-1].Sum(prepared.table) & 0x7fffffff)
+}
