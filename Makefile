@@ -135,8 +135,10 @@ demo: llamacpp
 	. $(DEPS_ENV) && $(LLAMA_BIN)/hashevict-run --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(DEMO_ARGS)
 
 # Quality of every policy on both models (about an hour or more on 2 cores;
-# resumable): docs/eval/results.md, quality.png, recall_per_layer.png.
-eval: llamacpp
+# resumable): docs/eval/results.md, quality.png, recall_per_layer.png. When the
+# fork is built (make llamacpp-fork: ~15 min on 2 idle cores, too long to add to
+# the hour unasked), its per-head group runs too (~12 min for SmolLM2).
+eval: llamacpp $(if $(wildcard $(BUILD)/llamacpp-fork/fork/build/bin/libllama.so),llamacpp-fork-tools)  # FORK_OUT is set below
 	python3 bench/eval/run_eval.py
 
 eval-quick: llamacpp
@@ -152,13 +154,28 @@ clean:
 FORK_OUT := $(BUILD)/llamacpp-fork
 FORK_BENCH_ARGS ?= --budget 512 --steps 128 --rounds 12
 
-.PHONY: llamacpp-fork llamacpp-stock test-llamacpp-fork bench-llamacpp-fork
+.PHONY: llamacpp-fork llamacpp-stock test-llamacpp-fork bench-llamacpp-fork llamacpp-fork-tools demo-fork
 
 llamacpp-fork: build $(DEPS_ENV)
 	bash integrations/llamacpp-fork/build.sh fork $(FORK_OUT)/fork $(BUILD)
 
 llamacpp-stock: $(DEPS_ENV)
 	bash integrations/llamacpp-fork/build.sh stock $(FORK_OUT)/stock
+
+# The integration's hashevict-run and hashevict-eval built against the fork's libllama
+# (hashevict-run-fork, hashevict-eval-fork: --runtime fork / runtime=fork), under $(LLAMA_BIN).
+llamacpp-fork-tools: llamacpp-fork
+	$(CMAKE_CONFIGURE) -DHASHEVICT_LLAMACPP=ON -DHASHEVICT_LLAMACPP_DEPS=$(abspath $(DEPS_ENV)) \
+		-DHASHEVICT_LLAMACPP_FORK_DIR=$(abspath $(FORK_OUT))/fork
+	cmake --build $(CMAKE_BUILD) --target hashevict-run-fork hashevict-eval-fork
+
+# The main job on the fork: the same run as `make demo` (DEMO_ARGS too), the full cache
+# (the fork without a placer: unpatched llama.cpp's code path, bit for bit) against HashEvict
+# per layer and KV head, side by side in one process. Passive OpenMP waiting: see
+# docs/llamacpp-fork.md.
+demo-fork: llamacpp-fork-tools
+	. $(DEPS_ENV) && OMP_WAIT_POLICY=passive $(LLAMA_BIN)/hashevict-run-fork --model "$$SMOLLM_GGUF" \
+		--text "$$TEXT_FILE" --runtime fork $(DEMO_ARGS)
 
 test-llamacpp-fork: llamacpp-fork llamacpp-stock
 	python3 -m pytest -q -rs tests/integration/test_llamacpp_fork.py

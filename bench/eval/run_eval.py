@@ -142,7 +142,79 @@ def plan(quick, only=None):
                         continue
                     configs += [(pname, f"{spec},keep={keep}") for keep in keeps]
                 jobs.append((m, task, scenario, targs, configs))
+    return jobs + fork_jobs(quick, only, models)
+
+
+# --- the per-head fork (integrations/llamacpp-fork, issue 12) ------------------------
+# The same driver built against the patched llama.cpp (hashevict-eval-fork, `make
+# llamacpp-fork-tools`), where the policy runs per layer and KV head inside llama_decode,
+# before attention, in the same step: the same prompts, scoring and grid arguments as the
+# token-mode rows (so the same report cells), labels "hash-perhead ...", rows with
+# "runtime": "fork". Streaming only: the fork has no compress-after-prefill. No full-cache
+# rows of its own: without a placer the fork is bit-identical to unpatched llama.cpp, and the
+# full-cache rows are the token-mode group's. The group runs only when the binary exists; a
+# model the fork refuses (exit status 3; Gemma 3's sliding-window memory today) is skipped
+# with a note, so its rows come by themselves once the fork accepts it.
+EVAL_FORK = Path(os.environ.get("HASHEVICT_EVAL_FORK_BIN", ROOT / "build" / "llamacpp" / "hashevict-eval-fork"))
+FORK_POLICIES = {"hash-perhead q/instant": "policy=hash,probe=query,score=instant,runtime=fork"}
+FORK_TASKS = ("ppl", "ppl2", "passkey", "facts")
+FORK_REFUSED = 3
+# Once a sequence's cells are full the fork reads every further prompt token as its own
+# decode step (it evicts per token): a 4k-token prompt costs about 10x its token-mode run.
+# So the fork reads only the first FORK_STREAM_TRIALS trials of a streaming cell (trial i is
+# the same prompt in both groups: 1k and 2k tokens), to keep the group near 10 minutes per
+# model.
+FORK_STREAM_TRIALS = 2
+# With OpenMP's default active wait, ggml's workers spin while the fork's one-task op calls
+# into Go, and decode crawls (docs/llamacpp-fork.md): the fork runs with passive waiting.
+FORK_ENV = {"OMP_WAIT_POLICY": "passive"}
+
+
+def is_fork(configs):
+    return any("runtime=fork" in spec for _, spec in configs)
+
+
+def fork_jobs(quick, only, models):
+    if not EVAL_FORK.exists():
+        return []
+    g = grid(quick)
+    jobs = []
+    for task in FORK_TASKS:
+        if (only and task not in only) or "stream" not in g.get(task, {}):
+            continue
+        for m in models:
+            configs = [(p, f"{spec},keep={keep}") for p, spec in FORK_POLICIES.items()
+                       for keep in ([0.5] if quick else KEEPS)]
+            jobs.append((m, task, "stream", g[task]["stream"], configs))
     return jobs
+
+
+def fork_trials(targs):
+    return min(trials_of(targs), FORK_STREAM_TRIALS)
+
+
+# Seconds of one fork decode step of one token over `cells` cells (2 threads, passive wait),
+# a + b*cells per model: measured here on SmolLM2 (load 8-10 on 2 cores); Gemma is guessed
+# at twice as much (not measured: the fork refuses it today).
+FORK_STEP_COST = {"SmolLM2-135M": (0.015, 3.5e-5), "Gemma3-270M": (0.030, 7e-5)}
+
+
+def fork_estimate_s(model, task, targs, configs, first_trial=0):
+    """The first keep*n tokens of a prompt go in chunks like a full-cache prefill; every later one
+    is a decode step over the full cells."""
+    a, b = FORK_STEP_COST.get(model, FORK_STEP_COST["Gemma3-270M"])
+    keeps = [float(spec.rsplit("keep=", 1)[1]) for _, spec in configs]
+    if task in ("ppl", "ppl2"):
+        ns = [int(arg_of(targs, "--window"))]
+    else:
+        lengths = [int(x) for x in arg_of(targs, "--lengths").split(",")]
+        ns = [lengths[t % len(lengths)] for t in range(first_trial, fork_trials(targs))]
+    total = 0.0
+    for n in ns:
+        for k in keeps:
+            cells = int(k * n)
+            total += prompt_s(model, cells) + (n - cells) * (a + b * cells)
+    return total
 
 
 # --- time estimate -------------------------------------------------------------
@@ -227,7 +299,7 @@ def trials_of(targs):
 
 def todo_of(job, done):
     m, task, scenario, targs, configs = job
-    want = trials_of(targs)
+    want = fork_trials(targs) if is_fork(configs) and task in RETRIEVAL else trials_of(targs)
     todo = [(p, s) for p, s in configs if len(done.get((m, task, scenario, s), ())) < want]
     # Resume trial tasks after the last trial every remaining config has.
     first = min((len(done.get((m, task, scenario, s), ())) for _, s in todo), default=0)
@@ -242,11 +314,15 @@ def print_estimate(jobs, done, log):
         todo, first = todo_of(job, done)
         if not todo:
             continue
-        est = estimate_s(m, task, scenario, targs, len(todo), first if task in RETRIEVAL else 0)
+        est = (fork_estimate_s(m, task, targs, todo, first) if is_fork(todo) else
+               estimate_s(m, task, scenario, targs, len(todo), first if task in RETRIEVAL else 0))
+        if is_fork(todo):
+            scenario += ", per-head fork"
         per_task[(task, scenario)] = per_task.get((task, scenario), 0.0) + est
         total += est
+        last = fork_trials(targs) if is_fork(todo) else trials_of(targs)
         print(f"[eval] estimate {m:<13} {task:<8} {scenario:<8} {len(todo):>2} configs"
-              + (f", trials {first}-{trials_of(targs) - 1}" if task in RETRIEVAL else "") + f": {fmt_min(est)}",
+              + (f", trials {first}-{last - 1}" if task in RETRIEVAL else "") + f": {fmt_min(est)}",
               file=log, flush=True)
     for (task, scenario), est in per_task.items():
         print(f"[eval] estimate {task} ({scenario}), all models: {fmt_min(est)}", file=log, flush=True)
@@ -262,7 +338,8 @@ def run_jobs(deps, jobs, results, quick, log):
         if not todo:
             continue
         driver, text_var = TASKS[task]
-        cmd = [str(EVAL), driver, "--model", deps[MODELS[mname]], *targs]
+        fork = is_fork(todo)
+        cmd = [str(EVAL_FORK if fork else EVAL), driver, "--model", deps[MODELS[mname]], *targs]
         if text_var:
             cmd += ["--text", deps[text_var]]
         if task in RETRIEVAL:
@@ -270,11 +347,15 @@ def run_jobs(deps, jobs, results, quick, log):
         for _, spec in todo:
             cmd += ["--config", spec]
         names = {s: p for p, s in todo}
-        est = estimate_s(mname, task, scenario, targs, len(todo), first if task in RETRIEVAL else 0)
+        if fork and task in RETRIEVAL:
+            cmd += ["--trials", str(fork_trials(targs))]  # the driver takes the last --trials
+        est = (fork_estimate_s(mname, task, targs, todo, first) if fork else
+               estimate_s(mname, task, scenario, targs, len(todo), first if task in RETRIEVAL else 0))
         t0 = time.time()
         print(f"[eval] {mname} {task} ({scenario}): {len(todo)} configs" + (f" from trial {first}" if first else "")
               + f", estimate {fmt_min(est)}", file=log, flush=True)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **FORK_ENV} if fork else None)
         trials_done = 0
         for line in proc.stdout:
             if not line.startswith("{"):
@@ -291,7 +372,7 @@ def run_jobs(deps, jobs, results, quick, log):
             if task in RETRIEVAL:
                 if r["config"] == todo[-1][1]:
                     trials_done += 1
-                    left = trials_of(targs) - first - trials_done
+                    left = (fork_trials(targs) if fork else trials_of(targs)) - first - trials_done
                     spent = time.time() - t0
                     print(f"[eval]   trial {r['trial']} done ({spent:.0f} s; about {spent / trials_done * left:.0f} s "
                           f"for the {left} left)", file=log, flush=True)
@@ -300,7 +381,11 @@ def run_jobs(deps, jobs, results, quick, log):
                       (f"ppl {r['ppl']:.3f}" if "ppl" in r else f"recall {r['recall_mean']:.4f}") +
                       f" ({r['seconds']:.0f} s)", file=log, flush=True)
         err = proc.stderr.read()
-        if proc.wait() != 0:
+        if proc.wait() == FORK_REFUSED and fork:
+            print(f"[eval] {mname} {task}: no fork rows, the fork refuses this model: "
+                  f"{(err.strip().splitlines() or ['?'])[0]}", file=log, flush=True)
+            continue
+        if proc.returncode != 0:
             raise SystemExit(f"hashevict-eval {driver} failed:\n{err}")
         print(f"[eval] {mname} {task} ({scenario}) done in {time.time() - t0:.0f} s (estimate {est:.0f} s)",
               file=log, flush=True)
@@ -562,6 +647,7 @@ def main():
     ap.add_argument("--tasks", help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--estimate", action="store_true", help="print the time estimate of what is left, run nothing")
     ap.add_argument("--report-only", action="store_true", help="rewrite results.md and the plots only")
+    ap.add_argument("--fork-only", action="store_true", help="run only the per-head fork's group (hashevict-eval-fork)")
     a = ap.parse_args()
     out = a.out or (ROOT / ("build/eval-quick" if a.quick else "docs/eval"))
     results = out / "results.jsonl"
@@ -570,6 +656,8 @@ def main():
         raise SystemExit(f"unknown task(s) {sorted(only - set(TASKS))}; tasks: {', '.join(TASKS)}")
     command = "python3 bench/eval/run_eval.py" + (" --quick" if a.quick else "")
     jobs = plan(a.quick, only)
+    if a.fork_only:
+        jobs = [j for j in jobs if is_fork(j[4])]
     if a.estimate:
         print_estimate(jobs, done_rows(current_rows(read_rows(results), a.quick)), sys.stdout)
         return

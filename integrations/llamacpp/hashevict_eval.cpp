@@ -18,8 +18,10 @@
 // knorm|random|oracle, probe=query|key, score=instant|accumulated|decayed,
 // keep=R (budget = R * context), bits=B, sinks=N, recent=N; for the prefill
 // scenario also window=W (the last W prompt queries score the prompt; 32),
-// pool=K (max pool of the scores; 5) and form=cosine|distance
-// (hashevict_compress_score).
+// pool=K (max pool of the scores; 5) and form=cosine|distance|softmax
+// (hashevict_compress_score). runtime=fork (hashevict-eval-fork only, stream
+// scenario and ppl): the policy runs per layer and KV head inside the patched
+// llama.cpp (integrations/llamacpp-fork) instead of in token mode.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -37,6 +39,9 @@
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "session.h"
+#ifdef HEV_FORK
+#include "perhead_placer.h"
+#endif
 
 namespace {
 
@@ -46,17 +51,30 @@ struct config {
     double keep = 1;
     hashevict_params hp = hashevict_default_params();
     int window = 32, pool = 5, form = HASHEVICT_COMPRESS_COSINE;  // compress after prefill
+    bool perhead = false;  // runtime=fork: the fork's per-head placer, not token mode
 };
 
 const char *const POLICIES[] = {"hash", "sink-recent", "knorm", "random", "oracle"};
 const char *const PROBES[] = {"query", "key"};
 const char *const SCORES[] = {"instant", "accumulated", "decayed"};
-const char *const FORMS[] = {"cosine", "distance"};
+const char *const FORMS[] = {"cosine", "distance", "softmax"};
 
 int index_of(const std::string &v, const char *const *names, int n, const std::string &what) {
     for (int i = 0; i < n; i++)
         if (v == names[i]) return i;
     throw std::runtime_error("unknown " + what + " '" + v + "'");
+}
+
+// runtime=stock|fork. The fork needs this file built against the patched
+// llama.cpp (hashevict-eval-fork), which defines HEV_FORK.
+bool parse_runtime(const std::string &v) {
+    if (v == "stock") return false;
+    if (v != "fork") throw std::runtime_error("unknown runtime '" + v + "' (stock, fork)");
+#ifndef HEV_FORK
+    throw std::runtime_error("runtime=fork needs hashevict-eval-fork, built against the patched llama.cpp "
+                             "(make llamacpp-fork-tools)");
+#endif
+    return true;
 }
 
 config parse_config(const std::string &spec) {
@@ -80,7 +98,8 @@ config parse_config(const std::string &spec) {
         else if (k == "recent") c.hp.n_recent = std::stoi(v);
         else if (k == "window") c.window = std::stoi(v);
         else if (k == "pool") c.pool = std::stoi(v);
-        else if (k == "form") c.form = index_of(v, FORMS, 2, k);
+        else if (k == "form") c.form = index_of(v, FORMS, 3, k);
+        else if (k == "runtime") c.perhead = parse_runtime(v);
         else throw std::runtime_error("unknown config key '" + k + "'");
     }
     if (!(c.keep > 0 && c.keep <= 1)) throw std::runtime_error("keep must be in (0, 1]");
@@ -94,7 +113,7 @@ std::string config_json(const config &c) {
     std::snprintf(buf, sizeof buf,
                   "\"config\": \"%s\", \"policy\": \"%s\", \"probe\": \"%s\", \"score\": \"%s\", \"bits\": %d, \"keep\": %.3f",
                   c.spec.c_str(), POLICIES[c.hp.policy], PROBES[c.hp.probe], SCORES[c.hp.score], c.hp.hash_bits, c.keep);
-    return buf;
+    return std::string(buf) + (c.perhead ? ", \"runtime\": \"fork\"" : "");
 }
 
 struct args {
@@ -141,6 +160,9 @@ args parse(int argc, char **argv) {
     if (a.chunk < 1 || a.trials < 0 || a.trial_from < 0 || a.lengths.empty() ||
         *std::min_element(a.lengths.begin(), a.lengths.end()) < 1)
         throw std::runtime_error("--chunk and --lengths must be positive");
+    for (const config &c : a.configs)
+        if (c.perhead && (a.task == "recall" || a.scenario != "stream"))
+            throw std::runtime_error("runtime=fork runs ppl, passkey and facts in the stream scenario only");
     return a;
 }
 
@@ -164,15 +186,42 @@ int budget_of(const config &c, int context) {
     return std::max(c.hp.n_sink + c.hp.n_recent + 1, (int) std::lround(c.keep * context));
 }
 
-hev::session_options session_for(const args &a, const config &c, int context, hashevict_params *hp) {
+// What a streaming session refers to, so it must outlive it: the token-mode
+// parameters, or with runtime=fork the fork's per-head placer.
+struct stream_state {
+    hashevict_params hp;
+#ifdef HEV_FORK
+    std::unique_ptr<hev_fork::placer> placer;
+#endif
+    // A failed placement puts the token where llama.cpp chose, every head
+    // alike: such a run is not the per-head policy its row would name.
+    void check() const {
+#ifdef HEV_FORK
+        if (placer && placer->failures() != 0)
+            throw std::runtime_error(std::to_string(placer->failures()) + " per-head placements failed");
+#endif
+    }
+};
+
+hev::session_options session_for(const args &a, llama_model *model, const config &c, int context, stream_state *st) {
+    (void) model;
     hev::session_options so;
     so.chunk = a.chunk;
     so.threads = a.threads;
     so.n_ctx = context;
     if (!c.full) {
-        *hp = c.hp;
-        hp->budget = budget_of(c, context);
-        so.evict = hp;
+#ifdef HEV_FORK
+        // The same budget as token mode: the fork holds exactly this many
+        // cells per layer and KV head (token mode holds up to one more step).
+        if (c.perhead) {
+            st->placer.reset(new hev_fork::placer(model, c.hp, budget_of(c, context), context));
+            so.kv_placer = st->placer->get();
+            return so;
+        }
+#endif
+        st->hp = c.hp;
+        st->hp.budget = budget_of(c, context);
+        so.evict = &st->hp;
     }
     return so;
 }
@@ -187,8 +236,8 @@ void task_ppl(const args &a, llama_model *model, const char *mname) {
     if ((int) toks.size() < W) throw std::runtime_error("text shorter than the window");
     const int from = W - a.score_last;  // tokens predicted at positions >= from are scored
     for (const config &c : a.configs) {
-        hashevict_params hp;
-        hev::session s(model, session_for(a, c, W, &hp));
+        stream_state st;
+        hev::session s(model, session_for(a, model, c, W, &st));
         double t0 = now_s(), c0 = cpu_s(), nll = 0;
         int n = 0, max_held = 0;
         std::vector<float> last(n_vocab);
@@ -208,6 +257,7 @@ void task_ppl(const args &a, llama_model *model, const char *mname) {
             std::copy(s.logits(m - 1), s.logits(m - 1) + n_vocab, last.begin());
             max_held = std::max(max_held, s.held());
         }
+        st.check();
         std::printf("{\"task\": \"ppl\", \"model\": \"%s\", %s, \"window\": %d, \"scored\": %d, \"ppl\": %.5f, "
                     "\"max_held\": %d, \"seconds\": %.2f, \"cpu_seconds\": %.2f}\n",
                     mname, config_json(c).c_str(), W, n, std::exp(nll / n), max_held, now_s() - t0, cpu_s() - c0);
@@ -418,8 +468,8 @@ void run_streaming(const args &a, llama_model *model, const char *mname, const c
     const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
     const int L = (int) tp.toks.size();
     for (const config &c : a.configs) {
-        hashevict_params hp;
-        hev::session s(model, session_for(a, c, L + 2 * ANSWER_TOKENS, &hp));
+        stream_state st;
+        hev::session s(model, session_for(a, model, c, L + 2 * ANSWER_TOKENS, &st));
         double t0 = now_s(), c0 = cpu_s();
         for (int p = 0; p < L; p += a.chunk) s.step(&tp.toks[p], p, std::min(a.chunk, L - p), false);
         std::vector<llama_token> out;
@@ -429,6 +479,7 @@ void run_streaming(const args &a, llama_model *model, const char *mname, const c
             s.step(&next, L + g, 1, false);
             next = hev::argmax(s.logits(-1), n_vocab);
         }
+        st.check();
         print_trial(task, mname, c, "stream", trial, tp, hev::detokenize(llama_model_get_vocab(model), out),
                     now_s() - t0, cpu_s() - c0, "");
     }
@@ -890,6 +941,16 @@ int main(int argc, char **argv) {
         llama_model *model = hev::load_model(a.model);
         char desc[128];
         llama_model_desc(model, desc, sizeof desc);
+#ifdef HEV_FORK
+        // Exit status 3 says "this runtime refuses this model" (run_eval.py
+        // skips the model's fork rows), not that the run broke.
+        if (std::any_of(a.configs.begin(), a.configs.end(), [](const config &c) { return c.perhead; }) &&
+            !hev_fork::accepts(model)) {
+            std::fprintf(stderr, "hashevict-eval: the fork refuses %s with a per-head placer (llama.cpp says why above)\n",
+                         a.model.c_str());
+            return 3;
+        }
+#endif
         if (a.task == "ppl") task_ppl(a, model, desc);
         else if (a.task == "passkey") task_passkey(a, model, desc);
         else if (a.task == "recall") task_recall(a, model, desc);

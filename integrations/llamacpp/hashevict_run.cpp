@@ -16,6 +16,11 @@
 #include <vector>
 
 #include "session.h"
+#ifdef HEV_FORK
+#include <memory>
+
+#include "perhead_placer.h"
+#endif
 
 namespace {
 
@@ -36,6 +41,9 @@ struct options {
     bool compress = false;
     int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;
     hashevict_params hp = hashevict_default_params();
+    // --runtime fork (hashevict-run-fork only): the policy runs per layer and KV head inside
+    // the patched llama.cpp, before attention, instead of in token mode.
+    bool perhead = false;
 };
 
 double cpu_seconds() {
@@ -75,6 +83,8 @@ void usage() {
         "  --window N        compress: queries that score the prompt (32)\n"
         "  --pool N          compress: max-pool kernel along the positions (11)\n"
         "  --form F          compress: cosine | distance (cosine)\n"
+        "  --runtime R       stock: token mode through the stock integration; fork: per layer and\n"
+        "                    KV head inside the patched llama.cpp (hashevict-run-fork only) (stock)\n"
         "  --chunk N         tokens per decode call (64)\n"
         "  --threads N       (2)\n"
         "  --no-baseline     skip the full-cache run\n"
@@ -124,6 +134,7 @@ options parse(int argc, char **argv) {
         else if (a == "--probe") o.hp.probe = pick(next(), {"query", "key"}, "--probe");
         else if (a == "--score") o.hp.score = pick(next(), {"instant", "accumulated", "decayed"}, "--score");
         else if (a == "--mode") o.compress = pick(next(), {"stream", "compress"}, "--mode") == 1;
+        else if (a == "--runtime") o.perhead = pick(next(), {"stock", "fork"}, "--runtime") == 1;
         else if (a == "--window") o.window = (int) num();
         else if (a == "--pool") o.pool = (int) num();
         else if (a == "--form") o.form = pick(next(), {"cosine", "distance"}, "--form");
@@ -136,6 +147,10 @@ options parse(int argc, char **argv) {
     if (o.model.empty() || o.text.empty()) { usage(); die("--model and --text are required"); }
     if (o.prompt < 16 || o.scored < 1 || o.gen < 0 || o.chunk < 1 || o.threads < 1) die("sizes must be positive");
     if (o.compress && (o.window < 1 || o.window > o.prompt)) die("--window must be in [1, --prompt]");
+#ifndef HEV_FORK
+    if (o.perhead) die("--runtime fork needs hashevict-run-fork, built against the patched llama.cpp (make demo-fork)");
+#endif
+    if (o.perhead && o.compress) die("--runtime fork reads the prompt streaming only (no --mode compress)");
     if (o.budget <= 0) {
         if (!(o.keep > 0 && o.keep <= 1)) die("--keep must be in (0, 1]");
         o.budget = (int) std::lround(o.keep * (o.prompt + o.scored));
@@ -165,6 +180,7 @@ struct run_result {
     int max_held = 0;         // most positions held after any step
     std::vector<llama_token> generated;
     hev_llama_stats stats{};
+    int64_t placement_failures = 0;  // --runtime fork
     double ppl() const { return std::exp(nll / std::max(1, n_scored)); }
 };
 
@@ -192,7 +208,10 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
         std::printf("greedy tokens identical to full cache before the first difference: %d of %d\n", same, o.gen);
     }
     const double steps = (double) ev.stats.decodes;
-    std::printf("integration cost: %llu Q/K nodes handed over (graph splits), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
+    if (o.perhead)
+        std::printf("per-head placements that failed (their token went to llama.cpp's own cell): %lld\n",
+                    (long long) ev.placement_failures);
+    else std::printf("integration cost: %llu Q/K nodes handed over (graph splits), observe %.3f ms/step, evict+seq_rm %.3f ms/step, %llu positions dropped\n",
                 (unsigned long long) ev.stats.nodes_observed, steps ? ev.stats.observe_ns / 1e6 / steps : 0.0,
                 steps ? ev.stats.evict_ns / 1e6 / steps : 0.0, (unsigned long long) ev.stats.positions_dropped);
     if (o.compress) {
@@ -220,7 +239,8 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      "\"greedy_prefix_match\": %d, \"observe_ms_per_step\": %.4f, \"evict_ms_per_step\": %.4f, "
                      "\"max_held_full\": %d, \"max_held_evict\": %d, \"positions_dropped\": %llu, \"baseline\": %s, "
                      "\"mode\": \"%s\", \"window\": %d, \"pool\": %d, \"form\": \"%s\", \"prefill_cpu_seconds\": %.4f, "
-                     "\"prefill_cpu_seconds_full\": %.4f, \"compress_cpu_seconds\": %.5f, \"compress_seconds\": %.5f}\n",
+                     "\"prefill_cpu_seconds_full\": %.4f, \"compress_cpu_seconds\": %.5f, \"compress_seconds\": %.5f, "
+                     "\"runtime\": \"%s\", \"placement_failures\": %lld}\n",
                      desc, policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                      o.budget, need, (double) o.budget / need, full.ppl(), ev.ppl(), full.n_ctx, ev.n_ctx,
                      full.state_bytes, ev.state_bytes, tps(o.prompt, full.prefill_s), tps(o.prompt, ev.prefill_s),
@@ -228,7 +248,8 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0,
                      full.max_held, ev.max_held, (unsigned long long) ev.stats.positions_dropped,
                      o.baseline ? "true" : "false", o.compress ? "compress" : "stream", o.window, o.pool,
-                     o.form ? "distance" : "cosine", ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s);
+                     o.form ? "distance" : "cosine", ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s,
+                     o.perhead ? "fork" : "stock", (long long) ev.placement_failures);
         std::fclose(f);
     }
 }
@@ -250,8 +271,20 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
         so.pool = o.pool;
         so.form = o.form;
     }
+#ifdef HEV_FORK
+    // Declared before the session: the context uses it until it is freed.
+    std::unique_ptr<hev_fork::placer> placer;
+    if (evict && o.perhead) {
+        placer.reset(new hev_fork::placer(model, o.hp, o.budget, total));
+        so.evict = nullptr;
+        so.kv_placer = placer->get();
+    }
+#endif
     hev::session s(model, so);
     r.n_ctx = s.n_ctx();
+#ifdef HEV_FORK
+    if (placer) r.n_ctx = (uint32_t) placer->cells();  // n_ctx stays the positions limit there
+#endif
 
     auto step = [&](const llama_token *tk, int start, int n, bool all) {
         s.step(tk, start, n, all);
@@ -313,6 +346,9 @@ run_result run(const options &o, llama_model *model, const std::vector<llama_tok
     if (!o.quiet) std::fprintf(stderr, "\n");
     r.state_bytes = s.state_bytes();
     r.stats = s.stats();
+#ifdef HEV_FORK
+    if (placer) r.placement_failures = placer->failures();
+#endif
     return r;
 }
 
@@ -335,10 +371,10 @@ int main(int argc, char **argv) {
         std::printf("model      %s (%s)\n", desc, o.model.c_str());
         std::printf("text       %s: %zu tokens; context %d + scored %d + generated %d\n", o.text.c_str(),
                     toks.size(), o.prompt, o.scored, o.gen);
-        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s mode=%s\n",
+        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s mode=%s runtime=%s\n",
                     policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                     o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels(),
-                    o.compress ? "compress" : "stream");
+                    o.compress ? "compress" : "stream", o.perhead ? "fork (per layer and KV head)" : "stock (token mode)");
 
         // Refuse bad eviction settings now, not after minutes of the
         // full-cache run.
@@ -346,6 +382,13 @@ int main(int argc, char **argv) {
         hev_llama *settings = hev_llama_new(model, &o.hp, err, sizeof err);
         if (!settings) throw std::runtime_error(err);
         hev_llama_free(settings);
+#ifdef HEV_FORK
+        if (o.perhead) {
+            hev_fork::placer check(model, o.hp, o.budget, need + o.gen);
+            if (!hev_fork::accepts(model))
+                throw std::runtime_error("the fork refuses this model with a per-head placer (llama.cpp says why above)");
+        }
+#endif
 
         run_result full, ev;
         if (o.baseline) full = run(o, model, toks, false);

@@ -84,6 +84,9 @@ llama_token argmax(const float *logits, int n_vocab) {
 }
 
 session::session(llama_model *model, const session_options &opts) : opts_(opts) {
+#ifdef LLAMA_KV_PLACER
+    if (opts.kv_placer && opts.evict) throw std::runtime_error("session: kv_placer and token-mode eviction are exclusive");
+#endif
     llama_context_params cp = llama_context_default_params();
     cp.n_threads = cp.n_threads_batch = opts.threads;
     cp.n_batch = cp.n_ubatch = (uint32_t) opts.chunk;
@@ -103,6 +106,9 @@ session::session(llama_model *model, const session_options &opts) : opts_(opts) 
     } else {
         cp.n_ctx = (uint32_t) opts.n_ctx;
     }
+#ifdef LLAMA_KV_PLACER
+    cp.kv_placer = opts.kv_placer;
+#endif
     ctx_ = llama_init_from_model(model, cp);
     if (!ctx_) {
         hev_llama_free(hl_);
@@ -162,6 +168,10 @@ int session::compress() {
 }
 
 int session::held() const {
+#ifdef LLAMA_KV_PLACER
+    // The placer fills its cells before it evicts: every head holds this many.
+    if (opts_.kv_placer) return std::min(fed_, (int) opts_.kv_placer->n_slots);
+#endif
     if (!hl_) return fed_;
     int32_t n = 0;
     hashevict_token_positions(hev_llama_engine(hl_), 0, nullptr, 0, &n);

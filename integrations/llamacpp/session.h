@@ -44,6 +44,14 @@ struct session_options {
     // eviction on, hev_llama_attach chains it.
     ggml_backend_sched_eval_callback extra_cb = nullptr;
     void *extra_cb_data = nullptr;
+#ifdef LLAMA_KV_PLACER
+    // Built against the per-head fork (integrations/llamacpp-fork): a placer
+    // that picks each KV head's cell inside llama_decode, before attention.
+    // The cache then holds kv_placer->n_slots cells and n_ctx stays the
+    // positions limit; evict must be NULL (no token mode on top). The placer
+    // must outlive the session.
+    const llama_kv_placer *kv_placer = nullptr;
+#endif
 };
 
 // One llama_context on sequence 0. Throws std::runtime_error on failure.
