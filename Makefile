@@ -73,7 +73,7 @@ test-readme: build
 # A short run of a real model through the real llama.cpp with eviction on: the
 # stock integration (token mode) and the per-head fork (its tests skip only
 # when the fork is not built, which `make test` always does first).
-test-llamacpp: llamacpp llamacpp-fork llamacpp-stock
+test-llamacpp: llamacpp llamacpp-fork llamacpp-stock llamacpp-fork-tools
 	HASHEVICT_BUILD=$(abspath $(BUILD)) HASHEVICT_EVAL_BIN=$(abspath $(LLAMA_BIN))/hashevict-eval \
 		HASHEVICT_FORK_OUT=$(abspath $(FORK_OUT)) python3 -m pytest -q -rs tests/integration
 
