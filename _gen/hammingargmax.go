@@ -123,3 +123,73 @@ func genHammingArgmaxW(nb int) {
 	VZEROUPPER()
 	RET()
 }
+
+// genHammingAddW1 writes hammingAddW1AVX512, the token-mode decode step's
+// Hamming pass: for one-word codes (a layer's combined codes) it adds each
+// code's distance, summed over the probes, straight into the running
+// per-slot total. Hamming then a separate add wrote every distance to
+// memory and read it back; here the sums go from the popcounts to the
+// total in registers (VPMOVQD, then one VPADDD with the total).
+func genHammingAddW1() {
+	kernel("hammingAddW1AVX512", "func(run *uint32, table *uint64, blocks int, probes *uint64, np int)", []string{
+		"hammingAddW1AVX512 adds to run[i] the summed Hamming distance of the",
+		"one-word code table[i] to the np >= 1 probes, for blocks*32 codes. In Go:",
+		"",
+		"\tfor i := 0; i < blocks*32; i++ {",
+		"\t\tfor p := 0; p < np; p++ {",
+		"\t\t\trun[i] += uint32(bits.OnesCount64(table[i] ^ probes[p]))",
+		"\t\t}",
+		"\t}",
+	})
+	run := Load(Param("run"), GP64())
+	table := Load(Param("table"), GP64())
+	blocks := Load(Param("blocks"), GP64())
+	probes := Load(Param("probes"), GP64())
+	np := Load(Param("np"), GP64())
+
+	Label("block")
+	TESTQ(blocks, blocks)
+	JZ(LabelRef("done"))
+	var d, acc [4]reg.VecVirtual
+	for i := range d {
+		d[i] = ZMM()
+		VMOVDQU64(Mem{Base: table, Disp: 64 * i}, d[i])
+	}
+	pp := GP64()
+	MOVQ(probes, pp)
+	for i := range d {
+		acc[i] = ZMM()
+		VPXORQ_BCST(Mem{Base: pp}, d[i], acc[i])
+		VPOPCNTQ(acc[i], acc[i])
+	}
+	cnt := GP64()
+	MOVQ(np, cnt)
+	DECQ(cnt)
+	JZ(LabelRef("add"))
+	Label("probe")
+	ADDQ(U8(8), pp)
+	for i := range d {
+		t := ZMM()
+		VPXORQ_BCST(Mem{Base: pp}, d[i], t)
+		VPOPCNTQ(t, t)
+		VPADDQ(t, acc[i], acc[i])
+	}
+	DECQ(cnt)
+	JNZ(LabelRef("probe"))
+
+	Label("add")
+	for i := range acc {
+		y := YMM()
+		VPMOVQD(acc[i], y)
+		VPADDD(Mem{Base: run, Disp: 32 * i}, y, y)
+		VMOVDQU(y, Mem{Base: run, Disp: 32 * i})
+	}
+	ADDQ(U32(256), table)
+	ADDQ(U32(128), run)
+	DECQ(blocks)
+	JMP(LabelRef("block"))
+
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

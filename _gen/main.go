@@ -82,4 +82,5 @@ func genSimd() {
 	genNarrowAll()
 	genHammingMaxAll()
 	genHammingArgmax()
+	genHammingAddW1()
 }

@@ -316,9 +316,15 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 		e.writeLateScores(simd.ActiveSet(), s)
 	}
 	sc.cand = sc.cand[:0]
-	for slot, q := range ts.pos {
-		if q >= lo && q < hi && int(ts.seen[slot]) == p.Layers {
+	if fast && w == nil && p.Policy == PolicyHash && min(excess, len(out)) == 1 {
+		if slot := e.evictOneFast(s, lo, hi); slot >= 0 { // tokenfast.go
 			sc.cand = append(sc.cand, slot)
+		}
+	} else {
+		for slot, q := range ts.pos {
+			if q >= lo && q < hi && int(ts.seen[slot]) == p.Layers {
+				sc.cand = append(sc.cand, slot)
+			}
 		}
 	}
 	c := sc.cand

@@ -191,9 +191,9 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 			simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[h][j*W:(j+1)*W], p.Bits, h)
 		}
 	}
-	dist := sc.dist[:hw]
-	k.Hamming(dist, comb[:hw*cw], cw, probes)
 	if win != nil && (*win)[layer] > 0 {
+		dist := sc.dist[:hw]
+		k.Hamming(dist, comb[:hw*cw], cw, probes)
 		wl, held := (*win)[layer], ts.pos[:hw]
 		for i, d := range dist {
 			if sees(wl, held[i], t) {
@@ -202,7 +202,9 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 		}
 		return
 	}
-	simd.AddSmallU32(sc.run, dist)
+	// The distances go into the total without being stored (the totals
+	// stay below 2^32: see fastStep).
+	k.HammingAdd(sc.run[:hw], comb[:hw*cw], cw, probes)
 }
 
 // highWater returns one past the highest slot ever handed out (every slot
@@ -257,4 +259,31 @@ func (e *Engine) flushTokenScores(s *Sequence) {
 	if s.tok != nil {
 		e.writeLateScores(simd.ActiveSet(), s)
 	}
+}
+
+// evictOneFast is Evictions' choice when it drops one position after fast
+// steps with no windows: the candidate (a position in [lo, hi) that every
+// layer observed) with the largest running total, ties to the lowest
+// position, which is the order Evictions ranks by (the float64 totals it
+// would compare are these integers, exactly); -1 when there is none. One
+// pass over the slots ever handed out, with no candidate list and no
+// float64 totals.
+func (e *Engine) evictOneFast(s *Sequence, lo, hi int32) int {
+	ts := s.tok
+	hw := ts.highWater()
+	pos, seen, run := ts.pos[:hw], ts.seen[:hw], s.sc.run[:hw]
+	layers := int32(e.P.Layers)
+	// The order as one key: the total above the complement of the
+	// position (positions are >= 0 and distinct), so the largest key is
+	// the largest total at its lowest position, and 0 is no candidate.
+	best, bk := -1, uint64(0)
+	for i, q := range pos {
+		if q < lo || q >= hi || seen[i] != layers {
+			continue
+		}
+		if key := uint64(run[i])<<32 | uint64(^uint32(q)); key > bk {
+			best, bk = i, key
+		}
+	}
+	return best
 }

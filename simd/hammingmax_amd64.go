@@ -36,7 +36,7 @@ var (
 			hammingMaxN64AVX512, hammingMaxN128AVX512, hammingMaxN256AVX512},
 		find: [6]func(*byte, int, int, *uint64, *uint64, int, uint64, uint32) int{hammingFind8AVX512, hammingFind16AVX512, hammingFind32AVX512,
 			hammingFind64AVX512, hammingFind128AVX512, hammingFind256AVX512},
-		vecBytes:  64,
+		vecBytes: 64,
 		argmax:   [2]func(*byte, int, int, *uint64, *[16]uint64){hammingArgmax128AVX512, hammingArgmax256AVX512},
 	}
 	fusedAVX2 = fusedKerns{

@@ -19,6 +19,7 @@ func avx512Kernels() Kernels {
 	return Kernels{
 		ScoreStep:     scoreStepAVX512Go,
 		Farthest:      farthestAVX512Go,
+		HammingAdd:    hammingAddAVX512Go,
 		Name:          "avx512",
 		Hash:          hashAVX512Go,
 		Hamming:       hammingAVX512Go,
@@ -36,6 +37,7 @@ func avx2Kernels() Kernels {
 	return Kernels{
 		ScoreStep:     scoreStepAVX2Go,
 		Farthest:      farthestAVX2Go,
+		HammingAdd:    hammingAddAVX2Go,
 		Name:          "avx2",
 		Hash:          hashAVX2Go,
 		Hamming:       hammingAVX2Go,

@@ -1442,3 +1442,15 @@ func hammingArgmax128AVX512(table *byte, from int, to int, probe *uint64, out *[
 //
 //go:noescape
 func hammingArgmax256AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
+
+// hammingAddW1AVX512 adds to run[i] the summed Hamming distance of the
+// one-word code table[i] to the np >= 1 probes, for blocks*32 codes. In Go:
+//
+//	for i := 0; i < blocks*32; i++ {
+//		for p := 0; p < np; p++ {
+//			run[i] += uint32(bits.OnesCount64(table[i] ^ probes[p]))
+//		}
+//	}
+//
+//go:noescape
+func hammingAddW1AVX512(run *uint32, table *uint64, blocks int, probes *uint64, np int)

@@ -35,6 +35,9 @@ type Kernels struct {
 	// largest Hamming distance among those not skipped, no scores kept
 	// (see farthestGeneric).
 	Farthest func(table []uint64, bits int, probes []uint64, n int, skip []int32) int
+	// HammingAdd adds Hamming's distances into run instead of writing
+	// them (see hammingAddGeneric): the token-mode step's running total.
+	HammingAdd func(run []uint32, table []uint64, words int, probes []uint64)
 }
 
 // Generic is the portable implementation and the reference for the others.
@@ -51,6 +54,7 @@ var Generic = Kernels{
 	FiniteF32:     finiteGeneric,
 	ScoreStep:     scoreStepGeneric,
 	Farthest:      farthestGeneric,
+	HammingAdd:    hammingAddGeneric,
 }
 
 var (
