@@ -21,8 +21,9 @@ type Seq struct {
 	eng      *policy.Engine
 	dev      *Device
 	layers   []*Layer
-	rts      []Ptr   // per layer: R^T, bits rows of head_dim float32
-	lastPos  []int32 // per layer: the last position placed, -1 before
+	rts      []Ptr    // per layer: R^T, bits rows of head_dim float32
+	lastPos  []int32  // per layer: the last position placed, -1 before
+	steps    []uint64 // per layer: calls that placed tokens (a state save's)
 	sc       *Scratch
 	out      Ptr // 2*heads int32: the synchronous path's slots and evicted positions
 	stream   Stream
@@ -30,7 +31,8 @@ type Seq struct {
 }
 
 func newSeq(e *policy.Engine, dev *Device) *Seq {
-	q := &Seq{eng: e, dev: dev, layers: make([]*Layer, e.P.Layers), rts: make([]Ptr, e.P.Layers), lastPos: make([]int32, e.P.Layers)}
+	q := &Seq{eng: e, dev: dev, layers: make([]*Layer, e.P.Layers), rts: make([]Ptr, e.P.Layers), lastPos: make([]int32, e.P.Layers),
+		steps: make([]uint64, e.P.Layers)}
 	for l := range q.lastPos {
 		q.lastPos[l] = -1
 	}
@@ -67,6 +69,7 @@ func (q *Seq) Clone() (policy.DeviceState, error) {
 	c := newSeq(q.eng, q.dev)
 	c.stream = q.stream
 	copy(c.lastPos, q.lastPos)
+	copy(c.steps, q.steps)
 	for l, ly := range q.layers {
 		if ly == nil {
 			continue
@@ -114,6 +117,53 @@ func (q *Seq) SlotPositions(layer, head int, out []int32) error {
 		return nil
 	}
 	return q.dev.Download(q.stream, unsafe.Pointer(&out[0]), ly.Positions+Ptr(4*head*ly.Budget), int64(4*ly.Budget))
+}
+
+// HostTable implements policy.DeviceTables: (layer, head)'s codes,
+// scores, counts and positions, after the work queued on the stream of
+// the last step (a layer never stepped is empty: every slot free).
+func (q *Seq) HostTable(layer, head int, codes []uint64, score []float32, count []uint32, pos []int32) (int, error) {
+	ly := q.layers[layer]
+	if ly == nil {
+		clear(codes)
+		clear(score)
+		clear(count)
+		for i := range pos {
+			pos[i] = -1
+		}
+		return 0, nil
+	}
+	if len(score) != ly.Budget || len(count) != ly.Budget || len(pos) != ly.Budget || len(codes) != codeWords(ly.Bits, ly.Budget) {
+		return 0, fail(policy.CodeInternal, "host table of %d slots for a layer of %d", len(score), ly.Budget)
+	}
+	return ly.Used, downloadTable(q.dev, q.stream, ly.Tables, head, codes, score, count, pos, ly.Positions)
+}
+
+// Progress implements policy.DeviceProgress.
+func (q *Seq) Progress(layer int) (int32, uint64) { return q.lastPos[layer], q.steps[layer] }
+
+// downloadTable copies head's first len(score) slots of t (and of the
+// positions at pos, when pos is not nil) to the host, waiting for s.
+func downloadTable(v *Device, s Stream, t Tables, head int, codes []uint64, score []float32, count []uint32, pos []int32, positions Ptr) error {
+	if len(codes) > 0 {
+		if err := v.Download(s, unsafe.Pointer(&codes[0]), t.Codes+Ptr(8*int64(head)*t.Stride), int64(8*len(codes))); err != nil {
+			return err
+		}
+	}
+	if len(score) == 0 {
+		return nil
+	}
+	off := Ptr(4 * int64(head) * t.ScoreStride)
+	if err := v.Download(s, unsafe.Pointer(&score[0]), t.Score+off, int64(4*len(score))); err != nil {
+		return err
+	}
+	if err := v.Download(s, unsafe.Pointer(&count[0]), t.Count+off, int64(4*len(count))); err != nil {
+		return err
+	}
+	if pos != nil {
+		return v.Download(s, unsafe.Pointer(&pos[0]), positions+off, int64(4*len(pos)))
+	}
+	return nil
 }
 
 func (q *Seq) rtBytes() int64  { return 4 * int64(q.eng.P.Bits) * int64(q.eng.P.HeadDim) }
@@ -343,6 +393,7 @@ func (q *Seq) place(d *policy.DeviceSeq, layer int, in StepInput, outSlots, outE
 			copy(outEvicted, res[H:])
 		}
 		q.lastPos[layer] = in.Positions[0]
+		q.steps[layer]++
 		if full {
 			d.Count(1, H, 0)
 		} else {
@@ -441,6 +492,7 @@ func (q *Seq) prefill(d *policy.DeviceSeq, ly *Layer, layer int, in StepInput, s
 		copy(outEvicted, res[n*H:])
 	}
 	q.lastPos[layer] = in.Positions[n-1]
+	q.steps[layer]++
 	d.Count(n, 0, n*H)
 	return nil
 }
@@ -503,6 +555,7 @@ func (q *Seq) placeAsync(d *policy.DeviceSeq, layer int, in StepInput, outSlots,
 		return err
 	}
 	q.lastPos[layer] = t
+	q.steps[layer]++
 	if full {
 		d.Count(1, p.KVHeads, 0)
 	} else {

@@ -127,6 +127,19 @@ func (q *TokSeq) SlotPositions(layer, head int, out []int32) error {
 	return fail(policy.CodeWrongMode, "hashevict_slot_positions needs a slot-mode engine")
 }
 
+// HostTable implements policy.DeviceTables: (layer, head)'s first
+// len(score) slots (the host's capacity, at most the device's), after the
+// work queued on the stream of the last step.
+func (q *TokSeq) HostTable(layer, head int, codes []uint64, score []float32, count []uint32, pos []int32) (int, error) {
+	if len(score) > q.capacity || len(codes) != codeWords(q.eng.P.Bits, len(score)) {
+		return 0, fail(policy.CodeInternal, "host table of %d slots for device tables of %d", len(score), q.capacity)
+	}
+	if len(score) == 0 {
+		return 0, nil
+	}
+	return 0, downloadTable(q.dev, q.stream, q.tables(layer), head, codes, score, count, nil, 0)
+}
+
 // tables describes layer's tables at the current capacity.
 func (q *TokSeq) tables(layer int) Tables {
 	p := &q.eng.P

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -20,7 +21,8 @@ type tokPair struct {
 	p         policy.Params
 	dt        policy.DType
 	host, dev *policy.Engine
-	next      map[int]int32 // sequence -> next position
+	extra     []*policy.Engine // more engines fed host rows (a loaded copy)
+	next      map[int]int32    // sequence -> next position
 }
 
 func newTokPair(t *testing.T, v *Device, r *rand.Rand, p policy.Params, dt policy.DType) *tokPair {
@@ -60,6 +62,11 @@ func (tp *tokPair) observe(id, n int, what string) {
 		if err := Observe(tp.dev, id, l, StepInput{Dev: tp.v, Q: dq, K: dk, Positions: positions}); err != nil {
 			t.Fatalf("%s: device Observe (sequence %d layer %d, %d tokens at %d): %v", what, id, l, n, positions[0], err)
 		}
+		for _, e := range tp.extra {
+			if err := e.Observe(id, l, hq, hk, positions); err != nil {
+				t.Fatalf("%s: Observe of another engine: %v", what, err)
+			}
+		}
 	}
 }
 
@@ -78,6 +85,12 @@ func (tp *tokPair) evict(id, capacity int, what string) int {
 	}
 	if !slices.Equal(got[:ng], want[:nw]) {
 		t.Fatalf("%s: device evicts %v, host %v", what, got[:ng], want[:nw])
+	}
+	for _, e := range tp.extra {
+		ne, err := e.Evictions(id, got)
+		if err != nil || !slices.Equal(got[:ne], want[:nw]) {
+			t.Fatalf("%s: another engine evicts %v (%v), host %v", what, got[:ne], err, want[:nw])
+		}
 	}
 	return nw
 }
@@ -242,9 +255,6 @@ func TestTokSeqForkResetAndRefusals(t *testing.T) {
 	if err := tp.dev.Observe(0, 0, hq, hk, []int32{next}); code(err) != policy.CodeUnsupported {
 		t.Errorf("host tensors on a device sequence: %v", err)
 	}
-	if _, err := tp.dev.SaveSeq(0); code(err) != policy.CodeUnsupported {
-		t.Errorf("save of a device sequence: %v", err)
-	}
 	// Layer 1 may not skip the position layer 0 observed: the host's
 	// check and message.
 	if err := Observe(tp.dev, 0, 0, at(next)); err != nil {
@@ -343,4 +353,147 @@ func TestTokSeqForkResetAndRefusals(t *testing.T) {
 	if _, d := ce.MemoryInUse(); d != 0 || v.Allocated() != allocated || ce.IsDevice(0) {
 		t.Errorf("after a refused first call: %d reserved, %d allocated, device %v", d, v.Allocated()-allocated, ce.IsDevice(0))
 	}
+}
+
+// TestSaveDeviceSequences: the state blob of a CUDA sequence, slot and
+// token mode, is the host format: it loads into a host engine, and the
+// loaded sequence continues exactly as the host engine's own sequence and
+// the device one (every slot, every eviction). A load over the device
+// sequence makes it a host sequence and gives back its device memory.
+func TestSaveDeviceSequences(t *testing.T) {
+	useLibrary(t, buildEmu(t))
+	v, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, score := range []policy.Score{policy.ScoreInstant, policy.ScoreDecayed} {
+		for _, bits := range []int{16, 128} {
+			p := policy.DefaultParams()
+			p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget, p.Bits, p.Score = 2, 2, 4, 24, 20, bits, score
+			t.Run(fmt.Sprintf("slot %d-bit score %d", bits, score), func(t *testing.T) { saveSlotCase(t, v, r, p) })
+			t.Run(fmt.Sprintf("token %d-bit score %d", bits, score), func(t *testing.T) { saveTokenCase(t, v, r, p) })
+		}
+	}
+}
+
+func saveSlotCase(t *testing.T, v *Device, r *rand.Rand, p policy.Params) {
+	host, _ := policy.NewEngine(p)
+	dev, _ := policy.NewEngine(p)
+	loaded, _ := policy.NewEngine(p)
+	host.AddSeq(0)
+	dev.AddSeq(0)
+	pos := int32(0)
+	step := func(n int, es []*policy.Engine) {
+		t.Helper()
+		positions := make([]int32, n)
+		for j := range positions {
+			positions[j] = pos
+			pos += 1 + int32(r.IntN(2))
+		}
+		hq, dq, fq := devRows(t, v, r, policy.F16, n, p.QHeads, p.HeadDim)
+		hk, dk, fk := devRows(t, v, r, policy.F16, n, p.KVHeads, p.HeadDim)
+		defer fq()
+		defer fk()
+		for l := 0; l < p.Layers; l++ {
+			want := make([]int32, 2*n*p.KVHeads)
+			if err := host.Place(0, l, hq, hk, positions, want[:n*p.KVHeads], want[n*p.KVHeads:]); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range es {
+				got := make([]int32, 2*n*p.KVHeads)
+				var err error
+				if e.IsDevice(0) {
+					err = Place(e, 0, l, StepInput{Dev: v, Q: dq, K: dk, Positions: positions}, got[:n*p.KVHeads], got[n*p.KVHeads:])
+				} else {
+					err = e.Place(0, l, hq, hk, positions, got[:n*p.KVHeads], got[n*p.KVHeads:])
+				}
+				if err != nil || !slices.Equal(got, want) {
+					t.Fatalf("position %d layer %d: %v, want %v (%v)", positions[0], l, got, want, err)
+				}
+			}
+		}
+	}
+	step(8, []*policy.Engine{dev})
+	for range 40 {
+		step(1, []*policy.Engine{dev})
+	}
+	blob, err := dev.SaveSeq(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hblob, _ := host.SaveSeq(0)
+	// With the instant score the stored scores of cached slots are never
+	// read (a step that reads them rewrites them first), and the device
+	// does not write them while free slots are taken: only they may
+	// differ. The continuation below shows the blob holds what matters.
+	if !bytes.Equal(blob, hblob) && (p.Score != policy.ScoreInstant || len(blob) != len(hblob)) {
+		t.Errorf("device blob of %d bytes, host blob of %d: they differ", len(blob), len(hblob))
+	}
+	if err := loaded.LoadSeq(0, blob); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		step(1, []*policy.Engine{dev, loaded})
+	}
+	// A load over the device sequence: a host sequence from then on.
+	blob, _ = dev.SaveSeq(0)
+	if err := dev.LoadSeq(0, blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := dev.MemoryInUse(); d != 0 || dev.IsDevice(0) {
+		t.Errorf("after a load over the device sequence: %d device bytes reserved, device %v", d, dev.IsDevice(0))
+	}
+	for range 10 {
+		step(1, []*policy.Engine{dev, loaded})
+	}
+}
+
+func saveTokenCase(t *testing.T, v *Device, r *rand.Rand, p policy.Params) {
+	tp := newTokPair(t, v, r, p, policy.BF16)
+	tp.add(0)
+	tp.observe(0, p.Budget+5, "prefill")
+	for step := 0; step < 40; step++ {
+		tp.observe(0, 1, "before the save")
+		if step%4 != 1 {
+			tp.evict(0, 2, "before the save")
+		}
+	}
+	blob, err := tp.dev.SaveSeq(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hblob, _ := tp.host.SaveSeq(0)
+	if !bytes.Equal(blob, hblob) {
+		t.Errorf("device blob of %d bytes, host blob of %d: they differ", len(blob), len(hblob))
+	}
+	loaded, _ := policy.NewEngine(tp.p)
+	if err := loaded.LoadSeq(0, blob); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := loaded.TokenPositions(0); !slices.Equal(got, must(tp.host.TokenPositions(0))) {
+		t.Fatalf("loaded positions %v", got)
+	}
+	// The loaded sequence takes the host rows the host engine takes.
+	tp.extra = []*policy.Engine{loaded}
+	for step := 0; step < 30; step++ {
+		tp.observe(0, 1, "after the save")
+		tp.evict(0, 2, "after the save")
+	}
+	tp.same(0, "after the save")
+	// A load over the device sequence: a host sequence from then on.
+	blob, _ = tp.dev.SaveSeq(0)
+	if err := tp.dev.LoadSeq(0, blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := tp.dev.MemoryInUse(); d != 0 || tp.dev.IsDevice(0) {
+		t.Errorf("after a load over the device sequence: %d device bytes reserved, device %v", d, tp.dev.IsDevice(0))
+	}
+}
+
+func must[T any](x T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return x
 }

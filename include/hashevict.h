@@ -398,9 +398,15 @@ hashevict_status hashevict_place(hashevict_engine *engine, int32_t seq,
  * state (on the stream of its last step, and waits): the fork is a CUDA
  * sequence on the same context. hashevict_slot_positions of a CUDA
  * sequence reads the device's record (after the work on the stream of its
- * last step, which it waits for). On a CUDA sequence,
- * hashevict_seq_state_size/_save and hashevict_compress* return
- * UNSUPPORTED; hashevict_seq_reset,
+ * last step, which it waits for). hashevict_seq_state_size/_save of a
+ * CUDA sequence copy its device tables to the host (after the work on the
+ * stream of its last step, which they wait for) into the host's blob
+ * format: the blob loads into any engine of the same parameters, as a host
+ * sequence (a load never puts a sequence on a device). It is the host
+ * engine's blob for the same steps, byte for byte, except that with
+ * SCORE_INSTANT in slot mode the stored scores of cached slots, which that
+ * score never reads, may differ. hashevict_compress* on a CUDA sequence
+ * return UNSUPPORTED; hashevict_seq_reset,
  * hashevict_seq_remove, a hashevict_seq_state_load over it and
  * hashevict_engine_free free its device memory; hashevict_stats_get counts
  * its steps, tokens, evictions and cached slots (state_bytes counts host

@@ -340,3 +340,61 @@ func (e *Engine) deviceEvictions(s *Sequence, out []int32) (int, error) {
 	e.cached.Add(-int64(k))
 	return k, nil
 }
+
+// DeviceTables is a device state that copies its tables to the host for
+// a state save: the blob of a device sequence is the host format, so it
+// loads into any engine of the same parameters as a host sequence.
+type DeviceTables interface {
+	// HostTable copies (layer, head)'s first len(score) slots: codes (in
+	// the layout of simd.CodeWords), scores, counts and, in slot mode,
+	// positions (pos is nil in token mode); used is the number of slots
+	// filled (slot mode). It waits for the work queued on the device.
+	HostTable(layer, head int, codes []uint64, score []float32, count []uint32, pos []int32) (used int, err error)
+}
+
+// DeviceProgress is what a slot-mode device state keeps per layer that
+// the host does not: the layer's last position and its steps.
+type DeviceProgress interface {
+	Progress(layer int) (lastPos int32, steps uint64)
+}
+
+// hostCopy returns a host sequence holding s's state (s locked, on a
+// device), for SaveSeq: the device's tables, the host's counters and, in
+// token mode, the host's bookkeeping. The copy is transient (the blob is
+// built from it) and not counted against the memory cap, as the blob is
+// not.
+func (e *Engine) hostCopy(s *Sequence) (*Sequence, error) {
+	st, ok := s.dev.(DeviceTables)
+	if !ok {
+		return nil, errDeviceSeq(s.id)
+	}
+	p := &e.P
+	c := &Sequence{id: s.id, layers: make([]layerState, len(s.layers)), bytes: s.bytes, cached: s.cached,
+		steps: s.steps, tokens: s.tokens, evictions: s.evictions}
+	capacity := p.Budget
+	if s.tok != nil {
+		c.tok = s.tok.clone()
+		capacity = len(s.tok.pos)
+	}
+	prog, _ := s.dev.(DeviceProgress)
+	for l := range c.layers {
+		ls := layerState{lastPos: s.layers[l].lastPos, steps: s.layers[l].steps, heads: make([]table, p.KVHeads)}
+		if s.tok == nil && prog != nil {
+			ls.lastPos, ls.steps = prog.Progress(l)
+		}
+		for h := range ls.heads {
+			t := table{codes: make([]uint64, p.codeWords(capacity)), score: make([]float32, capacity), count: make([]uint32, capacity)}
+			if s.tok == nil {
+				t.pos = make([]int32, capacity)
+			}
+			used, err := st.HostTable(l, h, t.codes, t.score, t.count, t.pos)
+			if err != nil {
+				return nil, err
+			}
+			t.used = used
+			ls.heads[h] = t
+		}
+		c.layers[l] = ls
+	}
+	return c, nil
+}

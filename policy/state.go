@@ -71,11 +71,17 @@ func (w *writer) f32s(v []float32) {
 
 // SaveSeq serialises sequence id.
 func (e *Engine) SaveSeq(id int) ([]byte, error) {
-	s, err := e.seq(id)
+	s, err := e.seqAny(id)
 	if err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	if s.dev != nil {
+		// The same blob, from a host copy of the device tables (device.go).
+		if s, err = e.hostCopy(s); err != nil {
+			return nil, err
+		}
+	}
 	e.flushTokenScores(s) // the blob holds every score, fast steps or not
 	w := &writer{b: make([]byte, stateHeader, stateHeader+int(s.bytes)+1024)}
 	copy(w.b, stateMagic)

@@ -254,11 +254,23 @@ static void token_agreement(int score, int probe, int window) {
           "token stats: device %llu steps %llu evictions %llu cached, host %llu %llu %llu", (unsigned long long)ds.steps,
           (unsigned long long)ds.evictions, (unsigned long long)ds.cached, (unsigned long long)hs.steps,
           (unsigned long long)hs.evictions, (unsigned long long)hs.cached);
-    /* The device sequence refuses host tensors and a state save. */
+    /* The device sequence refuses host tensors. Its state blob is the host
+     * engine's, byte for byte, and loads as a host sequence. */
     hashevict_tensor qt = tu_tensor(qh, HASHEVICT_DTYPE_F16, 1, QH, DIM), kt = tu_tensor(kh, HASHEVICT_DTYPE_F16, 1, KV, DIM);
     CHECK_ST(hashevict_observe(de, 0, 0, &qt, &kt, &next, 1), HASHEVICT_ERR_UNSUPPORTED);
-    size_t size = 0;
-    CHECK_ST(hashevict_seq_state_size(de, 0, &size), HASHEVICT_ERR_UNSUPPORTED);
+    size_t dsize = 0, hsize = 0, written = 0;
+    CHECK_ST(hashevict_seq_state_size(de, 0, &dsize), HASHEVICT_OK);
+    CHECK_ST(hashevict_seq_state_size(he, 0, &hsize), HASHEVICT_OK);
+    unsigned char *db = malloc(dsize + 1), *hb = malloc(hsize + 1);
+    REQUIRE_V(db && hb, "malloc");
+    CHECK_ST(hashevict_seq_state_save(de, 0, db, dsize, &written), HASHEVICT_OK);
+    CHECK_ST(hashevict_seq_state_save(he, 0, hb, hsize, &written), HASHEVICT_OK);
+    CHECK(dsize == hsize && memcmp(db, hb, dsize) == 0, "state blobs: device %zu bytes, host %zu, or they differ", dsize, hsize);
+    CHECK_ST(hashevict_seq_state_load(he, 1, db, dsize), HASHEVICT_OK);
+    CHECK_ST(hashevict_token_positions(he, 1, hh, MAXT + STEPS * 3, &hn), HASHEVICT_OK);
+    CHECK(hn == dn && memcmp(dh, hh, (size_t)dn * sizeof(int32_t)) == 0, "positions of the loaded blob: %d, want %d", hn, dn);
+    free(db);
+    free(hb);
     cu_free((uint64_t)(uintptr_t)dq);
     cu_free((uint64_t)(uintptr_t)dk);
     hashevict_engine_free(de);
@@ -314,13 +326,23 @@ static void refusals(void) {
     CHECK(slots[0] == 1, "the fork's next slot: %d, want 1", slots[0]);
     CHECK_ST(hashevict_place(e, 2, 0, &hq, &hk, &pos, 1, slots, NULL), HASHEVICT_ERR_UNSUPPORTED);
     CHECK_ST(hashevict_seq_remove(e, 2), HASHEVICT_OK);
-    size_t size = 0;
-    CHECK_ST(hashevict_seq_state_size(e, 0, &size), HASHEVICT_ERR_UNSUPPORTED);
+    size_t size = 0, written = 0;
+    CHECK_ST(hashevict_seq_state_size(e, 0, &size), HASHEVICT_OK); /* the device tables, in the host format */
+    unsigned char *blob = malloc(size);
+    REQUIRE_V(blob, "malloc");
+    CHECK_ST(hashevict_seq_state_save(e, 0, blob, size, &written), HASHEVICT_OK);
+    CHECK_ST(hashevict_seq_state_load(e, 3, blob, written), HASHEVICT_OK); /* a host sequence */
+    free(blob);
     int32_t held[BUDGET];
     CHECK_ST(hashevict_slot_positions(e, 0, 0, 1, held, BUDGET), HASHEVICT_OK);
     CHECK(held[0] == 0 && held[1] == -1, "slot positions of the CUDA sequence: %d %d", held[0], held[1]);
     CHECK_ST(hashevict_slot_positions(e, 0, 1, 1, held, BUDGET), HASHEVICT_OK); /* a layer not stepped yet */
     CHECK(held[0] == -1, "slot positions of a layer not stepped: %d", held[0]);
+    CHECK_ST(hashevict_slot_positions(e, 3, 0, 1, held, BUDGET), HASHEVICT_OK);
+    CHECK(held[0] == 0 && held[1] == -1, "slot positions of the loaded copy: %d %d", held[0], held[1]);
+    CHECK_ST(hashevict_place(e, 3, 0, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT); /* host state */
+    CHECK_ST(hashevict_place(e, 3, 0, &hq, &hk, &pos, 1, slots, NULL), HASHEVICT_OK);
+    CHECK(slots[0] == 1, "the loaded copy's next slot: %d, want 1", slots[0]);
     /* A chunk that would evict has no device path; async takes one token. */
     CHECK_ST(hashevict_place_async(e, 0, 0, &cq, &ck, &pos, 1, slots, NULL), HASHEVICT_ERR_INVALID_ARGUMENT); /* host out */
     /* NaN in k: refused, nothing placed; the next step works. */

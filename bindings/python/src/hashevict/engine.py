@@ -672,7 +672,7 @@ class Sequence:
         CUDA memory (torch CUDA tensors on ``torch.cuda.current_stream()``,
         or ``__cuda_array_interface__`` objects on their ``stream``) runs the
         step on the device and waits for it; the sequence then keeps its
-        state there (slot mode, hash policy only; see ``docs/cuda.md`` and
+        state there (hash policy only; see ``docs/cuda.md`` and
         :meth:`place_async`). Tested against an emulated driver, not yet on
         a GPU."""
         layer = _int32(layer, "layer")
@@ -802,7 +802,10 @@ class Sequence:
     # -- token mode --------------------------------------------------------
     def observe(self, layer: int, q, k, positions) -> None:
         """Records layer ``layer``'s queries and keys for new positions
-        (``hashevict_observe``); arguments as in :meth:`place`."""
+        (``hashevict_observe``); arguments as in :meth:`place`. CUDA memory
+        keeps the sequence's scores on the device (hash policy only; the
+        call waits for the hashes, and :meth:`evictions` for the totals;
+        tested against an emulated driver, not yet on a GPU)."""
         layer = _int32(layer, "layer")
         pos = _positions(positions)
         kv = describe(k, "k")
