@@ -4,16 +4,27 @@
 //
 // One context with the integration attached (budget above the stream, so
 // nothing is ever evicted) reads a prompt (untimed), then decodes one token
-// per step, every other step with HashEvict observing (hev_llama_begin before
-// llama_decode, hev_llama_evict after) and the others without (the callback
-// then answers "no" to every node: no graph split, no copy, no engine call),
-// the two kinds in alternating order (on off, off on, ...). Each step is
-// timed by the wall clock; a ratio on/off pairs two neighbouring steps of
-// the same context, threadpool and cache length, so a machine shared with
-// other jobs slows both alike. Medians and ranges of the ratios are printed
-// with the load average before and after. Wall time, not thread CPU time:
-// decode runs on the ggml worker threads too, and the cost being measured
-// includes the workers idling at every graph split the callback makes.
+// per step, in rounds of three steps of three kinds, in an order that
+// rotates (and reverses every other round) from round to round:
+//
+//   off    the callback answers "no" to every node: no graph split, no
+//          copy, no engine call;
+//   split  a callback of this driver asks for the same nodes the
+//          integration asks for (layer il's rotated K) and does nothing
+//          with them: the graph splits alone;
+//   on     HashEvict observes (hev_llama_begin before llama_decode,
+//          hev_llama_evict after): the splits, the copies and the engine.
+//
+// A ratio pairs steps of the same round (neighbouring positions of the same
+// context, threadpool and cache length), so a machine shared with other
+// jobs slows both alike. Each step is timed three ways: the wall clock;
+// the CPU time of this thread, which with --threads 1 is the whole decode
+// (ggml computes on the calling thread) and does not count time spent
+// waiting for a core; and the CPU time of the process, which with 2
+// threads also counts the worker, spinning included. Medians, p10-p90 and
+// ranges of the ratios are printed with the load average before and after,
+// and the integration's own clock (hev_llama_get_stats: copies and
+// hashevict_observe, evictions) per on-step, to say where the time goes.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +33,7 @@
 #include <fstream>
 #include <unistd.h>
 #include <string>
+#include <time.h>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -34,7 +46,7 @@ void usage() {
     std::fprintf(stderr,
                  "usage: hashevict-overhead --model M.gguf --text FILE [options]\n"
                  "  --ctx N       context length reached by the prompt (2048)\n"
-                 "  --steps N     timed decode steps, half with HashEvict observing (128)\n"
+                 "  --steps N     timed decode steps, a third of each kind (off, split, on) (129)\n"
                  "  --threads N   ggml threads (2)\n"
                  "  --chunk N     prompt chunk size (256)\n"
                  "  --probe P     query | key (query)\n");
@@ -62,11 +74,40 @@ double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+double clock_ms(clockid_t id) {
+    timespec ts{};
+    clock_gettime(id, &ts);
+    return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+}
+
+// The split steps' callback: asks for the nodes the integration asks for
+// (hashevict_llama.cpp: "Kcur-<layer>" after RoPE) and does nothing with
+// them. Chained behind the integration's, which asks it about every node.
+bool g_split = false;
+
+bool split_cb(ggml_tensor *t, bool ask, void *) {
+    if (!ask) return true;
+    return g_split && t->op == GGML_OP_ROPE && std::strncmp(t->name, "Kcur-", 5) == 0;
+}
+
+struct timing {
+    double wall, thread, process;
+};
+
+timing now_all() {
+    return {now_ms(), clock_ms(CLOCK_THREAD_CPUTIME_ID), clock_ms(CLOCK_PROCESS_CPUTIME_ID)};
+}
+
+void report(const char *what, const std::vector<double> &v, const char *unit) {
+    std::printf("  %-22s median %.4f%s (p10 %.4f, p90 %.4f, min %.4f, max %.4f)\n", what, median(v), unit,
+                quantile(v, 0.1), quantile(v, 0.9), quantile(v, 0), quantile(v, 1));
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     std::string model_path, text_path, probe = "query";
-    int n_ctx = 2048, steps = 128, threads = 2, chunk = 256;
+    int n_ctx = 2048, steps = 129, threads = 2, chunk = 256;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&]() -> const char * {
@@ -88,7 +129,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (model_path.empty() || text_path.empty() || n_ctx < 1 || steps < 2 || threads < 1 || chunk < 1 ||
+    if (model_path.empty() || text_path.empty() || n_ctx < 1 || steps < 3 || threads < 1 || chunk < 1 ||
         (probe != "query" && probe != "key")) {
         usage();
         return 2;
@@ -113,6 +154,8 @@ int main(int argc, char **argv) {
         cp.n_ctx = (uint32_t) (total + chunk);
         cp.n_seq_max = 1;
         cp.no_perf = true;
+        cp.cb_eval = split_cb;  // chained behind the integration's
+        cp.cb_eval_user_data = nullptr;
         hev_llama_attach(hl, &cp);
         llama_context *ctx = llama_init_from_model(model, cp);
         if (!ctx) throw std::runtime_error("llama_init_from_model failed");
@@ -132,6 +175,10 @@ int main(int argc, char **argv) {
             if (tp) llama_attach_threadpool(ctx, tp, tp);
         }
         llama_batch batch = llama_batch_init(chunk, 0, 1);
+        // The thread CPU time of the last step's hev_llama_begin and
+        // hev_llama_evict: every hashevict_observe of the step and the
+        // evictions, outside the decode.
+        double last_calls_cpu = 0;
         // One decode step of n tokens at positions p..; observed when `on`.
         auto step = [&](int p, int n, bool on) {
             std::vector<llama_pos> pos(n);
@@ -143,51 +190,95 @@ int main(int argc, char **argv) {
                 batch.seq_id[i][0] = 0;
                 batch.logits[i] = i == n - 1;
             }
+            double c0 = clock_ms(CLOCK_THREAD_CPUTIME_ID);
             if (on && hev_llama_begin(hl, 0, pos.data(), n) != 0) throw std::runtime_error(hev_llama_error(hl));
+            double c1 = clock_ms(CLOCK_THREAD_CPUTIME_ID);
             if (llama_decode(ctx, batch) != 0) throw std::runtime_error("llama_decode failed");
             int32_t dropped = 0;
+            double c2 = clock_ms(CLOCK_THREAD_CPUTIME_ID);
             if (on && hev_llama_evict(hl, ctx, 0, &dropped) != 0) throw std::runtime_error(hev_llama_error(hl));
+            last_calls_cpu = (c1 - c0) + (clock_ms(CLOCK_THREAD_CPUTIME_ID) - c2);
             if (dropped != 0) throw std::runtime_error("positions were evicted: raise the budget");
         };
         for (int p = 0; p < n_ctx; p += chunk) step(p, std::min(chunk, n_ctx - p), true);
 
         const std::string load_before = loadavg();
-        const hev_llama_stats st0 = hev_llama_get_stats(hl);
-        const int pairs = steps / 2;
-        std::vector<double> t_off(pairs), t_on(pairs), ratio(pairs);
-        auto timed = [&](int p, bool on) {
-            double t0 = now_ms();
-            step(p, 1, on);
-            return now_ms() - t0;
-        };
-        for (int i = 0; i < pairs; i++) {
-            int p = n_ctx + 2 * i;
-            if (i % 2 == 0) {
-                t_on[i] = timed(p, true);
-                t_off[i] = timed(p + 1, false);
-            } else {
-                t_off[i] = timed(p, false);
-                t_on[i] = timed(p + 1, true);
+        const int rounds = steps / 3;
+        enum { OFF, SPLIT, ON, KINDS };
+        const char *names[KINDS] = {"off", "split", "on"};
+        std::vector<timing> t[KINDS];
+        std::vector<double> engine(rounds), evict(rounds), calls(rounds);
+        int p = n_ctx;
+        for (int r = 0; r < rounds; r++) {
+            int order[KINDS];
+            for (int k = 0; k < KINDS; k++) order[k] = (k + r) % KINDS;
+            if (r % 2) std::reverse(order, order + KINDS);
+            for (int k : order) {
+                const hev_llama_stats s0 = hev_llama_get_stats(hl);
+                g_split = k == SPLIT;
+                timing a = now_all();
+                step(p++, 1, k == ON);
+                timing b = now_all();
+                g_split = false;
+                t[k].push_back({b.wall - a.wall, b.thread - a.thread, b.process - a.process});
+                if (k == ON) {
+                    const hev_llama_stats s1 = hev_llama_get_stats(hl);
+                    engine[r] = (double) (s1.observe_ns - s0.observe_ns) / 1e6;
+                    evict[r] = (double) (s1.evict_ns - s0.evict_ns) / 1e6;
+                    calls[r] = last_calls_cpu;
+                }
             }
-            ratio[i] = t_on[i] / t_off[i];
         }
-        const hev_llama_stats st1 = hev_llama_get_stats(hl);
         const std::string load_after = loadavg();
 
-        std::printf("model %s, context %d, %d pairs of decode steps, %d thread(s), probe %s\n", model_path.c_str(),
-                    n_ctx, pairs, threads, probe.c_str());
+        std::printf("model %s, context %d, %d rounds of 3 decode steps (off, split, on), %d thread(s), probe %s\n",
+                    model_path.c_str(), n_ctx, rounds, threads, probe.c_str());
         std::printf("load average before %s, after %s (%ld cores online)\n", load_before.c_str(), load_after.c_str(),
                     sysconf(_SC_NPROCESSORS_ONLN));
-        std::printf("step off    : median %.3f ms (p10 %.3f, p90 %.3f, min %.3f, max %.3f)\n", median(t_off),
-                    quantile(t_off, 0.1), quantile(t_off, 0.9), quantile(t_off, 0), quantile(t_off, 1));
-        std::printf("step on     : median %.3f ms (p10 %.3f, p90 %.3f, min %.3f, max %.3f)\n", median(t_on),
-                    quantile(t_on, 0.1), quantile(t_on, 0.9), quantile(t_on, 0), quantile(t_on, 1));
-        std::printf("ratio on/off: median %.4f (p10 %.4f, p90 %.4f, min %.4f, max %.4f) -> overhead %+.2f %%\n",
-                    median(ratio), quantile(ratio, 0.1), quantile(ratio, 0.9), quantile(ratio, 0),
-                    quantile(ratio, 1), 100 * (median(ratio) - 1));
-        std::printf("engine time per step (hashevict_observe + copies): %.3f ms; evictions: %.3f ms\n",
-                    (double) (st1.observe_ns - st0.observe_ns) / 1e6 / pairs,
-                    (double) (st1.evict_ns - st0.evict_ns) / 1e6 / pairs);
+        auto field = [](const std::vector<timing> &v, double timing::*f) {
+            std::vector<double> x;
+            for (const timing &e : v) x.push_back(e.*f);
+            return x;
+        };
+        auto ratios = [&](int a, int b, double timing::*f) {
+            std::vector<double> x;
+            for (int r = 0; r < rounds; r++) x.push_back((t[a][r].*f) / (t[b][r].*f));
+            return x;
+        };
+        const struct {
+            const char *name;
+            double timing::*f;
+        } clocks[] = {{"wall clock", &timing::wall},
+                      {"thread CPU time", &timing::thread},
+                      {"process CPU time", &timing::process}};
+        for (const auto &c : clocks) {
+            std::printf("%s:\n", c.name);
+            for (int k = 0; k < KINDS; k++) report((std::string("step ") + names[k]).c_str(), field(t[k], c.f), " ms");
+            std::vector<double> on = ratios(ON, OFF, c.f), split = ratios(SPLIT, OFF, c.f);
+            report("on / off", on, "");
+            report("split / off", split, "");
+            std::printf("  -> overhead %+.2f %% (median of on/off), of which the splits alone %+.2f %%\n",
+                        100 * (median(on) - 1), 100 * (median(split) - 1));
+        }
+        // Where an on-step's extra time goes, by the clocks around the
+        // integration's calls: the integration's own (wall: copies in the
+        // callback + hashevict_observe, evictions) and this thread's CPU
+        // time in hev_llama_begin + hev_llama_evict (the engine's work,
+        // not counting waits for a core), against the off step of the
+        // same round by the same kind of clock.
+        std::vector<double> wall_share, cpu_share;
+        for (int r = 0; r < rounds; r++) {
+            wall_share.push_back((engine[r] + evict[r]) / t[OFF][r].wall);
+            cpu_share.push_back(calls[r] / t[OFF][r].thread);
+        }
+        std::printf("integration's clock per on-step (wall): copies + hashevict_observe %.3f ms, evictions %.3f ms "
+                    "(medians); / off step's wall: median %.2f %% (p10 %.2f, p90 %.2f)\n",
+                    median(engine), median(evict), 100 * median(wall_share), 100 * quantile(wall_share, 0.1),
+                    100 * quantile(wall_share, 0.9));
+        std::printf("thread CPU time in hev_llama_begin + hev_llama_evict per on-step: median %.3f ms (p10 %.3f, p90 "
+                    "%.3f); / off step's thread CPU time: median %.2f %% (p10 %.2f, p90 %.2f)\n",
+                    median(calls), quantile(calls, 0.1), quantile(calls, 0.9), 100 * median(cpu_share),
+                    100 * quantile(cpu_share, 0.1), 100 * quantile(cpu_share, 0.9));
         llama_batch_free(batch);
         llama_free(ctx);
         if (tp) tp_free(tp);
