@@ -204,8 +204,9 @@ cuda-fatbin:
 	bash cuda/build.sh
 
 # --- HashEvict against kvpress (docs/eval/kvpress.md) ----------------------------
-# Our press and cache against kvpress's presses in transformers, SmolLM2 from its
-# GGUF, at compression 0.25 / 0.5 / 0.75; resumable (docs/eval/kvpress.jsonl).
+# Our presses and cache against kvpress's presses in transformers, SmolLM2 and
+# Gemma 3 270M from their GGUFs, at compression 0.25 / 0.5 / 0.75, one torch
+# thread; resumable (rows already in docs/eval/kvpress.jsonl are skipped).
 # Its own venv with the pinned ML stack (about 3 GB of torch wheels, once).
 KVPRESS_VENV ?= $(BUILD)/venv-kvpress
 EVAL_KVPRESS_ARGS ?=
