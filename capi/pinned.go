@@ -52,6 +52,7 @@ var _ = [...]struct{}{
 
 	pinned[policy.CompressCosine-C.HASHEVICT_COMPRESS_COSINE],
 	pinned[policy.CompressDistance-C.HASHEVICT_COMPRESS_DISTANCE],
+	pinned[policy.CompressSoftmax-C.HASHEVICT_COMPRESS_SOFTMAX],
 
 	pinned[policy.F32-C.HASHEVICT_DTYPE_F32],
 	pinned[policy.F16-C.HASHEVICT_DTYPE_F16],

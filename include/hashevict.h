@@ -572,7 +572,12 @@ typedef enum hashevict_compress_form {
     /* cos(pi * d / b): the expected cosine of p and k. */
     HASHEVICT_COMPRESS_COSINE = 0,
     /* -d: the decode step's own distance, applied to the window. */
-    HASHEVICT_COMPRESS_DISTANCE = 1
+    HASHEVICT_COMPRESS_DISTANCE = 1,
+    /* Per probe, a softmax over the keys it scores of tau * cos(pi * d / b)
+     * (tau = 8): the probe's estimated attention to each key, averaged over
+     * the probes as SnapKV averages the window's exact attention. A key one
+     * probe attends to sharply stays, however far it is from the others. */
+    HASHEVICT_COMPRESS_SOFTMAX = 2
 } hashevict_compress_form;
 /* Each estimate is then replaced by the largest over the held positions
  * i - pool/2 .. i + pool/2 in position order, i.e. a max pool of kernel

@@ -25,7 +25,19 @@ const (
 	// CompressDistance averages -d over the probes: the decode step's own
 	// score, applied to the window.
 	CompressDistance CompressForm = 1
+	// CompressSoftmax estimates each probe's attention over the keys it
+	// scores: a softmax of tau*cos(pi*d/b) over those keys (tau: the
+	// engine's compress temperature), averaged over the probes, as SnapKV
+	// averages the window's exact attention. Unlike the mean cosine, a key
+	// that one probe attends to sharply stays, however far it is from the
+	// others.
+	CompressSoftmax CompressForm = 2
 )
+
+// compressTau is the softmax temperature of CompressSoftmax: hash codes
+// carry no norms to scale the estimated cosine by, so it is one constant,
+// chosen on the development text (docs/eval/README.md).
+const compressTau = 8.0
 
 // compressWeights is the value of each distance 0..b under form: the
 // estimate adds weights[d] per probe.
@@ -45,11 +57,21 @@ func compressWeights(form CompressForm, bits int) []float64 {
 // decode step's scores (larger: evicted first), so that scores stored by a
 // compression and by later steps compare: b*acos(a)/pi for the cosine,
 // -a for the distance.
+// For the softmax, -a: the estimated attention, negated.
 func toDistance(form CompressForm, bits int, a float64) float32 {
 	if form == CompressCosine {
 		return float32(float64(bits) * math.Acos(max(-1, min(1, a))) / math.Pi)
 	}
 	return float32(-a)
+}
+
+// windowScore is the score of the window's own positions: the least any
+// position can have under form, so that they are dropped last.
+func windowScore(form CompressForm) float32 {
+	if form == CompressSoftmax {
+		return -1
+	}
+	return 0
 }
 
 // maxPool replaces est[order[i]] by the maximum over order[i-r..i+r]: a key
@@ -74,8 +96,8 @@ func maxPool(est []float64, order []int, kernel int, tmp []float64) {
 }
 
 func checkCompressArgs(form CompressForm, pool int) error {
-	if form != CompressCosine && form != CompressDistance {
-		return errf(CodeInvalidArgument, "score form %d is not COSINE (0) or DISTANCE (1)", int32(form))
+	if form != CompressCosine && form != CompressDistance && form != CompressSoftmax {
+		return errf(CodeInvalidArgument, "score form %d is not COSINE (0), DISTANCE (1) or SOFTMAX (2)", int32(form))
 	}
 	if pool < 0 || pool > 1024 {
 		return errf(CodeInvalidArgument, "pool kernel %d is outside [0, 1024]", pool)
@@ -100,20 +122,69 @@ func (e *Engine) hashRows(k *simd.Kernels, layer int, x *Rows, what string, dst 
 	return nil
 }
 
-// windowEstimate adds, for every code of codes (a table when table is true,
-// wide codes otherwise), weights[d] for each probe of probes (wide codes,
-// W words each) into est.
-func (e *Engine) windowEstimate(k *simd.Kernels, sc *scratch, est []float64, codes []uint64, n int, table bool, probes []uint64, weights []float64) {
+// codeSet is one run of codes a window probe is compared with: a table
+// (packed when narrow) or wide codes, scored into est[off:off+n]. live,
+// when not nil, lists the entries that hold a key (a token-mode table has
+// free slots): the softmax runs over them only.
+type codeSet struct {
+	codes []uint64
+	n     int
+	table bool
+	off   int
+	live  []int
+}
+
+// windowEstimate adds, for every code of sets, each probe's estimate of
+// the code's key (see CompressForm) into est; probes holds wide codes, W
+// words each. With the softmax form a probe's estimates are normalised over
+// all the sets together.
+func (e *Engine) windowEstimate(k *simd.Kernels, sc *scratch, est []float64, sets []codeSet, probes []uint64, form CompressForm) {
 	W := e.P.Words()
-	if n == 0 {
+	m := 0
+	for _, cs := range sets {
+		m = max(m, cs.off+cs.n)
+	}
+	if m == 0 {
 		return
 	}
-	sc.dist = grow(sc.dist, n)
+	weights := compressWeights(form, e.P.Bits)
+	sc.dist = grow(sc.dist, m)
 	for p := 0; p+W <= len(probes); p += W {
 		sc.probes = append(sc.probes[:0], probes[p:p+W]...)
-		e.distances(k, sc, sc.dist[:n], codes, table)
-		for i, d := range sc.dist[:n] {
-			est[i] += weights[d]
+		for _, cs := range sets {
+			if cs.n > 0 {
+				e.distances(k, sc, sc.dist[cs.off:cs.off+cs.n], cs.codes, cs.table)
+			}
+		}
+		if form == CompressSoftmax {
+			// exp(tau*(cos - 1)) <= 1: no overflow, and the largest logit
+			// any key can have is the reference.
+			for d := range weights {
+				weights[d] = math.Exp(compressTau * (math.Cos(math.Pi*float64(d)/float64(e.P.Bits)) - 1))
+			}
+			var z float64
+			for _, cs := range sets {
+				if cs.live != nil {
+					for _, i := range cs.live {
+						z += weights[sc.dist[cs.off+i]]
+					}
+					continue
+				}
+				for _, d := range sc.dist[cs.off : cs.off+cs.n] {
+					z += weights[d]
+				}
+			}
+			for _, cs := range sets {
+				for i, d := range sc.dist[cs.off : cs.off+cs.n] {
+					est[cs.off+i] += weights[d] / z
+				}
+			}
+			continue
+		}
+		for _, cs := range sets {
+			for i, d := range sc.dist[cs.off : cs.off+cs.n] {
+				est[cs.off+i] += weights[d]
+			}
 		}
 	}
 }
@@ -234,7 +305,6 @@ func (e *Engine) Compress(id, layer int, qwin, kr *Rows, positions []int32, nWin
 	newest := positions[n-1]
 	lo, hi := e.window(newest)
 	winFrom := positions[n-nWindow]
-	weights := compressWeights(form, p.Bits)
 	g := p.Group()
 	score := make([]float32, p.KVHeads*c) // the evict score of each candidate
 	drop := make([]bool, p.KVHeads*c)
@@ -271,8 +341,7 @@ func (e *Engine) Compress(id, layer int, qwin, kr *Rows, positions []int32, nWin
 			} else {
 				probes = newc[(n-nWindow)*W:]
 			}
-			e.windowEstimate(k, sc, e2[:t.used], t.codes[:p.codeWords(t.used)], t.used, true, probes, weights)
-			e.windowEstimate(k, sc, e2[t.used:], newc, n, false, probes, weights)
+			e.windowEstimate(k, sc, e2, []codeSet{{t.codes[:p.codeWords(t.used)], t.used, true, 0, nil}, {newc, n, false, t.used, nil}}, probes, form)
 			np := float64(len(probes) / W)
 			for i := range e2 {
 				e2[i] /= np
@@ -470,7 +539,6 @@ func (e *Engine) CompressScores(id, layer int, qwin *Rows, wpos []int32, pool in
 		}
 	}
 	slices.SortFunc(order, func(a, b int) int { return int(ts.pos[a]) - int(ts.pos[b]) })
-	weights := compressWeights(form, p.Bits)
 	est := make([]float64, m)
 	tmp := make([]float64, m)
 	probes := make([]uint64, 0, nw*g*W)
@@ -487,7 +555,7 @@ func (e *Engine) CompressScores(id, layer int, qwin *Rows, wpos []int32, pool in
 			}
 		}
 		clear(est)
-		e.windowEstimate(k, sc, est, t.codes[:p.codeWords(m)], m, true, probes, weights)
+		e.windowEstimate(k, sc, est, []codeSet{{t.codes[:p.codeWords(m)], m, true, 0, order}}, probes, form)
 		np := float64(len(probes) / W)
 		for _, slot := range order {
 			est[slot] /= np
@@ -497,7 +565,7 @@ func (e *Engine) CompressScores(id, layer int, qwin *Rows, wpos []int32, pool in
 			t.score[slot], t.count[slot] = toDistance(form, p.Bits, est[slot]), 1
 		}
 		for _, slot := range wslots {
-			t.score[slot] = 0
+			t.score[slot] = windowScore(form)
 		}
 	}
 	return nil

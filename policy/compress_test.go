@@ -20,19 +20,11 @@ func refCompressKeep(e *Engine, layer, h int, pos []int32, keys [][]float32, pro
 	for i, x := range probes {
 		pcodes[i] = naiveCode(x, rt, p.Bits)
 	}
-	est := make([]float64, len(pos))
+	kcodes := make([][]uint64, len(keys))
 	for i, k := range keys {
-		kc := naiveCode(k, rt, p.Bits)
-		for _, pc := range pcodes {
-			d := ham(kc, pc)
-			if form == CompressCosine {
-				est[i] += math.Cos(math.Pi * float64(d) / float64(p.Bits))
-			} else {
-				est[i] -= float64(d)
-			}
-		}
-		est[i] /= float64(len(pcodes))
+		kcodes[i] = naiveCode(k, rt, p.Bits)
 	}
+	est := refEstimate(kcodes, pcodes, p.Bits, form)
 	pooled := make([]float64, len(pos))
 	for i := range pos { // pos is ascending
 		m := math.Inf(-1)
@@ -66,13 +58,45 @@ func refCompressKeep(e *Engine, layer, h int, pos []int32, keys [][]float32, pro
 	return keep
 }
 
+// refEstimate is each key's window estimate, straight from the definition
+// of the forms: the mean over the probes of cos(pi*d/b), of -d, or of the
+// probe's softmax of compressTau*cos(pi*d/b) over all the keys.
+func refEstimate(kcodes, pcodes [][]uint64, bits int, form CompressForm) []float64 {
+	est := make([]float64, len(kcodes))
+	for _, pc := range pcodes {
+		logit := make([]float64, len(kcodes))
+		var z float64
+		for i, kc := range kcodes {
+			c := math.Cos(math.Pi * float64(ham(kc, pc)) / float64(bits))
+			switch form {
+			case CompressCosine:
+				est[i] += c
+			case CompressDistance:
+				est[i] -= float64(ham(kc, pc))
+			case CompressSoftmax:
+				logit[i] = math.Exp(compressTau * (c - 1))
+				z += logit[i]
+			}
+		}
+		for i := range logit {
+			if form == CompressSoftmax {
+				est[i] += logit[i] / z
+			}
+		}
+	}
+	for i := range est {
+		est[i] /= float64(len(pcodes))
+	}
+	return est
+}
+
 // TestCompressMatchesReference compresses a prompt twice the budget in one
 // call and checks every head's kept positions against refCompressKeep, for
 // both probes and both score forms. Random Gaussian keys have distinct
 // enough estimates that the float32 kernel and the float64 reference agree.
 func TestCompressMatchesReference(t *testing.T) {
 	for _, probe := range []Probe{ProbeQuery, ProbeKey} {
-		for _, form := range []CompressForm{CompressCosine, CompressDistance} {
+		for _, form := range []CompressForm{CompressCosine, CompressDistance, CompressSoftmax} {
 			for _, pool := range []int{0, 5} {
 				t.Run(fmt.Sprintf("probe%d/form%d/pool%d", probe, form, pool), func(t *testing.T) {
 					p := smallParams()
@@ -355,7 +379,7 @@ func TestCompressScoresTokenMode(t *testing.T) {
 	for _, c := range []struct {
 		form      CompressForm
 		lastAlone bool
-	}{{CompressCosine, false}, {CompressDistance, false}, {CompressCosine, true}, {CompressDistance, true}} {
+	}{{CompressCosine, false}, {CompressDistance, false}, {CompressSoftmax, false}, {CompressCosine, true}, {CompressDistance, true}, {CompressSoftmax, true}} {
 		form := c.form
 		t.Run(fmt.Sprint("form", form, "/lastAlone=", c.lastAlone), func(t *testing.T) {
 			p := smallParams()
@@ -403,19 +427,11 @@ func TestCompressScoresTokenMode(t *testing.T) {
 							pcs = append(pcs, naiveCode(qw[(w*p.QHeads+h*g+j)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits))
 						}
 					}
-					est := make([]float64, n)
-					for tok := 0; tok < n; tok++ {
-						kc := naiveCode(k[(tok*p.KVHeads+h)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits)
-						for _, pc := range pcs {
-							d := ham(kc, pc)
-							if form == CompressCosine {
-								est[tok] += math.Cos(math.Pi * float64(d) / float64(p.Bits))
-							} else {
-								est[tok] -= float64(d)
-							}
-						}
-						est[tok] /= float64(len(pcs))
+					kcs := make([][]uint64, n)
+					for tok := range kcs {
+						kcs[tok] = naiveCode(k[(tok*p.KVHeads+h)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits)
 					}
+					est := refEstimate(kcs, pcs, p.Bits, form)
 					for tok := 0; tok < n; tok++ {
 						m := math.Inf(-1)
 						for j := max(0, tok-pool/2); j <= min(n-1, tok+pool/2); j++ {

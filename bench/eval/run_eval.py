@@ -52,6 +52,13 @@ POLICIES = {
     "random": "policy=random",
     "oracle": "policy=oracle",
 }
+# Compress after prefill only (the form and width of the window's score mean
+# nothing to a streaming step): the window's estimated attention, a softmax
+# per probe over the keys (hashevict_compress_form SOFTMAX), from 64-bit codes.
+# "hash q/instant" there keeps the default form, the mean cosine.
+PREFILL_POLICIES = {
+    "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax,bits=64",
+}
 # The oracle keeps every key in f32 and computes exact attention in the Go
 # engine (no SIMD): affordable offline (recall), not inside 4k-token runs.
 ORACLE_TASKS = {"recall"}
@@ -137,7 +144,8 @@ def plan(quick, only=None):
         for scenario, targs in g[task].items():
             for m in models:
                 configs = [("full", "full")]
-                for pname, spec in policies.items():
+                extra = PREFILL_POLICIES if scenario == "prefill" else {}
+                for pname, spec in {**policies, **extra}.items():
                     if pname == "oracle" and task not in ORACLE_TASKS:
                         continue
                     configs += [(pname, f"{spec},keep={keep}") for keep in keeps]

@@ -265,6 +265,16 @@ void task_ppl(const args &a, llama_model *model, const char *mname) {
     }
 }
 
+// The sliding window of layer il, or 0 for a global layer: Gemma 3 slides
+// on every layer but each sixth (the rule hashevict_llama.cpp's
+// set_layer_windows applies in the streaming scenario).
+int sliding_window_of(const llama_model *model, int il) {
+    char arch[64] = {0};
+    llama_model_meta_val_str(model, "general.architecture", arch, sizeof arch);
+    const int swa = llama_model_n_swa(model);
+    return (std::string(arch) == "gemma3" && il % 6 < 5 && swa > 0) ? swa : 0;
+}
+
 // --- attention-mass recall -------------------------------------------------------
 
 // Captures every layer's post-RoPE Q and K of a full-cache pass.
@@ -316,11 +326,7 @@ void task_recall(const args &a, llama_model *model, const char *mname) {
         for (int p = 0; p < W; p += a.chunk) s.step(&toks[p], p, std::min(a.chunk, W - p), false);
     }
     const int L = cap.n_layer, D = (int) cap.dim, HQ = (int) cap.n_q, HK = (int) cap.n_kv, G = HQ / HK;
-    // Gemma 3: every layer is a 512-token sliding window except each sixth.
-    char arch[64] = {0};
-    llama_model_meta_val_str(model, "general.architecture", arch, sizeof arch);
-    const int swa = llama_model_n_swa(model);
-    auto window_of = [&](int il) { return (std::string(arch) == "gemma3" && (il + 1) % 6 != 0 && swa > 0) ? swa : 0; };
+    auto window_of = [&](int il) { return sliding_window_of(model, il); };
 
     // Sample query positions in the second half: every ratio is evicting there.
     std::vector<int> samples;
@@ -625,6 +631,10 @@ class shared_prefill {
         auto check = [](hashevict_status st) {
             if (st != HASHEVICT_OK) throw std::runtime_error(hashevict_last_error());
         };
+        // Sliding layers do not vote on positions they no longer see, as in
+        // the streaming scenario.
+        for (int il = 0; il < L; il++)
+            if (int w = sliding_window_of(model_, il)) check(hashevict_set_layer_window(e, il, w));
         check(hashevict_seq_add(e, 0));
         std::vector<int32_t> pos(P);
         for (int i = 0; i < P; i++) pos[i] = i;

@@ -293,7 +293,11 @@ def _positions(positions) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-_COMPRESS_FORMS = {"cosine": _ffi.HASHEVICT_COMPRESS_COSINE, "distance": _ffi.HASHEVICT_COMPRESS_DISTANCE}
+_COMPRESS_FORMS = {
+    "cosine": _ffi.HASHEVICT_COMPRESS_COSINE,
+    "distance": _ffi.HASHEVICT_COMPRESS_DISTANCE,
+    "softmax": _ffi.HASHEVICT_COMPRESS_SOFTMAX,
+}
 
 
 def _compress_form(form) -> int:
@@ -766,8 +770,8 @@ class Sequence:
         ``q_window`` ([n_window, n_q_heads, head_dim]; None with probe="key"
         or a policy other than hash; n_window defaults to its length).
         ``pool``: max-pool kernel along the positions (0: none); ``form``:
-        "cosine" or "distance" (the header's hashevict_compress_form).
-        Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
+        "cosine", "distance" or "softmax" (the header's
+        hashevict_compress_form). Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
         token (torch on ``k``'s device when ``k`` is a torch tensor)."""
         _need("hashevict_compress")
         layer = _int32(layer, "layer")

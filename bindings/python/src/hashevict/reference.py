@@ -240,19 +240,27 @@ def knorm(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Compress after prefill
 # ---------------------------------------------------------------------------
+COMPRESS_TAU = 8.0  # the softmax temperature of HASHEVICT_COMPRESS_SOFTMAX
+
+
 def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, pool: int, form: str = "cosine") -> np.ndarray:
     """The eviction scores of hashevict_compress for one KV head.
 
     key_codes [m, W]: the candidates' codes in position order; probe_codes
     [p, W]: the window's probes. Per candidate, the mean over the probes of
-    cos(pi*d/b) ("cosine") or -d ("distance"), max-pooled over the
-    candidates i - pool//2 .. i + pool//2, then mapped to the distance scale
-    (b*acos(e)/pi, or -e) as float32: larger is dropped first."""
+    cos(pi*d/b) ("cosine"), -d ("distance") or the probe's softmax over the
+    candidates of tau*cos(pi*d/b) ("softmax", tau = COMPRESS_TAU),
+    max-pooled over the candidates i - pool//2 .. i + pool//2, then mapped
+    to the distance scale (b*acos(e)/pi, or -e) as float32: larger is
+    dropped first."""
     d = hamming(key_codes[:, None, :], probe_codes[None, :, :]).astype(np.float64)  # [m, p]
     if form == "cosine":
         est = np.cos(np.pi * d / bits).sum(1) / d.shape[1]
     elif form == "distance":
         est = -d.sum(1) / d.shape[1]
+    elif form == "softmax":
+        w = np.exp(COMPRESS_TAU * (np.cos(np.pi * d / bits) - 1))
+        est = (w / w.sum(0, keepdims=True)).sum(1) / d.shape[1]
     else:
         raise ValueError(f"form {form!r}")
     r = pool // 2
