@@ -497,3 +497,65 @@ func must[T any](x T, err error) T {
 	}
 	return x
 }
+
+// TestTokSeqConcurrentSequences: token-mode CUDA sequences observed and
+// evicted from their own goroutines at once (run with -race) each agree
+// with a host engine's sequence fed the same rows.
+func TestTokSeqConcurrentSequences(t *testing.T) {
+	useLibrary(t, buildEmu(t))
+	v, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := policy.DefaultParams()
+	p.Mode, p.Layers, p.KVHeads, p.QHeads, p.HeadDim, p.Budget, p.MaxSeqs = policy.ModeToken, 2, 2, 4, 24, 20, 4
+	p.Score = policy.ScoreAccumulated
+	host, _ := policy.NewEngine(p)
+	dev, _ := policy.NewEngine(p)
+	errs := make(chan error, p.MaxSeqs)
+	for id := 0; id < p.MaxSeqs; id++ {
+		host.AddSeq(id)
+		dev.AddSeq(id)
+		go func(id int) {
+			errs <- func() error {
+				r := rand.New(rand.NewPCG(uint64(id), 78))
+				for step := 0; step < 60; step++ {
+					hq, dq, fq := devRows(t, v, r, policy.F16, 1, p.QHeads, p.HeadDim)
+					hk, dk, fk := devRows(t, v, r, policy.F16, 1, p.KVHeads, p.HeadDim)
+					for l := 0; l < p.Layers; l++ {
+						if err := host.Observe(id, l, hq, hk, []int32{int32(step)}); err != nil {
+							return err
+						}
+						if err := Observe(dev, id, l, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{int32(step)}}); err != nil {
+							return err
+						}
+					}
+					fq()
+					fk()
+					want, got := make([]int32, 2), make([]int32, 2)
+					nw, err := host.Evictions(id, want)
+					if err != nil {
+						return err
+					}
+					ng, err := dev.Evictions(id, got)
+					if err != nil {
+						return err
+					}
+					if !slices.Equal(got[:ng], want[:nw]) {
+						return fmt.Errorf("sequence %d step %d: device evicts %v, host %v", id, step, got[:ng], want[:nw])
+					}
+				}
+				return nil
+			}()
+		}(id)
+	}
+	for range p.MaxSeqs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	dev.FreeDevice()
+	if _, d := dev.MemoryInUse(); d != 0 {
+		t.Errorf("after FreeDevice: %d device bytes reserved", d)
+	}
+}
