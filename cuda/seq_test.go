@@ -160,6 +160,11 @@ func TestSeqRefusals(t *testing.T) {
 	if err := Place(tok, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}, make([]int32, 2), nil); code(err) != policy.CodeWrongMode {
 		t.Errorf("token mode: %v", err)
 	}
+	slot, _ := policy.NewEngine(p)
+	slot.AddSeq(0)
+	if err := Observe(slot, 0, 0, StepInput{Dev: v, Q: dq, K: dk, Positions: []int32{0}}); code(err) != policy.CodeWrongMode || slot.IsDevice(0) {
+		t.Errorf("observe on a slot-mode engine: %v", err)
+	}
 
 	capped := p
 	capped.MemoryCapBytes = 1 << 20
