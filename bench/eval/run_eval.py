@@ -656,6 +656,7 @@ def main():
     ap.add_argument("--estimate", action="store_true", help="print the time estimate of what is left, run nothing")
     ap.add_argument("--report-only", action="store_true", help="rewrite results.md and the plots only")
     ap.add_argument("--fork-only", action="store_true", help="run only the per-head fork's group (hashevict-eval-fork)")
+    ap.add_argument("--scenario", choices=sorted(SCENARIO_TITLE), help="run only this scenario's jobs")
     a = ap.parse_args()
     out = a.out or (ROOT / ("build/eval-quick" if a.quick else "docs/eval"))
     results = out / "results.jsonl"
@@ -666,6 +667,8 @@ def main():
     jobs = plan(a.quick, only)
     if a.fork_only:
         jobs = [j for j in jobs if is_fork(j[4])]
+    if a.scenario:
+        jobs = [j for j in jobs if j[2] == a.scenario]
     if a.estimate:
         print_estimate(jobs, done_rows(current_rows(read_rows(results), a.quick)), sys.stdout)
         return
