@@ -390,8 +390,9 @@ def run_jobs(deps, jobs, results, quick, log):
                       f" ({r['seconds']:.0f} s)", file=log, flush=True)
         err = proc.stderr.read()
         if proc.wait() == FORK_REFUSED and fork:
-            print(f"[eval] {mname} {task}: no fork rows, the fork refuses this model: "
-                  f"{(err.strip().splitlines() or ['?'])[0]}", file=log, flush=True)
+            # llama.cpp's reason, not the model loader's progress dots
+            why = [l for l in err.splitlines() if l.strip(". ")] or ["?"]
+            print(f"[eval] {mname} {task}: no fork rows, the fork refuses this model: {why[0]}", file=log, flush=True)
             continue
         if proc.returncode != 0:
             raise SystemExit(f"hashevict-eval {driver} failed:\n{err}")
