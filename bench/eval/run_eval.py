@@ -52,12 +52,14 @@ POLICIES = {
     "random": "policy=random",
     "oracle": "policy=oracle",
 }
-# Compress after prefill only (the form and width of the window's score mean
-# nothing to a streaming step): the window's estimated attention, a softmax
-# per probe over the keys (hashevict_compress_form SOFTMAX), from 64-bit codes.
-# "hash q/instant" there keeps the default form, the mean cosine.
+# Compress after prefill only (the form of the window's score means nothing
+# to a streaming step): the window's estimated attention, a softmax per probe
+# over the keys (hashevict_compress_form SOFTMAX), with the default 16-bit
+# codes and the driver's pool of 11, as hashevict-run's --mode compress. "hash
+# q/instant" there keeps the mean-cosine form. Chosen on the development
+# text (docs/eval/README.md, "Choosing the compression's form").
 PREFILL_POLICIES = {
-    "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax,bits=64",
+    "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax",
 }
 # The oracle keeps every key in f32 and computes exact attention in the Go
 # engine (no SIMD): affordable offline (recall), not inside 4k-token runs.

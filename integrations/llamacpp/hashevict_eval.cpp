@@ -18,7 +18,7 @@
 // knorm|random|oracle, probe=query|key, score=instant|accumulated|decayed,
 // keep=R (budget = R * context), bits=B, sinks=N, recent=N; for the prefill
 // scenario also window=W (the last W prompt queries score the prompt; 32),
-// pool=K (max pool of the scores; 5) and form=cosine|distance|softmax
+// pool=K (max pool of the scores; 11, as hashevict-run) and form=cosine|distance|softmax
 // (hashevict_compress_score). runtime=fork (hashevict-eval-fork only, stream
 // scenario and ppl): the policy runs per layer and KV head inside the patched
 // llama.cpp (integrations/llamacpp-fork) instead of in token mode.
@@ -50,7 +50,7 @@ struct config {
     bool full = true;
     double keep = 1;
     hashevict_params hp = hashevict_default_params();
-    int window = 32, pool = 5, form = HASHEVICT_COMPRESS_COSINE;  // compress after prefill
+    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;  // compress after prefill
     bool perhead = false;  // runtime=fork: the fork's per-head placer, not token mode
 };
 

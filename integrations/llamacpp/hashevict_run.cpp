@@ -39,7 +39,7 @@ struct options {
     // Compress after prefill: the prompt is read whole, then scored once
     // from its last `window` queries and cut to the budget.
     bool compress = false;
-    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;
+    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_SOFTMAX;
     hashevict_params hp = hashevict_default_params();
     // --runtime fork (hashevict-run-fork only): the policy runs per layer and KV head inside
     // the patched llama.cpp, before attention, instead of in token mode.
@@ -82,7 +82,7 @@ void usage() {
         "                    from its last --window queries (compress after prefill) (stream)\n"
         "  --window N        compress: queries that score the prompt (32)\n"
         "  --pool N          compress: max-pool kernel along the positions (11)\n"
-        "  --form F          compress: cosine | distance (cosine)\n"
+        "  --form F          compress: cosine | distance | softmax (softmax)\n"
         "  --runtime R       stock: token mode through the stock integration; fork: per layer and\n"
         "                    KV head inside the patched llama.cpp (hashevict-run-fork only) (stock)\n"
         "  --chunk N         tokens per decode call (64)\n"
@@ -137,7 +137,7 @@ options parse(int argc, char **argv) {
         else if (a == "--runtime") o.perhead = pick(next(), {"stock", "fork"}, "--runtime") == 1;
         else if (a == "--window") o.window = (int) num();
         else if (a == "--pool") o.pool = (int) num();
-        else if (a == "--form") o.form = pick(next(), {"cosine", "distance"}, "--form");
+        else if (a == "--form") o.form = pick(next(), {"cosine", "distance", "softmax"}, "--form");
         else if (a == "--no-baseline") o.baseline = false;
         else if (a == "--no-threadpool") o.threadpool = false;
         else if (a == "--quiet") o.quiet = true;
@@ -163,6 +163,7 @@ const char *policy_name(int p) {
     static const char *n[] = {"hash", "sink-recent", "knorm", "random", "oracle"};
     return p >= 0 && p < 5 ? n[p] : "?";
 }
+const char *const FORM_NAMES[] = {"cosine", "distance", "softmax"};  // hashevict_compress_form
 const char *probe_name(int p) { return p == 0 ? "query" : "key"; }
 const char *score_name(int s) {
     static const char *n[] = {"instant", "accumulated", "decayed"};
@@ -220,7 +221,7 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
     if (o.compress) {
         std::printf("compress after prefill (window %d, pool %d, %s): %d positions dropped; compression %.2f ms wall, "
                     "%.2f ms CPU = %.2f %% of the prefill's CPU time (%.2f s wall, %.2f s CPU, observe included)\n",
-                    o.window, o.pool, o.form ? "distance" : "cosine", ev.compress_dropped, ev.compress_s * 1e3,
+                    o.window, o.pool, FORM_NAMES[o.form], ev.compress_dropped, ev.compress_s * 1e3,
                     ev.compress_cpu * 1e3, ev.prefill_cpu > 0 ? 100 * ev.compress_cpu / ev.prefill_cpu : 0.0,
                     ev.prefill_s, ev.prefill_cpu);
         if (o.baseline)
@@ -252,7 +253,7 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0,
                      full.max_held, ev.max_held, (unsigned long long) ev.stats.positions_dropped,
                      o.baseline ? "true" : "false", o.compress ? "compress" : "stream", o.window, o.pool,
-                     o.form ? "distance" : "cosine", ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s,
+                     FORM_NAMES[o.form], ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s,
                      o.perhead ? "fork" : "stock", (long long) ev.placement_failures, full.gen_cpu, ev.gen_cpu);
         std::fclose(f);
     }
