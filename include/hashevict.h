@@ -37,9 +37,9 @@ extern "C" {
 #endif
 
 #define HASHEVICT_VERSION_MAJOR 0
-#define HASHEVICT_VERSION_MINOR 3
+#define HASHEVICT_VERSION_MINOR 4
 #define HASHEVICT_VERSION_PATCH 0
-#define HASHEVICT_VERSION_STRING "0.3.0"
+#define HASHEVICT_VERSION_STRING "0.4.0"
 /* Bumped on every incompatible change of a struct or a signature. */
 #define HASHEVICT_ABI_VERSION 1
 
@@ -576,7 +576,8 @@ typedef enum hashevict_compress_form {
     /* Per probe, a softmax over the keys it scores of tau * cos(pi * d / b)
      * (tau = 8): the probe's estimated attention to each key, averaged over
      * the probes as SnapKV averages the window's exact attention. A key one
-     * probe attends to sharply stays, however far it is from the others. */
+     * probe attends to sharply stays, however far it is from the others.
+     * Since 0.4.0 (older libraries: INVALID_ARGUMENT). */
     HASHEVICT_COMPRESS_SOFTMAX = 2
 } hashevict_compress_form;
 /* Each estimate is then replaced by the largest over the held positions

@@ -34,9 +34,9 @@ from pathlib import Path
 # Versions
 # ---------------------------------------------------------------------------
 HASHEVICT_VERSION_MAJOR = 0
-HASHEVICT_VERSION_MINOR = 3
+HASHEVICT_VERSION_MINOR = 4
 HASHEVICT_VERSION_PATCH = 0
-HASHEVICT_VERSION_STRING = "0.3.0"
+HASHEVICT_VERSION_STRING = "0.4.0"
 #: The ABI these declarations were written for; load() refuses any other.
 HASHEVICT_ABI_VERSION = 1
 
