@@ -9,7 +9,9 @@
 //       eviction on; captures every layer's post-RoPE K (the ROPE node "Kcur-<il>") by
 //       position, checks after every step that each (layer, KV head) placed the new position
 //       in that step, and at the end that every cached K row of (layer, head, slot) is the
-//       captured K of the position hashevict_slot_positions reports there. Prints JSON.
+//       captured K of the position hashevict_slot_positions reports there. The layers checked
+//       are those whose K store the graph indexes with the placement op (all of them, or a
+//       sliding-window model's global layers). Prints JSON.
 //   fork-probe bench   --model M --text F --budget B --rounds R --steps S  (patched build)
 //       two contexts with a cache of B cells, eviction off and on, decoding S tokens per
 //       round, rounds interleaved; one thread, so the thread's CPU time is the decode's cost.
@@ -30,6 +32,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -109,11 +112,16 @@ std::vector<llama_token> tokenize(const llama_model * model, const std::string &
     return toks;
 }
 
-double thread_cpu_seconds() {
+double clock_seconds(clockid_t id) {
     timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(id, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+double thread_cpu_seconds() { return clock_seconds(CLOCK_THREAD_CPUTIME_ID); }
+// every thread's: with several threads, the workers' (and the Go runtime's) time counts too
+double process_cpu_seconds() { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
+double wall_seconds() { return clock_seconds(CLOCK_MONOTONIC); }
 
 // decodes tokens [0, n) at positions pos0.. of sequence 0 as one batch; logits of the last
 void decode(llama_context * ctx, const llama_token * toks, int n, llama_pos pos0) {
@@ -179,7 +187,9 @@ int cmd_logits(const options & o, llama_model * model) {
     }
     std::vector<float> out;
     decode(ctx, toks.data(), o.prompt, 0);
-    double decode_cpu = 0; // thread CPU time of the single-token steps (the whole step with 1 thread)
+    // the single-token steps: this thread's CPU time (the whole step with 1 thread), every
+    // thread's, and wall time
+    double decode_cpu = 0, decode_proc_cpu = 0, decode_wall = 0;
     for (int s = 0; s <= o.gen; s++) {
         const float * lg = llama_get_logits_ith(ctx, -1);
         out.insert(out.end(), lg, lg + n_vocab);
@@ -187,9 +197,11 @@ int cmd_logits(const options & o, llama_model * model) {
             break;
         }
         const llama_token t = argmax(lg, n_vocab);
-        const double c0 = thread_cpu_seconds();
+        const double c0 = thread_cpu_seconds(), p0 = process_cpu_seconds(), w0 = wall_seconds();
         decode(ctx, &t, 1, o.prompt + s);
         decode_cpu += thread_cpu_seconds() - c0;
+        decode_proc_cpu += process_cpu_seconds() - p0;
+        decode_wall += wall_seconds() - w0;
     }
     llama_free(ctx);
 #ifdef LLAMA_KV_PLACER
@@ -202,7 +214,8 @@ int cmd_logits(const options & o, llama_model * model) {
     if (!f || std::fwrite(out.data(), sizeof(float), out.size(), f) != out.size() || std::fclose(f) != 0) {
         die("cannot write " + o.out);
     }
-    std::printf("{\"rows\": %d, \"n_vocab\": %d, \"decode_cpu_s\": %.6f}\n", o.gen + 1, n_vocab, decode_cpu);
+    std::printf("{\"rows\": %d, \"n_vocab\": %d, \"threads\": %d, \"decode_cpu_s\": %.6f, \"decode_proc_cpu_s\": %.6f, "
+                "\"decode_wall_s\": %.6f}\n", o.gen + 1, n_vocab, o.threads, decode_cpu, decode_proc_cpu, decode_wall);
     return 0;
 }
 
@@ -214,6 +227,7 @@ struct capture {
     std::map<int, std::map<int, std::vector<float>>> v;  // il -> pos -> [n_head_kv][head_dim_v]
     std::map<int, std::vector<int32_t>> pos;             // il -> positions of the ubatch in flight
     std::map<int, const ggml_tensor *> cache, cache_v;   // il -> the K, V cache tensors
+    std::set<int> placed;                                // layers whose K rows come from kv_place-<il>
     int head_dim = 0, n_head_kv = 0;
     bool v_trans = false;
 };
@@ -239,6 +253,11 @@ bool on_eval(ggml_tensor * t, bool ask, void * user) {
     }
     if (is_store) {
         c.cache[il] = t->view_src;
+        const ggml_tensor * rows = t->src[1];
+        int il_place = -1;
+        if (rows->view_src && layer_of(rows->view_src->name, "kv_place-", il_place) && il_place == il) {
+            c.placed.insert(il);
+        }
     }
     if (is_store_v) {
         // the V written this ubatch, token-major ([token][head][dim] in both layouts); its
@@ -316,13 +335,14 @@ int cmd_kvcheck(const options & o, llama_model * model) {
     if (!eng) {
         die("no engine after the prompt");
     }
+    const std::vector<int> layers(cap.placed.begin(), cap.placed.end());
     auto positions = [&](int il, int h) {
         if (hashevict_slot_positions(eng, 0, il, h, slots.data(), B) != HASHEVICT_OK) {
             die(std::string("hashevict_slot_positions: ") + hashevict_last_error());
         }
         return slots;
     };
-    for (int il = 0; il < n_layer; il++) {
+    for (int il : layers) {
         for (int h = 0; h < cap.n_head_kv; h++) {
             auto p = positions(il, h);
             before[il].insert(before[il].end(), p.begin(), p.end());
@@ -333,7 +353,7 @@ int cmd_kvcheck(const options & o, llama_model * model) {
         decode(ctx, &next, 1, t);
         decode_steps++;
         next = argmax(llama_get_logits_ith(ctx, -1), n_vocab);
-        for (int il = 0; il < n_layer; il++) {
+        for (int il : layers) {
             std::vector<int32_t> victim_slot(cap.n_head_kv, -1);
             for (int h = 0; h < cap.n_head_kv; h++) {
                 auto p = positions(il, h);
@@ -364,7 +384,7 @@ int cmd_kvcheck(const options & o, llama_model * model) {
     // the engine reports in that slot
     long rows = 0, mismatched = 0, missing = 0, v_mismatched = 0;
     std::vector<ggml_fp16_t> want(cap.head_dim), got_v;
-    for (int il = 0; il < n_layer; il++) {
+    for (int il : layers) {
         const ggml_tensor * kc = cap.cache.at(il);
         const ggml_tensor * vc = cap.cache_v.at(il);
         if (kc->type != GGML_TYPE_F16 || vc->type != GGML_TYPE_F16) {
@@ -404,20 +424,18 @@ int cmd_kvcheck(const options & o, llama_model * model) {
     llama_free(ctx);
     const long failures = (long) hashevict_kv_failures(kv);
     hashevict_kv_free(kv);
-    std::printf("{\"layers\": %d, \"kv_heads\": %d, \"budget\": %d, \"prompt\": %d, \"decode_steps\": %ld, "
+    std::string placed_ids;
+    for (int il : layers) {
+        placed_ids += (placed_ids.empty() ? "" : ", ") + std::to_string(il);
+    }
+    std::printf("{\"layers\": %d, \"layers_placed\": [%s], \"kv_heads\": %d, \"budget\": %d, \"prompt\": %d, \"decode_steps\": %ld, "
                 "\"rows_checked\": %ld, \"rows_mismatched\": %ld, \"v_rows_mismatched\": %ld, \"v_transposed\": %s, \"rows_missing\": %ld, "
                 "\"new_position_not_placed_in_step\": %ld, \"evicting_head_steps\": %ld, \"bad_evictions\": %ld, "
                 "\"victim_differs_from_head0\": %ld, \"placement_failures\": %ld}\n",
-                n_layer, cap.n_head_kv, B, o.prompt, decode_steps, rows, mismatched, v_mismatched,
+                n_layer, placed_ids.c_str(), cap.n_head_kv, B, o.prompt, decode_steps, rows, mismatched, v_mismatched,
                 cap.v_trans ? "true" : "false", missing, late,
                 evict_steps, evict_wrong, heads_disagree, failures);
     return 0;
-}
-
-double wall_seconds() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 // two contexts with B cells each; eviction off fills positions up to B, eviction on keeps
