@@ -475,7 +475,8 @@ def report(rows, out_md, out_png, command):
                 if xs:
                     he = meth.startswith("hashevict")
                     style = "-o" if he else ("--" if meth == "full" else "-.x")
-                    ax.plot(xs, ys, style, label=meth, linewidth=2.5 if he else 1)
+                    color = plt.get_cmap("tab20")(methods.index(meth) % 20)  # 12 methods: the default cycle repeats
+                    ax.plot(xs, ys, style, label=meth, color=color, linewidth=2.5 if he else 1)
             ax.set_title(f"{m}: {task}")
             ax.set_xlabel("compression ratio")
             ax.set_ylabel("perplexity" if task == "ppl" else "accuracy")
