@@ -163,8 +163,8 @@ def plan(quick, only=None):
 # "runtime": "fork". Streaming only: the fork has no compress-after-prefill. No full-cache
 # rows of its own: without a placer the fork is bit-identical to unpatched llama.cpp, and the
 # full-cache rows are the token-mode group's. The group runs only when the binary exists; a
-# model the fork refuses (exit status 3; Gemma 3's sliding-window memory today) is skipped
-# with a note, so its rows come by themselves once the fork accepts it.
+# model the fork refuses (exit status 3: recurrent, hybrid or MLA memory) is skipped with a
+# note, so its rows come by themselves once the fork accepts it (as Gemma 3's did).
 EVAL_FORK = Path(os.environ.get("HASHEVICT_EVAL_FORK_BIN", ROOT / "build" / "llamacpp" / "hashevict-eval-fork"))
 FORK_POLICIES = {"hash-perhead q/instant": "policy=hash,probe=query,score=instant,runtime=fork"}
 FORK_TASKS = ("ppl", "ppl2", "passkey", "facts")
@@ -204,8 +204,9 @@ def fork_trials(targs):
 
 
 # Seconds of one fork decode step of one token over `cells` cells (2 threads, passive wait),
-# a + b*cells per model: measured here on SmolLM2 (load 8-10 on 2 cores); Gemma is guessed
-# at twice as much (not measured: the fork refuses it today).
+# a + b*cells per model: fitted to SmolLM2's wall times at load 8-10 on 2 cores; Gemma's
+# (its global layers evict, the others keep their window) is a guess that its first ppl runs
+# (at load 10-20) did not contradict.
 FORK_STEP_COST = {"SmolLM2-135M": (0.015, 3.5e-5), "Gemma3-270M": (0.030, 7e-5)}
 
 
