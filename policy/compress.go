@@ -40,14 +40,22 @@ const (
 const compressTau = 8.0
 
 // compressWeights is the value of each distance 0..b under form: the
-// estimate adds weights[d] per probe.
+// estimate adds weights[d] per probe (for the softmax, divided by the sum of
+// the probe's weights over the keys).
 func compressWeights(form CompressForm, bits int) []float64 {
 	w := make([]float64, bits+1)
 	for d := range w {
-		if form == CompressCosine {
-			w[d] = math.Cos(math.Pi * float64(d) / float64(bits))
-		} else {
+		c := math.Cos(math.Pi * float64(d) / float64(bits))
+		switch form {
+		case CompressCosine:
+			w[d] = c
+		case CompressDistance:
 			w[d] = -float64(d)
+		case CompressSoftmax:
+			// The unnormalised softmax term; exp(tau*(c - 1)) <= 1 cannot
+			// overflow, and the largest logit any key can have is the
+			// reference.
+			w[d] = math.Exp(compressTau * (c - 1))
 		}
 	}
 	return w
@@ -157,11 +165,6 @@ func (e *Engine) windowEstimate(k *simd.Kernels, sc *scratch, est []float64, set
 			}
 		}
 		if form == CompressSoftmax {
-			// exp(tau*(cos - 1)) <= 1: no overflow, and the largest logit
-			// any key can have is the reference.
-			for d := range weights {
-				weights[d] = math.Exp(compressTau * (math.Cos(math.Pi*float64(d)/float64(e.P.Bits)) - 1))
-			}
 			var z float64
 			for _, cs := range sets {
 				if cs.live != nil {
