@@ -320,24 +320,7 @@ func (e *Engine) deviceEvictions(s *Sequence, out []int32) (int, error) {
 	}
 	sort.Slice(c, func(a, b int) bool { return better(c[a], c[b]) })
 	k := min(excess, len(out), len(c))
-	for i := 0; i < k; i++ {
-		slot := c[i]
-		q := ts.pos[slot]
-		out[i] = q
-		delete(ts.index, q)
-		ts.pos[slot] = -1
-		ts.seen[slot] = 0
-		for l := range ts.obs {
-			ts.obs[l][slot] = false
-		}
-		ts.free = append(ts.free, int32(slot))
-		ts.live--
-	}
-	sort.Slice(out[:k], func(a, b int) bool { return out[a] < out[b] })
-	s.evictions += uint64(k)
-	s.cached -= int64(k)
-	e.evictions.Add(uint64(k))
-	e.cached.Add(-int64(k))
+	e.dropSlots(s, c[:k], out)
 	return k, nil
 }
 

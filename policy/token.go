@@ -366,8 +366,17 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	if k > 0 {
 		ts.run.ok = false // the freed slots' totals go stale
 	}
-	for i := 0; i < k; i++ {
-		slot := c[i]
+	e.dropSlots(s, c[:k], out)
+	return k, nil
+}
+
+// dropSlots frees the chosen slots of token-mode sequence s (host and
+// device sequences keep the same bookkeeping), writes their positions to
+// out[:len(slots)] in ascending order and counts the evictions.
+func (e *Engine) dropSlots(s *Sequence, slots []int, out []int32) {
+	ts := s.tok
+	k := len(slots)
+	for i, slot := range slots {
 		q := ts.pos[slot]
 		out[i] = q
 		delete(ts.index, q)
@@ -384,7 +393,6 @@ func (e *Engine) Evictions(id int, out []int32) (int, error) {
 	s.cached -= int64(k)
 	e.evictions.Add(uint64(k))
 	e.cached.Add(-int64(k))
-	return k, nil
 }
 
 // sumScores sets total[slot] for the slots of c to the float64 sum of their
