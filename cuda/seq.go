@@ -270,6 +270,11 @@ func checkEngine(e *policy.Engine, fn string, layer int, mode policy.Mode) error
 	if p.Policy != policy.PolicyHash {
 		return fail(policy.CodeUnsupported, "%s: policy %d has no device path (only HASHEVICT_POLICY_HASH runs on CUDA): copy q and k to host memory", fn, p.Policy)
 	}
+	if p.Estimate != policy.EstimateDistance || p.Redundancy != 0 {
+		// The kernels score distances only; running them would silently
+		// drop the option.
+		return fail(policy.CodeUnsupported, "%s: estimate = %d and redundancy = %v have no device path (the CUDA kernels score the paper's distance): copy q and k to host memory", fn, p.Estimate, p.Redundancy)
+	}
 	if layer < 0 || layer >= p.Layers {
 		return &policy.Error{Code: policy.CodeOutOfRange, Msg: fmt.Sprintf("layer %d is outside [0, n_layers = %d)", layer, p.Layers)}
 	}

@@ -216,6 +216,9 @@ func (e *Engine) Compress(id, layer int, qwin, kr *Rows, positions []int32, nWin
 	if p.Policy == PolicyOracle {
 		return errf(CodeUnsupported, "hashevict_compress does not run the oracle policy (its scores are exact attention over the cached keys; use hashevict_place)")
 	}
+	if p.Estimate == EstimateLogit {
+		return errf(CodeUnsupported, "hashevict_compress keeps no key norms, which later steps of the logit estimate read (use hashevict_place, or the distance estimate)")
+	}
 	if n < 1 {
 		return errf(CodeInvalidArgument, "n_tokens = %d, want at least 1", n)
 	}

@@ -71,7 +71,7 @@ type table struct {
 	codes []uint64
 	score []float32
 	count []uint32
-	keys  []float32 // oracle: the cached keys, [slot][dim]
+	keys  []float32 // oracle: the cached keys, [slot][dim]; logit estimate: the key norms, [slot]
 	guard
 }
 
@@ -251,8 +251,8 @@ func (e *Engine) newTable(slots int, withPos bool) table {
 		}
 		t.guard = newGuard(e.P.Sinks, e.P.Recent)
 	}
-	if e.P.Policy == PolicyOracle {
-		t.keys = make([]float32, slots*e.P.HeadDim)
+	if f := e.P.keyFloats(); f > 0 {
+		t.keys = make([]float32, slots*f)
 	}
 	return t
 }

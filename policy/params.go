@@ -47,6 +47,14 @@ const (
 	ScoreDecayed     Score = 2
 )
 
+// Estimate says what a hash score estimates from a slot's code (streamscore.go).
+type Estimate int32
+
+const (
+	EstimateDistance Estimate = 0 // the paper: the Hamming distance to the probes
+	EstimateLogit    Estimate = 1 // the attention logit, from the distance and the norms
+)
+
 // Params configures an engine. Start from DefaultParams: a zero field is
 // taken literally (and refused where zero is invalid), not as "default".
 type Params struct {
@@ -66,6 +74,10 @@ type Params struct {
 	Decay          float32
 	Seed           uint64
 	MemoryCapBytes uint64
+	// Streaming options of the hash policy (streamscore.go); the zero
+	// values are the paper's policy.
+	Estimate   Estimate
+	Redundancy float32
 }
 
 // Defaults of the optional parameters, as documented in hashevict.h.
@@ -81,6 +93,10 @@ const (
 	MaxLayers  = 1024
 	MaxBudget  = 1 << 24
 	MaxSeqs    = 1 << 16
+
+	// MaxRedundancy bounds the redundancy weight: a larger one would let
+	// the redundancy term alone decide, which is a different policy.
+	MaxRedundancy = 64
 )
 
 // DefaultParams returns the documented defaults; the shape fields are zero.
@@ -152,8 +168,34 @@ func (p *Params) Validate() error {
 	if !(p.Decay > 0 && p.Decay < 1) {
 		return paramErr("decay = %v, want a value in (0, 1)", p.Decay)
 	}
+	if p.Estimate != EstimateDistance && p.Estimate != EstimateLogit {
+		return paramErr("estimate %d is not a hashevict_estimate (0 distance, 1 logit)", p.Estimate)
+	}
+	if !(p.Redundancy >= 0 && p.Redundancy <= MaxRedundancy) {
+		return paramErr("redundancy = %v, want a weight in [0, %d] (0: off)", p.Redundancy, MaxRedundancy)
+	}
+	if p.streaming() && p.Policy != PolicyHash {
+		return paramErr("estimate = %d and redundancy = %v shape the hash policy's score; policy %d has its own (leave them at 0)", p.Estimate, p.Redundancy, p.Policy)
+	}
 	// The memory bound is checked by NewEngine: it depends on the machine.
 	return nil
+}
+
+// streaming reports whether a streaming option (streamscore.go) is set.
+func (p *Params) streaming() bool {
+	return p.Estimate != EstimateDistance || p.Redundancy != 0
+}
+
+// keyFloats is how many floats a table keeps per slot besides its code:
+// the oracle's key, the logit estimate's key norm.
+func (p *Params) keyFloats() int {
+	switch {
+	case p.Policy == PolicyOracle:
+		return p.HeadDim
+	case p.Estimate == EstimateLogit:
+		return 1
+	}
+	return 0
 }
 
 // Words is the number of uint64 words of one code.
@@ -170,10 +212,7 @@ func (p *Params) slotBytes() uint64 {
 		code = uint64(p.Bits / 8) // narrow codes share words
 	}
 	b := code + 4 /*score*/ + 4 /*count*/ + 4 /*position*/
-	if p.Policy == PolicyOracle {
-		b += uint64(p.HeadDim) * 4
-	}
-	return b
+	return b + uint64(p.keyFloats())*4
 }
 
 // codeWords is the number of words of a table of n codes.
@@ -209,6 +248,11 @@ func (p *Params) slotScratchBytes() uint64 {
 	if p.Policy == PolicyOracle {
 		b += 8 + 8
 	}
+	if p.streaming() {
+		// streamscore.go: the entry list, the float64 sums, the step
+		// scores and one probe's distances.
+		b += 8 + 8 + 4 + 4
+	}
 	return b
 }
 
@@ -226,6 +270,10 @@ func (p *Params) chunkScratchBytes(n int) uint64 {
 		if p.Probe == ProbeQuery {
 			per = satAdd(per, qh*w)
 		}
+		if p.Estimate == EstimateLogit {
+			// The norms of the keys, the queries and one head's probes.
+			per = satAdd(per, kv*4, qh*4, uint64(p.Group())*4)
+		}
 	case PolicyKnorm:
 		per = satAdd(per, kv*4)
 	case PolicyOracle:
@@ -238,6 +286,10 @@ func (p *Params) chunkScratchBytes(n int) uint64 {
 	fixed := uint64(p.HeadDim)*4 + uint64(p.Bits)*4 + uint64(p.Sinks+p.Recent)*4 + 8
 	if p.Bits > 64 {
 		fixed += uint64(p.Bits/8) * 256 * 4
+	}
+	if p.streaming() {
+		// streamscore.go: the majority's bit counts and code, the cosines.
+		fixed += uint64(p.Bits)*4 + uint64(p.Words())*8 + uint64(p.Bits+1)*8
 	}
 	return satAdd(fixed, satMul(per, uint64(max(n, 0))))
 }

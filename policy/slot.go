@@ -101,9 +101,12 @@ func (e *Engine) store(s *Sequence, t *table, slot, tok, h int, pos int32, score
 	simd.PutCode(t.codes, s.sc.kcodes[i*W:(i+1)*W], p.Bits, slot)
 	t.score[slot] = score
 	t.count[slot] = 1
-	if t.keys != nil {
+	switch {
+	case p.Policy == PolicyOracle:
 		d := p.HeadDim
 		copy(t.keys[slot*d:(slot+1)*d], s.sc.kvec[i*d:(i+1)*d])
+	case p.Estimate == EstimateLogit:
+		t.keys[slot] = s.sc.knorm[i]
 	}
 }
 

@@ -34,10 +34,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // fingerprint hashes the parameters that determine a sequence's layout
 // and meaning (not max_seqs or the memory cap, which only limit how many).
 func (p *Params) fingerprint() uint64 {
-	return mix(uint64(p.Mode), uint64(p.Policy), uint64(p.Probe), uint64(p.Score),
+	fp := mix(uint64(p.Mode), uint64(p.Policy), uint64(p.Probe), uint64(p.Score),
 		uint64(p.Layers), uint64(p.KVHeads), uint64(p.QHeads), uint64(p.HeadDim),
 		uint64(p.Bits), uint64(p.Budget), uint64(p.Sinks), uint64(p.Recent),
 		uint64(math.Float32bits(p.Decay)), p.Seed)
+	if !p.streaming() {
+		return fp // as before the streaming options: older blobs still load
+	}
+	return mix(fp, uint64(p.Estimate), uint64(math.Float32bits(p.Redundancy)))
 }
 
 type writer struct{ b []byte }
@@ -318,16 +322,23 @@ func (e *Engine) decodeState(id int, blob []byte) (*Sequence, error) {
 			t.codes = r.u64s(p.codeWords(capacity), "codes")
 			t.score = r.f32s(capacity, "scores")
 			t.count = r.u32s(capacity, "counts")
-			keys := 0
-			if p.Policy == PolicyOracle {
-				keys = capacity * p.HeadDim
-			}
+			keys := capacity * p.keyFloats()
 			t.keys = r.f32s(keys, "keys")
 			if keys == 0 {
 				t.keys = nil
 			}
 			if r.err != nil {
 				return nil, r.err
+			}
+			if p.Estimate == EstimateLogit && p.Policy != PolicyOracle {
+				// A key norm scales every logit of its slot: a negative
+				// or non-finite one would rank it nonsensically.
+				for i, x := range t.keys {
+					if !(x >= 0 && x <= math.MaxFloat32) {
+						r.fail("layer %d head %d slot %d has key norm %v", l, h, i, x)
+						return nil, r.err
+					}
+				}
 			}
 			// Every step of the layer adds at most one to a slot's count,
 			// and the accumulated score divides by count + 1.

@@ -14,7 +14,8 @@ type scratch struct {
 	wide   []uint64  // a narrow table's codes, one word each
 	skip   []int32   // the slots a decode step must not evict
 	qcodes []uint64  // [token][q head][words]
-	knorm  []float32 // [token][kv head]
+	knorm  []float32 // [token][kv head]: Knorm, and the logit estimate's key norms
+	qnorm  []float32 // the logit estimate with the query probe: [token][q head]
 	kvec   []float32 // oracle: [token][kv head][dim]
 	qvec   []float32 // oracle: [token][q head][dim]
 	probes []uint64
@@ -26,6 +27,7 @@ type scratch struct {
 	acc    []float64
 	idx    []int
 	run    []uint32 // token mode: the running total of the fast steps
+	stream streamScratch
 }
 
 func grow[T any](b []T, n int) []T {
@@ -72,7 +74,8 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 	hashK := p.Policy == PolicyHash
 	hashQ := hashK && p.Probe == ProbeQuery
 	sc.kcodes = grow(sc.kcodes, n*p.KVHeads*W)
-	if p.Policy == PolicyKnorm {
+	norms := p.Policy == PolicyKnorm || p.Estimate == EstimateLogit
+	if norms {
 		sc.knorm = grow(sc.knorm, n*p.KVHeads)
 	}
 	if p.Policy == PolicyOracle {
@@ -89,14 +92,10 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 			if hashK {
 				k.Hash(sc.kcodes[i*W:(i+1)*W], x, rt)
 			}
-			switch p.Policy {
-			case PolicyKnorm:
-				var ss float64
-				for _, v := range x {
-					ss += float64(v) * float64(v)
-				}
-				sc.knorm[i] = float32(math.Sqrt(ss))
-			case PolicyOracle:
+			if norms {
+				sc.knorm[i] = l2norm(x)
+			}
+			if p.Policy == PolicyOracle {
 				copy(sc.kvec[i*p.HeadDim:(i+1)*p.HeadDim], x)
 			}
 		}
@@ -106,8 +105,12 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 	if q == nil || !e.needsQuery() {
 		return nil
 	}
+	qnorms := hashQ && p.Estimate == EstimateLogit
 	if hashQ {
 		sc.qcodes = grow(sc.qcodes, n*p.QHeads*W)
+	}
+	if qnorms {
+		sc.qnorm = grow(sc.qnorm, n*p.QHeads)
 	}
 	for t := 0; t < n; t++ {
 		for h := 0; h < p.QHeads; h++ {
@@ -118,6 +121,9 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 			i := t*p.QHeads + h
 			if hashQ {
 				k.Hash(sc.qcodes[i*W:(i+1)*W], x, rt)
+			}
+			if qnorms {
+				sc.qnorm[i] = l2norm(x)
 			}
 			if p.Policy == PolicyOracle {
 				copy(sc.qvec[i*p.HeadDim:(i+1)*p.HeadDim], x)
@@ -226,6 +232,15 @@ func (e *Engine) distances(k *simd.Kernels, sc *scratch, dst []uint32, codes []u
 	k.BitCount(dst, codes, W, sc.ones, uint32(np))
 }
 
+// l2norm is the Euclidean norm of x, summed in float64 (as Knorm's).
+func l2norm(x []float32) float32 {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	return float32(math.Sqrt(ss))
+}
+
 // stepDistance turns a distance sum into the step distance of one token.
 func stepDistance(d uint32, n int) float32 {
 	return float32(d) * (1 / float32(n))
@@ -247,6 +262,10 @@ func (e *Engine) rescore(k *simd.Kernels, s *Sequence, layer, h int, t *table, m
 	switch p.Policy {
 	case PolicyHash:
 		e.gatherProbes(sc, h, n)
+		if p.streaming() {
+			e.streamRescore(k, sc, t, h, m, entries, init) // streamscore.go
+			return
+		}
 		sc.dist = grow(sc.dist, m)
 		e.distances(k, sc, sc.dist, t.codes[:p.codeWords(m)], true)
 		k.Update(t.score[:m], t.count[:m], sc.dist, uint32(n), int(p.Score), p.Decay)
@@ -394,7 +413,7 @@ var noFusedSteps = false
 // bits (distances then counts bits).
 func (e *Engine) fusedVictim(k *simd.Kernels, s *Sequence, h int, t *table, n, free int, positions []int32, init []float32, hi int32) (victim int, ok bool) {
 	p := &e.P
-	if p.Policy != PolicyHash || n-free != 1 || noFusedSteps {
+	if p.Policy != PolicyHash || p.streaming() || n-free != 1 || noFusedSteps {
 		return 0, false
 	}
 	sc := &s.sc

@@ -140,8 +140,8 @@ func (e *Engine) growTo(s *Sequence, capacity int) error {
 			t.codes = resize(t.codes, p.codeWords(capacity))
 			t.score = resize(t.score, capacity)
 			t.count = resize(t.count, capacity)
-			if p.Policy == PolicyOracle {
-				t.keys = resize(t.keys, capacity*p.HeadDim)
+			if f := p.keyFloats(); f > 0 {
+				t.keys = resize(t.keys, capacity*f)
 			}
 		}
 	}
@@ -188,11 +188,12 @@ func (e *Engine) Observe(id, layer int, q, kr *Rows, positions []int32) error {
 		}
 	}
 	// Entries this layer observed before the step: the oracle attends over
-	// exactly those; the hash scores are updated blindly over all slots
-	// (free or unobserved entries are re-initialised when stored).
+	// exactly those and the redundancy term counts their codes; the hash
+	// scores are updated blindly over all slots (free or unobserved entries
+	// are re-initialised when stored).
 	var entries []int
 	obs := ts.obs[layer]
-	if p.Policy == PolicyOracle {
+	if p.Policy == PolicyOracle || p.Redundancy != 0 {
 		s.sc.idx = entriesWhere(s.sc.idx, len(ts.pos), func(i int) bool { return obs[i] })
 		entries = s.sc.idx
 	}

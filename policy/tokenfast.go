@@ -52,7 +52,8 @@ func (e *Engine) fastStep(n int) bool {
 	// layer's query heads (the key probe has fewer): it must stay below
 	// 2^32 for the uint32 total and its paired adds.
 	bound := uint64(p.Layers) * uint64(p.QHeads) * uint64(p.Bits)
-	return n == 1 && p.Policy == PolicyHash && p.Score == ScoreInstant && bound < 1<<32 && !noTokenFast
+	// The streaming options score with more than the distances it sums.
+	return n == 1 && p.Policy == PolicyHash && p.Score == ScoreInstant && !p.streaming() && bound < 1<<32 && !noTokenFast
 }
 
 // observeFast is Observe's per-head work for a fast step: store the new
@@ -125,7 +126,7 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 // or 0 when the fast step does not keep combined codes: one KV head (no
 // gain), or a width the Hamming kernels do not take at full speed.
 func (p *Params) combWords() int {
-	if p.Mode != ModeToken || p.Policy != PolicyHash || p.Score != ScoreInstant || p.KVHeads < 2 {
+	if p.Mode != ModeToken || p.Policy != PolicyHash || p.Score != ScoreInstant || p.streaming() || p.KVHeads < 2 {
 		return 0
 	}
 	switch w := simd.CodeWords(p.Bits, p.KVHeads); w {
