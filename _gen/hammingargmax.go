@@ -129,18 +129,43 @@ func genHammingArgmaxW(nb int) {
 // code's distance, summed over the probes, straight into the running
 // per-slot total. Hamming then a separate add wrote every distance to
 // memory and read it back; here the sums go from the popcounts to the
-// total in registers (VPMOVQD, then one VPADDD with the total).
+// total in registers (VPMOVQD, then one VPADDD with the total). It also
+// writes hammingAddSlicesW1AVX512, the same pass over the bit slices of the
+// probes' per-bit counts (see hammingAddAVX512Go): the sum doubled before
+// each slice is added, so 2^m - 1 probes take m popcounts.
 func genHammingAddW1() {
-	kernel("hammingAddW1AVX512", "func(run *uint32, table *uint64, blocks int, probes *uint64, np int)", []string{
-		"hammingAddW1AVX512 adds to run[i] the summed Hamming distance of the",
-		"one-word code table[i] to the np >= 1 probes, for blocks*32 codes. In Go:",
-		"",
-		"\tfor i := 0; i < blocks*32; i++ {",
-		"\t\tfor p := 0; p < np; p++ {",
-		"\t\t\trun[i] += uint32(bits.OnesCount64(table[i] ^ probes[p]))",
-		"\t\t}",
-		"\t}",
-	})
+	genHammingAddW1Kernel(false)
+	genHammingAddW1Kernel(true)
+}
+
+func genHammingAddW1Kernel(slices bool) {
+	if !slices {
+		kernel("hammingAddW1AVX512", "func(run *uint32, table *uint64, blocks int, probes *uint64, np int)", []string{
+			"hammingAddW1AVX512 adds to run[i] the summed Hamming distance of the",
+			"one-word code table[i] to the np >= 1 probes, for blocks*32 codes. In Go:",
+			"",
+			"\tfor i := 0; i < blocks*32; i++ {",
+			"\t\tfor p := 0; p < np; p++ {",
+			"\t\t\trun[i] += uint32(bits.OnesCount64(table[i] ^ probes[p]))",
+			"\t\t}",
+			"\t}",
+		})
+	} else {
+		kernel("hammingAddSlicesW1AVX512", "func(run *uint32, table *uint64, blocks int, probes *uint64, np int)", []string{
+			"hammingAddSlicesW1AVX512 adds to run[i] the Hamming distances of the",
+			"one-word code table[i] to the np >= 1 words probes, each weighted by",
+			"2^(np-1-p) (Horner: the sum doubled before each further probe), for",
+			"blocks*32 codes. In Go:",
+			"",
+			"\tfor i := 0; i < blocks*32; i++ {",
+			"\t\tvar d uint64",
+			"\t\tfor p := 0; p < np; p++ {",
+			"\t\t\td = 2*d + uint64(bits.OnesCount64(table[i]^probes[p]))",
+			"\t\t}",
+			"\t\trun[i] += uint32(d)",
+			"\t}",
+		})
+	}
 	run := Load(Param("run"), GP64())
 	table := Load(Param("table"), GP64())
 	blocks := Load(Param("blocks"), GP64())
@@ -172,6 +197,9 @@ func genHammingAddW1() {
 		t := ZMM()
 		VPXORQ_BCST(Mem{Base: pp}, d[i], t)
 		VPOPCNTQ(t, t)
+		if slices {
+			VPADDQ(acc[i], acc[i], acc[i])
+		}
 		VPADDQ(t, acc[i], acc[i])
 	}
 	DECQ(cnt)

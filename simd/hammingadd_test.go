@@ -8,8 +8,8 @@ import (
 
 // HammingAdd of every set against a plain loop (and the generic kernel
 // against Hamming followed by an add): every length 0…1100 (sparser under
-// -short) and a few past a block of 1024, words 1, 2 and 4, 1 to 9
-// probes, totals that start anywhere below 2^31, a guard after run that
+// -short) and a few past a block of 1024, words 1, 2 and 4, 1 to 9,
+// 15, 31, 63 and 64 probes (equal ones, all ones against all zeros), totals that start anywhere below 2^31, a guard after run that
 // must stay untouched, and the probes and table unmodified.
 func TestHammingAddAgainstLoop(t *testing.T) {
 	forEachSet(t, func(t *testing.T, k Kernels) {
@@ -24,9 +24,23 @@ func TestHammingAddAgainstLoop(t *testing.T) {
 		}
 		for _, words := range []int{1, 2, 4} {
 			for _, n := range lengths {
-				np := 1 + rng.IntN(9)
+				// 3, 7, 15, 31 and 63 one-word probes take the slices.
+				np := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 7, 15, 31, 63, 64}[rng.IntN(15)]
 				table := randCodes(rng, n*words)
 				probes := randCodes(rng, np*words)
+				switch rng.IntN(6) {
+				case 0: // every probe the same: the counts are 0 or np
+					for i := words; i < len(probes); i++ {
+						probes[i] = probes[i%words]
+					}
+				case 1: // the largest distances
+					for i := range probes {
+						probes[i] = ^uint64(0)
+					}
+					for i := range table {
+						table[i] = 0
+					}
+				}
 				tableCopy, probesCopy := append([]uint64(nil), table...), append([]uint64(nil), probes...)
 				buf := make([]uint32, n+8)
 				for i := range buf {

@@ -14216,3 +14216,75 @@ add:
 done:
 	VZEROUPPER
 	RET
+
+// func hammingAddSlicesW1AVX512(run *uint32, table *uint64, blocks int, probes *uint64, np int)
+// Requires: AVX, AVX2, AVX512F, AVX512VPOPCNTDQ
+TEXT ·hammingAddSlicesW1AVX512(SB), NOSPLIT, $0-40
+	MOVQ run+0(FP), AX
+	MOVQ table+8(FP), CX
+	MOVQ blocks+16(FP), DX
+	MOVQ probes+24(FP), BX
+	MOVQ np+32(FP), SI
+
+block:
+	TESTQ       DX, DX
+	JZ          done
+	VMOVDQU64   (CX), Z0
+	VMOVDQU64   64(CX), Z1
+	VMOVDQU64   128(CX), Z2
+	VMOVDQU64   192(CX), Z3
+	MOVQ        BX, DI
+	VPXORQ.BCST (DI), Z0, Z4
+	VPOPCNTQ    Z4, Z4
+	VPXORQ.BCST (DI), Z1, Z5
+	VPOPCNTQ    Z5, Z5
+	VPXORQ.BCST (DI), Z2, Z6
+	VPOPCNTQ    Z6, Z6
+	VPXORQ.BCST (DI), Z3, Z7
+	VPOPCNTQ    Z7, Z7
+	MOVQ        SI, R8
+	DECQ        R8
+	JZ          add
+
+probe:
+	ADDQ        $0x08, DI
+	VPXORQ.BCST (DI), Z0, Z8
+	VPOPCNTQ    Z8, Z8
+	VPADDQ      Z4, Z4, Z4
+	VPADDQ      Z8, Z4, Z4
+	VPXORQ.BCST (DI), Z1, Z8
+	VPOPCNTQ    Z8, Z8
+	VPADDQ      Z5, Z5, Z5
+	VPADDQ      Z8, Z5, Z5
+	VPXORQ.BCST (DI), Z2, Z8
+	VPOPCNTQ    Z8, Z8
+	VPADDQ      Z6, Z6, Z6
+	VPADDQ      Z8, Z6, Z6
+	VPXORQ.BCST (DI), Z3, Z8
+	VPOPCNTQ    Z8, Z8
+	VPADDQ      Z7, Z7, Z7
+	VPADDQ      Z8, Z7, Z7
+	DECQ        R8
+	JNZ         probe
+
+add:
+	VPMOVQD Z4, Y0
+	VPADDD  (AX), Y0, Y0
+	VMOVDQU Y0, (AX)
+	VPMOVQD Z5, Y0
+	VPADDD  32(AX), Y0, Y0
+	VMOVDQU Y0, 32(AX)
+	VPMOVQD Z6, Y0
+	VPADDD  64(AX), Y0, Y0
+	VMOVDQU Y0, 64(AX)
+	VPMOVQD Z7, Y0
+	VPADDD  96(AX), Y0, Y0
+	VMOVDQU Y0, 96(AX)
+	ADDQ    $0x00000100, CX
+	ADDQ    $0x00000080, AX
+	DECQ    DX
+	JMP     block
+
+done:
+	VZEROUPPER
+	RET

@@ -1454,3 +1454,19 @@ func hammingArgmax256AVX512(table *byte, from int, to int, probe *uint64, out *[
 //
 //go:noescape
 func hammingAddW1AVX512(run *uint32, table *uint64, blocks int, probes *uint64, np int)
+
+// hammingAddSlicesW1AVX512 adds to run[i] the Hamming distances of the
+// one-word code table[i] to the np >= 1 words probes, each weighted by
+// 2^(np-1-p) (Horner: the sum doubled before each further probe), for
+// blocks*32 codes. In Go:
+//
+//	for i := 0; i < blocks*32; i++ {
+//		var d uint64
+//		for p := 0; p < np; p++ {
+//			d = 2*d + uint64(bits.OnesCount64(table[i]^probes[p]))
+//		}
+//		run[i] += uint32(d)
+//	}
+//
+//go:noescape
+func hammingAddSlicesW1AVX512(run *uint32, table *uint64, blocks int, probes *uint64, np int)

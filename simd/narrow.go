@@ -1,6 +1,9 @@
 package simd
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 // Code tables come in two layouts, chosen by the code width:
 //
@@ -78,12 +81,48 @@ func GetCode(dst, table []uint64, bits, i int) {
 // A narrow code's bits above its width must be zero.
 func PutCode(table, src []uint64, bits, i int) {
 	if Narrow(bits) {
-		k := 64 / bits
-		sh := uint(i%k) * uint(bits)
+		w, sh := narrowAt(bits, i)
+		if littleEndian {
+			// The code's own bytes, stored without reading the word: the
+			// token-mode step puts one code in a random slot of each head's
+			// table, hundreds a step, and reading the word first waited for
+			// its cache line every time (a store does not wait).
+			p := unsafe.Add(unsafe.Pointer(&table[w]), sh/8)
+			switch bits {
+			case 8:
+				*(*uint8)(p) = uint8(src[0])
+				return
+			case 16:
+				*(*uint16)(p) = uint16(src[0])
+				return
+			case 32:
+				*(*uint32)(p) = uint32(src[0])
+				return
+			}
+		}
 		mask := (uint64(1)<<uint(bits) - 1) << sh
-		table[i/k] = table[i/k]&^mask | src[0]<<sh&mask
+		table[w] = table[w]&^mask | src[0]<<sh&mask
 		return
 	}
 	w := bits / 64
 	copy(table[i*w:(i+1)*w], src[:w])
 }
+
+// narrowAt returns the word of a narrow table that holds code i and the
+// code's shift in it; for the widths engines use (powers of two) without
+// a division.
+func narrowAt(width, i int) (word int, shift uint) {
+	if width > 0 && width&(width-1) == 0 {
+		lk := uint(6 - bits.TrailingZeros(uint(width))) // log2(64/width)
+		return int(uint(i) >> lk), uint(i&(1<<lk-1)) * uint(width)
+	}
+	k := 64 / width
+	return i / k, uint(i%k) * uint(width)
+}
+
+// littleEndian: a narrow code's bits [sh, sh+bits) of its word are then its
+// bytes sh/8 on, so PutCode can store them alone.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()

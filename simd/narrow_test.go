@@ -203,3 +203,58 @@ func BenchmarkHammingNarrow(b *testing.B) {
 		}
 	})
 }
+
+// PutCode and GetCode against the layout's definition (code i in bits
+// [(i%k)*bits, (i%k+1)*bits) of word i/k, k = 64/bits), for every narrow
+// width, power of two or not, over a table of random words: PutCode
+// changes exactly the code's bits (even when src has bits above the
+// width), GetCode reads them back; and for wide codes, the words.
+func TestPutGetCode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	for bits := 1; bits <= 256; bits++ {
+		if !Narrow(bits) && bits%64 != 0 {
+			continue
+		}
+		for trial := 0; trial < 40; trial++ {
+			table := randCodes(rng, 9)
+			before := append([]uint64(nil), table...)
+			n := len(table) / max(1, bits/64)
+			if Narrow(bits) {
+				n = len(table) * (64 / bits)
+			}
+			i := rng.IntN(n)
+			w := max(1, bits/64)
+			src := randCodes(rng, w)
+			PutCode(table, src, bits, i)
+			if Narrow(bits) {
+				k := 64 / bits
+				sh := uint(i%k) * uint(bits)
+				mask := (uint64(1)<<uint(bits) - 1) << sh
+				for j := range table {
+					want := before[j]
+					if j == i/k {
+						want = want&^mask | src[0]<<sh&mask
+					}
+					if table[j] != want {
+						t.Fatalf("bits %d, code %d: word %d = %#x, want %#x", bits, i, j, table[j], want)
+					}
+				}
+				got := []uint64{^uint64(0)}
+				GetCode(got, table, bits, i)
+				if want := src[0] & (uint64(1)<<uint(bits) - 1); got[0] != want {
+					t.Fatalf("bits %d, code %d: GetCode %#x, want %#x", bits, i, got[0], want)
+				}
+				continue
+			}
+			for j := range table {
+				want := before[j]
+				if j >= i*w && j < (i+1)*w {
+					want = src[j-i*w]
+				}
+				if table[j] != want {
+					t.Fatalf("bits %d, code %d: word %d = %#x, want %#x", bits, i, j, table[j], want)
+				}
+			}
+		}
+	}
+}
