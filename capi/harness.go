@@ -235,3 +235,46 @@ func (h *harness) callEvery(e C.uintptr_t) []exportResult {
 }
 
 func cEngine(e uintptr) C.uintptr_t { return C.uintptr_t(e) }
+
+// decodeLoop prepares, in C memory, what a llama.cpp fork passes to
+// hashevict_place for one token of every layer (f32 q and k, one position,
+// out_slots, no out_evicted) on an engine created with p, and returns a
+// function that runs one such token through every layer; its status is the
+// first failure's, or 0. Nothing but the calls themselves runs per token,
+// so the tests can count what the library allocates.
+func (h *harness) decodeLoop(p harnessParams, fill func(i int) float32) (func() int32, int32) {
+	if st := h.create(p); st != 0 {
+		return nil, st
+	}
+	if st := hevgo_seq_add(h.eng, 0); st != 0 {
+		return nil, int32(st)
+	}
+	desc := func(heads int32) *C.hashevict_tensor {
+		n := int(heads * p.HeadDim)
+		c := (*C.hashevict_tensor)(h.cmem(int(C.sizeof_hashevict_tensor)))
+		data := unsafe.Slice((*float32)(h.cmem(4*n)), n)
+		for i := range data {
+			data[i] = fill(i)
+		}
+		c.data = unsafe.Pointer(&data[0])
+		c.dtype, c.device = C.HASHEVICT_DTYPE_F32, C.HASHEVICT_DEVICE_HOST
+		c.head_dim, c.n_heads, c.n_tokens = C.int64_t(p.HeadDim), C.int64_t(heads), 1
+		c.head_stride, c.token_stride = C.int64_t(4*p.HeadDim), C.int64_t(4*n)
+		return c
+	}
+	q, k := desc(p.QHeads), desc(p.KVHeads)
+	pos := (*C.int32_t)(h.cmem(4))
+	slots := (*C.int32_t)(h.cmem(4 * int(p.KVHeads)))
+	data := unsafe.Slice((*float32)(k.data), int(p.KVHeads*p.HeadDim))
+	return func() int32 {
+		// A new key each token, so the hash tables see changing codes.
+		data[int(*pos)%len(data)] += 0.5
+		for l := int32(0); l < p.Layers; l++ {
+			if st := hevgo_place(h.eng, 0, C.int32_t(l), q, k, pos, 1, slots, nil); st != 0 {
+				return int32(st)
+			}
+		}
+		*pos++
+		return 0
+	}, 0
+}

@@ -125,6 +125,7 @@ func lookup(e C.uintptr_t, fn string) (*handle, status) {
 // call is the common shape of an export on an engine: validate the handle,
 // then run fn under guard, mapping its error.
 func call(e C.uintptr_t, fn string, body func(h *handle) error) status {
+	yieldIfStale()
 	var h *handle
 	return guard(nil, func() status {
 		var st status
@@ -318,6 +319,14 @@ func hevgo_seq_fork(e C.uintptr_t, src, dst C.int32_t) status {
 // rows turns a tensor descriptor into a policy view over the caller's
 // memory. what names the argument in messages.
 func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
+	return view(t, what, new(policy.Rows))
+}
+
+// view is rows writing the view into *into, which it returns (nil for a
+// NULL t): place and observe keep their views in their own frames, since
+// views returned by pointer are two heap objects per call, and a decoding
+// host calls once per layer and token (TestPlaceAllocatesNothing).
+func view(t *C.hashevict_tensor, what string, into *policy.Rows) (*policy.Rows, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -353,7 +362,7 @@ func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
 		}
 		return nil, err
 	}
-	return &policy.Rows{
+	*into = policy.Rows{
 		Data:        unsafe.Slice((*byte)(t.data), ext),
 		DType:       dt,
 		Dim:         int(t.head_dim),
@@ -361,7 +370,8 @@ func rows(t *C.hashevict_tensor, what string) (*policy.Rows, error) {
 		Tokens:      int(t.n_tokens),
 		HeadStride:  int64(t.head_stride),
 		TokenStride: int64(t.token_stride),
-	}, nil
+	}
+	return into, nil
 }
 
 func int32s(p *C.int32_t, n int) []int32 {
@@ -372,8 +382,8 @@ func int32s(p *C.int32_t, n int) []int32 {
 }
 
 // stepInput checks the arguments place and observe share and views the
-// caller's tensors and positions.
-func stepInput(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t) (qr, kr *policy.Rows, pos []int32, err error) {
+// caller's tensors (into views[0] and views[1]) and positions.
+func stepInput(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.int32_t, views *[2]policy.Rows) (qr, kr *policy.Rows, pos []int32, err error) {
 	if n < 1 {
 		return nil, nil, nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("%s: n_tokens = %d, want at least 1", fn, n)}
 	}
@@ -383,10 +393,10 @@ func stepInput(fn string, q, k *C.hashevict_tensor, positions *C.int32_t, n C.in
 	if k == nil {
 		return nil, nil, nil, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fn + ": k is NULL"}
 	}
-	if qr, err = rows(q, "q"); err != nil {
+	if qr, err = view(q, "q", &views[0]); err != nil {
 		return nil, nil, nil, err
 	}
-	if kr, err = rows(k, "k"); err != nil {
+	if kr, err = view(k, "k", &views[1]); err != nil {
 		return nil, nil, nil, err
 	}
 	// Check the tensors' token counts before reading positions, so a
@@ -406,7 +416,8 @@ func hevgo_place(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor, 
 		if anyCUDA(q, k) {
 			return placeCUDA(h, seq, layer, q, k, positions, n, outSlots, outEvicted)
 		}
-		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
+		var views [2]policy.Rows
+		qr, kr, pos, err := stepInput(fn, q, k, positions, n, &views)
 		if err != nil {
 			return err
 		}
@@ -432,7 +443,8 @@ func hevgo_observe(e C.uintptr_t, seq, layer C.int32_t, q, k *C.hashevict_tensor
 		if anyCUDA(q, k) {
 			return observeCUDA(h, seq, layer, q, k, positions, n)
 		}
-		qr, kr, pos, err := stepInput(fn, q, k, positions, n)
+		var views [2]policy.Rows
+		qr, kr, pos, err := stepInput(fn, q, k, positions, n, &views)
 		if err != nil {
 			return err
 		}
@@ -446,7 +458,8 @@ func hevgo_compress(e C.uintptr_t, seq, layer C.int32_t, qWindow *C.hashevict_te
 	return call(e, fn, func(h *handle) error {
 		// The window has its own token count, so q goes through stepInput
 		// as absent and is viewed here.
-		_, kr, pos, err := stepInput(fn, nil, k, positions, n)
+		var views [2]policy.Rows
+		_, kr, pos, err := stepInput(fn, nil, k, positions, n, &views)
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/hashevict/hashevict/simd"
 )
@@ -366,15 +367,21 @@ func (e *Engine) pickVictims(k *simd.Kernels, sc *scratch, score []float32, pos 
 		}
 	}
 	c := sc.cand
+	// slices.SortFunc, not sort.Slice: sort.Slice allocates on every call,
+	// and a sink+recent decode step comes here for every KV head. Both
+	// orders are total (positions are distinct; equal scores go to the lower
+	// index), so the result is the same.
 	if e.P.Policy == PolicySinkRecent {
-		sort.Slice(c, func(a, b int) bool { return pos[c[a]] < pos[c[b]] })
+		slices.SortFunc(c, func(a, b int) int { return cmp.Compare(pos[a], pos[b]) })
 	} else {
-		sort.Slice(c, func(a, b int) bool {
-			sa, sb := score[c[a]], score[c[b]]
-			if sa != sb {
-				return sa > sb
+		slices.SortFunc(c, func(a, b int) int {
+			if sa, sb := score[a], score[b]; sa != sb {
+				if sa > sb {
+					return -1
+				}
+				return 1
 			}
-			return c[a] < c[b]
+			return cmp.Compare(a, b)
 		})
 	}
 	if len(c) > need {
