@@ -145,14 +145,23 @@ func call(e C.uintptr_t, fn string, body func(h *handle) error) status {
 	})
 }
 
-// paramsV1Size is sizeof(hashevict_params) in ABI version 1: callers must
-// pass at least that much.
-const paramsV1Size = C.sizeof_hashevict_params
+// paramsV1Size is sizeof(hashevict_params) up to 0.4.0 (through
+// memory_cap_bytes): callers must pass at least that much. The fields after
+// it are read only when the caller's size covers them, so a caller compiled
+// against an older header gets their defaults.
+const paramsV1Size = C.uint32_t(unsafe.Offsetof(C.hashevict_params{}.memory_cap_bytes) + 8)
+
+// paramsSize is sizeof(hashevict_params) in this header.
+const paramsSize = C.uint32_t(C.sizeof_hashevict_params)
+
+// maxParamsSize bounds the size create reads: the bytes past this library's
+// struct are read to check they are zero.
+const maxParamsSize = 1024
 
 //export hevgo_default_params
 func hevgo_default_params(out *C.hashevict_params) {
 	guard(nil, func() status {
-		out.size = C.uint32_t(paramsV1Size)
+		out.size = paramsSize
 		writeParams(out, policy.DefaultParams())
 		return C.HASHEVICT_OK
 	})
@@ -175,10 +184,33 @@ func writeParams(out *C.hashevict_params, p policy.Params) {
 	out.decay = C.float(p.Decay)
 	out.seed = C.uint64_t(p.Seed)
 	out.memory_cap_bytes = C.uint64_t(p.MemoryCapBytes)
+	out.estimate = C.int32_t(p.Estimate)
+	out.redundancy = C.float(p.Redundancy)
 }
 
-func readParams(in *C.hashevict_params) policy.Params {
-	return policy.Params{
+// readParams reads the caller's params of in.size bytes (at least
+// paramsV1Size): a 0.4 struct's size gives the newer fields their defaults, and bytes past
+// this library's struct must be zero, since a field this library does not
+// know would otherwise be ignored silently.
+func readParams(in *C.hashevict_params) (policy.Params, error) {
+	size := uintptr(in.size)
+	if size > maxParamsSize {
+		// Not a struct any header will grow to: a size field never set.
+		return policy.Params{}, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("hashevict_engine_create: params->size = %d is not the size of a hashevict_params (at most %d; set it from hashevict_default_params())", size, maxParamsSize)}
+	}
+	if size != uintptr(paramsV1Size) && size < uintptr(paramsSize) {
+		// Between the sizes of two headers: not a struct any header made.
+		return policy.Params{}, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("hashevict_engine_create: params->size = %d is neither %d (headers up to 0.4) nor at least %d (this one): set it from hashevict_default_params()", size, paramsV1Size, paramsSize)}
+	}
+	if size > uintptr(paramsSize) {
+		extra := unsafe.Slice((*byte)(unsafe.Pointer(in)), size)[paramsSize:]
+		for i, b := range extra {
+			if b != 0 {
+				return policy.Params{}, &policy.Error{Code: policy.CodeInvalidArgument, Msg: fmt.Sprintf("hashevict_engine_create: params->size = %d, larger than this library's %d (%s), and byte %d past it is not zero: a field this library does not know would be ignored", size, paramsSize, C.GoString(C.hashevict_version()), int(paramsSize)+i)}
+			}
+		}
+	}
+	p := policy.Params{
 		Mode:           policy.Mode(in.mode),
 		Policy:         policy.Policy(in.policy),
 		Probe:          policy.Probe(in.probe),
@@ -196,6 +228,15 @@ func readParams(in *C.hashevict_params) policy.Params {
 		Seed:           uint64(in.seed),
 		MemoryCapBytes: uint64(in.memory_cap_bytes),
 	}
+	d := policy.DefaultParams()
+	p.Estimate, p.Redundancy = d.Estimate, d.Redundancy
+	if size >= unsafe.Offsetof(in.estimate)+unsafe.Sizeof(in.estimate) {
+		p.Estimate = policy.Estimate(in.estimate)
+	}
+	if size >= unsafe.Offsetof(in.redundancy)+unsafe.Sizeof(in.redundancy) {
+		p.Redundancy = float32(in.redundancy)
+	}
+	return p, nil
 }
 
 //export hevgo_engine_create
@@ -210,7 +251,11 @@ func hevgo_engine_create(params *C.hashevict_params, hasOut C.int, out *C.uintpt
 		if params.size < paramsV1Size {
 			return failf(policy.CodeInvalidArgument, "hashevict_engine_create: params->size = %d, want at least %d (set it from hashevict_default_params())", params.size, paramsV1Size)
 		}
-		eng, err := policy.NewEngine(readParams(params))
+		p, err := readParams(params)
+		if err != nil {
+			return fail(err)
+		}
+		eng, err := policy.NewEngine(p)
 		if err != nil {
 			return fail(err)
 		}
@@ -253,7 +298,7 @@ func hevgo_engine_params(e C.uintptr_t, out *C.hashevict_params) status {
 			return &policy.Error{Code: policy.CodeInvalidArgument, Msg: "hashevict_engine_params: out->size is not set"}
 		}
 		var full C.hashevict_params
-		full.size = C.uint32_t(paramsV1Size)
+		full.size = paramsSize
 		writeParams(&full, h.eng.P)
 		copyPrefix(unsafe.Pointer(out), unsafe.Pointer(&full), size, unsafe.Sizeof(full))
 		return nil

@@ -37,9 +37,9 @@ extern "C" {
 #endif
 
 #define HASHEVICT_VERSION_MAJOR 0
-#define HASHEVICT_VERSION_MINOR 4
+#define HASHEVICT_VERSION_MINOR 5
 #define HASHEVICT_VERSION_PATCH 0
-#define HASHEVICT_VERSION_STRING "0.4.0"
+#define HASHEVICT_VERSION_STRING "0.5.0"
 /* Bumped on every incompatible change of a struct or a signature. */
 #define HASHEVICT_ABI_VERSION 1
 
@@ -156,6 +156,20 @@ typedef enum hashevict_score {
     HASHEVICT_SCORE_DECAYED = 2
 } hashevict_score;
 
+/* What the hash policy's step score estimates from a cached key's code
+ * (params.estimate). Since 0.5.0. */
+typedef enum hashevict_estimate {
+    /* The Hamming distance to the probes, summed over them; the largest is
+     * evicted (the paper). */
+    HASHEVICT_ESTIMATE_DISTANCE = 0,
+    /* The attention logit, sum over the probes p of
+     * ||p|| * ||k|| * cos(pi * ham(p, k) / hash_bits) / sqrt(head_dim)
+     * (averaged over a chunk's tokens as the distance is); the smallest is
+     * evicted. A key with a large norm is kept at a wider angle. Keeps each
+     * cached key's norm (4 more bytes per slot and head). */
+    HASHEVICT_ESTIMATE_LOGIT = 1
+} hashevict_estimate;
+
 typedef enum hashevict_dtype {
     HASHEVICT_DTYPE_F32 = 0,
     HASHEVICT_DTYPE_F16 = 1,
@@ -215,7 +229,31 @@ typedef struct hashevict_params {
      * is collected, and the host needs the rest. Where none of these can be
      * read (not Linux), the cap alone bounds. */
     uint64_t memory_cap_bytes;
+    /* Fields below are new in 0.5.0: a caller compiled against an older
+     * header passes a smaller size and gets their defaults. An older library
+     * ignores them (check hashevict_version() before relying on them); this
+     * one refuses a size larger than its own struct unless the bytes it does
+     * not know are all zero (INVALID_ARGUMENT). */
+    /* hashevict_estimate, default DISTANCE (the paper). HASH policy only
+     * (another policy with a non-default value: INVALID_PARAMS). Runs on the
+     * host: CUDA tensors are refused (UNSUPPORTED), and so is slot-mode
+     * hashevict_compress with LOGIT (it keeps no key norms). */
+    int32_t estimate;
+    /* Weight of the redundancy term, in [0, 64]; 0 = off (default, the
+     * paper). Each step, per layer and KV head, the majority code of the
+     * cached and new keys (bit j set when more than half of their codes set
+     * it) is formed; a key whose code is close to it is repeated content
+     * and is evicted sooner, a key unlike the rest is kept. The term added
+     * to a key's step score at distance r from the majority is, with
+     * DISTANCE, redundancy * G * (hash_bits - r) (G: probes per token, the
+     * group size with the query probe, 1 with the key probe); with LOGIT,
+     * redundancy * (sum of the probes' norms per token) * (mean key norm) *
+     * cos(pi * r / hash_bits) / sqrt(head_dim). HASH policy only, host only,
+     * as estimate. docs/eval/README.md gives the weight chosen on the
+     * development text for streaming. */
+    float redundancy;
 } hashevict_params;
+
 
 /* Defaults as documented field by field above; the shape fields are 0 and
  * must be set by the caller. Thread-safe. */

@@ -120,7 +120,7 @@ def test_header_parsed(header):
     assert len(header.functions) >= 20
     assert set(header.structs) == {"hashevict_params", "hashevict_tensor", "hashevict_stats"}
     assert ("hashevict_engine", "hashevict_engine") in header.opaque
-    assert len(header.enums) == 7
+    assert len(header.enums) == 8
 
 
 def test_defines_match(header):
@@ -197,7 +197,7 @@ def test_loaded_library_declared(lib):
 
 
 def test_sizes_match_library(lib):
-    assert lib.hashevict_default_params().size == ctypes.sizeof(_ffi.hashevict_params) == 80
+    assert lib.hashevict_default_params().size == ctypes.sizeof(_ffi.hashevict_params) == 88
     assert ctypes.sizeof(_ffi.hashevict_stats) == 48
     assert ctypes.sizeof(_ffi.hashevict_tensor) == 64
 

@@ -16,6 +16,7 @@ from ._tensors import bf16
 from .engine import (
     Device,
     DType,
+    Estimate,
     Engine,
     Mode,
     Params,
@@ -64,6 +65,7 @@ __all__ = [
     "ChunkTooLarge",
     "CorruptState",
     "DType",
+    "Estimate",
     "Device",
     "Engine",
     "EngineClosed",

@@ -34,9 +34,9 @@ from pathlib import Path
 # Versions
 # ---------------------------------------------------------------------------
 HASHEVICT_VERSION_MAJOR = 0
-HASHEVICT_VERSION_MINOR = 4
+HASHEVICT_VERSION_MINOR = 5
 HASHEVICT_VERSION_PATCH = 0
-HASHEVICT_VERSION_STRING = "0.4.0"
+HASHEVICT_VERSION_STRING = "0.5.0"
 #: The ABI these declarations were written for; load() refuses any other.
 HASHEVICT_ABI_VERSION = 1
 
@@ -83,6 +83,9 @@ HASHEVICT_PROBE_KEY = 1
 HASHEVICT_SCORE_INSTANT = 0
 HASHEVICT_SCORE_ACCUMULATED = 1
 HASHEVICT_SCORE_DECAYED = 2
+# hashevict_estimate
+HASHEVICT_ESTIMATE_DISTANCE = 0
+HASHEVICT_ESTIMATE_LOGIT = 1
 # hashevict_compress_form
 HASHEVICT_COMPRESS_COSINE = 0
 HASHEVICT_COMPRESS_DISTANCE = 1
@@ -111,6 +114,7 @@ ENUMS = {
         "HASHEVICT_SCORE_ACCUMULATED": 1,
         "HASHEVICT_SCORE_DECAYED": 2,
     },
+    "hashevict_estimate": {"HASHEVICT_ESTIMATE_DISTANCE": 0, "HASHEVICT_ESTIMATE_LOGIT": 1},
     "hashevict_compress_form": {"HASHEVICT_COMPRESS_COSINE": 0, "HASHEVICT_COMPRESS_DISTANCE": 1, "HASHEVICT_COMPRESS_SOFTMAX": 2},
     "hashevict_dtype": {
         "HASHEVICT_DTYPE_F32": 0,
@@ -146,6 +150,9 @@ class hashevict_params(Structure):
         ("decay", c_float),
         ("seed", c_uint64),
         ("memory_cap_bytes", c_uint64),
+        # since 0.5.0
+        ("estimate", c_int32),
+        ("redundancy", c_float),
     ]
 
 

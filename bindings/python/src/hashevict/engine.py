@@ -83,6 +83,15 @@ def version() -> str:
     return library().hashevict_version().decode()
 
 
+def _version_tuple() -> tuple:
+    """(major, minor) of the loaded library; (0, 0) when unreadable."""
+    try:
+        major, minor = version().split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
+
+
 def abi_version() -> int:
     """The library's ABI version (``hashevict_abi_version``)."""
     return int(library().hashevict_abi_version())
@@ -128,6 +137,13 @@ class Score(enum.IntEnum):
     INSTANT = _ffi.HASHEVICT_SCORE_INSTANT
     ACCUMULATED = _ffi.HASHEVICT_SCORE_ACCUMULATED
     DECAYED = _ffi.HASHEVICT_SCORE_DECAYED
+
+
+class Estimate(enum.IntEnum):
+    """What the hash policy's score estimates (``hashevict_estimate``, 0.5.0)."""
+
+    DISTANCE = _ffi.HASHEVICT_ESTIMATE_DISTANCE
+    LOGIT = _ffi.HASHEVICT_ESTIMATE_LOGIT
 
 
 class DType(enum.IntEnum):
@@ -190,6 +206,8 @@ class Params:
     decay: float
     seed: int
     memory_cap_bytes: int
+    estimate: Estimate = Estimate.DISTANCE
+    redundancy: float = 0.0
 
     @property
     def words(self) -> int:
@@ -220,6 +238,8 @@ class Params:
             decay=float(p.decay),
             seed=int(p.seed),
             memory_cap_bytes=int(p.memory_cap_bytes),
+            estimate=_member(Estimate, p.estimate),
+            redundancy=float(p.redundancy),
         )
 
 
@@ -357,8 +377,16 @@ class Engine:
     from the loaded library rather than restated here; ``n_q_heads`` defaults
     to ``n_kv_heads`` (no GQA), the library having no default for it.
     Enumerations take names ("slot", "token"; "hash", "sink_recent", "knorm",
-    "random", "oracle"; "query", "key"; "instant", "accumulated", "decayed"),
-    enum members or ints.
+    "random", "oracle"; "query", "key"; "instant", "accumulated", "decayed";
+    "distance", "logit"), enum members or ints.
+
+    ``estimate`` and ``redundancy`` are the hash policy's streaming options
+    (libhashevict 0.5.0; the header documents them): ``estimate="logit"``
+    evicts the smallest estimated attention logit instead of the largest
+    distance, ``redundancy`` > 0 weighs a term that evicts repeated content
+    first. Their defaults are the paper's policy. An older library would
+    ignore them, so setting either to a non-default value there raises
+    :class:`Unsupported`.
 
     Use it as a context manager or call :meth:`close`; it is also freed when
     garbage-collected.
@@ -383,6 +411,8 @@ class Engine:
         max_seqs: int | None = None,
         decay: float | None = None,
         memory_cap_bytes: int | None = None,
+        estimate=None,
+        redundancy: float | None = None,
     ):
         lib = library()
         p = lib.hashevict_default_params()
@@ -419,6 +449,17 @@ class Engine:
             setattr(p, name, int(v))
         if decay is not None:
             p.decay = float(decay)
+        if estimate is not None:
+            p.estimate = _enum(Estimate, estimate, "estimate")
+        if redundancy is not None:
+            if isinstance(redundancy, bool) or not isinstance(redundancy, (int, float, np.integer, np.floating)):
+                raise InvalidParams(f"redundancy = {redundancy!r}; want a number")
+            p.redundancy = float(redundancy)
+        if (p.estimate != Estimate.DISTANCE or p.redundancy != 0) and _version_tuple() < (0, 5):
+            raise Unsupported(
+                f"estimate and redundancy need libhashevict 0.5.0 or later; {lib._hashevict_path} is {version()}, "
+                "which would ignore them"
+            )
         ptr = _ffi.hashevict_engine_p()
         _call("hashevict_engine_create", byref(p), byref(ptr))
         self._h = _Handle(ptr)
