@@ -19,7 +19,9 @@
 // keep=R (budget = R * context), bits=B, sinks=N, recent=N; for the prefill
 // scenario also window=W (the last W prompt queries score the prompt; 32),
 // pool=K (max pool of the scores; 11, as hashevict-run) and form=cosine|distance|softmax
-// (hashevict_compress_score). runtime=fork (hashevict-eval-fork only, stream
+// (hashevict_compress_score). estimate=distance|logit and redundancy=W: the
+// hash policy's streaming options (hashevict_params.estimate / .redundancy;
+// defaults distance and 0, the paper). runtime=fork (hashevict-eval-fork only, stream
 // scenario and ppl): the policy runs per layer and KV head inside the patched
 // llama.cpp (integrations/llamacpp-fork) instead of in token mode.
 #include <algorithm>
@@ -58,6 +60,7 @@ const char *const POLICIES[] = {"hash", "sink-recent", "knorm", "random", "oracl
 const char *const PROBES[] = {"query", "key"};
 const char *const SCORES[] = {"instant", "accumulated", "decayed"};
 const char *const FORMS[] = {"cosine", "distance", "softmax"};
+const char *const ESTIMATES[] = {"distance", "logit"};
 
 int index_of(const std::string &v, const char *const *names, int n, const std::string &what) {
     for (int i = 0; i < n; i++)
@@ -99,6 +102,8 @@ config parse_config(const std::string &spec) {
         else if (k == "window") c.window = std::stoi(v);
         else if (k == "pool") c.pool = std::stoi(v);
         else if (k == "form") c.form = index_of(v, FORMS, 3, k);
+        else if (k == "estimate") c.hp.estimate = index_of(v, ESTIMATES, 2, k);
+        else if (k == "redundancy") c.hp.redundancy = std::stof(v);
         else if (k == "runtime") c.perhead = parse_runtime(v);
         else throw std::runtime_error("unknown config key '" + k + "'");
     }
@@ -113,7 +118,14 @@ std::string config_json(const config &c) {
     std::snprintf(buf, sizeof buf,
                   "\"config\": \"%s\", \"policy\": \"%s\", \"probe\": \"%s\", \"score\": \"%s\", \"bits\": %d, \"keep\": %.3f",
                   c.spec.c_str(), POLICIES[c.hp.policy], PROBES[c.hp.probe], SCORES[c.hp.score], c.hp.hash_bits, c.keep);
-    return std::string(buf) + (c.perhead ? ", \"runtime\": \"fork\"" : "");
+    std::string out = buf;
+    // Only when set, so that the paper's rows keep their fields.
+    if (c.hp.estimate != HASHEVICT_ESTIMATE_DISTANCE) out += std::string(", \"estimate\": \"") + ESTIMATES[c.hp.estimate] + "\"";
+    if (c.hp.redundancy != 0) {
+        std::snprintf(buf, sizeof buf, ", \"redundancy\": %g", c.hp.redundancy);
+        out += buf;
+    }
+    return out + (c.perhead ? ", \"runtime\": \"fork\"" : "");
 }
 
 struct args {
