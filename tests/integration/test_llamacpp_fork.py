@@ -122,6 +122,107 @@ def test_bad_options_are_refused_with_a_message():
         assert msg in proc.stdout + proc.stderr, (args, proc.stderr[-2000:])
 
 
+# The integration's evaluation program built against the fork (make llamacpp-fork-tools).
+EVAL_FORK = Path(os.environ.get("HASHEVICT_EVAL_FORK_BIN", ROOT / "build" / "llamacpp" / "hashevict-eval-fork"))
+REFUSAL = "kv_placer: supported for models with one plain KV cache"
+
+
+def write_tiny_mamba(path):
+    """A 2-layer Mamba (recurrent memory, no KV cache) with random weights and a byte vocabulary,
+    written with the gguf-py of the llama.cpp source make deps fetched: no fetched model has
+    memory the fork refuses since it serves Gemma 3, and a model this small is written in
+    milliseconds instead of downloaded. Its outputs mean nothing; it loads and decodes."""
+    gguf_py = ROOT / ".cache" / "llama.cpp" / "gguf-py"
+    if not gguf_py.is_dir():
+        pytest.skip(f"{gguf_py} missing: run `make deps`")
+    np = pytest.importorskip("numpy")
+    import sys
+    sys.path.insert(0, str(gguf_py))
+    try:
+        import gguf
+    finally:
+        sys.path.remove(str(gguf_py))
+    n_embd, d_inner, d_state, d_conv, dt_rank, n_layer = 64, 128, 16, 4, 4, 2  # llama.cpp: d_inner = 2 n_embd
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    w = gguf.GGUFWriter(str(path), "mamba")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_block_count(n_layer)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(dt_rank)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_ssm_dt_b_c_rms(False)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_types([gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.BYTE] * 256)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    rng = np.random.default_rng(0)
+
+    def tensor(name, *ne, value=None):  # ne in ggml's order; numpy's shape is the reverse
+        shape = ne[::-1]
+        a = np.full(shape, value, np.float32) if value is not None else 0.02 * rng.standard_normal(shape)
+        w.add_tensor(name, a.astype(np.float32))
+
+    tensor("token_embd.weight", n_embd, len(tokens))
+    tensor("output_norm.weight", n_embd, value=1.0)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        tensor(b + "attn_norm.weight", n_embd, value=1.0)
+        tensor(b + "ssm_in.weight", n_embd, 2 * d_inner)
+        tensor(b + "ssm_conv1d.weight", d_conv, d_inner)
+        tensor(b + "ssm_conv1d.bias", d_inner, value=0.0)
+        tensor(b + "ssm_x.weight", d_inner, dt_rank + 2 * d_state)
+        tensor(b + "ssm_dt.weight", dt_rank, d_inner)
+        tensor(b + "ssm_dt.bias", d_inner, value=0.0)
+        tensor(b + "ssm_a", d_state, d_inner, value=-1.0)
+        tensor(b + "ssm_d", d_inner, value=1.0)
+        tensor(b + "ssm_out.weight", d_inner, n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_model_without_a_plain_kv_cache_is_refused_with_the_reason(tmp_path):
+    """The refusal at context creation, through each program that sets a placer: fork-probe,
+    llama-server (--kv-evict) and hashevict-eval-fork (exit status 3, which run_eval.py reads as
+    "this runtime refuses this model"). The same model runs without a placer, so the refusal is
+    the placer's and not a broken file."""
+    need(FORK_PROBE, SERVER)
+    d = deps()
+    model = tmp_path / "mamba.gguf"
+    write_tiny_mamba(model)
+    common = ["logits", "--model", model, "--text", d["TEXT_FILE"], "--prompt", 32, "--gen", 4,
+              "--out", tmp_path / "logits.bin"]
+    plain = run([FORK_PROBE, *common])
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["rows"] == 5
+    placed = subprocess.run([str(a) for a in [FORK_PROBE, *common, "--ctx", 128, "--budget", 64]],
+                            capture_output=True, text=True, timeout=300)
+    assert placed.returncode == 1 and REFUSAL in placed.stderr, placed.stderr[-2000:]
+    server = subprocess.run([str(SERVER), "-m", str(model), "-c", "256", "-t", "1", "--host", "127.0.0.1",
+                             "--port", str(free_port()), "--kv-evict", "hash", "--kv-evict-budget", "64"],
+                            capture_output=True, text=True, timeout=120)
+    assert server.returncode != 0 and REFUSAL in server.stdout + server.stderr, server.stderr[-2000:]
+    if EVAL_FORK.exists():  # make llamacpp-fork-tools; test_fork_eval.py needs it too
+        # A short text: the byte vocabulary tokenizes the whole novel slowly (over a minute).
+        text = tmp_path / "text.txt"
+        text.write_text(Path(d["TEXT_FILE"]).read_text(encoding="utf-8", errors="replace")[:4000], encoding="utf-8")
+        ev = [EVAL_FORK, "ppl", "--model", model, "--text", text, "--window", 64, "--score-last", 16]
+        full = run([*ev, "--config", "full"])
+        assert json.loads(full.stdout.strip().splitlines()[-1])["policy"] == "full"
+        refused = subprocess.run([str(a) for a in [*ev, "--config", "policy=hash,keep=0.5,runtime=fork"]],
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 3, refused.stderr[-2000:]
+        assert REFUSAL in refused.stderr and "the fork refuses" in refused.stderr
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
