@@ -14036,7 +14036,7 @@ found:
 	RET
 
 // func hammingArgmax128AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
-// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV, MMX+
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV
 TEXT ·hammingArgmax128AVX512(SB), NOSPLIT, $0-40
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
@@ -14057,16 +14057,12 @@ block:
 loop:
 	VPXORQ       (SI), Z0, Z4
 	VPOPCNTQ     Z4, Z4
-	PREFETCHT1   4096(SI)
 	VPXORQ       64(SI), Z0, Z5
 	VPOPCNTQ     Z5, Z5
-	PREFETCHT1   4160(SI)
 	VPXORQ       128(SI), Z0, Z6
 	VPOPCNTQ     Z6, Z6
-	PREFETCHT1   4224(SI)
 	VPXORQ       192(SI), Z0, Z7
 	VPOPCNTQ     Z7, Z7
-	PREFETCHT1   4288(SI)
 	VPUNPCKLQDQ  Z5, Z4, Z8
 	VPUNPCKHQDQ  Z5, Z4, Z4
 	VPADDQ       Z4, Z8, Z8
@@ -14092,7 +14088,7 @@ loop:
 	RET
 
 // func hammingArgmax256AVX512(table *byte, from int, to int, probe *uint64, out *[16]uint64)
-// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV, MMX+
+// Requires: AVX, AVX512F, AVX512VPOPCNTDQ, CMOV
 TEXT ·hammingArgmax256AVX512(SB), NOSPLIT, $0-40
 	MOVQ            table+0(FP), AX
 	MOVQ            from+8(FP), CX
@@ -14113,16 +14109,12 @@ block:
 loop:
 	VPXORQ       (SI), Z0, Z4
 	VPOPCNTQ     Z4, Z4
-	PREFETCHT1   4096(SI)
 	VPXORQ       64(SI), Z0, Z5
 	VPOPCNTQ     Z5, Z5
-	PREFETCHT1   4160(SI)
 	VPXORQ       128(SI), Z0, Z6
 	VPOPCNTQ     Z6, Z6
-	PREFETCHT1   4224(SI)
 	VPXORQ       192(SI), Z0, Z7
 	VPOPCNTQ     Z7, Z7
-	PREFETCHT1   4288(SI)
 	VPUNPCKLQDQ  Z5, Z4, Z8
 	VPUNPCKHQDQ  Z5, Z4, Z4
 	VPADDQ       Z4, Z8, Z8
