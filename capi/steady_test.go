@@ -26,6 +26,7 @@ func TestPlaceAllocatesNothing(t *testing.T) {
 		{1, 0, 0}, // sink+recent
 		{2, 0, 0}, // knorm
 		{3, 0, 0}, // random
+		{4, 0, 0}, // oracle
 	} {
 		t.Run(fmt.Sprintf("policy%d/probe%d/score%d", c.policy, c.probe, c.score), func(t *testing.T) {
 			h := &harness{}

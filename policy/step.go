@@ -298,12 +298,12 @@ func (e *Engine) oracle(sc *scratch, t *table, h int, entries []int, positions [
 	d, g, n := p.HeadDim, p.Group(), len(positions)
 	scale := 1 / math.Sqrt(float64(d))
 	m := len(entries)
-	sc.acc = grow(sc.acc, m+n)
-	gained := sc.acc
+	// One scratch buffer for both, so that a decode step allocates nothing.
+	sc.acc = grow(sc.acc, 2*(m+n))
+	gained, logits := sc.acc[:m+n], sc.acc[m+n:]
 	for i := range gained {
 		gained[i] = 0
 	}
-	logits := make([]float64, m+n)
 	dot := func(a, b []float32) float64 {
 		var s float64
 		for i := range a {
