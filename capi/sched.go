@@ -14,10 +14,10 @@ import (
 // monitor thread (sysmon) treats the P as a goroutine that will not yield:
 // at every wake-up it takes the P back from the C thread, which counts as
 // work done, so sysmon never backs off from its shortest sleep (20 µs) and
-// the next call must wake it again. Measured with
-// integrations/llamacpp-fork/place_pattern.c: 5-10 % of the caller's CPU
-// time on that thread (the garbage collector ran once per run: it is not
-// the cause). One runtime.Gosched at least every yieldEvery advances the
+// the next call must wake it again. Measured: 4-13 % of the caller's CPU
+// time on that thread with integrations/llamacpp-fork/place_pattern.c, ~4.5 %
+// in the fork at one thread (the garbage collector ran once per run: it is
+// not the cause; docs/llamacpp-fork.md, What it costs). One runtime.Gosched at least every yieldEvery advances the
 // tick; it costs a hand-off of the P to another thread and back (tens of
 // µs), a fraction of a percent at this rate, and sysmon sleeps up to 10 ms
 // again. The rhythm is the runtime's (sysmon's forcePreemptNS), not an
