@@ -174,22 +174,42 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 		ts.comb[layer] = comb
 	}
 	row := comb[slot*cw : (slot+1)*cw]
-	clear(row)
-	for h := range ls.heads {
-		simd.PutCode(row, sc.kcodes[h*W:(h+1)*W], p.Bits, h)
-	}
 	np := 0
 	for h := range ls.heads {
-		e.gatherProbes(sc, h, 1)
-		late.probes[h] = append(late.probes[h][:0], sc.probes...)
-		np = len(sc.probes) / W
+		pr := e.stepProbes(sc, h)
+		late.probes[h] = append(late.probes[h][:0], pr...)
+		np = len(pr) / W
 	}
 	sc.wide = grow(sc.wide, np*cw)
 	probes := sc.wide
-	clear(probes)
-	for h := range ls.heads {
+	if simd.Narrow(p.Bits) {
+		// A narrow code is one word, the code in its low bits: head h
+		// goes to bits (h%k)*Bits of word h/k (simd.PutCode's layout).
+		// Built in registers and stored once, rather than a PutCode per
+		// head and probe into cleared words.
+		k, mask := 64/p.Bits, uint64(1)<<uint(p.Bits)-1
+		var c [4]uint64 // cw <= 4 (combWords)
+		for h := range ls.heads {
+			c[h/k] |= sc.kcodes[h] & mask << (uint(h%k) * uint(p.Bits))
+		}
+		copy(row, c[:cw])
 		for j := 0; j < np; j++ {
-			simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[h][j*W:(j+1)*W], p.Bits, h)
+			c = [4]uint64{}
+			for h := range ls.heads {
+				c[h/k] |= late.probes[h][j] & mask << (uint(h%k) * uint(p.Bits))
+			}
+			copy(probes[j*cw:(j+1)*cw], c[:cw])
+		}
+	} else {
+		clear(row)
+		for h := range ls.heads {
+			simd.PutCode(row, sc.kcodes[h*W:(h+1)*W], p.Bits, h)
+		}
+		clear(probes)
+		for h := range ls.heads {
+			for j := 0; j < np; j++ {
+				simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[h][j*W:(j+1)*W], p.Bits, h)
+			}
 		}
 	}
 	if win != nil && (*win)[layer] > 0 {
@@ -206,6 +226,19 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 	// The distances go into the total without being stored (the totals
 	// stay below 2^32: see fastStep).
 	k.HammingAdd(sc.run[:hw], comb[:hw*cw], cw, probes)
+}
+
+// stepProbes returns head h's probe codes of a one-token step, the codes
+// gatherProbes(sc, h, 1) copies to sc.probes (the key's code for the key
+// probe, the head's query group's codes otherwise), without the copies.
+func (e *Engine) stepProbes(sc *scratch, h int) []uint64 {
+	p := &e.P
+	W := p.Words()
+	if p.Probe == ProbeKey {
+		return sc.kcodes[h*W : (h+1)*W]
+	}
+	g := p.Group()
+	return sc.qcodes[h*g*W : (h+1)*g*W]
 }
 
 // highWater returns one past the highest slot ever handed out (every slot

@@ -19,15 +19,25 @@ func TestTokenFastStepIsTheFullStep(t *testing.T) {
 		probe   Probe
 		score   Score
 		windows bool
+		kv      int // KV heads, 0: smallParams' 2
 	}
 	var cfgs []cfg
 	for _, b := range []int{8, 16, 32, 64, 128, 256} {
-		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant, false})
+		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant, false, 0})
 	}
-	cfgs = append(cfgs, cfg{16, ProbeKey, ScoreInstant, false}, cfg{16, ProbeQuery, ScoreAccumulated, false}, cfg{16, ProbeQuery, ScoreInstant, true})
+	cfgs = append(cfgs, cfg{16, ProbeKey, ScoreInstant, false, 0}, cfg{16, ProbeQuery, ScoreAccumulated, false, 0}, cfg{16, ProbeQuery, ScoreInstant, true, 0})
+	// Three KV heads (SmolLM2's), three query heads each: combined codes
+	// that leave bits free (3 x 8, 3 x 16) or span words (3 x 32: head 2
+	// in the second word), with either probe.
+	for _, b := range []int{8, 16, 32} {
+		cfgs = append(cfgs, cfg{b, ProbeQuery, ScoreInstant, false, 3}, cfg{b, ProbeKey, ScoreInstant, false, 3})
+	}
 	for _, c := range cfgs {
-		t.Run(fmt.Sprintf("bits%d/probe%d/score%d/windows%v", c.bits, c.probe, c.score, c.windows), func(t *testing.T) {
+		t.Run(fmt.Sprintf("bits%d/probe%d/score%d/windows%v/kv%d", c.bits, c.probe, c.score, c.windows, c.kv), func(t *testing.T) {
 			p := smallParams()
+			if c.kv > 0 {
+				p.KVHeads, p.QHeads = c.kv, 3*c.kv
+			}
 			p.Mode, p.Bits, p.Probe, p.Score = ModeToken, c.bits, c.probe, c.score
 			p.Layers, p.Budget = 3, 40
 			full, fast := mustEngine(t, p), mustEngine(t, p)
