@@ -88,7 +88,13 @@ if [ "$variant" = fork ]; then
     probe_args+=("$out/src/common/hashevict-kv.cpp" -I"$out/src/common" -I"$repo/include"
                  -L"$hev" -lhashevict -Wl,-rpath,"$hev")
 fi
-if [ ! -x "$out/fork-probe" ] || [ -n "$(find "$here/fork_probe.cpp" "$bin/libllama.so" -newer "$out/fork-probe")" ]; then
+# Its inputs: the fork's also include the glue and hashevict.h (a changed hashevict_params
+# must reach fork-probe as it reaches llama-common, or the two disagree on the struct).
+probe_deps=("$here/fork_probe.cpp" "$bin/libllama.so")
+if [ "$variant" = fork ]; then
+    probe_deps+=("$repo/include/hashevict.h" "$out/src/common/hashevict-kv.cpp" "$out/src/common/hashevict-kv.h")
+fi
+if [ ! -x "$out/fork-probe" ] || [ -n "$(find "${probe_deps[@]}" -newer "$out/fork-probe")" ]; then
     nice "${CXX:-c++}" "${probe_args[@]}"
 fi
 echo "build.sh: $variant built in $(( $(date +%s) - start )) s wall ($bin)"
