@@ -176,10 +176,14 @@ func TestSeqAddAndForkCheckBeforeAllocating(t *testing.T) {
 // stays within what they count.
 func TestAccountingCoversAllocations(t *testing.T) {
 	for _, mode := range []Mode{ModeSlot, ModeToken} {
-		for _, pol := range []Policy{PolicyHash, PolicyKnorm, PolicyOracle} {
+		// Policy -1: the hash policy with both streaming options.
+		for _, pol := range []Policy{PolicyHash, PolicyKnorm, PolicyOracle, -1} {
 			for _, bits := range []int{16, 256} {
 				p := smallParams()
 				p.Mode, p.Policy, p.Bits, p.Budget = mode, pol, bits, 1000
+				if pol < 0 {
+					p.Policy, p.Estimate, p.Redundancy = PolicyHash, EstimateLogit, 1
+				}
 				// TotalAlloc is process-wide and, under the race detector,
 				// sync.Pool drops items at random, so one measurement can
 				// exceed what the engine itself asked for: take the least
