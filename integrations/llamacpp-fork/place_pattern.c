@@ -2,10 +2,10 @@
 // for each of SmolLM2-135M's 30 layers, GAP µs of its own work (a spin on its CPU clock, standing
 // in for the model) and then one hashevict_place of one token (9 query / 3 KV heads, head_dim 64,
 // a full 512-slot cache, so every call evicts). It prints, as one JSON line, the calling thread's
-// CPU time, the process's and each of the library's threads': what the library costs beyond the
-// calls themselves (the Go runtime's own threads).
+// CPU time, the process's, and that of all other threads (the Go runtime's own): what the library
+// costs beyond the calls themselves. From the repository root:
 //
-//   cc -O2 place_pattern.c -Iinclude -Lbuild -lhashevict -Wl,-rpath,$PWD/build -o build/place-pattern
+//   cc -O2 integrations/llamacpp-fork/place_pattern.c -Iinclude -Lbuild -lhashevict -Wl,-rpath,$PWD/build -o build/place-pattern
 //   build/place-pattern [TOKENS [GAP_US]]       (default 300 tokens, 450 µs: ~14 ms per token)
 #define _GNU_SOURCE
 #include "hashevict.h"
