@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"unsafe"
 
 	"github.com/hashevict/hashevict/simd"
 )
@@ -84,10 +85,16 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 		sc.qvec = grow(sc.qvec, n*p.QHeads*p.HeadDim)
 	}
 	for t := 0; t < n; t++ {
+		all := finiteHeads(k, kr, t)
 		for h := 0; h < p.KVHeads; h++ {
-			x, ok := kr.row(k, t, h, sc.row)
-			if !ok {
-				return errf(CodeNonFinite, "k row of token %d, head %d holds NaN or Inf", t, h)
+			var x []float32
+			if all != nil {
+				x = all[h*p.HeadDim : (h+1)*p.HeadDim]
+			} else {
+				var ok bool
+				if x, ok = kr.row(k, t, h, sc.row); !ok {
+					return errf(CodeNonFinite, "k row of token %d, head %d holds NaN or Inf", t, h)
+				}
 			}
 			i := t*p.KVHeads + h
 			if hashK {
@@ -114,10 +121,16 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 		sc.qnorm = grow(sc.qnorm, n*p.QHeads)
 	}
 	for t := 0; t < n; t++ {
+		all := finiteHeads(k, q, t)
 		for h := 0; h < p.QHeads; h++ {
-			x, ok := q.row(k, t, h, sc.row)
-			if !ok {
-				return errf(CodeNonFinite, "q row of token %d, head %d holds NaN or Inf", t, h)
+			var x []float32
+			if all != nil {
+				x = all[h*p.HeadDim : (h+1)*p.HeadDim]
+			} else {
+				var ok bool
+				if x, ok = q.row(k, t, h, sc.row); !ok {
+					return errf(CodeNonFinite, "q row of token %d, head %d holds NaN or Inf", t, h)
+				}
 			}
 			i := t*p.QHeads + h
 			if hashQ {
@@ -132,6 +145,28 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 		}
 	}
 	return nil
+}
+
+// finiteHeads returns token t's rows of r as one slice [head][dim] when
+// they are aligned float32 rows back to back (the usual layout of a
+// runtime's q and k) and all finite, so that the step checks the token
+// with one kernel call instead of one per head (a token-mode decode step
+// reads 12 rows per layer for SmolLM2, 360 a step); nil otherwise, and
+// the caller takes the rows one by one, which also names the row that is
+// not finite. r was checked against its buffer (Rows.check).
+func finiteHeads(k *simd.Kernels, r *Rows, t int) []float32 {
+	if r.DType != F32 || r.HeadStride != int64(r.Dim)*4 {
+		return nil
+	}
+	ptr := unsafe.Pointer(&r.Data[int64(t)*r.TokenStride])
+	if uintptr(ptr)%4 != 0 {
+		return nil
+	}
+	all := unsafe.Slice((*float32)(ptr), r.Heads*r.Dim)
+	if !k.FiniteF32(all) {
+		return nil
+	}
+	return all
 }
 
 // beginStep validates a place or observe call and decodes its input into

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/hashevict/hashevict/simd"
@@ -69,10 +70,7 @@ func (ts *tokenState) clone() *tokenState {
 		late: make([]lateScores, len(ts.late)),
 	}
 	for l, x := range ts.late {
-		c.late[l] = lateScores{on: x.on, m: x.m, probes: make([][]uint64, len(x.probes))}
-		for h, pr := range x.probes {
-			c.late[l].probes[h] = clone(pr)
-		}
+		c.late[l] = lateScores{on: x.on, m: x.m, probes: clone(x.probes)}
 	}
 	for l, o := range ts.obs {
 		c.obs[l] = clone(o)
@@ -389,7 +387,9 @@ func (e *Engine) dropSlots(s *Sequence, slots []int, out []int32) {
 		ts.free = append(ts.free, int32(slot))
 		ts.live--
 	}
-	sort.Slice(out[:k], func(a, b int) bool { return out[a] < out[b] })
+	// slices.Sort, not sort.Slice, which allocates on every call: a decode
+	// step drops a position here.
+	slices.Sort(out[:k])
 	s.evictions += uint64(k)
 	s.cached -= int64(k)
 	e.evictions.Add(uint64(k))

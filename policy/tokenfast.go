@@ -42,7 +42,13 @@ type tokenRun struct {
 type lateScores struct {
 	on     bool
 	m      int
-	probes [][]uint64 // kv head -> the step's probe codes
+	probes []uint64 // the step's probe codes, KV head by KV head, as many each
+}
+
+// headProbes returns KV head h's part of the step's probes.
+func (l *lateScores) headProbes(h, heads int) []uint64 {
+	per := len(l.probes) / heads
+	return l.probes[h*per : (h+1)*per]
 }
 
 // fastStep reports whether an observe of n tokens can run without scores.
@@ -87,24 +93,27 @@ func (e *Engine) observeFast(k *simd.Kernels, s *Sequence, layer int, slot int, 
 		ts.late = make([]lateScores, p.Layers)
 	}
 	late := &ts.late[layer]
-	if len(late.probes) != p.KVHeads {
-		late.probes = make([][]uint64, p.KVHeads)
-	}
 	late.on, late.m = true, len(ts.pos)
+	// Every head's probes in one copy: head h's are the key's code (the
+	// key probe) or its query group's codes, and both lie head by head.
+	if W := p.Words(); p.Probe == ProbeKey {
+		late.probes = append(late.probes[:0], sc.kcodes[:p.KVHeads*W]...)
+	} else {
+		late.probes = append(late.probes[:0], sc.qcodes[:p.QHeads*W]...)
+	}
 
 	sc.dist = grow(sc.dist, len(ts.pos))
 	dist := sc.dist[:hw]
 	if cw := p.combWords(); cw > 0 {
-		e.observeCombined(k, s, layer, slot, pos, hw, cw, late, win, t)
+		e.observeCombined(k, s, layer, slot, hw, cw, late, win, t)
 		run.added[layer] = true
 		run.layers++
 		return
 	}
 	for h := range ls.heads {
 		tb := &ls.heads[h]
-		e.store(s, tb, slot, 0, h, pos, 0)
+		e.storeFast(s, tb, slot, h)
 		e.gatherProbes(sc, h, 1)
-		late.probes[h] = append(late.probes[h][:0], sc.probes...)
 		e.distances(k, sc, dist, tb.codes[:p.codeWords(hw)], true)
 		if win != nil && (*win)[layer] > 0 {
 			wl, held := (*win)[layer], ts.pos[:hw]
@@ -144,7 +153,7 @@ func (p *Params) combWords() int {
 // and one add per layer instead of one of each per head. The combined
 // table copies the heads' tables; it is rebuilt from them when a step of
 // another kind stored codes (comb[layer] == nil).
-func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, pos int32, hw, cw int, late *lateScores, win *[]int32, t int32) {
+func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot, hw, cw int, late *lateScores, win *[]int32, t int32) {
 	p := &e.P
 	ts, sc := s.tok, &s.sc
 	ls := &s.layers[layer]
@@ -153,7 +162,7 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 		ts.comb = make([][]uint64, p.Layers)
 	}
 	for h := range ls.heads {
-		e.store(s, &ls.heads[h], slot, 0, h, pos, 0)
+		e.storeFast(s, &ls.heads[h], slot, h)
 	}
 	comb := ts.comb[layer]
 	if comb == nil || len(comb) < len(ts.pos)*cw {
@@ -174,31 +183,31 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 		ts.comb[layer] = comb
 	}
 	row := comb[slot*cw : (slot+1)*cw]
-	np := 0
-	for h := range ls.heads {
-		pr := e.stepProbes(sc, h)
-		late.probes[h] = append(late.probes[h][:0], pr...)
-		np = len(pr) / W
-	}
+	np := len(late.probes) / (p.KVHeads * W) // probes per head
 	sc.wide = grow(sc.wide, np*cw)
 	probes := sc.wide
 	if simd.Narrow(p.Bits) {
 		// A narrow code is one word, the code in its low bits: head h
-		// goes to bits (h%k)*Bits of word h/k (simd.PutCode's layout).
-		// Built in registers and stored once, rather than a PutCode per
-		// head and probe into cleared words.
-		k, mask := 64/p.Bits, uint64(1)<<uint(p.Bits)-1
+		// goes to bits (h%k)*Bits of word h/k, k = 64/Bits (simd.PutCode's
+		// layout), the word and shift stepped from head to head rather
+		// than divided. The row is built in registers and stored once (it
+		// is a random slot: a read of its word would wait for the line);
+		// the probes go to L1 scratch.
+		mask := uint64(1)<<uint(p.Bits) - 1
 		var c [4]uint64 // cw <= 4 (combWords)
+		clear(probes)
+		w, sh := 0, uint(0)
 		for h := range ls.heads {
-			c[h/k] |= sc.kcodes[h] & mask << (uint(h%k) * uint(p.Bits))
-		}
-		copy(row, c[:cw])
-		for j := 0; j < np; j++ {
-			c = [4]uint64{}
-			for h := range ls.heads {
-				c[h/k] |= late.probes[h][j] & mask << (uint(h%k) * uint(p.Bits))
+			c[w] |= sc.kcodes[h] & mask << sh
+			for j, pr := range late.probes[h*np : (h+1)*np] {
+				probes[j*cw+w] |= pr & mask << sh
 			}
-			copy(probes[j*cw:(j+1)*cw], c[:cw])
+			if sh += uint(p.Bits); sh == 64 {
+				w, sh = w+1, 0
+			}
+		}
+		for i := range row {
+			row[i] = c[i]
 		}
 	} else {
 		clear(row)
@@ -208,7 +217,8 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 		clear(probes)
 		for h := range ls.heads {
 			for j := 0; j < np; j++ {
-				simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[h][j*W:(j+1)*W], p.Bits, h)
+				i := h*np + j
+				simd.PutCode(probes[j*cw:(j+1)*cw], late.probes[i*W:(i+1)*W], p.Bits, h)
 			}
 		}
 	}
@@ -228,17 +238,15 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot int, 
 	k.HammingAdd(sc.run[:hw], comb[:hw*cw], cw, probes)
 }
 
-// stepProbes returns head h's probe codes of a one-token step, the codes
-// gatherProbes(sc, h, 1) copies to sc.probes (the key's code for the key
-// probe, the head's query group's codes otherwise), without the copies.
-func (e *Engine) stepProbes(sc *scratch, h int) []uint64 {
-	p := &e.P
-	W := p.Words()
-	if p.Probe == ProbeKey {
-		return sc.kcodes[h*W : (h+1)*W]
-	}
-	g := p.Group()
-	return sc.qcodes[h*g*W : (h+1)*g*W]
+// storeFast is store for a fast step's new token (KV head h) in slot:
+// the code and the count, not the score, which the layer's late scores
+// (late.m covers every slot) overwrite before anything reads it, as the
+// full step's Update overwrites it. A step stores 90 of them for SmolLM2,
+// each in a random slot of another table.
+func (e *Engine) storeFast(s *Sequence, t *table, slot, h int) {
+	W := e.P.Words()
+	simd.PutCode(t.codes, s.sc.kcodes[h*W:(h+1)*W], e.P.Bits, slot)
+	t.count[slot] = 1
 }
 
 // highWater returns one past the highest slot ever handed out (every slot
@@ -279,7 +287,7 @@ func (e *Engine) writeLateScores(k *simd.Kernels, s *Sequence) {
 		sc.dist = grow(sc.dist, m)
 		for h := range s.layers[l].heads {
 			t := &s.layers[l].heads[h]
-			sc.probes = append(sc.probes[:0], late.probes[h]...)
+			sc.probes = append(sc.probes[:0], late.headProbes(h, p.KVHeads)...)
 			e.distances(k, sc, sc.dist[:m], t.codes[:p.codeWords(m)], true)
 			k.Update(t.score[:m], t.count[:m], sc.dist[:m], 1, int(ScoreInstant), p.Decay)
 		}
@@ -304,15 +312,35 @@ func (e *Engine) flushTokenScores(s *Sequence) {
 // float64 totals.
 func (e *Engine) evictOneFast(s *Sequence, lo, hi int32) int {
 	ts := s.tok
-	hw := ts.highWater()
-	pos, seen, run := ts.pos[:hw], ts.seen[:hw], s.sc.run[:hw]
-	layers := int32(e.P.Layers)
+	if hi <= lo {
+		return -1
+	}
+	pos := ts.pos[:ts.highWater()]
+	run := s.sc.run[:len(pos)]
+	// q in [lo, hi) as one unsigned compare (lo >= 0, so a free slot's -1
+	// and every q < lo wrap above the span).
+	span := uint32(hi - lo)
 	// The order as one key: the total above the complement of the
 	// position (positions are >= 0 and distinct), so the largest key is
 	// the largest total at its lowest position, and 0 is no candidate.
 	best, bk := -1, uint64(0)
+	if ts.head == len(ts.pending) {
+		// Every held position was observed by every layer (pending holds
+		// the slots some layer has not observed), so the layer counts need
+		// not be read: a third fewer loads in the one loop over the slots.
+		for i, q := range pos {
+			if uint32(q-lo) >= span {
+				continue
+			}
+			if key := uint64(run[i])<<32 | uint64(^uint32(q)); key > bk {
+				best, bk = i, key
+			}
+		}
+		return best
+	}
+	seen, layers := ts.seen[:len(pos)], int32(e.P.Layers)
 	for i, q := range pos {
-		if q < lo || q >= hi || seen[i] != layers {
+		if uint32(q-lo) >= span || seen[i] != layers {
 			continue
 		}
 		if key := uint64(run[i])<<32 | uint64(^uint32(q)); key > bk {

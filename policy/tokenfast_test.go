@@ -156,3 +156,62 @@ func TestTokenFastStepIsTheFullStep(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenFastEvictionWithLayersBehind asks for one eviction when every
+// layer has added one fast step to the running total but one layer is
+// behind the others, so positions the other layers observed are not yet
+// candidates (no recent window to hide them): the fast step's eviction
+// reads the layer counts then, and must choose as the full path does.
+func TestTokenFastEvictionWithLayersBehind(t *testing.T) {
+	p := smallParams()
+	p.Mode, p.KVHeads, p.QHeads, p.Layers, p.Sinks, p.Recent, p.Budget = ModeToken, 3, 9, 2, 0, 0, 16
+	full, fast := mustEngine(t, p), mustEngine(t, p)
+	rng := rand.New(rand.NewPCG(3, 4))
+	observe := func(layer int, pos int32) {
+		t.Helper()
+		q := f32Rows(gauss(rng, p.QHeads*p.HeadDim), 1, p.QHeads, p.HeadDim)
+		k := f32Rows(gauss(rng, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim)
+		noTokenFast = true
+		errA := full.Observe(0, layer, q, k, []int32{pos})
+		noTokenFast = false
+		if err := fast.Observe(0, layer, q, k, []int32{pos}); errA != nil || err != nil {
+			t.Fatal(errA, err)
+		}
+	}
+	evict := func(when string) {
+		t.Helper()
+		var got [2][]int32
+		for i, e := range []*Engine{full, fast} {
+			out := make([]int32, 1)
+			noTokenFast = i == 0
+			k, err := e.Evictions(0, out)
+			noTokenFast = false
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[i] = out[:k]
+		}
+		if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
+			t.Fatalf("%s: full path evicted %v, fast path %v", when, got[0], got[1])
+		}
+	}
+	for _, e := range []*Engine{full, fast} {
+		must(t, e.AddSeq(0))
+	}
+	pos := int32(0)
+	for round := 0; round < 300; round++ {
+		// Layer 0 runs 2-4 positions ahead, each a step of its own; layer
+		// 1 then observes the first of them, which completes the total.
+		ahead := 2 + rng.IntN(3)
+		for i := 0; i < ahead; i++ {
+			observe(0, pos+int32(i))
+		}
+		observe(1, pos)
+		evict(fmt.Sprintf("round %d, layer 1 %d behind", round, ahead-1))
+		for i := 1; i < ahead; i++ {
+			observe(1, pos+int32(i))
+		}
+		evict(fmt.Sprintf("round %d", round))
+		pos += int32(ahead)
+	}
+}
