@@ -86,6 +86,10 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 	}
 	for t := 0; t < n; t++ {
 		all := finiteHeads(k, kr, t)
+		if all != nil && hashK && !norms {
+			hashHeads(k, sc.kcodes[t*p.KVHeads*W:(t+1)*p.KVHeads*W], all, rt, W)
+			continue
+		}
 		for h := 0; h < p.KVHeads; h++ {
 			var x []float32
 			if all != nil {
@@ -122,6 +126,10 @@ func (e *Engine) read(k *simd.Kernels, s *Sequence, layer int, q, kr *Rows, n in
 	}
 	for t := 0; t < n; t++ {
 		all := finiteHeads(k, q, t)
+		if all != nil && hashQ && !qnorms {
+			hashHeads(k, sc.qcodes[t*p.QHeads*W:(t+1)*p.QHeads*W], all, rt, W)
+			continue
+		}
 		for h := 0; h < p.QHeads; h++ {
 			var x []float32
 			if all != nil {
@@ -167,6 +175,18 @@ func finiteHeads(k *simd.Kernels, r *Rows, t int) []float32 {
 		return nil
 	}
 	return all
+}
+
+// hashHeads hashes the rows of all ([head][dim]) into codes ([head][w]),
+// when the codes are all a step needs of them: a loop that keeps nothing
+// else live across the calls (a decode step makes 360 of them).
+func hashHeads(k *simd.Kernels, codes []uint64, all, rt []float32, w int) {
+	heads := len(codes) / w
+	d := len(all) / heads
+	hash := k.Hash
+	for h := 0; h < heads; h++ {
+		hash(codes[h*w:(h+1)*w], all[h*d:(h+1)*d], rt)
+	}
 }
 
 // beginStep validates a place or observe call and decodes its input into

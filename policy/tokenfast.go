@@ -194,20 +194,37 @@ func (e *Engine) observeCombined(k *simd.Kernels, s *Sequence, layer, slot, hw, 
 		// is a random slot: a read of its word would wait for the line);
 		// the probes go to L1 scratch.
 		mask := uint64(1)<<uint(p.Bits) - 1
-		var c [4]uint64 // cw <= 4 (combWords)
-		clear(probes)
-		w, sh := 0, uint(0)
-		for h := range ls.heads {
-			c[w] |= sc.kcodes[h] & mask << sh
-			for j, pr := range late.probes[h*np : (h+1)*np] {
-				probes[j*cw+w] |= pr & mask << sh
+		if cw == 1 {
+			// Every head in one word (SmolLM2: 3 x 16 bits): each
+			// combined code and probe is built in a register.
+			var c uint64
+			for h, sh := 0, uint(0); h < len(ls.heads); h, sh = h+1, sh+uint(p.Bits) {
+				c |= sc.kcodes[h] & mask << sh
 			}
-			if sh += uint(p.Bits); sh == 64 {
-				w, sh = w+1, 0
+			row[0] = c
+			for j := range probes {
+				c = 0
+				for h, sh := 0, uint(0); h < len(ls.heads); h, sh = h+1, sh+uint(p.Bits) {
+					c |= late.probes[h*np+j] & mask << sh
+				}
+				probes[j] = c
 			}
-		}
-		for i := range row {
-			row[i] = c[i]
+		} else {
+			var c [4]uint64 // cw <= 4 (combWords)
+			clear(probes)
+			w, sh := 0, uint(0)
+			for h := range ls.heads {
+				c[w] |= sc.kcodes[h] & mask << sh
+				for j, pr := range late.probes[h*np : (h+1)*np] {
+					probes[j*cw+w] |= pr & mask << sh
+				}
+				if sh += uint(p.Bits); sh == 64 {
+					w, sh = w+1, 0
+				}
+			}
+			for i := range row {
+				row[i] = c[i]
+			}
 		}
 	} else {
 		clear(row)
