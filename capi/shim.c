@@ -7,6 +7,7 @@
 // could mistake for its own memory (handles are tagged numbers, not
 // addresses); and the static strings and the thread-local last error live
 // in plain C, where a pointer to them stays valid after the call returns.
+#include <stddef.h>
 #include <string.h>
 
 #include "hashevict.h"
@@ -50,11 +51,41 @@ const char *hashevict_version(void) { return HASHEVICT_VERSION_STRING; }
 
 int32_t hashevict_abi_version(void) { return HASHEVICT_ABI_VERSION; }
 
-hashevict_params hashevict_default_params(void) {
+hashevict_params hashevict_default_params_v2(void) {
     hashevict_params p;
     memset(&p, 0, sizeof p);
     hevgo_default_params(&p);
     return p;
+}
+
+/* hashevict_params as headers up to 0.4.0 laid it out. A binary built
+ * against them calls the symbol hashevict_default_params and receives the
+ * struct by value in a buffer of this size: returning the larger struct
+ * there would write past it, and its size field would promise fields the
+ * caller never allocated. */
+typedef struct hev_params_v1 {
+    uint32_t size;
+    int32_t mode, policy, probe, score, n_layers, n_kv_heads, n_q_heads,
+        head_dim, hash_bits, budget, n_sink, n_recent, max_seqs;
+    float decay;
+    uint64_t seed;
+    uint64_t memory_cap_bytes;
+} hev_params_v1;
+
+_Static_assert(sizeof(hev_params_v1) ==
+                   offsetof(hashevict_params, memory_cap_bytes) + sizeof(uint64_t),
+               "hev_params_v1 must be the prefix of hashevict_params up to memory_cap_bytes");
+_Static_assert(offsetof(hev_params_v1, seed) == offsetof(hashevict_params, seed),
+               "hev_params_v1 must lay its fields out as hashevict_params does");
+
+#undef hashevict_default_params
+hev_params_v1 hashevict_default_params(void);
+hev_params_v1 hashevict_default_params(void) {
+    hashevict_params p = hashevict_default_params_v2();
+    hev_params_v1 v1;
+    memcpy(&v1, &p, sizeof v1);
+    v1.size = sizeof v1;
+    return v1;
 }
 
 hashevict_status hashevict_engine_create(const hashevict_params *params,

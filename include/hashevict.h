@@ -254,10 +254,18 @@ typedef struct hashevict_params {
     float redundancy;
 } hashevict_params;
 
-
 /* Defaults as documented field by field above; the shape fields are 0 and
- * must be set by the caller. Thread-safe. */
-hashevict_params hashevict_default_params(void);
+ * must be set by the caller; size is sizeof(hashevict_params). Thread-safe.
+ *
+ * Call it as hashevict_default_params(): the name is a macro for the symbol
+ * of this header's layout. The struct is returned by value, into a buffer
+ * of the size the caller was compiled with, so every growth of
+ * hashevict_params adds a symbol: hashevict_default_params (the symbol)
+ * still returns the 0.4 layout, with its size, to binaries built against
+ * headers up to 0.4; hashevict_default_params_v2 returns the layout since
+ * 0.5.0. */
+hashevict_params hashevict_default_params_v2(void);
+#define hashevict_default_params hashevict_default_params_v2
 
 /* ------------------------------------------------------------------------ */
 /* Tensor descriptors                                                       */

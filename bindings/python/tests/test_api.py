@@ -75,8 +75,8 @@ def test_defaults_come_from_the_loaded_library(monkeypatch):
         def __getattr__(self, name):
             return getattr(real, name)
 
-        def hashevict_default_params(self):
-            p = real.hashevict_default_params()
+        def hashevict_default_params_v2(self):
+            p = real.hashevict_default_params_v2()
             p.n_sink, p.n_recent, p.hash_bits, p.score, p.decay = 7, 5, 32, 2, 0.5
             return p
 

@@ -197,7 +197,7 @@ def test_loaded_library_declared(lib):
 
 
 def test_sizes_match_library(lib):
-    assert lib.hashevict_default_params().size == ctypes.sizeof(_ffi.hashevict_params) == 88
+    assert lib.hashevict_default_params_v2().size == ctypes.sizeof(_ffi.hashevict_params) == 88
     assert ctypes.sizeof(_ffi.hashevict_stats) == 48
     assert ctypes.sizeof(_ffi.hashevict_tensor) == 64
 

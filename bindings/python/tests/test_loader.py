@@ -86,8 +86,8 @@ def test_abi_mismatch_refused(tmp_path, header_text):
     for name in _ffi.FUNCTIONS:
         if name == "hashevict_abi_version":
             stubs.append("int32_t hashevict_abi_version(void) { return 99; }")
-        elif name == "hashevict_default_params":
-            stubs.append("params hashevict_default_params(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }")
+        elif name == "hashevict_default_params_v2":
+            stubs.append("params hashevict_default_params_v2(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }")
         else:
             stubs.append(f"int {name}(void) {{ return 0; }}")
     src = tmp_path / "stub.c"
@@ -105,3 +105,35 @@ def test_abi_mismatch_refused(tmp_path, header_text):
         HASHEVICT_LIBRARY=str(so),
     )
     assert "ABI version 99" in out.stdout and "ABI version 1" in out.stdout, out.stdout + out.stderr
+
+
+def test_library_before_0_5_refused_by_version(tmp_path):
+    """A 0.4 library (no hashevict_default_params_v2) is named as too old,
+    not called: its hashevict_params is smaller than the bindings'."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    from hashevict import _ffi
+
+    stubs = ["#include <string.h>", "#include <stdint.h>"]
+    stubs.append('const char *hashevict_version(void) { return "0.4.0"; }')
+    stubs.append("typedef struct { uint32_t size; char rest[76]; } params;")
+    stubs.append("params hashevict_default_params(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }")
+    for name in _ffi.FUNCTIONS:
+        if name not in ("hashevict_version", "hashevict_default_params_v2"):
+            stubs.append(f"int {name}(void) {{ return 0; }}")
+    src = tmp_path / "stub.c"
+    src.write_text("\n".join(stubs))
+    so = tmp_path / "libhashevict.so"
+    subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(so)], check=True)
+    out = run(
+        """
+        import hashevict
+        try:
+            hashevict.library()
+        except hashevict.LibraryNotFound as e:
+            print(e)
+        """,
+        HASHEVICT_LIBRARY=str(so),
+    )
+    assert "libhashevict 0.4.0 predates 0.5.0" in out.stdout, out.stdout + out.stderr

@@ -176,7 +176,7 @@ def test_params_sizes():
 
     def params():
         b = Bigger()
-        b.p = lib.hashevict_default_params()
+        b.p = lib.hashevict_default_params_v2()
         assert b.p.size == full
         b.p.n_layers, b.p.n_kv_heads, b.p.n_q_heads, b.p.head_dim, b.p.budget = 1, 1, 1, 8, 32
         return b

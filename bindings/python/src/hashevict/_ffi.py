@@ -207,7 +207,9 @@ FUNCTIONS = {
     "hashevict_last_error": (c_char_p, []),
     "hashevict_version": (c_char_p, []),
     "hashevict_abi_version": (c_int32, []),
-    "hashevict_default_params": (hashevict_params, []),
+    # The header's hashevict_default_params() is a macro for this symbol (the
+    # symbol without _v2 returns the 0.4 layout, for binaries built then).
+    "hashevict_default_params_v2": (hashevict_params, []),
     "hashevict_engine_create": (
         hashevict_status,
         [POINTER(hashevict_params), POINTER(hashevict_engine_p)],
@@ -424,7 +426,15 @@ def load(path: str | None = None) -> ctypes.CDLL:
         try:
             _declare(lib)
         except AttributeError as exc:
-            failures.append(f"  {where} ({origin}): not a libhashevict: {exc}")
+            if hasattr(lib, "hashevict_version") and not hasattr(lib, "hashevict_default_params_v2"):
+                lib.hashevict_version.restype = c_char_p
+                old = lib.hashevict_version().decode(errors="replace")
+                failures.append(
+                    f"  {where} ({origin}): libhashevict {old} predates 0.5.0, whose "
+                    f"hashevict_params these bindings use: install a matching library"
+                )
+            else:
+                failures.append(f"  {where} ({origin}): not a libhashevict: {exc}")
             continue
         abi = lib.hashevict_abi_version()
         if abi != HASHEVICT_ABI_VERSION:
@@ -433,7 +443,7 @@ def load(path: str | None = None) -> ctypes.CDLL:
                 f"bindings were written for ABI version {HASHEVICT_ABI_VERSION}; "
                 f"install matching bindings or point {LIBRARY_ENV} at a matching library"
             )
-        defaults = lib.hashevict_default_params()
+        defaults = lib.hashevict_default_params_v2()
         if defaults.size != ctypes.sizeof(hashevict_params):
             raise AbiMismatch(
                 f"{where} ({origin}): sizeof(hashevict_params) is {defaults.size} in the "

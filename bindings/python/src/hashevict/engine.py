@@ -245,7 +245,7 @@ class Params:
 
 def default_params() -> Params:
     """``hashevict_default_params()`` (shape fields are 0)."""
-    return Params._from_c(library().hashevict_default_params())
+    return Params._from_c(library().hashevict_default_params_v2())
 
 
 @dataclass(frozen=True)
@@ -415,7 +415,7 @@ class Engine:
         redundancy: float | None = None,
     ):
         lib = library()
-        p = lib.hashevict_default_params()
+        p = lib.hashevict_default_params_v2()
         p.size = ctypes.sizeof(_ffi.hashevict_params)
         for name, cls, v in (("mode", Mode, mode), ("policy", Policy, policy), ("probe", Probe, probe), ("score", Score, score)):
             if v is not None:
