@@ -215,3 +215,45 @@ func TestTokenFastEvictionWithLayersBehind(t *testing.T) {
 		pos += int32(ahead)
 	}
 }
+
+// A token-mode decode step (every layer's observe of one token, then one
+// eviction) allocates nothing on either path once the tables have grown:
+// the fast step runs 30 observes a token inside llama.cpp, and the
+// eviction's sort of its one position had allocated every step. (Skipped
+// under -short, which the race run uses: the race runtime counts
+// differently.)
+func TestTokenDecodeStepDoesNotAllocate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP under -short (race run)")
+	}
+	for _, full := range []bool{false, true} {
+		p := smallParams()
+		p.Mode, p.KVHeads, p.QHeads, p.Layers = ModeToken, 3, 9, 4
+		e := mustEngine(t, p)
+		must(t, e.AddSeq(0))
+		rng := rand.New(rand.NewPCG(9, 10))
+		q := f32Rows(gauss(rng, p.QHeads*p.HeadDim), 1, p.QHeads, p.HeadDim)
+		k := f32Rows(gauss(rng, p.KVHeads*p.HeadDim), 1, p.KVHeads, p.HeadDim)
+		pos, out := []int32{0}, make([]int32, 1)
+		step := func() {
+			noTokenFast = full
+			defer func() { noTokenFast = false }()
+			for l := 0; l < p.Layers; l++ {
+				if err := e.Observe(0, l, q, k, pos); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, err := e.Evictions(0, out)
+			if err != nil || n != max(0, min(1, int(pos[0])+1-p.Budget)) {
+				t.Fatalf("position %d: %d evicted, %v", pos[0], n, err)
+			}
+			pos[0]++
+		}
+		for int(pos[0]) < p.Budget+8 {
+			step() // fill the cache: every later step evicts one position
+		}
+		if a := testing.AllocsPerRun(50, step); a != 0 {
+			t.Fatalf("full path %v: %.1f allocations per decode step, want 0", full, a)
+		}
+	}
+}
