@@ -1,6 +1,10 @@
 """The side-by-side driver's shared prefill against kvpress's own hooks.
 
-    python3 -m pytest -q bench/kvpress/test_run.py     (torch, transformers, kvpress)
+    HASHEVICT_LIBRARY=build/libhashevict.so python3 -m pytest -q bench/kvpress/test_run.py
+
+needs torch, transformers and kvpress (`make test-python` runs it in its venv).
+run.py imports hashevict from bindings/python/src, which normally holds no library:
+HASHEVICT_LIBRARY names the one to load.
 
 run.py prefills each prompt once and calls every press's ``compress`` on
 the recorded layers; these tests check that this leaves the cache kvpress's
