@@ -249,8 +249,8 @@ typedef struct hashevict_params {
      * group size with the query probe, 1 with the key probe); with LOGIT,
      * redundancy * (sum of the probes' norms per token) * (mean key norm) *
      * cos(pi * r / hash_bits) / sqrt(head_dim). HASH policy only, host only,
-     * as estimate. docs/eval/README.md gives the weight chosen on the
-     * development text for streaming. */
+     * as estimate. docs/eval/streaming-dev.md gives the weight chosen on
+     * the development text for streaming. */
     float redundancy;
 } hashevict_params;
 

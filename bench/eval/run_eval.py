@@ -61,6 +61,21 @@ POLICIES = {
 PREFILL_POLICIES = {
     "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax",
 }
+# Streaming only (issue 11 item 3: the cache capped while the prompt is read;
+# compress after prefill replaces the decode scores, so they would repeat
+# "hash q/instant" there): the hash policy's streaming options
+# (hashevict_params.estimate / .redundancy, include/hashevict.h). "q/logit"
+# evicts the smallest estimated attention logit ||q||·||k||·cos(pi·ham/b)/sqrt(d)
+# instead of the largest distance; "+red" adds the redundancy term (repeated
+# content first) and folds the step scores with the decayed score (EMA, decay
+# 0.9), the weight and the fold chosen on the development text
+# (docs/eval/streaming-dev.md).
+STREAM_REDUNDANCY = 1
+STREAM_POLICIES = {
+    "hash q/logit": "policy=hash,probe=query,score=instant,estimate=logit",
+    "hash q/logit+red": f"policy=hash,probe=query,score=decayed,estimate=logit,redundancy={STREAM_REDUNDANCY}",
+}
+STREAM_POLICY_TASKS = {"ppl", "ppl2", "passkey", "facts"}
 # The oracle keeps every key in f32 and computes exact attention in the Go
 # engine (no SIMD): affordable offline (recall), not inside 4k-token runs.
 ORACLE_TASKS = {"recall"}
@@ -147,6 +162,8 @@ def plan(quick, only=None):
             for m in models:
                 configs = [("full", "full")]
                 extra = PREFILL_POLICIES if scenario == "prefill" else {}
+                if scenario == "stream" and task in STREAM_POLICY_TASKS and not quick:
+                    extra = STREAM_POLICIES
                 for pname, spec in {**policies, **extra}.items():
                     if pname == "oracle" and task not in ORACLE_TASKS:
                         continue
