@@ -238,7 +238,7 @@ def test_use_after_close_sequence(eng, qk):
 
 def test_dead_handle_rejected_by_library(lib):
     """The bindings never pass a freed handle, but the library also refuses one."""
-    p = lib.hashevict_default_params()
+    p = lib.hashevict_default_params_v2()
     p.n_layers, p.n_kv_heads, p.n_q_heads, p.head_dim, p.budget = 1, 1, 1, 4, 20
     h = _ffi.hashevict_engine_p()
     assert lib.hashevict_engine_create(ctypes.byref(p), ctypes.byref(h)) == 0
