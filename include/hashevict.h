@@ -230,7 +230,9 @@ typedef struct hashevict_params {
      * read (not Linux), the cap alone bounds. */
     uint64_t memory_cap_bytes;
     /* Fields below are new in 0.5.0: a caller compiled against an older
-     * header passes a smaller size and gets their defaults. An older library
+     * header passes that header's size (through memory_cap_bytes) and gets
+     * their defaults; a size between the two is refused (INVALID_ARGUMENT).
+     * An older library
      * ignores them (check hashevict_version() before relying on them); this
      * one refuses a size larger than its own struct unless the bytes it does
      * not know are all zero (INVALID_ARGUMENT). */
