@@ -433,7 +433,6 @@ func TestStreamingSlotModeMatchesReference(t *testing.T) {
 	}
 }
 
-
 // TestStreamingParamsRefused: every bad value of the new fields, and a
 // streaming option with a policy whose score is not the hash's, is
 // INVALID_PARAMS naming the field.
