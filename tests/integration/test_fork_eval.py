@@ -67,16 +67,17 @@ def test_fork_rows_evict_per_head_with_the_same_policies():
     assert hash_fork["ppl"] != full["ppl"] and 1 < hash_fork["ppl"] < 1000
 
 
-def test_a_model_the_fork_refuses_exits_3_with_the_reason():
+def test_gemma3_runs_on_the_fork():
+    """Gemma 3 (sliding-window layers) evicts per head in its global layers. The refusal
+    path (exit 3 with llama.cpp's reason) is tested on a model the fork cannot serve in
+    test_llamacpp_fork.py (test_a_model_without_a_plain_kv_cache_is_refused_with_the_reason)."""
     need(EVAL_FORK)
     d = deps()
     proc = run([EVAL_FORK, "ppl", "--model", d["GEMMA_GGUF"], "--text", d["TEXT_FILE"], "--window", 256,
-                "--score-last", 64, "--config", "policy=hash,keep=0.5,runtime=fork"])
-    if proc.returncode == 0:  # the fork accepts Gemma 3 now: then its rows are per-head rows
-        assert all(r["runtime"] == "fork" for r in rows_of(proc))
-    else:
-        assert proc.returncode == 3, proc.stderr
-        assert "refuses" in proc.stderr and "kv_placer" in proc.stderr
+                "--score-last", 64, "--config", "full", "--config", "policy=hash,keep=0.5,runtime=fork"])
+    full, fork = rows_of(proc)
+    assert fork["runtime"] == "fork" and "runtime" not in full
+    assert 1 < fork["ppl"] < 1000 and fork["ppl"] != full["ppl"]
 
 
 def test_runtime_fork_is_refused_where_it_cannot_run():
