@@ -227,7 +227,16 @@ func TestAccountingCoversAllocations(t *testing.T) {
 					t.Errorf("mode %d policy %d bits %d: add allocated %d bytes, counted %d", mode, pol, bits, addMin, p.heldBytes(p.initialSlots()))
 				}
 				if stepMin > counted {
-					t.Errorf("mode %d policy %d bits %d: a step allocated %d bytes, counted %d", mode, pol, bits, stepMin, counted)
+					// The simd kernels take their block scratch from a
+					// sync.Pool; the streaming options' full step calls
+					// them once per token and head, and under the race
+					// detector enough Gets miss to outweigh the step's
+					// own bytes in every try. The normal build checks it.
+					if raceDetector {
+						t.Logf("mode %d policy %d bits %d: a step allocated %d bytes, counted %d (race detector: pool refills included; not checked)", mode, pol, bits, stepMin, counted)
+					} else {
+						t.Errorf("mode %d policy %d bits %d: a step allocated %d bytes, counted %d", mode, pol, bits, stepMin, counted)
+					}
 				}
 			}
 		}
