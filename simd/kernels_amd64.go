@@ -54,27 +54,16 @@ func avx2Kernels() Kernels {
 // hashWith runs asm on the largest multiple of group rows and hashes the
 // remaining rows with the reference dot product.
 func hashWith(code []uint64, x, rt []float32, group int, asm func(*uint64, *float32, *float32, int, int)) {
-	dim := len(x)
-	if dim == 0 {
+	nbits, n, ok := hashStart(code, x, rt, group)
+	if !ok {
 		hashGeneric(code, x, rt)
 		return
 	}
-	nbits := len(rt) / dim
-	if len(code) < (nbits+63)/64 {
-		hashGeneric(code, x, rt)
-		return
-	}
-	for w := range code {
-		code[w] = 0
-	}
-	n := nbits - nbits%group
 	if n > 0 {
-		asm(&code[0], &x[0], &rt[0], dim, n)
+		asm(&code[0], &x[0], &rt[0], len(x), n)
 	}
-	for j := n; j < nbits; j++ {
-		if dotLanes(x, rt[j*dim:(j+1)*dim]) >= 0 {
-			code[j>>6] |= 1 << (uint(j) & 63)
-		}
+	if n < nbits {
+		hashRest(code, x, rt, n)
 	}
 }
 
@@ -83,24 +72,41 @@ func hashWith(code []uint64, x, rt []float32, group int, asm func(*uint64, *floa
 // hashes one row per call, 360 a step for SmolLM2, and the indirect call
 // cost 9 % of a 64-dim, 16-bit row's hash (paired in one process).
 func hashAVX512Go(code []uint64, x, rt []float32) {
+	nbits, n, ok := hashStart(code, x, rt, 8)
+	if !ok {
+		hashGeneric(code, x, rt)
+		return
+	}
+	if n > 0 {
+		hashAVX512(&code[0], &x[0], &rt[0], len(x), n)
+	}
+	if n < nbits {
+		hashRest(code, x, rt, n)
+	}
+}
+
+// hashStart clears code for a shape the kernels take and returns its row
+// count and how many of the rows a kernel of this group takes; ok is false
+// for a shape the kernels do not take (hashGeneric's then). Small enough
+// to inline: the token-mode step hashes one row per call.
+func hashStart(code []uint64, x, rt []float32, group int) (nbits, n int, ok bool) {
 	dim := len(x)
 	if dim == 0 {
-		hashGeneric(code, x, rt)
-		return
+		return 0, 0, false
 	}
-	nbits := len(rt) / dim
+	nbits = len(rt) / dim
 	if len(code) < (nbits+63)/64 {
-		hashGeneric(code, x, rt)
-		return
+		return 0, 0, false
 	}
-	for w := range code {
-		code[w] = 0
-	}
-	n := nbits - nbits%8
-	if n > 0 {
-		hashAVX512(&code[0], &x[0], &rt[0], dim, n)
-	}
-	for j := n; j < nbits; j++ {
+	clear(code)
+	return nbits, nbits - nbits%group, true
+}
+
+// hashRest hashes rows n.. of rt (those past the kernel's groups) with the
+// reference dot product.
+func hashRest(code []uint64, x, rt []float32, n int) {
+	dim := len(x)
+	for j := n; j < len(rt)/dim; j++ {
 		if dotLanes(x, rt[j*dim:(j+1)*dim]) >= 0 {
 			code[j>>6] |= 1 << (uint(j) & 63)
 		}
