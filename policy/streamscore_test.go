@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -102,6 +103,27 @@ func scaledGauss(rng *rand.Rand, rows, dim int) []float32 {
 	return x
 }
 
+// refChunk is KV head h's part of a chunk of n tokens in layer l: the new
+// keys and the probes (the group's queries, or the keys with the key
+// probe), each with its code and norm.
+func refChunk(e *Engine, p *Params, l, h int, q, k []float32, n int) (newk, probes []refKey) {
+	d, g := p.HeadDim, p.Group()
+	for tok := 0; tok < n; tok++ {
+		kx := k[(tok*p.KVHeads+h)*d:][:d]
+		kk := refKey{code(e, l, kx), rowNorm(kx)}
+		newk = append(newk, kk)
+		if p.Probe == ProbeKey {
+			probes = append(probes, kk)
+			continue
+		}
+		for j := 0; j < g; j++ {
+			qx := q[(tok*p.QHeads+h*g+j)*d:][:d]
+			probes = append(probes, refKey{code(e, l, qx), rowNorm(qx)})
+		}
+	}
+	return newk, probes
+}
+
 func rowNorm(x []float32) float64 {
 	var s float64
 	for _, v := range x {
@@ -110,7 +132,7 @@ func rowNorm(x []float32) float64 {
 	return math.Sqrt(s)
 }
 
-// close reports whether a and b agree up to float32 rounding of sums of
+// closeTo reports whether a and b agree up to float32 rounding of sums of
 // terms as large as scale.
 func closeTo(a, b, scale float64) bool { return math.Abs(a-b) <= 1e-4*(1+scale) }
 
@@ -169,7 +191,7 @@ func runTokenReference(t *testing.T, p Params, steps int) int {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(uint64(p.Estimate)*7+uint64(p.Score), uint64(p.Bits)+uint64(p.Probe)))
-	g, d := p.Group(), p.HeadDim
+	d := p.HeadDim
 	held := map[int32]*refPos{}
 	pos := int32(0)
 	total := 0
@@ -204,20 +226,8 @@ func runTokenReference(t *testing.T, p Params, steps int) int {
 				fresh[i].count[l] = make([]int, p.KVHeads)
 			}
 			for h := 0; h < p.KVHeads; h++ {
-				var probes, newk, old []refKey
-				for tok := 0; tok < n; tok++ {
-					kx := k[(tok*p.KVHeads+h)*d:][:d]
-					kk := refKey{code(e, l, kx), rowNorm(kx)}
-					newk = append(newk, kk)
-					if p.Probe == ProbeKey {
-						probes = append(probes, kk)
-						continue
-					}
-					for j := 0; j < g; j++ {
-						qx := q[(tok*p.QHeads+h*g+j)*d:][:d]
-						probes = append(probes, refKey{code(e, l, qx), rowNorm(qx)})
-					}
-				}
+				var old []refKey
+				newk, probes := refChunk(e, &p, l, h, q, k, n)
 				for _, c := range cached {
 					old = append(old, held[c].keys[l][h])
 				}
@@ -318,7 +328,7 @@ func TestStreamingSlotModeMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(uint64(p.Estimate)*5+uint64(p.Score), uint64(p.Probe)))
-			g, d := p.Group(), p.HeadDim
+			d := p.HeadDim
 			type slotRef struct {
 				key   refKey
 				pos   int32
@@ -351,20 +361,8 @@ func TestStreamingSlotModeMatchesReference(t *testing.T) {
 					}
 					for h := 0; h < p.KVHeads; h++ {
 						tb := tables[l][h]
-						var probes, newk, old []refKey
-						for tok := 0; tok < n; tok++ {
-							kx := k[(tok*p.KVHeads+h)*d:][:d]
-							kk := refKey{code(e, l, kx), rowNorm(kx)}
-							newk = append(newk, kk)
-							if p.Probe == ProbeKey {
-								probes = append(probes, kk)
-								continue
-							}
-							for j := 0; j < g; j++ {
-								qx := q[(tok*p.QHeads+h*g+j)*d:][:d]
-								probes = append(probes, refKey{code(e, l, qx), rowNorm(qx)})
-							}
-						}
+						var old []refKey
+						newk, probes := refChunk(e, &p, l, h, q, k, n)
 						for _, r := range tb {
 							old = append(old, r.key)
 						}
@@ -459,7 +457,7 @@ func TestStreamingParamsRefused(t *testing.T) {
 			c.set(&p)
 			_, err := NewEngine(p)
 			var pe *Error
-			if !errors.As(err, &pe) || pe.Code != CodeInvalidParams || !containsStr(pe.Msg, c.want) {
+			if !errors.As(err, &pe) || pe.Code != CodeInvalidParams || !strings.Contains(pe.Msg, c.want) {
 				t.Errorf("mode %d, %s: %v, want INVALID_PARAMS naming %q", mode, c.name, err, c.want)
 			}
 		}
@@ -470,15 +468,6 @@ func TestStreamingParamsRefused(t *testing.T) {
 		p.Estimate, p.Redundancy = EstimateLogit, red
 		mustEngine(t, p)
 	}
-}
-
-func containsStr(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // placeOne places one token (query q, key k) at pos in layer 0 of sequence 0
