@@ -74,8 +74,10 @@ def test_candidates_order(monkeypatch):
     assert [p for o, p in c if o == "system loader"] == list(_ffi.SONAMES)
 
 
-def test_abi_mismatch_refused(tmp_path, header_text):
-    """A library reporting another ABI version is refused by name."""
+def stub_library(tmp_path, defined):
+    """A shared library with every symbol the bindings declare, each a stub
+    returning 0, except those in `defined` (name -> C definition; None
+    leaves the symbol out). Skips when there is no C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
@@ -83,17 +85,26 @@ def test_abi_mismatch_refused(tmp_path, header_text):
 
     stubs = ["#include <string.h>", "#include <stdint.h>"]
     stubs.append("typedef struct { uint32_t size; char rest[76]; } params;")
-    for name in _ffi.FUNCTIONS:
-        if name == "hashevict_abi_version":
-            stubs.append("int32_t hashevict_abi_version(void) { return 99; }")
-        elif name == "hashevict_default_params_v2":
-            stubs.append("params hashevict_default_params_v2(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }")
+    for name in dict.fromkeys([*_ffi.FUNCTIONS, *defined]):
+        if name in defined:
+            if defined[name] is not None:
+                stubs.append(defined[name])
         else:
             stubs.append(f"int {name}(void) {{ return 0; }}")
     src = tmp_path / "stub.c"
     src.write_text("\n".join(stubs))
     so = tmp_path / "libhashevict.so"
     subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(so)], check=True)
+    return so
+
+
+def test_abi_mismatch_refused(tmp_path, header_text):
+    """A library reporting another ABI version is refused by name."""
+    so = stub_library(tmp_path, {
+        "hashevict_abi_version": "int32_t hashevict_abi_version(void) { return 99; }",
+        "hashevict_default_params_v2":
+            "params hashevict_default_params_v2(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }",
+    })
     out = run(
         """
         import hashevict
@@ -110,22 +121,12 @@ def test_abi_mismatch_refused(tmp_path, header_text):
 def test_library_before_0_5_refused_by_version(tmp_path):
     """A 0.4 library (no hashevict_default_params_v2) is named as too old,
     not called: its hashevict_params is smaller than the bindings'."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    from hashevict import _ffi
-
-    stubs = ["#include <string.h>", "#include <stdint.h>"]
-    stubs.append('const char *hashevict_version(void) { return "0.4.0"; }')
-    stubs.append("typedef struct { uint32_t size; char rest[76]; } params;")
-    stubs.append("params hashevict_default_params(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }")
-    for name in _ffi.FUNCTIONS:
-        if name not in ("hashevict_version", "hashevict_default_params_v2"):
-            stubs.append(f"int {name}(void) {{ return 0; }}")
-    src = tmp_path / "stub.c"
-    src.write_text("\n".join(stubs))
-    so = tmp_path / "libhashevict.so"
-    subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(so)], check=True)
+    so = stub_library(tmp_path, {
+        "hashevict_version": 'const char *hashevict_version(void) { return "0.4.0"; }',
+        "hashevict_default_params":
+            "params hashevict_default_params(void) { params p; memset(&p, 0, sizeof p); p.size = 80; return p; }",
+        "hashevict_default_params_v2": None,
+    })
     out = run(
         """
         import hashevict
