@@ -1,35 +1,58 @@
 """The table of bench/eval/stream_facts_extra.sh: streaming facts on Moby Dick,
-the grid's trials 0-2 (docs/eval/results.jsonl) plus trials 3-8
-(docs/eval/stream_facts_extra.jsonl), correct / prompts per keep ratio."""
+correct / prompts per keep ratio over the grid's trials 0-2
+(docs/eval/results.jsonl) and the extra trials 3-8
+(docs/eval/stream_facts_extra.jsonl), each part also shown alone."""
 import collections
 import json
 import pathlib
 
-HERE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "eval"
-GRID = HERE / "results.jsonl"
-EXTRA = HERE / "stream_facts_extra.jsonl"
-grid='--lengths 1024,2048,4096 --chunk 128 --trials 3 --facts 4'
-label={'full':'full','policy=hash,probe=query,score=instant':'hash q/instant','policy=hash,probe=query,score=decayed,estimate=logit,redundancy=1':'hash q/logit+red','policy=sink-recent':'sink+recent','policy=knorm':'knorm'}
-mods={'llama': 'SmolLM2-135M', 'gemma3': 'Gemma3-270M'}  # the model field's first word -> label
-for m,lm in mods.items():
-    c=collections.defaultdict(lambda:[0,0])
-    if True:
-        for l in open(EXTRA):
-            r=json.loads(l); cfg=r['config']
-            if not r['model'].lower().replace(' ','').startswith(m): continue
-            base,_,keep=cfg.rpartition(',keep=') if 'keep=' in cfg else (cfg,'','-')
-            c[(label.get(base,base),keep,'new')][0]+=r['correct']; c[(label.get(base,base),keep,'new')][1]+=1
-    for l in open(GRID):
-        r=json.loads(l)
-        if r.get('task')!='facts' or r.get('scenario')!='stream' or r.get('label_model')!=lm or r.get('grid')!=grid or r.get('runtime')=='fork': continue
-        lp=r['label_policy']; lp='full' if lp=='full cache' else lp
-        keep='-' if lp=='full' else str(r['keep'])
-        if lp not in label.values(): continue
-        c[(lp,keep,'grid')][0]+=r['correct']; c[(lp,keep,'grid')][1]+=1
-    print('##',lm)
-    for p in ['full','hash q/instant','hash q/logit+red','sink+recent','knorm']:
-        row=[]
-        for k in (['-'] if p=='full' else ['0.3','0.5','0.7']):
-            g=c[(p,k,'grid')]; n=c[(p,k,'new')]
-            row.append(f"{g[0]+n[0]}/{g[1]+n[1]} (grid {g[0]}/{g[1]}, new {n[0]}/{n[1]})")
-        print(f"| {p} | "+" | ".join(row)+" |")
+EVAL = pathlib.Path(__file__).resolve().parents[2] / "docs" / "eval"
+# The grid whose streaming facts rows docs/eval/results.md reports.
+GRID = "--lengths 1024,2048,4096 --chunk 128 --trials 3 --facts 4"
+# The extra run's --config specs (without keep) -> run_eval's policy labels.
+LABELS = {
+    "full": "full",
+    "policy=hash,probe=query,score=instant": "hash q/instant",
+    "policy=hash,probe=query,score=decayed,estimate=logit,redundancy=1": "hash q/logit+red",
+    "policy=sink-recent": "sink+recent",
+    "policy=knorm": "knorm",
+}
+# The model field's first word in the extra rows -> run_eval's model label.
+MODELS = {"llama": "SmolLM2-135M", "gemma3": "Gemma3-270M"}
+
+
+def keep_of(row):
+    return "-" if row["policy"] == "full" else f"{row['keep']:.1f}"
+
+
+def main():
+    counts = collections.defaultdict(lambda: [0, 0])  # (model, policy, keep, part) -> [right, prompts]
+
+    def add(model, policy, row, part):
+        c = counts[(model, policy, keep_of(row), part)]
+        c[0] += bool(row["correct"])
+        c[1] += 1
+
+    for line in open(EVAL / "stream_facts_extra.jsonl"):
+        r = json.loads(line)
+        spec = r["config"].rpartition(",keep=")[0] or r["config"]
+        add(MODELS[r["model"].split()[0]], LABELS[spec], r, "extra")
+    for line in open(EVAL / "results.jsonl"):
+        r = json.loads(line)
+        if (r.get("task"), r.get("scenario"), r.get("grid")) != ("facts", "stream", GRID) or r.get("runtime") == "fork":
+            continue
+        if r.get("label_model") in MODELS.values() and r.get("label_policy") in LABELS.values():
+            add(r["label_model"], r["label_policy"], r, "grid")
+
+    for model in MODELS.values():
+        print("##", model)
+        for policy in LABELS.values():
+            cells = []
+            for keep in ["-"] if policy == "full" else ["0.3", "0.5", "0.7"]:
+                g, x = counts[(model, policy, keep, "grid")], counts[(model, policy, keep, "extra")]
+                cells.append(f"{g[0] + x[0]}/{g[1] + x[1]} (grid {g[0]}/{g[1]}, extra {x[0]}/{x[1]})")
+            print(f"| {policy} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
