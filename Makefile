@@ -19,7 +19,7 @@ CMAKE_CONFIGURE = cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWi
     -DHASHEVICT_OUTPUT_DIR=$(abspath $(BUILD)) -DHASHEVICT_LLAMACPP_OUTPUT_DIR=$(abspath $(LLAMA_BIN)) \
     -DHASHEVICT_GO_EXECUTABLE="$$(command -v $(GO))" --log-level=WARNING $(CMAKE_ARGS)
 
-.PHONY: all build bench-kernels bench-faiss test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-quick soak fuzz docs-bad-input clean
+.PHONY: all build bench-kernels bench-faiss test test-go test-c test-consumer test-readme test-python test-llamacpp bench deps llamacpp demo eval eval-fork eval-quick soak fuzz docs-bad-input clean
 
 all: build
 
@@ -139,12 +139,15 @@ DEMO_ARGS ?= --prompt 2048 --scored 256 --gen 32 --keep 0.5
 demo: llamacpp
 	. $(DEPS_ENV) && $(LLAMA_BIN)/hashevict-run --model "$$SMOLLM_GGUF" --text "$$TEXT_FILE" $(DEMO_ARGS)
 
-# Quality of every policy on both models (about an hour or more on 2 cores;
-# resumable): docs/eval/results.md, quality.png, recall_per_layer.png. When the
-# fork is built (make llamacpp-fork: ~15 min on 2 idle cores, too long to add to
-# the hour unasked), its per-head group runs too (~12 min for SmolLM2).
-eval: llamacpp $(if $(wildcard $(BUILD)/llamacpp-fork/fork/build/bin/libllama.so),llamacpp-fork-tools)  # FORK_OUT is set below
+# Quality of every policy on both models (under the hour on 2 quiet cores;
+# resumable): docs/eval/results.md, quality.png, recall_per_layer.png.
+eval: llamacpp
 	python3 bench/eval/run_eval.py
+
+# The per-head fork's rows of the same report (hash-perhead q/instant): the
+# patched llama.cpp (~15 min to build on 2 idle cores), then ~35 min.
+eval-fork: llamacpp-fork-tools
+	python3 bench/eval/run_eval.py --fork-only
 
 eval-quick: llamacpp
 	python3 bench/eval/run_eval.py --quick

@@ -136,3 +136,20 @@ def test_report_leaves_out_rows_of_another_grid(tmp_path):
     kept = run_eval.current_rows(rows, True)
     assert [r["ppl"] for r in kept] == [10.0]
     assert run_eval.summarise(kept)[("SmolLM2-135M", "ppl", "stream", "full", 1.0)] == (10.0, 1)
+
+
+def test_full_grid_fits_the_hour_by_its_estimate():
+    # `make eval` promises the whole grid within the hour on this 2-core
+    # machine (docs/eval/README.md, "Cost of the run"): the fork's group is
+    # its own command, and the cells leave out the policies SKIP names,
+    # while every cell keeps the paper's policy and the baselines.
+    sys.path.insert(0, str(ROOT / "bench" / "eval"))
+    import run_eval
+    jobs = run_eval.plan(False)
+    default = [j for j in jobs if not run_eval.is_fork(j[4])]
+    total = sum(run_eval.estimate_s(m, t, s, targs, len(cfgs)) for m, t, s, targs, cfgs in default)
+    assert total < 50 * 60, total / 60
+    for m, task, scenario, targs, cfgs in default:
+        labels = {p for p, _ in cfgs}
+        assert {"full", "hash q/instant", "sink+recent", "knorm", "random"} <= labels, (m, task, scenario)
+        assert not labels & run_eval.SKIP.get((scenario, task), set())
