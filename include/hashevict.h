@@ -37,9 +37,9 @@ extern "C" {
 #endif
 
 #define HASHEVICT_VERSION_MAJOR 0
-#define HASHEVICT_VERSION_MINOR 5
+#define HASHEVICT_VERSION_MINOR 6
 #define HASHEVICT_VERSION_PATCH 0
-#define HASHEVICT_VERSION_STRING "0.5.0"
+#define HASHEVICT_VERSION_STRING "0.6.0"
 /* Bumped on every incompatible change of a struct or a signature. */
 #define HASHEVICT_ABI_VERSION 1
 
@@ -626,13 +626,32 @@ typedef enum hashevict_compress_form {
      * the probes as SnapKV averages the window's exact attention. A key one
      * probe attends to sharply stays, however far it is from the others.
      * Since 0.4.0 (older libraries: INVALID_ARGUMENT). */
-    HASHEVICT_COMPRESS_SOFTMAX = 2
+    HASHEVICT_COMPRESS_SOFTMAX = 2,
+    /* Flags, OR'ed into one of the forms above. Since 0.6.0 (older
+     * libraries: INVALID_ARGUMENT). */
+    /* Before the pool, each estimate is replaced by its excess over the
+     * mean estimate of the held positions within 64 of it on either side
+     * in position order (itself included). Post-RoPE keys near the window
+     * resemble its queries more than older keys do, whatever they say, so
+     * without it a compression keeps mostly the newest part of the prompt;
+     * with it a position counts by how much it stands out from its
+     * neighbourhood. */
+    HASHEVICT_COMPRESS_LOCAL = 0x100,
+    /* The pool reaches pool - 1 positions back and pool/2 forward, instead
+     * of pool/2 either way: what follows the words the window repeats (a
+     * fact's value after its subject) is kept with them. */
+    HASHEVICT_COMPRESS_TRAILING = 0x200
 } hashevict_compress_form;
+/* The form measured best (docs/eval/README.md) for compressing a prompt
+ * whose question comes last: COSINE | LOCAL | TRAILING. */
+#define HASHEVICT_COMPRESS_RECOMMENDED 0x300
 /* Each estimate is then replaced by the largest over the held positions
- * i - pool/2 .. i + pool/2 in position order, i.e. a max pool of kernel
- * pool (odd; an even pool acts as pool + 1; 0 or 1: none; at most 1024),
- * and stored on the distance scale of the decode scores (b * acos(e) / pi
- * for COSINE, -e for DISTANCE; larger is dropped first), count 1. */
+ * i - pool/2 .. i + pool/2 in position order (i - (pool - 1) .. i + pool/2
+ * with TRAILING), i.e. a max pool of kernel pool (odd; an even pool acts
+ * as pool + 1; 0 or 1: none; at most 1024), and stored on the distance
+ * scale of the decode scores (b * acos(e) / pi for COSINE, e clamped to
+ * [-1, 1]; -e for DISTANCE and SOFTMAX; larger is dropped first), count
+ * 1. */
 
 /* Slot mode: places a chunk of n_tokens tokens (a prompt, or the rest of
  * one) into layer `layer` of `seq` and keeps, per KV head, at most `budget`

@@ -24,18 +24,7 @@ func refCompressKeep(e *Engine, layer, h int, pos []int32, keys [][]float32, pro
 	for i, k := range keys {
 		kcodes[i] = naiveCode(k, rt, p.Bits)
 	}
-	est := refEstimate(kcodes, pcodes, p.Bits, form)
-	pooled := make([]float64, len(pos))
-	for i := range pos { // pos is ascending
-		m := math.Inf(-1)
-		for j := max(0, i-pool/2); j <= min(len(pos)-1, i+pool/2); j++ {
-			m = max(m, est[j])
-		}
-		if pool/2 == 0 {
-			m = est[i]
-		}
-		pooled[i] = m
-	}
+	pooled := refShape(refEstimate(kcodes, pcodes, p.Bits, form), pool, form) // pos is ascending
 	keep := map[int32]bool{}
 	var cand []int
 	winFrom := pos[len(pos)-nWindow]
@@ -58,6 +47,39 @@ func refCompressKeep(e *Engine, layer, h int, pos []int32, keys [][]float32, pro
 	return keep
 }
 
+// refShape applies form's flags and the max pool to estimates in position
+// order, from their definitions (hashevict_compress_form): LOCAL subtracts
+// the mean over the neighbours within 64 either side, itself included;
+// the pool takes the largest of i-pool/2 .. i+pool/2, or of i-(pool-1) ..
+// i+pool/2 with TRAILING.
+func refShape(est []float64, pool int, form CompressForm) []float64 {
+	n := len(est)
+	if form&CompressLocal != 0 {
+		local := make([]float64, n)
+		for i := range est {
+			lo, hi := max(0, i-64), min(n-1, i+64)
+			var sum float64
+			for j := lo; j <= hi; j++ {
+				sum += est[j]
+			}
+			local[i] = est[i] - sum/float64(hi-lo+1)
+		}
+		est = local
+	}
+	back, fwd := pool/2, pool/2
+	if form&CompressTrailing != 0 && pool > 1 {
+		back = pool - 1
+	}
+	pooled := make([]float64, n)
+	for i := range est {
+		pooled[i] = est[i]
+		for j := max(0, i-back); j <= min(n-1, i+fwd); j++ {
+			pooled[i] = max(pooled[i], est[j])
+		}
+	}
+	return pooled
+}
+
 // refEstimate is each key's window estimate, straight from the definition
 // of the forms: the mean over the probes of cos(pi*d/b), of -d, or of the
 // probe's softmax of compressTau*cos(pi*d/b) over all the keys.
@@ -68,7 +90,7 @@ func refEstimate(kcodes, pcodes [][]uint64, bits int, form CompressForm) []float
 		var z float64
 		for i, kc := range kcodes {
 			c := math.Cos(math.Pi * float64(ham(kc, pc)) / float64(bits))
-			switch form {
+			switch form.base() {
 			case CompressCosine:
 				est[i] += c
 			case CompressDistance:
@@ -79,7 +101,7 @@ func refEstimate(kcodes, pcodes [][]uint64, bits int, form CompressForm) []float
 			}
 		}
 		for i := range logit {
-			if form == CompressSoftmax {
+			if form.base() == CompressSoftmax {
 				est[i] += logit[i] / z
 			}
 		}
@@ -96,7 +118,7 @@ func refEstimate(kcodes, pcodes [][]uint64, bits int, form CompressForm) []float
 // enough estimates that the float32 kernel and the float64 reference agree.
 func TestCompressMatchesReference(t *testing.T) {
 	for _, probe := range []Probe{ProbeQuery, ProbeKey} {
-		for _, form := range []CompressForm{CompressCosine, CompressDistance, CompressSoftmax} {
+		for _, form := range []CompressForm{CompressCosine, CompressDistance, CompressSoftmax, CompressCosine | CompressLocal | CompressTrailing, CompressSoftmax | CompressLocal, CompressDistance | CompressTrailing} {
 			for _, pool := range []int{0, 5} {
 				t.Run(fmt.Sprintf("probe%d/form%d/pool%d", probe, form, pool), func(t *testing.T) {
 					p := smallParams()
@@ -379,7 +401,8 @@ func TestCompressScoresTokenMode(t *testing.T) {
 	for _, c := range []struct {
 		form      CompressForm
 		lastAlone bool
-	}{{CompressCosine, false}, {CompressDistance, false}, {CompressSoftmax, false}, {CompressCosine, true}, {CompressDistance, true}, {CompressSoftmax, true}} {
+	}{{CompressCosine, false}, {CompressDistance, false}, {CompressSoftmax, false}, {CompressCosine, true}, {CompressDistance, true}, {CompressSoftmax, true},
+		{CompressCosine | CompressLocal | CompressTrailing, false}, {CompressSoftmax | CompressLocal | CompressTrailing, true}, {CompressDistance | CompressLocal, false}} {
 		form := c.form
 		t.Run(fmt.Sprint("form", form, "/lastAlone=", c.lastAlone), func(t *testing.T) {
 			p := smallParams()
@@ -431,15 +454,9 @@ func TestCompressScoresTokenMode(t *testing.T) {
 					for tok := range kcs {
 						kcs[tok] = naiveCode(k[(tok*p.KVHeads+h)*p.HeadDim:][:p.HeadDim], e.proj[l], p.Bits)
 					}
-					est := refEstimate(kcs, pcs, p.Bits, form)
-					for tok := 0; tok < n; tok++ {
-						m := math.Inf(-1)
-						for j := max(0, tok-pool/2); j <= min(n-1, tok+pool/2); j++ {
-							m = max(m, est[j])
-						}
-						if tok < n-nw {
-							total[tok] += float64(toDistance(form, p.Bits, m))
-						}
+					pooled := refShape(refEstimate(kcs, pcs, p.Bits, form), pool, form)
+					for tok := 0; tok < n-nw; tok++ {
+						total[tok] += float64(toDistance(form, p.Bits, pooled[tok]))
 					}
 				}
 			}
@@ -553,7 +570,7 @@ func TestCompressRandomSequences(t *testing.T) {
 				}
 				qw := f32Rows(q[(n-min(nw, n))*p.QHeads*p.HeadDim:], min(nw, n), p.QHeads, p.HeadDim)
 				kr := f32Rows(k, n, p.KVHeads, p.HeadDim)
-				form := CompressForm(rng.IntN(3))
+				form := CompressForm(rng.IntN(3)) | CompressForm(rng.IntN(4))<<8
 				pool := rng.IntN(8) - 1
 				var err error
 				op := rng.IntN(6)

@@ -53,13 +53,17 @@ POLICIES = {
     "oracle": "policy=oracle",
 }
 # Compress after prefill only (the form of the window's score means nothing
-# to a streaming step): the window's estimated attention, a softmax per probe
-# over the keys (hashevict_compress_form SOFTMAX), with the default 16-bit
-# codes and the driver's pool of 11, as hashevict-run's --mode compress. "hash
-# q/instant" there keeps the mean-cosine form. Chosen on the development
-# text (docs/eval/README.md, "Choosing the compression's form").
+# to a streaming step), all with the default 16-bit codes and the pool of 11
+# ("hash q/instant" there is the plain mean-cosine form): "hash q/softmax" is
+# the window's estimated attention, a softmax per probe over the keys
+# (hashevict_compress_form SOFTMAX; the 0.4 candidate, kept as a negative
+# result); "hash q/local+trailing" is HASHEVICT_COMPRESS_RECOMMENDED (form=recommended:
+# the cosine form with the LOCAL and TRAILING flags, hashevict-run's and the
+# Python package's default since 0.6.0), chosen on the development text for
+# both models (docs/eval/README.md, "Choosing the compression's form").
 PREFILL_POLICIES = {
     "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax",
+    "hash q/local+trailing": "policy=hash,probe=query,score=instant,form=recommended",
 }
 # Streaming only (issue 11 item 3: the cache capped while the prompt is read;
 # compress after prefill replaces the decode scores, so they would repeat

@@ -18,8 +18,8 @@
 // knorm|random|oracle, probe=query|key, score=instant|accumulated|decayed,
 // keep=R (budget = R * context), bits=B, sinks=N, recent=N; for the prefill
 // scenario also window=W (the last W prompt queries score the prompt; 32),
-// pool=K (max pool of the scores; 11, as hashevict-run) and form=cosine|distance|softmax
-// (hashevict_compress_score). estimate=distance|logit and redundancy=W: the
+// pool=K (max pool of the scores; 11, as hashevict-run) and form=cosine|distance|softmax,
+// optionally +local and +trailing, or recommended (hashevict_compress_score). estimate=distance|logit and redundancy=W: the
 // hash policy's streaming options (hashevict_params.estimate / .redundancy;
 // defaults distance and 0, the paper). runtime=fork (hashevict-eval-fork only, stream
 // scenario and ppl): the policy runs per layer and KV head inside the patched
@@ -59,7 +59,6 @@ struct config {
 const char *const POLICIES[] = {"hash", "sink-recent", "knorm", "random", "oracle"};
 const char *const PROBES[] = {"query", "key"};
 const char *const SCORES[] = {"instant", "accumulated", "decayed"};
-const char *const FORMS[] = {"cosine", "distance", "softmax"};
 const char *const ESTIMATES[] = {"distance", "logit"};
 
 int index_of(const std::string &v, const char *const *names, int n, const std::string &what) {
@@ -101,7 +100,7 @@ config parse_config(const std::string &spec) {
         else if (k == "recent") c.hp.n_recent = std::stoi(v);
         else if (k == "window") c.window = std::stoi(v);
         else if (k == "pool") c.pool = std::stoi(v);
-        else if (k == "form") c.form = index_of(v, FORMS, 3, k);
+        else if (k == "form") c.form = hev::parse_compress_form(v);
         else if (k == "estimate") c.hp.estimate = index_of(v, ESTIMATES, 2, k);
         else if (k == "redundancy") c.hp.redundancy = std::stof(v);
         else if (k == "runtime") c.perhead = parse_runtime(v);
@@ -590,7 +589,7 @@ class shared_prefill {
             std::snprintf(more, sizeof more,
                           ", \"prefill_seconds\": %.3f, \"prefill_cpu_seconds\": %.3f, \"compress_cpu_seconds\": %.4f, "
                           "\"held\": %d, \"window\": %d, \"pool\": %d, \"form\": \"%s\"",
-                          prefill_s, prefill_cpu, compress_cpu, held, c.window, c.pool, FORMS[c.form]);
+                          prefill_s, prefill_cpu, compress_cpu, held, c.window, c.pool, hev::compress_form_name(c.form).c_str());
             print_trial(task, mname, c, "prefill", trial, tp, hev::detokenize(vocab, out), now_s() - t1, cpu_s() - c1,
                         more);
         }

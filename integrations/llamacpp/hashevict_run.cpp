@@ -39,7 +39,7 @@ struct options {
     // Compress after prefill: the prompt is read whole, then scored once
     // from its last `window` queries and cut to the budget.
     bool compress = false;
-    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;
+    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_RECOMMENDED;
     hashevict_params hp = hashevict_default_params();
     // --runtime fork (hashevict-run-fork only): the policy runs per layer and KV head inside
     // the patched llama.cpp, before attention, instead of in token mode.
@@ -77,12 +77,17 @@ void usage() {
         "  --bits B          8 16 32 64 128 256 (16)\n"
         "  --sinks N         protected first positions (4)\n"
         "  --recent N        protected newest positions (10)\n"
+        "  --estimate E      hash: distance (the paper) | logit: evict the smallest estimated\n"
+        "                    attention logit |q||k|cos(pi*ham/b)/sqrt(d) instead (distance)\n"
+        "  --redundancy W    hash: weight of the redundancy term, 0..64 (0, the paper; 1 with\n"
+        "                    --estimate logit --score decayed is the streaming option of docs/eval)\n"
         "  --mode M          stream: the cache is capped while the prompt is read;\n"
         "                    compress: the prompt is read whole, then cut to the budget\n"
         "                    from its last --window queries (compress after prefill) (stream)\n"
         "  --window N        compress: queries that score the prompt (32)\n"
         "  --pool N          compress: max-pool kernel along the positions (11)\n"
-        "  --form F          compress: cosine | distance | softmax (cosine)\n"
+        "  --form F          compress: cosine | distance | softmax, optionally +local\n"
+        "                    and +trailing; recommended = cosine+local+trailing (recommended)\n"
         "  --runtime R       stock: token mode through the stock integration; fork: per layer and\n"
         "                    KV head inside the patched llama.cpp (hashevict-run-fork only) (stock)\n"
         "  --chunk N         tokens per decode call (64)\n"
@@ -133,11 +138,19 @@ options parse(int argc, char **argv) {
         else if (a == "--policy") o.hp.policy = pick(next(), {"hash", "sink-recent", "knorm", "random", "oracle"}, "--policy");
         else if (a == "--probe") o.hp.probe = pick(next(), {"query", "key"}, "--probe");
         else if (a == "--score") o.hp.score = pick(next(), {"instant", "accumulated", "decayed"}, "--score");
+        else if (a == "--estimate") o.hp.estimate = pick(next(), {"distance", "logit"}, "--estimate");
+        else if (a == "--redundancy") o.hp.redundancy = (float) num();
         else if (a == "--mode") o.compress = pick(next(), {"stream", "compress"}, "--mode") == 1;
         else if (a == "--runtime") o.perhead = pick(next(), {"stock", "fork"}, "--runtime") == 1;
         else if (a == "--window") o.window = (int) num();
         else if (a == "--pool") o.pool = (int) num();
-        else if (a == "--form") o.form = pick(next(), {"cosine", "distance", "softmax"}, "--form");
+        else if (a == "--form") {
+            try {
+                o.form = hev::parse_compress_form(next());
+            } catch (const std::exception &e) {
+                die("--form: %s", e.what());
+            }
+        }
         else if (a == "--no-baseline") o.baseline = false;
         else if (a == "--no-threadpool") o.threadpool = false;
         else if (a == "--quiet") o.quiet = true;
@@ -163,8 +176,8 @@ const char *policy_name(int p) {
     static const char *n[] = {"hash", "sink-recent", "knorm", "random", "oracle"};
     return p >= 0 && p < 5 ? n[p] : "?";
 }
-const char *const FORM_NAMES[] = {"cosine", "distance", "softmax"};  // hashevict_compress_form
 const char *probe_name(int p) { return p == 0 ? "query" : "key"; }
+const char *estimate_name(int e) { return e == HASHEVICT_ESTIMATE_LOGIT ? "logit" : "distance"; }
 const char *score_name(int s) {
     static const char *n[] = {"instant", "accumulated", "decayed"};
     return s >= 0 && s < 3 ? n[s] : "?";
@@ -221,7 +234,7 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
     if (o.compress) {
         std::printf("compress after prefill (window %d, pool %d, %s): %d positions dropped; compression %.2f ms wall, "
                     "%.2f ms CPU = %.2f %% of the prefill's CPU time (%.2f s wall, %.2f s CPU, observe included)\n",
-                    o.window, o.pool, FORM_NAMES[o.form], ev.compress_dropped, ev.compress_s * 1e3,
+                    o.window, o.pool, hev::compress_form_name(o.form).c_str(), ev.compress_dropped, ev.compress_s * 1e3,
                     ev.compress_cpu * 1e3, ev.prefill_cpu > 0 ? 100 * ev.compress_cpu / ev.prefill_cpu : 0.0,
                     ev.prefill_s, ev.prefill_cpu);
         if (o.baseline)
@@ -245,7 +258,7 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      "\"mode\": \"%s\", \"window\": %d, \"pool\": %d, \"form\": \"%s\", \"prefill_cpu_seconds\": %.4f, "
                      "\"prefill_cpu_seconds_full\": %.4f, \"compress_cpu_seconds\": %.5f, \"compress_seconds\": %.5f, "
                      "\"runtime\": \"%s\", \"placement_failures\": %lld, \"gen_cpu_seconds_full\": %.4f, "
-                     "\"gen_cpu_seconds_evict\": %.4f}\n",
+                     "\"gen_cpu_seconds_evict\": %.4f, \"estimate\": \"%s\", \"redundancy\": %g}\n",
                      desc, policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
                      o.budget, need, (double) o.budget / need, full.ppl(), ev.ppl(), full.n_ctx, ev.n_ctx,
                      full.state_bytes, ev.state_bytes, tps(o.prompt, full.prefill_s), tps(o.prompt, ev.prefill_s),
@@ -253,8 +266,9 @@ void report(const options &o, const char *desc, const llama_vocab *vocab, const 
                      steps ? ev.stats.observe_ns / 1e6 / steps : 0.0, steps ? ev.stats.evict_ns / 1e6 / steps : 0.0,
                      full.max_held, ev.max_held, (unsigned long long) ev.stats.positions_dropped,
                      o.baseline ? "true" : "false", o.compress ? "compress" : "stream", o.window, o.pool,
-                     FORM_NAMES[o.form], ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s,
-                     o.perhead ? "fork" : "stock", (long long) ev.placement_failures, full.gen_cpu, ev.gen_cpu);
+                     hev::compress_form_name(o.form).c_str(), ev.prefill_cpu, full.prefill_cpu, ev.compress_cpu, ev.compress_s,
+                     o.perhead ? "fork" : "stock", (long long) ev.placement_failures, full.gen_cpu, ev.gen_cpu,
+                     estimate_name(o.hp.estimate), o.hp.redundancy);
         std::fclose(f);
     }
 }
@@ -378,8 +392,9 @@ int main(int argc, char **argv) {
         std::printf("model      %s (%s)\n", desc, o.model.c_str());
         std::printf("text       %s: %zu tokens; context %d + scored %d + generated %d\n", o.text.c_str(),
                     toks.size(), o.prompt, o.scored, o.gen);
-        std::printf("eviction   policy=%s probe=%s score=%s bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s mode=%s runtime=%s\n",
-                    policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score), o.hp.hash_bits,
+        std::printf("eviction   policy=%s probe=%s score=%s estimate=%s redundancy=%g bits=%d budget=%d (keep %.2f of %d) sinks=%d recent=%d chunk=%d kernels=%s mode=%s runtime=%s\n",
+                    policy_name(o.hp.policy), probe_name(o.hp.probe), score_name(o.hp.score),
+                    estimate_name(o.hp.estimate), o.hp.redundancy, o.hp.hash_bits,
                     o.budget, (double) o.budget / need, need, o.hp.n_sink, o.hp.n_recent, o.chunk, hashevict_kernels(),
                     o.compress ? "compress" : "stream", o.perhead ? "fork (per layer and KV head)" : "stock (token mode)");
 

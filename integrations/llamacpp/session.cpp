@@ -182,4 +182,42 @@ hev_llama_stats session::stats() const {
     return hl_ ? hev_llama_get_stats(hl_) : hev_llama_stats{};
 }
 
+namespace {
+const char *const FORM_BASES[] = {"cosine", "distance", "softmax"};  // hashevict_compress_form
+const struct {
+    const char *name;
+    int flag;
+} FORM_FLAGS[] = {{"local", HASHEVICT_COMPRESS_LOCAL}, {"trailing", HASHEVICT_COMPRESS_TRAILING}};
+}  // namespace
+
+int parse_compress_form(const std::string &name) {
+    if (name == "recommended") return HASHEVICT_COMPRESS_RECOMMENDED;
+    const std::string why = "unknown compress form '" + name +
+                            "' (cosine, distance or softmax, optionally +local and +trailing; or recommended)";
+    size_t plus = name.find('+');
+    const std::string base = name.substr(0, plus);
+    int form = -1;
+    for (int i = 0; i < 3; i++)
+        if (base == FORM_BASES[i]) form = i;
+    if (form < 0) throw std::runtime_error(why);
+    while (plus != std::string::npos) {
+        size_t next = name.find('+', plus + 1);
+        const std::string flag = name.substr(plus + 1, next == std::string::npos ? std::string::npos : next - plus - 1);
+        bool known = false;
+        for (const auto &f : FORM_FLAGS)
+            if (flag == f.name) form |= f.flag, known = true;
+        if (!known) throw std::runtime_error(why);
+        plus = next;
+    }
+    return form;
+}
+
+std::string compress_form_name(int form) {
+    const int base = form & 0xff;
+    std::string name = base >= 0 && base < 3 ? FORM_BASES[base] : "form" + std::to_string(base);
+    for (const auto &f : FORM_FLAGS)
+        if (form & f.flag) name += std::string("+") + f.name;
+    return name;
+}
+
 }  // namespace hev

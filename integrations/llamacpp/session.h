@@ -25,6 +25,14 @@ std::string detokenize(const llama_vocab *vocab, const std::vector<llama_token> 
 double log_softmax_at(const float *logits, int n_vocab, llama_token target);
 llama_token argmax(const float *logits, int n_vocab);
 
+// hashevict_compress_form from its name: cosine | distance | softmax,
+// optionally followed by +local and/or +trailing, or "recommended"
+// (HASHEVICT_COMPRESS_RECOMMENDED). Throws std::runtime_error naming the
+// choices on anything else.
+int parse_compress_form(const std::string &name);
+// The name of a form parse_compress_form accepts ("cosine+local+trailing").
+std::string compress_form_name(int form);
+
 struct session_options {
     int chunk = 64;          // most tokens per step (n_batch = n_ubatch)
     int threads = 2;
@@ -38,7 +46,7 @@ struct session_options {
     int prefill = 0;
     int window = 32;
     int pool = 11;
-    int form = HASHEVICT_COMPRESS_COSINE;
+    int form = HASHEVICT_COMPRESS_RECOMMENDED;
     // Optional graph callback of the caller, with the usual cb_eval
     // contract (asked about every node, handed the ones it asks for); with
     // eviction on, hev_llama_attach chains it.

@@ -48,13 +48,24 @@ static int reference_keep(hashevict_engine *e, int layer, int h, int form, int k
         for (int w = 0; w < NW; w++)
             for (int j = 0; j < G; j++) {
                 int d = ham(kc + (t * KV + h) * W, qc + (w * QH + h * G + j) * W);
-                s += form == HASHEVICT_COMPRESS_COSINE ? cos(3.14159265358979323846 * d / BITS) : -(double)d;
+                s += (form & 0xff) == HASHEVICT_COMPRESS_COSINE ? cos(3.14159265358979323846 * d / BITS) : -(double)d;
             }
         est[t] = s / (NW * G);
     }
+    if (form & HASHEVICT_COMPRESS_LOCAL) { /* minus the mean within 64 either side */
+        double local[N];
+        for (int t = 0; t < N; t++) {
+            int lo = t - 64 < 0 ? 0 : t - 64, hi = t + 64 > N - 1 ? N - 1 : t + 64;
+            double s = 0;
+            for (int j = lo; j <= hi; j++) s += est[j];
+            local[t] = est[t] - s / (hi - lo + 1);
+        }
+        memcpy(est, local, sizeof est);
+    }
+    const int back = form & HASHEVICT_COMPRESS_TRAILING ? POOL - 1 : POOL / 2;
     for (int t = 0; t < N; t++) {
         double m = -INFINITY;
-        for (int j = t - POOL / 2; j <= t + POOL / 2; j++)
+        for (int j = t - back; j <= t + POOL / 2; j++)
             if (j >= 0 && j < N && est[j] > m) m = est[j];
         pooled[t] = m;
     }
@@ -189,6 +200,10 @@ static void bad_input(void) {
     CHECK_ST(hashevict_compress(e, 0, 0, &tq, N + 1, &tk, pos, N, POOL, 0, out), HASHEVICT_ERR_INVALID_ARGUMENT);
     CHECK_ST(hashevict_compress(e, 0, 0, &tq, NW, &tk, pos, N, -3, 0, out), HASHEVICT_ERR_INVALID_ARGUMENT);
     CHECK_ST(hashevict_compress(e, 0, 0, &tq, NW, &tk, pos, N, POOL, 9, out), HASHEVICT_ERR_INVALID_ARGUMENT);
+    /* A flag this library does not know, and a known flag on an unknown form. */
+    CHECK_ST(hashevict_compress(e, 0, 0, &tq, NW, &tk, pos, N, POOL, 0x400, out), HASHEVICT_ERR_INVALID_ARGUMENT);
+    CHECK_ST(hashevict_compress(e, 0, 0, &tq, NW, &tk, pos, N, POOL, 3 | HASHEVICT_COMPRESS_LOCAL, out),
+             HASHEVICT_ERR_INVALID_ARGUMENT);
     CHECK_ST(hashevict_compress(e, 0, 0, &tq_short, NW, &tk, pos, N, POOL, 0, out), HASHEVICT_ERR_SHAPE);
     CHECK_ST(hashevict_compress(e, 0, 0, &tq_kv, NW, &tk, pos, N, POOL, 0, out), HASHEVICT_ERR_SHAPE);
     CHECK_ST(hashevict_compress(e, 0, 0, &tq, NW, &tk, pos, N - 1, POOL, 0, out), HASHEVICT_ERR_SHAPE);
@@ -237,6 +252,8 @@ static void panic_path(void) {
 int main(void) {
     slot_mode(HASHEVICT_COMPRESS_DISTANCE);
     slot_mode(HASHEVICT_COMPRESS_COSINE);
+    slot_mode(HASHEVICT_COMPRESS_RECOMMENDED);
+    slot_mode(HASHEVICT_COMPRESS_DISTANCE | HASHEVICT_COMPRESS_TRAILING);
     token_mode();
     bad_input();
     panic_path();

@@ -60,12 +60,32 @@ def test_eviction_caps_the_cache(tmp_path, policy, probe):
     assert f"probe={probe}" in text
 
 
+def test_streaming_options_run_through_the_main_job(tmp_path):
+    """The streaming option of docs/eval (hashevict_params.estimate and
+    .redundancy) reaches the engine from hashevict-run's flags: the cache is
+    capped as with the paper's score, and the run reports what it used."""
+    r, text = run(tmp_path, "--prompt", "320", "--scored", "64", "--gen", "8", "--keep", "0.5",
+                  "--score", "decayed", "--estimate", "logit", "--redundancy", "1")
+    assert (r["estimate"], r["redundancy"], r["score"]) == ("logit", 1, "decayed")
+    assert "estimate=logit redundancy=1" in text
+    assert r["max_held_evict"] <= r["budget"] == 192
+    assert r["positions_dropped"] == 320 + 64 + 8 - 192
+    assert math.isfinite(r["ppl_evict"]) and r["ppl_evict"] < 1.5 * r["ppl_full"], text
+
+
 def test_bad_arguments_fail_cleanly(tmp_path):
     d = deps()
     proc = subprocess.run([str(RUN), "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], "--bits", "24"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "hash_bits" in proc.stderr
+    # Out of the engine's range: refused before the full-cache run, naming the field.
+    proc = subprocess.run([str(RUN), "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], "--redundancy", "65"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "redundancy" in proc.stderr
+    proc = subprocess.run([str(RUN), "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], "--estimate", "cosine"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--estimate" in proc.stderr
     proc = subprocess.run([str(RUN), "--model", "/nonexistent.gguf", "--text", d["TEXT_FILE"]],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "cannot load model" in proc.stderr

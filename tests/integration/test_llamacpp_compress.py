@@ -27,7 +27,9 @@ def test_compress_after_prefill(tmp_path, policy, baseline):
     assert r["max_held_evict"] == PROMPT
     assert r["positions_dropped"] == PROMPT + SCORED + GEN - budget
     assert r["state_bytes_evict"] > 0
-    assert "compress after prefill (window 16, pool 11, cosine)" in text
+    # The default form: the one docs/eval measured best.
+    assert "compress after prefill (window 16, pool 11, cosine+local+trailing)" in text
+    assert r["form"] == "cosine+local+trailing"
     assert f"{PROMPT - budget} positions dropped" in text
     assert r["compress_cpu_seconds"] >= 0 and r["prefill_cpu_seconds"] > 0
     assert math.isfinite(r["ppl_evict"])
@@ -47,3 +49,6 @@ def test_compress_window_is_checked(tmp_path):
     proc = subprocess.run([str(RUN), "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], "--prompt", "64",
                            "--mode", "compress", "--window", "65"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "--window" in proc.stderr
+    proc = subprocess.run([str(RUN), "--model", d["SMOLLM_GGUF"], "--text", d["TEXT_FILE"], "--mode", "compress",
+                           "--form", "cosine+wide"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--form: unknown compress form 'cosine+wide'" in proc.stderr

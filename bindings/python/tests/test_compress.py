@@ -20,7 +20,7 @@ def make(mode="slot", **kw):
 
 
 @pytest.mark.parametrize("probe", ["query", "key"])
-@pytest.mark.parametrize("form", ["cosine", "distance", "softmax"])
+@pytest.mark.parametrize("form", ["cosine", "distance", "softmax", "recommended", "softmax+local", "distance+trailing"])
 @pytest.mark.parametrize("pool", [0, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_slot_compress_matches_reference(probe, form, pool, dtype):
@@ -49,7 +49,8 @@ def test_slot_compress_matches_reference(probe, form, pool, dtype):
                 assert (held[slots[got, h]] == np.flatnonzero(got)).all()
 
 
-def test_token_compress_score_then_evictions_match_reference():
+@pytest.mark.parametrize("form", ["cosine", "cosine+local+trailing", "softmax+local"])
+def test_token_compress_score_then_evictions_match_reference(form):
     rng = np.random.default_rng(5)
     n, nw, pool = 120, 8, 5
     with make(mode="token") as eng:
@@ -60,13 +61,13 @@ def test_token_compress_score_then_evictions_match_reference():
             q = rng.standard_normal((n, QH, DIM)).astype(np.float32)
             k = rng.standard_normal((n, KV, DIM)).astype(np.float32)
             seq.observe(layer, q, k, np.arange(n))
-            seq.compress_score(layer, q[n - nw :], np.arange(n - nw, n), pool=pool)
+            seq.compress_score(layer, q[n - nw :], np.arange(n - nw, n), pool=pool, form=form)
             rt = np.asarray(eng.projection(layer))
             kc = ref.codes(k, rt)
             for h in range(KV):
                 probes = ref.codes(q[n - nw :, h * G : (h + 1) * G], rt).reshape(nw * G, -1)
-                s = ref.compress_scores(kc[:, h], probes, p.hash_bits, pool, "cosine").astype(np.float64)
-                s[n - nw :] = 0
+                s = ref.compress_scores(kc[:, h], probes, p.hash_bits, pool, form).astype(np.float64)
+                s[n - nw :] = -1 if form.startswith("softmax") else 0
                 total += s
         dropped = seq.evictions()
         assert dropped.size == n - p.budget
@@ -84,6 +85,14 @@ def test_compress_errors():
         seq, tseq = eng.sequence(0), tok.sequence(0)
         with pytest.raises(hashevict.InvalidArgument):
             seq.compress(0, qw, k, np.arange(30), form="median")
+        with pytest.raises(hashevict.InvalidArgument, match=r"\+local"):
+            seq.compress(0, qw, k, np.arange(30), form="cosine+wide")
+        # A flag this library does not know, given as a number, is the
+        # engine's to refuse (an older library refuses LOCAL and TRAILING so).
+        with pytest.raises(hashevict.InvalidArgument, match="LOCAL"):
+            seq.compress(0, qw, k, np.arange(30), form=0x400)
+        with pytest.raises(hashevict.InvalidArgument):
+            seq.compress(0, qw, k, np.arange(30), form=3 | 0x100)
         with pytest.raises(hashevict.InvalidArgument):
             seq.compress(0, qw, k, np.arange(30), n_window=0)
         with pytest.raises(hashevict.ShapeError):

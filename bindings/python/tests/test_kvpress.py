@@ -130,7 +130,8 @@ def spy_keep(press):
     return seen
 
 
-@pytest.mark.parametrize("ratio,pool,form", [(0.25, 11, "cosine"), (0.5, 0, "distance"), (0.75, 5, "cosine")])
+@pytest.mark.parametrize("ratio,pool,form", [(0.25, 11, "cosine"), (0.5, 0, "distance"), (0.75, 5, "cosine"),
+                                            (0.5, 11, "recommended")])
 def test_snap_keep_sets_equal_the_c_engine(tiny, monkeypatch, ratio, pool, form):
     """Per layer and KV head, the press keeps exactly what a separate engine's
     Sequence.compress keeps for the same keys and the attention's own

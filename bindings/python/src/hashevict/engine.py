@@ -320,11 +320,25 @@ _COMPRESS_FORMS = {
 }
 
 
+_COMPRESS_FLAGS = {"local": _ffi.HASHEVICT_COMPRESS_LOCAL, "trailing": _ffi.HASHEVICT_COMPRESS_TRAILING}
+
+
 def _compress_form(form) -> int:
+    """A form name, optionally with flags ("cosine+local+trailing"), or
+    "recommended" (HASHEVICT_COMPRESS_RECOMMENDED), or the header's number."""
     if isinstance(form, str):
-        if form.lower() not in _COMPRESS_FORMS:
-            raise InvalidArgument(f"form = {form!r}; want one of {sorted(_COMPRESS_FORMS)}")
-        return _COMPRESS_FORMS[form.lower()]
+        if form.lower() == "recommended":
+            return _ffi.HASHEVICT_COMPRESS_RECOMMENDED
+        base, *flags = form.lower().split("+")
+        if base not in _COMPRESS_FORMS or any(f not in _COMPRESS_FLAGS for f in flags):
+            raise InvalidArgument(
+                f"form = {form!r}; want one of {sorted(_COMPRESS_FORMS)}, optionally followed by "
+                f"+{' / +'.join(_COMPRESS_FLAGS)}, or 'recommended'"
+            )
+        value = _COMPRESS_FORMS[base]
+        for f in flags:
+            value |= _COMPRESS_FLAGS[f]
+        return value
     return _int32(form, "form", too_big=InvalidArgument)
 
 
@@ -803,7 +817,7 @@ class Sequence:
         return out
 
     def compress(self, layer: int, q_window, k, positions, *, n_window: int | None = None, pool: int = 11,
-                 form="cosine"):
+                 form="recommended"):
         """Compress after prefill in slot mode (``hashevict_compress``): places
         the chunk ``k`` ([n_tokens, n_kv_heads, head_dim]) at ``positions``
         and keeps per KV head at most ``budget`` of the held and new
@@ -811,8 +825,10 @@ class Sequence:
         ``q_window`` ([n_window, n_q_heads, head_dim]; None with probe="key"
         or a policy other than hash; n_window defaults to its length).
         ``pool``: max-pool kernel along the positions (0: none); ``form``:
-        "cosine", "distance" or "softmax" (the header's
-        hashevict_compress_form). Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
+        "cosine", "distance" or "softmax", optionally with the flags "+local"
+        and "+trailing", or "recommended" (the default: "cosine+local+trailing",
+        measured best for a prompt whose question comes last, docs/eval; the
+        header's hashevict_compress_form). Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
         token (torch on ``k``'s device when ``k`` is a torch tensor)."""
         _need("hashevict_compress")
         layer = _int32(layer, "layer")
@@ -867,12 +883,13 @@ class Sequence:
                 pos.size,
             )
 
-    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 11, form="cosine") -> None:
+    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 11, form="recommended") -> None:
         """Scores every position layer ``layer`` observed from the window's
         queries (``hashevict_compress_score``, token mode); call it for every
         layer after the prompt was observed, then :meth:`evictions`.
         ``q_window``: [n_window, n_q_heads, head_dim] (None with probe="key");
-        ``window_positions``: the window's n_window held positions."""
+        ``window_positions``: the window's n_window held positions;
+        ``pool`` and ``form`` as in :meth:`compress`."""
         _need("hashevict_compress_score")
         layer = _int32(layer, "layer")
         wpos = _positions(window_positions)

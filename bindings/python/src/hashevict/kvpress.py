@@ -58,7 +58,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extras
     raise ImportError("hashevict.kvpress needs torch, transformers and kvpress (pip install kvpress)") from exc
 
-from .engine import _COMPRESS_FORMS, Engine
+from .engine import Engine, _compress_form
 from .errors import InvalidArgument
 
 __all__ = ["HashEvictPress", "HashEvictSnapPress", "hamming_scores", "window_queries"]
@@ -173,8 +173,10 @@ class HashEvictSnapPress(BasePress):
     it), then the positions whose estimate is best: per position the mean,
     over the window's post-RoPE queries of the head's GQA group, of
     cos(pi * d / b) for Hamming distance d in the engine's ``hash_bits``-bit
-    codes (``form="cosine"``; ``"distance"``: -d), max-pooled over ``pool``
-    neighbouring positions (the header's "Compress after prefill"). Kept
+    codes (``form="cosine"``; ``"distance"``: -d; the flags of
+    :meth:`hashevict.Sequence.compress`, e.g. ``"recommended"``, apply too),
+    max-pooled over ``pool`` neighbouring positions (the header's "Compress
+    after prefill"). Kept
     entries stay in position order. Where the budget is smaller than sinks +
     window, the window shrinks first (to at least 1 token), then the sinks:
     the library refuses a budget its protected positions exceed.
@@ -203,8 +205,9 @@ class HashEvictSnapPress(BasePress):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InvalidArgument(f"{name} = {v!r}; want an int >= {low}")
-        if not isinstance(self.form, str) or self.form.lower() not in _COMPRESS_FORMS:
-            raise InvalidArgument(f"form = {self.form!r}; want one of {sorted(_COMPRESS_FORMS)}")
+        if not isinstance(self.form, str):
+            raise InvalidArgument(f"form = {self.form!r}; want a form name such as 'cosine' or 'recommended'")
+        _compress_form(self.form)  # raises InvalidArgument naming the choices
 
     def _engine(self, module, budget: int, n_sink: int) -> Engine:
         cfg = module.config

@@ -243,16 +243,26 @@ def knorm(x: np.ndarray) -> np.ndarray:
 COMPRESS_TAU = 8.0  # the softmax temperature of HASHEVICT_COMPRESS_SOFTMAX
 
 
+COMPRESS_LOCAL_RADIUS = 64  # the neighbourhood of HASHEVICT_COMPRESS_LOCAL, either side
+
+
 def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, pool: int, form: str = "cosine") -> np.ndarray:
     """The eviction scores of hashevict_compress for one KV head.
 
     key_codes [m, W]: the candidates' codes in position order; probe_codes
     [p, W]: the window's probes. Per candidate, the mean over the probes of
     cos(pi*d/b) ("cosine"), -d ("distance") or the probe's softmax over the
-    candidates of tau*cos(pi*d/b) ("softmax", tau = COMPRESS_TAU),
-    max-pooled over the candidates i - pool//2 .. i + pool//2, then mapped
-    to the distance scale (b*acos(e)/pi, or -e) as float32: larger is
-    dropped first."""
+    candidates of tau*cos(pi*d/b) ("softmax", tau = COMPRESS_TAU); with
+    "+local", minus the mean of those over the candidates within
+    COMPRESS_LOCAL_RADIUS either side (itself included); max-pooled over
+    the candidates i - pool//2 .. i + pool//2 (i - (pool-1) .. i + pool//2
+    with "+trailing"), then mapped to the distance scale (b*acos(e)/pi with
+    e clamped to [-1, 1], or -e) as float32: larger is dropped first."""
+    if form == "recommended":
+        form = "cosine+local+trailing"
+    form, *flags = form.split("+")
+    if set(flags) - {"local", "trailing"}:
+        raise ValueError(f"flags {flags!r}")
     d = hamming(key_codes[:, None, :], probe_codes[None, :, :]).astype(np.float64)  # [m, p]
     if form == "cosine":
         est = np.cos(np.pi * d / bits).sum(1) / d.shape[1]
@@ -263,10 +273,24 @@ def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, p
         est = (w / w.sum(0, keepdims=True)).sum(1) / d.shape[1]
     else:
         raise ValueError(f"form {form!r}")
-    r = pool // 2
-    if r > 0:
-        m = est.size
-        est = np.array([est[max(0, i - r) : min(m, i + r + 1)].max() for i in range(m)])
+    m = est.size
+    if "local" in flags:
+        # Sequential float64 sums, as the engine adds them, so that the
+        # scores agree to the last bit.
+        r = COMPRESS_LOCAL_RADIUS
+        local = np.empty(m)
+        for i in range(m):
+            lo, hi = max(0, i - r), min(m - 1, i + r)
+            s = 0.0
+            for j in range(lo, hi + 1):
+                s += float(est[j])
+            local[i] = est[i] - s / (hi - lo + 1)
+        est = local
+    back = fwd = pool // 2
+    if "trailing" in flags and pool > 1:
+        back = pool - 1
+    if back > 0 or fwd > 0:
+        est = np.array([est[max(0, i - back) : min(m, i + fwd + 1)].max() for i in range(m)])
     if form == "cosine":
         return (bits * np.arccos(np.clip(est, -1, 1)) / np.pi).astype(np.float32)
     return (-est).astype(np.float32)
