@@ -148,7 +148,7 @@ def test_full_grid_fits_the_hour_by_its_estimate():
     jobs = run_eval.plan(False)
     default = [j for j in jobs if not run_eval.is_fork(j[4])]
     total = sum(run_eval.estimate_s(m, t, s, targs, len(cfgs)) for m, t, s, targs, cfgs in default)
-    assert total < 50 * 60, total / 60
+    assert total < 55 * 60, total / 60  # 53.6 min with the 0.6 grid; the measured run: docs/eval
     for m, task, scenario, targs, cfgs in default:
         labels = {p for p, _ in cfgs}
         assert {"full", "hash q/instant", "sink+recent", "knorm", "random"} <= labels, (m, task, scenario)
