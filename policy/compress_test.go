@@ -652,3 +652,120 @@ func TestCompressRandomSequences(t *testing.T) {
 		})
 	}
 }
+
+// compressPrompt builds a token-mode prompt of n positions with one layer
+// and one KV head whose keys have cosine alpha(i) with the window's query
+// direction (the window's own queries are that direction), compresses it
+// with form and pool to budget, and returns the positions kept.
+func compressPrompt(t *testing.T, n, budget, pool int, form CompressForm, alpha func(int) float64) map[int32]bool {
+	t.Helper()
+	p := DefaultParams()
+	p.Mode, p.Layers, p.KVHeads, p.QHeads, p.HeadDim = ModeToken, 1, 1, 1, 64
+	p.Bits, p.Budget = 256, budget
+	e := mustEngine(t, p)
+	e.AddSeq(0)
+	rng := rand.New(rand.NewPCG(21, 7))
+	dir := gauss(rng, p.HeadDim)
+	var nn float64
+	for _, v := range dir {
+		nn += float64(v) * float64(v)
+	}
+	for i := range dir {
+		dir[i] /= float32(math.Sqrt(nn))
+	}
+	k := make([]float32, n*p.HeadDim)
+	q := make([]float32, n*p.HeadDim)
+	for i := 0; i < n; i++ {
+		// alpha*dir plus a unit vector orthogonal to dir, scaled to sqrt(1-alpha^2).
+		noise := gauss(rng, p.HeadDim)
+		var d float64
+		for j := range noise {
+			d += float64(noise[j]) * float64(dir[j])
+		}
+		var m float64
+		for j := range noise {
+			noise[j] -= float32(d) * dir[j]
+			m += float64(noise[j]) * float64(noise[j])
+		}
+		a := alpha(i)
+		for j := range noise {
+			k[i*p.HeadDim+j] = float32(a)*dir[j] + float32(math.Sqrt(1-a*a)/math.Sqrt(m))*noise[j]
+			q[i*p.HeadDim+j] = dir[j]
+		}
+	}
+	pos := make([]int32, n)
+	for i := range pos {
+		pos[i] = int32(i)
+	}
+	if err := e.Observe(0, 0, f32Rows(q, n, 1, p.HeadDim), f32Rows(k, n, 1, p.HeadDim), pos); err != nil {
+		t.Fatal(err)
+	}
+	const nw = 4
+	if err := e.CompressScores(0, 0, f32Rows(q[(n-nw)*p.HeadDim:], nw, 1, p.HeadDim), pos[n-nw:], pool, form); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]int32, n)
+	if _, err := e.Evictions(0, out); err != nil {
+		t.Fatal(err)
+	}
+	held, err := e.TokenPositions(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[int32]bool{}
+	for _, q := range held {
+		kept[q] = true
+	}
+	return kept
+}
+
+// TestCompressLocalKeepsWhatStandsOut: the newest third of a prompt
+// resembles the window more (cosine 0.8) than an older key that stands out
+// from its unrelated neighbours (0.5 among 0). The plain cosine keeps the
+// newest keys and drops it; LOCAL scores each key against its
+// neighbourhood and keeps it (the recency of post-RoPE estimates that the
+// flag answers, docs/algorithm.md).
+func TestCompressLocalKeepsWhatStandsOut(t *testing.T) {
+	const n, spike = 300, 50
+	alpha := func(i int) float64 {
+		switch {
+		case i == spike:
+			return 0.5
+		case i >= 200:
+			return 0.8
+		}
+		return 0
+	}
+	if compressPrompt(t, n, 60, 0, CompressCosine, alpha)[spike] {
+		t.Fatalf("the plain cosine kept position %d over the newest keys; the test no longer shows what LOCAL is for", spike)
+	}
+	if !compressPrompt(t, n, 60, 0, CompressCosine|CompressLocal, alpha)[spike] {
+		t.Fatalf("LOCAL dropped position %d, which stands out from its neighbourhood", spike)
+	}
+}
+
+// TestCompressTrailingKeepsWhatFollows: one key the window matches (a
+// fact's subject) and the tokens after it (its value, unlike the window).
+// The budget leaves 5 positions beyond the protected 15 (4 sinks, the 11
+// newest): a symmetric pool of 5 keeps the subject, two before and two
+// after; TRAILING (4 back, 2 forward) ties 7 positions at the subject's
+// score, and of those the newest 5 stay: the subject and four after it.
+func TestCompressTrailingKeepsWhatFollows(t *testing.T) {
+	const n, subject = 200, 80
+	alpha := func(i int) float64 {
+		if i == subject {
+			return 0.9
+		}
+		return 0
+	}
+	sym := compressPrompt(t, n, 20, 5, CompressCosine, alpha)
+	trail := compressPrompt(t, n, 20, 5, CompressCosine|CompressTrailing, alpha)
+	for d := int32(-4); d <= 4; d++ {
+		if got, want := sym[subject+d], d >= -2 && d <= 2; got != want {
+			t.Errorf("symmetric pool: position subject%+d kept %v, want %v", d, got, want)
+		}
+		if got, want := trail[subject+d], d >= 0; got != want {
+			t.Errorf("TRAILING: position subject%+d kept %v, want %v", d, got, want)
+		}
+	}
+}
