@@ -55,7 +55,6 @@ var _ = [...]struct{}{
 	pinned[policy.CompressSoftmax-C.HASHEVICT_COMPRESS_SOFTMAX],
 	pinned[policy.CompressLocal-C.HASHEVICT_COMPRESS_LOCAL],
 	pinned[policy.CompressTrailing-C.HASHEVICT_COMPRESS_TRAILING],
-	pinned[policy.CompressRecommended-C.HASHEVICT_COMPRESS_RECOMMENDED],
 
 	pinned[policy.F32-C.HASHEVICT_DTYPE_F32],
 	pinned[policy.F16-C.HASHEVICT_DTYPE_F16],

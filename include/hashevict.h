@@ -642,9 +642,9 @@ typedef enum hashevict_compress_form {
      * fact's value after its subject) is kept with them. */
     HASHEVICT_COMPRESS_TRAILING = 0x200
 } hashevict_compress_form;
-/* The form measured best (docs/eval/README.md) for compressing a prompt
- * whose question comes last: COSINE | LOCAL | TRAILING. */
-#define HASHEVICT_COMPRESS_RECOMMENDED 0x300
+/* Neither flag is a default: chosen on the development text, COSINE | LOCAL
+ * | TRAILING did not beat the plain COSINE on the held-out text and tasks
+ * (docs/eval/README.md). */
 /* Each estimate is then replaced by the largest over the held positions
  * i - pool/2 .. i + pool/2 in position order (i - (pool - 1) .. i + pool/2
  * with TRAILING), i.e. a max pool of kernel pool (odd; an even pool acts

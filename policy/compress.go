@@ -50,10 +50,6 @@ const (
 	// them.
 	CompressTrailing CompressForm = 0x200
 
-	// CompressRecommended is the form measured best for a prompt whose
-	// question comes last (docs/eval/README.md).
-	CompressRecommended = CompressCosine | CompressLocal | CompressTrailing
-
 	compressBaseMask = 0xff
 	compressFlags    = CompressLocal | CompressTrailing
 )

@@ -57,13 +57,13 @@ POLICIES = {
 # ("hash q/instant" there is the plain mean-cosine form): "hash q/softmax" is
 # the window's estimated attention, a softmax per probe over the keys
 # (hashevict_compress_form SOFTMAX; the 0.4 candidate, kept as a negative
-# result); "hash q/local+trailing" is HASHEVICT_COMPRESS_RECOMMENDED (form=recommended:
-# the cosine form with the LOCAL and TRAILING flags, hashevict-run's and the
-# Python package's default since 0.6.0), chosen on the development text for
-# both models (docs/eval/README.md, "Choosing the compression's form").
+# result); "hash q/local+trailing" is the cosine form with the LOCAL and
+# TRAILING flags (0.6.0), chosen on the development text for both models
+# and no better than "hash q/instant" on the held-out cells (docs/eval/README.md,
+# "Choosing the compression's form"): kept as a named option, not a default.
 PREFILL_POLICIES = {
     "hash q/softmax": "policy=hash,probe=query,score=instant,form=softmax",
-    "hash q/local+trailing": "policy=hash,probe=query,score=instant,form=recommended",
+    "hash q/local+trailing": "policy=hash,probe=query,score=instant,form=cosine+local+trailing",
 }
 # Streaming only (issue 11 item 3: the cache capped while the prompt is read;
 # compress after prefill replaces the decode scores, so they would repeat

@@ -19,7 +19,7 @@
 // keep=R (budget = R * context), bits=B, sinks=N, recent=N; for the prefill
 // scenario also window=W (the last W prompt queries score the prompt; 32),
 // pool=K (max pool of the scores; 11, as hashevict-run) and form=cosine|distance|softmax,
-// optionally +local and +trailing, or recommended (hashevict_compress_score). estimate=distance|logit and redundancy=W: the
+// optionally +local and +trailing (hashevict_compress_score). estimate=distance|logit and redundancy=W: the
 // hash policy's streaming options (hashevict_params.estimate / .redundancy;
 // defaults distance and 0, the paper). runtime=fork (hashevict-eval-fork only, stream
 // scenario and ppl): the policy runs per layer and KV head inside the patched

@@ -39,7 +39,7 @@ struct options {
     // Compress after prefill: the prompt is read whole, then scored once
     // from its last `window` queries and cut to the budget.
     bool compress = false;
-    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_RECOMMENDED;
+    int window = 32, pool = 11, form = HASHEVICT_COMPRESS_COSINE;
     hashevict_params hp = hashevict_default_params();
     // --runtime fork (hashevict-run-fork only): the policy runs per layer and KV head inside
     // the patched llama.cpp, before attention, instead of in token mode.
@@ -87,7 +87,7 @@ void usage() {
         "  --window N        compress: queries that score the prompt (32)\n"
         "  --pool N          compress: max-pool kernel along the positions (11)\n"
         "  --form F          compress: cosine | distance | softmax, optionally +local\n"
-        "                    and +trailing; recommended = cosine+local+trailing (recommended)\n"
+        "                    and +trailing (cosine)\n"
         "  --runtime R       stock: token mode through the stock integration; fork: per layer and\n"
         "                    KV head inside the patched llama.cpp (hashevict-run-fork only) (stock)\n"
         "  --chunk N         tokens per decode call (64)\n"

@@ -191,9 +191,8 @@ const struct {
 }  // namespace
 
 int parse_compress_form(const std::string &name) {
-    if (name == "recommended") return HASHEVICT_COMPRESS_RECOMMENDED;
     const std::string why = "unknown compress form '" + name +
-                            "' (cosine, distance or softmax, optionally +local and +trailing; or recommended)";
+                            "' (cosine, distance or softmax, optionally +local and +trailing)";
     size_t plus = name.find('+');
     const std::string base = name.substr(0, plus);
     int form = -1;

@@ -26,9 +26,8 @@ double log_softmax_at(const float *logits, int n_vocab, llama_token target);
 llama_token argmax(const float *logits, int n_vocab);
 
 // hashevict_compress_form from its name: cosine | distance | softmax,
-// optionally followed by +local and/or +trailing, or "recommended"
-// (HASHEVICT_COMPRESS_RECOMMENDED). Throws std::runtime_error naming the
-// choices on anything else.
+// optionally followed by +local and/or +trailing. Throws
+// std::runtime_error naming the choices on anything else.
 int parse_compress_form(const std::string &name);
 // The name of a form parse_compress_form accepts ("cosine+local+trailing").
 std::string compress_form_name(int form);
@@ -46,7 +45,7 @@ struct session_options {
     int prefill = 0;
     int window = 32;
     int pool = 11;
-    int form = HASHEVICT_COMPRESS_RECOMMENDED;
+    int form = HASHEVICT_COMPRESS_COSINE;
     // Optional graph callback of the caller, with the usual cb_eval
     // contract (asked about every node, handed the ones it asks for); with
     // eviction on, hev_llama_attach chains it.

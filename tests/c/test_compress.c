@@ -252,7 +252,7 @@ static void panic_path(void) {
 int main(void) {
     slot_mode(HASHEVICT_COMPRESS_DISTANCE);
     slot_mode(HASHEVICT_COMPRESS_COSINE);
-    slot_mode(HASHEVICT_COMPRESS_RECOMMENDED);
+    slot_mode(HASHEVICT_COMPRESS_COSINE | HASHEVICT_COMPRESS_LOCAL | HASHEVICT_COMPRESS_TRAILING);
     slot_mode(HASHEVICT_COMPRESS_DISTANCE | HASHEVICT_COMPRESS_TRAILING);
     token_mode();
     bad_input();

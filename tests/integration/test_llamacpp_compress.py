@@ -27,9 +27,7 @@ def test_compress_after_prefill(tmp_path, policy, baseline):
     assert r["max_held_evict"] == PROMPT
     assert r["positions_dropped"] == PROMPT + SCORED + GEN - budget
     assert r["state_bytes_evict"] > 0
-    # The default form: the one docs/eval measured best.
-    assert "compress after prefill (window 16, pool 11, cosine+local+trailing)" in text
-    assert r["form"] == "cosine+local+trailing"
+    assert "compress after prefill (window 16, pool 11, cosine)" in text and r["form"] == "cosine"
     assert f"{PROMPT - budget} positions dropped" in text
     assert r["compress_cpu_seconds"] >= 0 and r["prefill_cpu_seconds"] > 0
     assert math.isfinite(r["ppl_evict"])

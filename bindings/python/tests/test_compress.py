@@ -20,7 +20,7 @@ def make(mode="slot", **kw):
 
 
 @pytest.mark.parametrize("probe", ["query", "key"])
-@pytest.mark.parametrize("form", ["cosine", "distance", "softmax", "recommended", "softmax+local", "distance+trailing"])
+@pytest.mark.parametrize("form", ["cosine", "distance", "softmax", "cosine+local+trailing", "softmax+local", "distance+trailing"])
 @pytest.mark.parametrize("pool", [0, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_slot_compress_matches_reference(probe, form, pool, dtype):

@@ -131,7 +131,7 @@ def spy_keep(press):
 
 
 @pytest.mark.parametrize("ratio,pool,form", [(0.25, 11, "cosine"), (0.5, 0, "distance"), (0.75, 5, "cosine"),
-                                            (0.5, 11, "recommended")])
+                                            (0.5, 11, "cosine+local+trailing")])
 def test_snap_keep_sets_equal_the_c_engine(tiny, monkeypatch, ratio, pool, form):
     """Per layer and KV head, the press keeps exactly what a separate engine's
     Sequence.compress keeps for the same keys and the attention's own

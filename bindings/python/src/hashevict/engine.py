@@ -324,16 +324,14 @@ _COMPRESS_FLAGS = {"local": _ffi.HASHEVICT_COMPRESS_LOCAL, "trailing": _ffi.HASH
 
 
 def _compress_form(form) -> int:
-    """A form name, optionally with flags ("cosine+local+trailing"), or
-    "recommended" (HASHEVICT_COMPRESS_RECOMMENDED), or the header's number."""
+    """A form name, optionally with flags ("cosine+local+trailing"), or the
+    header's number."""
     if isinstance(form, str):
-        if form.lower() == "recommended":
-            return _ffi.HASHEVICT_COMPRESS_RECOMMENDED
         base, *flags = form.lower().split("+")
         if base not in _COMPRESS_FORMS or any(f not in _COMPRESS_FLAGS for f in flags):
             raise InvalidArgument(
                 f"form = {form!r}; want one of {sorted(_COMPRESS_FORMS)}, optionally followed by "
-                f"+{' / +'.join(_COMPRESS_FLAGS)}, or 'recommended'"
+                f"+{' / +'.join(_COMPRESS_FLAGS)}"
             )
         value = _COMPRESS_FORMS[base]
         for f in flags:
@@ -817,7 +815,7 @@ class Sequence:
         return out
 
     def compress(self, layer: int, q_window, k, positions, *, n_window: int | None = None, pool: int = 11,
-                 form="recommended"):
+                 form="cosine"):
         """Compress after prefill in slot mode (``hashevict_compress``): places
         the chunk ``k`` ([n_tokens, n_kv_heads, head_dim]) at ``positions``
         and keeps per KV head at most ``budget`` of the held and new
@@ -826,9 +824,8 @@ class Sequence:
         or a policy other than hash; n_window defaults to its length).
         ``pool``: max-pool kernel along the positions (0: none); ``form``:
         "cosine", "distance" or "softmax", optionally with the flags "+local"
-        and "+trailing", or "recommended" (the default: "cosine+local+trailing",
-        measured best for a prompt whose question comes last, docs/eval; the
-        header's hashevict_compress_form). Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
+        and "+trailing" (the header's hashevict_compress_form; the flags were
+        no better than the plain cosine on held-out text, docs/eval). Returns the slots, [n_tokens, n_kv_heads] int32, -1 for a dropped
         token (torch on ``k``'s device when ``k`` is a torch tensor)."""
         _need("hashevict_compress")
         layer = _int32(layer, "layer")
@@ -883,7 +880,7 @@ class Sequence:
                 pos.size,
             )
 
-    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 11, form="recommended") -> None:
+    def compress_score(self, layer: int, q_window, window_positions, *, pool: int = 11, form="cosine") -> None:
         """Scores every position layer ``layer`` observed from the window's
         queries (``hashevict_compress_score``, token mode); call it for every
         layer after the prompt was observed, then :meth:`evictions`.

@@ -174,7 +174,7 @@ class HashEvictSnapPress(BasePress):
     over the window's post-RoPE queries of the head's GQA group, of
     cos(pi * d / b) for Hamming distance d in the engine's ``hash_bits``-bit
     codes (``form="cosine"``; ``"distance"``: -d; the flags of
-    :meth:`hashevict.Sequence.compress`, e.g. ``"recommended"``, apply too),
+    :meth:`hashevict.Sequence.compress`, e.g. ``"cosine+local"``, apply too),
     max-pooled over ``pool`` neighbouring positions (the header's "Compress
     after prefill"). Kept
     entries stay in position order. Where the budget is smaller than sinks +
@@ -206,7 +206,7 @@ class HashEvictSnapPress(BasePress):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InvalidArgument(f"{name} = {v!r}; want an int >= {low}")
         if not isinstance(self.form, str):
-            raise InvalidArgument(f"form = {self.form!r}; want a form name such as 'cosine' or 'recommended'")
+            raise InvalidArgument(f"form = {self.form!r}; want a form name such as 'cosine' or 'cosine+local'")
         _compress_form(self.form)  # raises InvalidArgument naming the choices
 
     def _engine(self, module, budget: int, n_sink: int) -> Engine:

@@ -258,8 +258,6 @@ def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, p
     the candidates i - pool//2 .. i + pool//2 (i - (pool-1) .. i + pool//2
     with "+trailing"), then mapped to the distance scale (b*acos(e)/pi with
     e clamped to [-1, 1], or -e) as float32: larger is dropped first."""
-    if form == "recommended":
-        form = "cosine+local+trailing"
     form, *flags = form.split("+")
     if set(flags) - {"local", "trailing"}:
         raise ValueError(f"flags {flags!r}")
