@@ -631,11 +631,11 @@ typedef enum hashevict_compress_form {
      * libraries: INVALID_ARGUMENT). */
     /* Before the pool, each estimate is replaced by its excess over the
      * mean estimate of the held positions within 64 of it on either side
-     * in position order (itself included). Post-RoPE keys near the window
-     * resemble its queries more than older keys do, whatever they say, so
-     * without it a compression keeps mostly the newest part of the prompt;
-     * with it a position counts by how much it stands out from its
-     * neighbourhood. */
+     * in position order (itself included). Where post-RoPE keys near the
+     * window resemble its queries more than older keys do, whatever they
+     * say (SmolLM2; not Gemma 3, whose global layers rotate slowly), a
+     * compression keeps mostly the newest part of the prompt; with it a
+     * position counts by how much it stands out from its neighbourhood. */
     HASHEVICT_COMPRESS_LOCAL = 0x100,
     /* The pool reaches pool - 1 positions back and pool/2 forward, instead
      * of pool/2 either way: what follows the words the window repeats (a

@@ -37,11 +37,11 @@ const (
 
 	// CompressLocal replaces each estimate, before the pool, by its excess
 	// over the mean estimate of the candidates within compressLocalRadius
-	// of it on either side (in position order, itself included). Post-RoPE
-	// keys near the window resemble its queries more than older keys do,
-	// whatever they say, so without it a compression keeps mostly the
-	// newest part of the prompt (measured: 90 % of the last quarter and
-	// 27 % of the first at keep 0.5, docs/eval/README.md); with it a
+	// of it on either side (in position order, itself included). Where
+	// post-RoPE keys near the window resemble its queries more than older
+	// keys do, whatever they say, a compression keeps mostly the newest
+	// part of the prompt (SmolLM2: 90 % of the last quarter and 27 % of
+	// the first at keep 0.5; not Gemma 3, docs/eval/README.md); with it a
 	// position counts by how much it stands out from its neighbourhood.
 	CompressLocal CompressForm = 0x100
 	// CompressTrailing makes the max pool reach pool-1 candidates back and
