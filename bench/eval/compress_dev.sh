@@ -3,7 +3,7 @@
 # compression's form (0.6)"): compress after prefill on facts prompts over the
 # development text (Pride and Prejudice, trials 100-123: other prompts than the
 # grid's, and never Moby Dick), the forms with and without the LOCAL and
-# TRAILING flags against the baselines, both models. About 12 minutes on the
+# TRAILING flags against the baselines, both models. About 8 minutes on the
 # 2-core machine. Rows -> build/eval-dev/compress_dev.jsonl, then a table of
 # right answers per model, form and keep ratio. DEV_TRIALS_END=N stops before
 # trial N (a short check: DEV_TRIALS_END=102).
