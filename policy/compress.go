@@ -114,8 +114,9 @@ func windowScore(form CompressForm) float32 {
 func shapeEstimates(est []float64, order []int, pool int, form CompressForm, tmp []float64) {
 	tmp = tmp[:len(order)]
 	if form&CompressLocal != 0 {
-		// A plain sum per neighbourhood, in position order, so that the
-		// Python reference can repeat it to the last bit.
+		// A plain sum per neighbourhood, in position order, which the Go
+		// and C references (compress_test.go, tests/c/test_compress.c)
+		// repeat operation for operation.
 		for i := range order {
 			lo, hi := max(0, i-compressLocalRadius), min(len(order)-1, i+compressLocalRadius)
 			var sum float64

@@ -273,8 +273,9 @@ def compress_scores(key_codes: np.ndarray, probe_codes: np.ndarray, bits: int, p
         raise ValueError(f"form {form!r}")
     m = est.size
     if "local" in flags:
-        # Sequential float64 sums, as the engine adds them, so that the
-        # scores agree to the last bit.
+        # Sequential float64 sums, in the engine's order (the estimates
+        # before them are numpy sums, so agreement is to rounding, as for
+        # the forms without flags).
         r = COMPRESS_LOCAL_RADIUS
         local = np.empty(m)
         for i in range(m):
